@@ -1,0 +1,41 @@
+# p3hw — the two commands of the README, and the ones around them.
+#   make demo    installs what is missing, builds, runs the two-site demo
+#   make test    installs what is missing, builds, runs the whole test suite
+#   make lint    ruff + the native build with -Wall -Wextra -Werror
+#   make bench   runs the benchmarks, writes bench/results.md
+
+VENV   := .venv
+PY     := $(VENV)/bin/python
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: all bootstrap build native-tests test lint bench demo clean
+
+all: build
+
+bootstrap:
+	@bash packaging/bootstrap.sh
+
+# The cffi extension, built in place (editable install): rebuilt when any C changes.
+build: bootstrap
+	@mkdir -p build
+	@$(PY) setup.py -q build_ext --inplace >build/build_ext.log 2>&1 || { cat build/build_ext.log; exit 1; }
+
+# Native unit tests under AddressSanitizer and UBSan (native/tests/).
+native-tests: bootstrap
+	@$(MAKE) -s -C native test
+
+test: build native-tests
+	@$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: bootstrap
+	@$(VENV)/bin/ruff check p3hw backends simulators tests bench native
+	@$(MAKE) -s -C native strict
+
+bench: build
+	@$(PY) -m p3hw.cli bench all
+
+demo: build
+	@$(PY) -m p3hw.cli demo
+
+clean:
+	rm -rf build native/build p3hw/_dataplane*.so

@@ -1,0 +1,1 @@
+"""Administration: IPC server, store and the p3ctl command."""

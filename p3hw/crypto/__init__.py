@@ -1,0 +1,1 @@
+"""Key schedule, PRFs, key arrays and key-generation dispatch."""

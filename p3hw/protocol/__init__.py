@@ -1,0 +1,1 @@
+"""Sans-I/O protocol machines: handshake, control, rekey, liveness, recovery."""

@@ -1,0 +1,1 @@
+"""asyncio daemons: primary, secondary, per-peer session, timers, syslog."""

@@ -1,0 +1,1 @@
+"""Byte formats as pure functions: P3 packet, IKEv2 messages, control messages."""

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Installs only what is missing for building, testing and running p3hw on
+# Debian 12, as root: Debian packages, the virtual environment in .venv, the
+# editable install with its native extension. Idempotent and quiet when all
+# is there. Called by `make bootstrap` (and so by `make test` / `make demo`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+    build-essential pkg-config libssl-dev python3-venv python3-dev
+    softhsm2 libsofthsm2 opensc
+    libdpdk-dev dpdk
+    iproute2 iputils-ping iperf3 tshark ethtool
+    clang libclang-rt-14-dev
+)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
+    [[ "$status" == "install ok installed" ]] || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "bootstrap: P3-E900 need root to install: ${missing[*]}" >&2
+        exit 1
+    fi
+    echo "bootstrap: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PYTHON=${PYTHON:-python3}
+if [[ ! -x .venv/bin/python ]]; then
+    echo "bootstrap: creating .venv"
+    "$PYTHON" -m venv .venv
+fi
+
+# Reinstall when the project metadata changed since the last install.
+stamp=.venv/.p3hw-installed
+if [[ ! -f $stamp || pyproject.toml -nt $stamp || setup.py -nt $stamp ]]; then
+    echo "bootstrap: installing p3hw (editable) and its test tools into .venv"
+    mkdir -p build
+    if ! { .venv/bin/python -m pip install -q --upgrade pip &&
+           .venv/bin/python -m pip install -q -e '.[test]'; } >build/bootstrap-pip.log 2>&1; then
+        cat build/bootstrap-pip.log >&2
+        echo "bootstrap: pip install failed (log above)" >&2
+        exit 1
+    fi
+    touch "$stamp"
+fi

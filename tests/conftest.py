@@ -1,0 +1,34 @@
+"""Suite-wide rules.
+
+With ``P3HW_CI=1`` (set by ``.ci/run``) a skipped test is a failed test:
+CI runs as root with TUN, DPDK and SoftHSM installed, so a skip there means
+something is silently not tested.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+IN_CI = os.environ.get("P3HW_CI") == "1"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    outcome = yield
+    report = outcome.get_result()
+    if IN_CI and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"P3HW_CI=1: a skip is a failure in CI ({reason})"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``root`` skip (locally) when not root; in CI they then fail."""
+    if os.geteuid() == 0:
+        return
+    skip_root = pytest.mark.skip(reason="needs root (CAP_NET_ADMIN)")
+    for item in items:
+        if "root" in item.keywords or "netns" in item.keywords:
+            item.add_marker(skip_root)
