@@ -11,7 +11,6 @@ APT_PACKAGES=(
     softhsm2 libsofthsm2 opensc
     libdpdk-dev dpdk
     iproute2 iputils-ping iperf3 tshark ethtool
-    clang libclang-rt-14-dev
 )
 
 missing=()
