@@ -1,0 +1,983 @@
+"""The configuration file of spec Appendix A, and its typed model.
+
+One file format serves both roles (Appendix A: "a single ... configuration
+file for either a P3 Primary or Secondary"): a local section between
+``localstart`` and ``localend``, then remote hosts as ``N/keyword`` lines.
+A line is ``keyword value`` or ``keyword = value``; ``#`` starts a comment.
+
+Every effective value remembers where it came from (``default``, ``local``
+or ``remote``) and the line that set it, so ``p3hw config check`` can show
+why a remote gets the rekey period it gets. Every failure is a
+:class:`ConfigError` carrying file, line and reason code; the parser
+collects all of them and raises one :class:`ConfigErrors`. Nothing a file
+can hold makes it raise anything else.
+
+The keywords marked ``extension`` are not in the spec; docs/config.md lists
+them as such.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import os
+import re
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from p3hw import constants
+from p3hw.log import FACILITIES
+from p3hw.reasons import P3Error, reason
+
+PRIMARY = "primary"
+SECONDARY = "secondary"
+ROLES = (PRIMARY, SECONDARY)
+
+# --- Implementation constants -------------------------------------------------
+
+#: A configuration is a few hundred lines; anything far larger is not one.
+MAX_CONFIG_BYTES = 1024 * 1024
+#: Appendix A gives no default for key_generation; software (1) runs anywhere.
+DEFAULT_KEY_GENERATION = 1
+DEFAULT_TRANSPORT = "udp"
+DEFAULT_INTERFACE = "p3-0"
+DEFAULT_ADMIN_SOCKET = "/run/p3hw/admin.sock"
+DEFAULT_LOG_FACILITY = "daemon"
+DEFAULT_KEY_TYPE = "AES128"
+DEFAULT_CIPHER = "gcm"
+DEFAULT_PFS = 1
+#: Largest value accepted for any period in seconds (one year).
+MAX_PERIOD_S = 365 * 86400
+#: Key-array indexes travel as 16-bit numbers in control messages.
+MAX_ARRAY_SIZE = 65536
+#: Remote host identification numbers.
+MAX_REMOTE_ID = 65535
+#: Linux IFNAMSIZ is 16 including the terminating NUL.
+MAX_IFNAME_CHARS = 15
+#: sockaddr_un.sun_path is 108 bytes including the NUL.
+MAX_SOCKET_PATH_BYTES = 107
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+# --- Errors -------------------------------------------------------------------
+
+class ConfigError(P3Error):
+    """One problem in one line of one configuration file."""
+
+    def __init__(self, file: str, line: int, reason_name: str, detail: str, hint: str = "") -> None:
+        self.file = file
+        self.line = line
+        super().__init__(reason_name, detail, hint)
+
+    def message(self) -> str:
+        return f"{self.file}:{self.line}: {super().message()}"
+
+    def __str__(self) -> str:
+        return self.message()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "line": self.line, "code": self.code, "reason": self.reason.name,
+                "message": self.detail, "hint": self.hint}
+
+
+class ConfigErrors(P3Error):
+    """All the problems found in a configuration: the parser reports every one."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        if not errors:
+            raise ValueError("ConfigErrors needs at least one error")
+        self.errors = sorted(errors, key=lambda e: (e.file, e.line))
+        first = self.errors[0]
+        super().__init__(first.reason.name, first.detail, first.hint)
+
+    def message(self) -> str:
+        return "\n".join(e.message() for e in self.errors)
+
+    def __str__(self) -> str:
+        return self.message()
+
+    def __iter__(self) -> Iterator[ConfigError]:
+        return iter(self.errors)
+
+    def __len__(self) -> int:
+        return len(self.errors)
+
+
+class _BadValue(Exception):
+    """Raised by a value parser; the caller adds file and line."""
+
+    def __init__(self, reason_name: str, detail: str, hint: str = "") -> None:
+        super().__init__(detail)
+        self.reason_name = reason_name
+        self.detail = detail
+        self.hint = hint
+
+
+# --- Value parsers ------------------------------------------------------------
+
+_DIGITS = re.compile(r"[0-9]{1,12}", re.ASCII)
+
+
+def _int_in(low: int, high: int) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        if not _DIGITS.fullmatch(value):
+            raise _BadValue("CONFIG_VALUE_OUT_OF_RANGE", f"{value!r} is not a whole number",
+                            f"use a number from {low} to {high}")
+        number = int(value)
+        if not low <= number <= high:
+            raise _BadValue("CONFIG_VALUE_OUT_OF_RANGE", f"{number} is out of range",
+                            f"use a number from {low} to {high}")
+        return number
+    return parse
+
+
+def _choice(*allowed: int | str, fold_case: bool = False) -> Callable[[str], Any]:
+    def parse(value: str) -> Any:
+        for candidate in allowed:
+            text = str(candidate)
+            if value == text or (fold_case and value.lower() == text.lower()):
+                return candidate
+        words = ", ".join(str(a) for a in allowed)
+        raise _BadValue("CONFIG_VALUE_OUT_OF_RANGE", f"{value!r} is not allowed", f"use one of: {words}")
+    return parse
+
+
+def _unsupported_flag(keyword: str) -> Callable[[str], int]:
+    """Appendix A: cluster_state and load_balance are "currently unsupported"."""
+    flag = _int_in(0, 1)
+
+    def parse(value: str) -> int:
+        number = flag(value)
+        if number != 0:
+            raise _BadValue("CONFIG_UNSUPPORTED", f"{keyword} = {number}: clustering and load balancing "
+                            "are not supported yet", f"remove the line or set {keyword} = 0")
+        return number
+    return parse
+
+
+def _address(value: str) -> Address:
+    if "%" in value:
+        raise _BadValue("CONFIG_BAD_ADDRESS", f"{value!r}: scoped IPv6 addresses are not allowed",
+                        "use a global or unique-local address")
+    try:
+        return ipaddress.ip_address(value)
+    except ValueError:
+        raise _BadValue("CONFIG_BAD_ADDRESS", f"{value!r} is not an IPv4 or IPv6 address",
+                        "write e.g. 192.0.2.1 or 2001:db8::1") from None
+
+
+def _interface(value: str) -> str:
+    # Linux dev_valid_name(): 1..15 bytes, not "." or "..", no '/', ':' or space.
+    if (not value or len(value.encode("utf-8", "replace")) > MAX_IFNAME_CHARS or value in (".", "..")
+            or any(c in value for c in "/:") or any(c.isspace() for c in value) or not value.isprintable()):
+        raise _BadValue("CONFIG_VALUE_OUT_OF_RANGE", f"{value!r} is not a valid interface name",
+                        f"use 1 to {MAX_IFNAME_CHARS} characters without '/', ':' or spaces, e.g. p3-0")
+    return value
+
+
+def _socket_path(value: str) -> str:
+    if not value.startswith("/") or len(value.encode("utf-8", "replace")) > MAX_SOCKET_PATH_BYTES \
+            or "\x00" in value:
+        raise _BadValue("CONFIG_VALUE_OUT_OF_RANGE", f"{value!r} is not a usable socket path",
+                        f"use an absolute path of at most {MAX_SOCKET_PATH_BYTES} bytes")
+    return value
+
+
+def _facility(value: str) -> str:
+    if value not in FACILITIES:
+        close = difflib.get_close_matches(value, list(FACILITIES), n=1)
+        hint = f"did you mean {close[0]!r}?" if close else "use a syslog facility such as daemon or local0"
+        raise _BadValue("CONFIG_VALUE_OUT_OF_RANGE", f"{value!r} is not a syslog facility", hint)
+    return value
+
+
+def _path(value: str) -> str:
+    if "\x00" in value:
+        raise _BadValue("CONFIG_VALUE_OUT_OF_RANGE", "a path cannot contain NUL", "write a plain file path")
+    return value
+
+
+def _period(value: str) -> int:
+    return _int_in(1, MAX_PERIOD_S)(value)
+
+
+# --- The keyword tables -------------------------------------------------------
+
+BOTH = frozenset(ROLES)
+PRIMARY_ONLY = frozenset({PRIMARY})
+SECONDARY_ONLY = frozenset({SECONDARY})
+
+
+@dataclass(frozen=True)
+class Keyword:
+    """One keyword of the file: how it is written, parsed and defaulted."""
+
+    name: str
+    attr: str
+    parse: Callable[[str], Any]
+    default: Any
+    roles: frozenset[str]
+    extension: bool = False
+
+
+#: Local section (Appendix A 1 and 2, plus extensions).
+LOCAL_KEYWORDS: dict[str, Keyword] = {k.name: k for k in (
+    Keyword("role", "role", _choice(*ROLES, fold_case=True), None, BOTH, extension=True),
+    Keyword("ip", "ip", _choice(4, 6), None, BOTH),
+    Keyword("address", "address", _address, None, BOTH),
+    Keyword("port", "port", _int_in(1, 65535), constants.DEFAULT_PORT, PRIMARY_ONLY),
+    Keyword("key_generation", "key_generation", _choice(1, 2), DEFAULT_KEY_GENERATION, PRIMARY_ONLY),
+    Keyword("rekey_wait", "rekey_wait_s", _period, constants.DEFAULT_REKEY_WAIT_S, PRIMARY_ONLY),
+    # 0 = no key arrays: every rekey carries fresh keys.
+    Keyword("array_size", "array_size", _int_in(0, MAX_ARRAY_SIZE), constants.DEFAULT_ARRAY_SIZE, PRIMARY_ONLY),
+    Keyword("data_array_time", "data_array_time_s", _period, constants.DEFAULT_DATA_ARRAY_TIME_S, PRIMARY_ONLY),
+    Keyword("control_array_time", "control_array_time_s", _period, constants.DEFAULT_CONTROL_ARRAY_TIME_S,
+            PRIMARY_ONLY),
+    Keyword("heartbeat_time", "heartbeat_time_s", _period, constants.DEFAULT_HEARTBEAT_TIME_S, PRIMARY_ONLY),
+    Keyword("heartbeat_fail", "heartbeat_fail_s", _period, constants.DEFAULT_HEARTBEAT_FAIL_S, PRIMARY_ONLY),
+    Keyword("cluster_state", "cluster_state", _unsupported_flag("cluster_state"), 0, BOTH),
+    Keyword("load_balance", "load_balance", _unsupported_flag("load_balance"), 0, BOTH),
+    Keyword("transport", "transport", _choice("udp", "esp", fold_case=True), DEFAULT_TRANSPORT, BOTH,
+            extension=True),
+    Keyword("interface", "interface", _interface, DEFAULT_INTERFACE, BOTH, extension=True),
+    Keyword("admin_socket", "admin_socket", _socket_path, DEFAULT_ADMIN_SOCKET, BOTH, extension=True),
+    Keyword("log_facility", "log_facility", _facility, DEFAULT_LOG_FACILITY, BOTH, extension=True),
+)}
+
+#: Remote section (Appendix A 1 and 2, plus extensions). subnet/mask take an index.
+REMOTE_KEYWORDS: dict[str, Keyword] = {k.name: k for k in (
+    Keyword("ip", "ip", _choice(4, 6), None, BOTH),
+    Keyword("address", "address", _address, None, BOTH),
+    Keyword("subnet", "subnets", str, None, BOTH),
+    Keyword("mask", "masks", str, None, BOTH),
+    Keyword("key_type", "key_type", _choice("AES128", "AES256", fold_case=True), DEFAULT_KEY_TYPE, BOTH),
+    # The port of the primary this secondary connects to.
+    Keyword("port", "port", _int_in(1, 65535), constants.DEFAULT_PORT, SECONDARY_ONLY, extension=True),
+    Keyword("psk_file", "psk_file", _path, None, BOTH, extension=True),
+    Keyword("cipher", "cipher", _choice("gcm", "ccm", "ctr", fold_case=True), DEFAULT_CIPHER, BOTH,
+            extension=True),
+    Keyword("pfs", "pfs", _choice(0, 1), DEFAULT_PFS, BOTH, extension=True),
+    # Appendix A 1: per-remote overrides of the local values.
+    Keyword("rekey_wait", "rekey_wait_s", _period, None, PRIMARY_ONLY),
+    Keyword("key_array", "array_size", _int_in(0, MAX_ARRAY_SIZE), None, PRIMARY_ONLY),
+    Keyword("data_array_time", "data_array_time_s", _period, None, PRIMARY_ONLY),
+    Keyword("control_array_time", "control_array_time_s", _period, None, PRIMARY_ONLY),
+    Keyword("heartbeat_time", "heartbeat_time_s", _period, None, PRIMARY_ONLY),
+    Keyword("heartbeat_fail", "heartbeat_fail_s", _period, None, PRIMARY_ONLY),
+)}
+
+#: Remote override keyword -> the local keyword it overrides (note key_array -> array_size).
+OVERRIDES: dict[str, str] = {
+    "rekey_wait": "rekey_wait",
+    "key_array": "array_size",
+    "data_array_time": "data_array_time",
+    "control_array_time": "control_array_time",
+    "heartbeat_time": "heartbeat_time",
+    "heartbeat_fail": "heartbeat_fail",
+}
+
+_INDEXED = ("subnet", "mask")
+_SECTION_MARKERS = ("localstart", "localend")
+
+
+# --- The model ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Origin:
+    """Where an effective value came from."""
+
+    source: str          # "default", "local" or "remote"
+    line: int | None     # the line that set it; None for a default
+    keyword: str         # the keyword as the file spells it (e.g. "3/key_array")
+
+
+@dataclass
+class LocalHost:
+    ip: int
+    address: Address
+    port: int
+    key_generation: int
+    rekey_wait_s: int
+    array_size: int
+    data_array_time_s: int
+    control_array_time_s: int
+    heartbeat_time_s: int
+    heartbeat_fail_s: int
+    cluster_state: int
+    load_balance: int
+    transport: str
+    interface: str
+    admin_socket: str
+    log_facility: str
+    origins: dict[str, Origin] = field(default_factory=dict, repr=False, compare=False)
+
+    def origin(self, attr: str) -> Origin:
+        return self.origins[attr]
+
+    def source(self, attr: str) -> str:
+        return self.origins[attr].source
+
+
+@dataclass
+class RemoteHost:
+    id: int
+    ip: int
+    address: Address
+    subnets: list[Network]
+    port: int
+    key_type: str
+    cipher: str
+    pfs: int
+    psk_file: Path | None
+    rekey_wait_s: int
+    array_size: int
+    data_array_time_s: int
+    control_array_time_s: int
+    heartbeat_time_s: int
+    heartbeat_fail_s: int
+    origins: dict[str, Origin] = field(default_factory=dict, repr=False, compare=False)
+    subnet_lines: list[int] = field(default_factory=list, repr=False, compare=False)
+
+    @property
+    def key_bits(self) -> int:
+        return 256 if self.key_type == "AES256" else 128
+
+    def origin(self, attr: str) -> Origin:
+        return self.origins[attr]
+
+    def source(self, attr: str) -> str:
+        return self.origins[attr].source
+
+
+_LOCAL_ATTRS = ("ip", "address", "port", "key_generation", "rekey_wait_s", "array_size", "data_array_time_s",
+                "control_array_time_s", "heartbeat_time_s", "heartbeat_fail_s", "cluster_state", "load_balance",
+                "transport", "interface", "admin_socket", "log_facility")
+_REMOTE_ATTRS = ("ip", "address", "port", "key_type", "cipher", "pfs", "psk_file", "rekey_wait_s",
+                 "array_size", "data_array_time_s", "control_array_time_s", "heartbeat_time_s", "heartbeat_fail_s")
+_ATTR_TO_LOCAL_KEYWORD = {k.attr: k.name for k in LOCAL_KEYWORDS.values()}
+_ATTR_TO_REMOTE_KEYWORD = {k.attr: k.name for k in REMOTE_KEYWORDS.values()}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address | ipaddress.IPv4Network
+                  | ipaddress.IPv6Network | Path):
+        return str(value)
+    return value
+
+
+@dataclass
+class Config:
+    """An effective configuration: every value resolved, every origin known."""
+
+    file: str
+    role: str
+    role_origin: str            # "given by the caller", "role keyword on line N" or "inferred ..."
+    local: LocalHost
+    remotes: list[RemoteHost]
+
+    def remote(self, remote_id: int) -> RemoteHost:
+        for r in self.remotes:
+            if r.id == remote_id:
+                return r
+        raise KeyError(remote_id)
+
+    def routes(self) -> list[tuple[Network, RemoteHost]]:
+        """Every routed prefix and its remote, longest prefix first (nested prefixes: longest wins)."""
+        pairs = [(net, r) for r in self.remotes for net in r.subnets]
+        return sorted(pairs, key=lambda p: (-p[0].prefixlen, int(p[0].network_address)))
+
+    def route_for(self, destination: Address) -> RemoteHost | None:
+        for net, remote in self.routes():
+            if destination.version == net.version and destination in net:
+                return remote
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data: every value with its source and line, keyed by config keyword."""
+        def entry(value: Any, origin: Origin) -> dict[str, Any]:
+            return {"value": _jsonable(value), "source": origin.source, "line": origin.line}
+
+        local = {_ATTR_TO_LOCAL_KEYWORD[a]: entry(getattr(self.local, a), self.local.origin(a))
+                 for a in _LOCAL_ATTRS}
+        remotes = []
+        for r in self.remotes:
+            values: dict[str, Any] = {_ATTR_TO_REMOTE_KEYWORD[a]: entry(getattr(r, a), r.origin(a))
+                                      for a in _REMOTE_ATTRS}
+            values["subnets"] = [{"value": str(net), "source": "remote", "line": line}
+                                 for net, line in zip(r.subnets, r.subnet_lines, strict=True)]
+            remotes.append({"id": r.id, **values})
+        return {"file": self.file, "role": self.role, "role_origin": self.role_origin,
+                "local": local, "remotes": remotes}
+
+
+# --- Parsing ------------------------------------------------------------------
+
+_KEYWORD_RE = re.compile(r"[A-Za-z0-9_/]+", re.ASCII)
+# Numbers are bounded so that no line can make int() work hard.
+_REMOTE_RE = re.compile(r"([0-9]{1,9})/([a-z_]+?)([0-9]{0,9})", re.ASCII)
+
+
+@dataclass
+class _Line:
+    number: int
+    keyword: str          # as written, lower-cased
+    value: str
+
+
+@dataclass
+class _RemoteEntry:
+    line: _Line
+    remote_id: int
+    name: str             # base keyword (subnet, mask, rekey_wait, ...)
+    index: str            # subnet/mask index as written ("" when absent)
+
+
+def _split_line(raw: str) -> tuple[str, str] | None:
+    """``keyword value`` or ``keyword = value``; None for a blank or comment line."""
+    text = raw.strip()
+    if not text or text.startswith("#"):
+        return None
+    # A '#' after whitespace starts a trailing comment; inside a value (a path) it does not.
+    text = re.split(r"\s#", text, maxsplit=1)[0].strip()
+    match = re.match(r"([^\s=]*)\s*(?:=\s*)?(.*)", text, re.S)
+    assert match is not None  # the pattern matches any string
+    return match.group(1), match.group(2).strip()
+
+
+class _Parser:
+    def __init__(self, filename: str, base_dir: Path, role: str | None) -> None:
+        self.file = filename
+        self.base_dir = base_dir
+        self.caller_role = role
+        self.errors: list[ConfigError] = []
+
+    def error(self, line: int, reason_name: str, detail: str, hint: str = "") -> None:
+        self.errors.append(ConfigError(self.file, line, reason_name, detail, hint))
+
+    # Pass 1: lines -> local and remote entries, with the section rules.
+    def read_lines(self, text: str) -> tuple[list[_Line], list[_RemoteEntry], int, int]:
+        local: list[_Line] = []
+        remote: list[_RemoteEntry] = []
+        state = "before"            # before -> local -> after
+        start_line = end_line = 0
+        reported_before = False
+        last_line = 1
+        for number, raw in enumerate(text.split("\n"), start=1):
+            last_line = number
+            parts = _split_line(raw.rstrip("\r"))
+            if parts is None:
+                continue
+            keyword, value = parts
+            if not _KEYWORD_RE.fullmatch(keyword):
+                self.error(number, "CONFIG_SYNTAX", f"cannot read {raw.strip()[:60]!r}",
+                           "write 'keyword value' or 'keyword = value'; comments start with '#'")
+                continue
+            keyword = keyword.lower()
+            if keyword in _SECTION_MARKERS:
+                if value:
+                    self.error(number, "CONFIG_SYNTAX", f"{keyword} takes no value", f"write just '{keyword}'")
+                if keyword == "localstart":
+                    if state != "before":
+                        self.error(number, "CONFIG_MISSING_LOCAL_SECTION", "a second localstart",
+                                   "the file has exactly one local section")
+                        continue
+                    state, start_line = "local", number
+                else:
+                    if state != "local":
+                        self.error(number, "CONFIG_MISSING_LOCAL_SECTION",
+                                   "localend without localstart" if state == "before" else "a second localend",
+                                   "the local section is 'localstart' ... 'localend', before the remote hosts")
+                        continue
+                    state, end_line = "after", number
+                continue
+            if state == "before" and not reported_before:
+                reported_before = True
+                self.error(number, "CONFIG_MISSING_LOCAL_SECTION", f"{keyword} before localstart",
+                           "the file starts with the local section: 'localstart' ... 'localend'")
+            remote_match = _REMOTE_RE.fullmatch(keyword)
+            if "/" in keyword and remote_match is None:
+                self.error(number, "CONFIG_SYNTAX", f"cannot read keyword {keyword!r}",
+                           "remote keywords are 'N/keyword', e.g. 1/address or 1/subnet1")
+                continue
+            entry_line = _Line(number, keyword, value)
+            if remote_match is not None:
+                if state == "local":
+                    self.error(number, "CONFIG_WRONG_SECTION", f"{keyword} is a remote keyword inside the "
+                               "local section", "put remote hosts after localend")
+                    continue
+                remote_entry = self.remote_entry(entry_line, remote_match)
+                if remote_entry is not None:
+                    remote.append(remote_entry)
+            else:
+                if state == "after":
+                    hint = f"did you mean N/{keyword}?" if keyword in REMOTE_KEYWORDS or \
+                        keyword.rstrip("0123456789") in _INDEXED else "local keywords go before localend"
+                    self.error(number, "CONFIG_WRONG_SECTION", f"{keyword} after localend", hint)
+                    continue
+                if self.known_local(entry_line):
+                    local.append(entry_line)
+        if state == "before":
+            self.error(1, "CONFIG_MISSING_LOCAL_SECTION", "no localstart",
+                       "the file starts with the local section: 'localstart' ... 'localend'")
+        elif state == "local":
+            self.error(last_line, "CONFIG_MISSING_LOCAL_SECTION", f"no localend for the localstart on line "
+                       f"{start_line}", "end the local section with 'localend'")
+        return local, remote, start_line, end_line or last_line
+
+    def known_local(self, line: _Line) -> bool:
+        if line.keyword in LOCAL_KEYWORDS:
+            return True
+        base = line.keyword.rstrip("0123456789")
+        if line.keyword in REMOTE_KEYWORDS or base in _INDEXED:
+            self.error(line.number, "CONFIG_WRONG_SECTION", f"{line.keyword} is a remote keyword",
+                       f"write it for a remote host after localend, e.g. 1/{line.keyword}")
+            return False
+        self.unknown(line.number, line.keyword, list(LOCAL_KEYWORDS))
+        return False
+
+    def remote_entry(self, line: _Line, match: re.Match[str]) -> _RemoteEntry | None:
+        id_text, name, index = match.groups()
+        if index and name not in _INDEXED:
+            name, index = name + index, ""
+        if int(id_text) > MAX_REMOTE_ID:
+            self.error(line.number, "CONFIG_VALUE_OUT_OF_RANGE", f"remote host number {id_text} is too large",
+                       f"number remote hosts from 0 to {MAX_REMOTE_ID}")
+            return None
+        if name not in REMOTE_KEYWORDS:
+            if name in LOCAL_KEYWORDS:
+                hint = "use N/key_array to override array_size" if name == "array_size" else \
+                    f"{name} belongs in the local section"
+                if name != "array_size":
+                    self.error(line.number, "CONFIG_WRONG_SECTION", f"{name} is a local keyword", hint)
+                    return None
+                self.error(line.number, "CONFIG_UNKNOWN_KEYWORD", f"unknown remote keyword {name!r}",
+                           f"did you mean {id_text}/key_array?")
+                return None
+            self.unknown(line.number, name, list(REMOTE_KEYWORDS), prefix=f"{id_text}/")
+            return None
+        return _RemoteEntry(line, int(id_text), name, str(int(index)) if index else "")
+
+    def unknown(self, line: int, keyword: str, candidates: list[str], prefix: str = "") -> None:
+        close = difflib.get_close_matches(keyword, candidates, n=1, cutoff=0.6)
+        hint = f"did you mean {prefix}{close[0]}?" if close else "see docs/config.md for the keywords"
+        self.error(line, "CONFIG_UNKNOWN_KEYWORD", f"unknown keyword {prefix}{keyword!r}", hint)
+
+    # Pass 2: the role.
+    def decide_role(self, local: list[_Line], remote: list[_RemoteEntry], end_line: int) -> tuple[str, str, int]:
+        """The role, how it was decided, and the line it was decided on (0: none)."""
+        keyword_role: tuple[str, int] | None = None
+        for line in local:
+            if line.keyword == "role":
+                try:
+                    keyword_role = (LOCAL_KEYWORDS["role"].parse(line.value), line.number)
+                except _BadValue:
+                    pass  # reported with the other value errors
+                break
+        if self.caller_role is not None:
+            if keyword_role and keyword_role[0] != self.caller_role:
+                self.error(keyword_role[1], "CONFIG_WRONG_ROLE",
+                           f"role = {keyword_role[0]} but this is run as the {self.caller_role}",
+                           f"run 'p3hw {keyword_role[0]}' or change the role line")
+            return self.caller_role, "given by the caller", 0
+        if keyword_role:
+            return keyword_role[0], f"role keyword on line {keyword_role[1]}", keyword_role[1]
+        indicators: list[tuple[int, str, str]] = []
+        for line in local:
+            kw = LOCAL_KEYWORDS[line.keyword]
+            if len(kw.roles) == 1:
+                indicators.append((line.number, line.keyword, next(iter(kw.roles))))
+        for entry in remote:
+            kw = REMOTE_KEYWORDS[entry.name]
+            if len(kw.roles) == 1:
+                indicators.append((entry.line.number, entry.line.keyword, next(iter(kw.roles))))
+        if indicators:
+            number, keyword, role = min(indicators)
+            return role, f"inferred from {keyword} on line {number}", number
+        if len({e.remote_id for e in remote}) > 1:
+            return PRIMARY, "inferred: more than one remote host", 0
+        self.error(end_line, "CONFIG_MISSING_VALUE", "cannot tell whether this is a primary or a secondary "
+                   "configuration", "add 'role = primary' or 'role = secondary' to the local section")
+        return PRIMARY, "undecided", 0
+
+    def check_role(self, number: int, keyword: str, kw: Keyword, role: str, how: str) -> bool:
+        if role in kw.roles:
+            return True
+        only = next(iter(kw.roles))
+        self.error(number, "CONFIG_WRONG_ROLE", f"{keyword} is a {only} keyword but this is a {role} "
+                   f"configuration ({how})", f"remove it, or make this a {only} configuration")
+        return False
+
+    def parse_value(self, number: int, keyword: str, kw: Keyword, value: str) -> tuple[bool, Any]:
+        if not value:
+            self.error(number, "CONFIG_MISSING_VALUE", f"{keyword} has no value", f"write '{keyword} = VALUE'")
+            return False, None
+        try:
+            return True, kw.parse(value)
+        except _BadValue as bad:
+            self.error(number, bad.reason_name, f"{keyword}: {bad.detail}", bad.hint)
+            return False, None
+
+    def run(self, text: str) -> Config:
+        local_lines, remote_entries, start_line, end_line = self.read_lines(text)
+        role, how, _ = self.decide_role(local_lines, remote_entries, end_line)
+
+        # Pass 3: local values.
+        local_values: dict[str, tuple[Any, int]] = {}
+        seen: dict[str, int] = {}
+        for line in local_lines:
+            kw = LOCAL_KEYWORDS[line.keyword]
+            if line.keyword in seen:
+                self.error(line.number, "CONFIG_DUPLICATE_KEYWORD", f"{line.keyword} is already defined on "
+                           f"line {seen[line.keyword]}", "keep one definition")
+                continue
+            seen[line.keyword] = line.number
+            if not self.check_role(line.number, line.keyword, kw, role, how):
+                continue
+            ok, value = self.parse_value(line.number, line.keyword, kw, line.value)
+            if ok:
+                local_values[kw.attr] = (value, line.number)
+
+        local = self.build_local(local_values, end_line)
+        remotes = self.build_remotes(remote_entries, local, role, how)
+        if not remote_entries:
+            self.error(end_line, "CONFIG_NO_REMOTES", "no remote host is defined",
+                       "add at least one remote host, e.g. '1/address = 192.0.2.2'")
+        if self.errors or local is None:
+            if not self.errors:  # pragma: no cover - build_local reports why it is None
+                self.error(start_line or 1, "CONFIG_MISSING_VALUE", "the local section is incomplete")
+            raise ConfigErrors(self.errors)
+        return Config(self.file, role, how, local, remotes)
+
+    def build_local(self, values: dict[str, tuple[Any, int]], end_line: int) -> LocalHost | None:
+        origins: dict[str, Origin] = {}
+        resolved: dict[str, Any] = {}
+        for kw in LOCAL_KEYWORDS.values():
+            if kw.attr == "role":
+                continue
+            if kw.attr in values:
+                resolved[kw.attr], line = values[kw.attr]
+                origins[kw.attr] = Origin("local", line, kw.name)
+            else:
+                resolved[kw.attr] = kw.default
+                origins[kw.attr] = Origin("default", None, kw.name)
+        complete = True
+        for required in ("ip", "address"):
+            if resolved[required] is None:
+                complete = False
+                if required not in values:  # a bad value was already reported
+                    self.error(end_line, "CONFIG_MISSING_VALUE", f"the local section has no {required}",
+                               f"add '{required} = ...' before localend")
+        if not complete:
+            return None
+        address = resolved["address"]
+        if address.version != resolved["ip"]:
+            self.error(origins["address"].line or end_line, "CONFIG_BAD_ADDRESS",
+                       f"address {address} is IPv{address.version} but ip = {resolved['ip']}",
+                       "make ip and address the same IP version")
+            return None
+        return LocalHost(**resolved, origins=origins)
+
+    def build_remotes(self, entries: list[_RemoteEntry], local: LocalHost | None, role: str,
+                      how: str) -> list[RemoteHost]:
+        by_id: dict[int, list[_RemoteEntry]] = {}
+        for entry in entries:
+            by_id.setdefault(entry.remote_id, []).append(entry)
+        remotes: list[RemoteHost] = []
+        route_owner: dict[Network, tuple[int, int]] = {}
+        address_owner: dict[Address, int] = {}
+        for remote_id in sorted(by_id):
+            remote = self.build_remote(remote_id, by_id[remote_id], local, role, how, route_owner)
+            if remote is None:
+                continue
+            if remote.address in address_owner:
+                self.error(remote.origin("address").line or 0, "CONFIG_DUPLICATE_KEYWORD",
+                           f"remote {remote_id} has the same address {remote.address} as remote "
+                           f"{address_owner[remote.address]}", "each remote host has its own address")
+            address_owner.setdefault(remote.address, remote_id)
+            remotes.append(remote)
+        return remotes
+
+    def build_remote(self, remote_id: int, entries: list[_RemoteEntry], local: LocalHost | None, role: str,
+                     how: str, route_owner: dict[Network, tuple[int, int]]) -> RemoteHost | None:
+        values: dict[str, tuple[Any, int]] = {}
+        subnets: dict[str, tuple[str, int]] = {}
+        masks: dict[str, tuple[str, int]] = {}
+        seen: dict[str, int] = {}
+        for entry in entries:
+            kw = REMOTE_KEYWORDS[entry.name]
+            keyword = entry.line.keyword
+            key = entry.name + entry.index
+            if key in seen:
+                self.error(entry.line.number, "CONFIG_DUPLICATE_KEYWORD", f"{keyword} is already defined on "
+                           f"line {seen[key]}", "keep one definition")
+                continue
+            seen[key] = entry.line.number
+            if not self.check_role(entry.line.number, keyword, kw, role, how):
+                continue
+            if entry.name in _INDEXED:
+                if not entry.line.value:
+                    self.error(entry.line.number, "CONFIG_MISSING_VALUE", f"{keyword} has no value",
+                               f"write '{keyword} = VALUE'")
+                    continue
+                (subnets if entry.name == "subnet" else masks)[entry.index] = (entry.line.value,
+                                                                               entry.line.number)
+                continue
+            ok, value = self.parse_value(entry.line.number, keyword, kw, entry.line.value)
+            if ok:
+                values[kw.attr] = (value, entry.line.number)
+
+        first_line = min(e.line.number for e in entries)
+        if "address" not in values and "address" not in seen:
+            self.error(first_line, "CONFIG_REMOTE_WITHOUT_ADDRESS", f"remote {remote_id} has no address",
+                       f"add '{remote_id}/address = ...'")
+        if "address" not in values or local is None:
+            # Still check the routes, so that one run reports every problem.
+            ip = values["ip"][0] if "ip" in values else (local.ip if local else None)
+            address_or_none = values["address"][0] if "address" in values else None
+            self.build_subnets(remote_id, subnets, masks, ip, address_or_none, route_owner)
+            return None
+        origins: dict[str, Origin] = {}
+        resolved: dict[str, Any] = {}
+
+        def take(attr: str, fallback: Any, fallback_origin: Origin) -> None:
+            kw_name = _ATTR_TO_REMOTE_KEYWORD[attr]
+            if attr in values:
+                resolved[attr], line = values[attr]
+                origins[attr] = Origin("remote", line, f"{remote_id}/{kw_name}")
+            else:
+                resolved[attr] = fallback
+                origins[attr] = fallback_origin
+
+        take("ip", local.ip, Origin("local", local.origin("ip").line, "ip"))
+        take("address", None, Origin("remote", None, f"{remote_id}/address"))
+        for attr in ("key_type", "cipher", "pfs", "psk_file"):
+            kw = REMOTE_KEYWORDS[_ATTR_TO_REMOTE_KEYWORD[attr]]
+            take(attr, kw.default, Origin("default", None, f"{remote_id}/{kw.name}"))
+        if role == SECONDARY:
+            take("port", constants.DEFAULT_PORT, Origin("default", None, f"{remote_id}/port"))
+        else:
+            # A primary's sessions all run on its own listening port.
+            resolved["port"], origins["port"] = local.port, local.origin("port")
+        for remote_kw in OVERRIDES:
+            attr = REMOTE_KEYWORDS[remote_kw].attr
+            take(attr, getattr(local, attr), local.origin(attr))  # default -> local -> remote
+
+        ok = True
+        address: Address = resolved["address"]
+        ip_line = origins["ip"].line or first_line
+        if resolved["ip"] != local.ip:
+            self.error(ip_line, "CONFIG_BAD_ADDRESS", f"remote {remote_id} is IPv{resolved['ip']} but the "
+                       f"local host is IPv{local.ip}", "both ends of a session use the same IP version")
+            ok = False
+        elif address.version != resolved["ip"]:
+            self.error(origins["address"].line or first_line, "CONFIG_BAD_ADDRESS",
+                       f"{remote_id}/address {address} is not IPv{resolved['ip']}",
+                       "every address, subnet and mask must match ip")
+            ok = False
+        if resolved["psk_file"] is not None:
+            resolved["psk_file"] = self.check_secret_file(resolved["psk_file"], origins["psk_file"].line or 0,
+                                                          f"{remote_id}/psk_file")
+        networks, lines = self.build_subnets(remote_id, subnets, masks, resolved["ip"], address, route_owner)
+        if not ok:
+            return None
+        return RemoteHost(id=remote_id, subnets=networks, origins=origins, subnet_lines=lines, **resolved)
+
+    def build_subnets(self, remote_id: int, subnets: dict[str, tuple[str, int]], masks: dict[str, tuple[str, int]],
+                      ip: int | None, address: Address | None, route_owner: dict[Network, tuple[int, int]]
+                      ) -> tuple[list[Network], list[int]]:
+        networks: list[Network] = []
+        lines: list[int] = []
+        for index in sorted(set(subnets) | set(masks), key=lambda i: (len(i), i)):
+            if index not in masks:
+                text, number = subnets[index]
+                self.error(number, "CONFIG_SUBNET_WITHOUT_MASK", f"{remote_id}/subnet{index} has no mask",
+                           f"add '{remote_id}/mask{index} = ...'")
+                continue
+            if index not in subnets:
+                text, number = masks[index]
+                self.error(number, "CONFIG_SUBNET_WITHOUT_MASK", f"{remote_id}/mask{index} has no subnet",
+                           f"add '{remote_id}/subnet{index} = ...'")
+                continue
+            network = self.one_subnet(remote_id, index, subnets[index], masks[index], ip, address)
+            if network is None:
+                continue
+            number = subnets[index][1]
+            if network in route_owner:
+                other_id, other_line = route_owner[network]
+                whom = "this remote" if other_id == remote_id else f"remote {other_id}"
+                self.error(number, "CONFIG_DUPLICATE_ROUTE", f"{network} is already routed to {whom} "
+                           f"(line {other_line})", "route each prefix to one remote host; nested prefixes "
+                           "are fine (the longest prefix wins)")
+                continue
+            route_owner[network] = (remote_id, number)
+            networks.append(network)
+            lines.append(number)
+        return networks, lines
+
+    def one_subnet(self, remote_id: int, index: str, subnet: tuple[str, int], mask: tuple[str, int],
+                   ip: int | None, address: Address | None) -> Network | None:
+        (subnet_text, subnet_line), (mask_text, mask_line) = subnet, mask
+        name = f"{remote_id}/subnet{index}"
+        try:
+            base = _address(subnet_text)
+        except _BadValue as bad:
+            self.error(subnet_line, bad.reason_name, f"{name}: {bad.detail}", bad.hint)
+            return None
+        if ip is None:  # the host's IP version is unknown (already reported): judge the subnet alone
+            ip = base.version
+        if base.version != ip:
+            self.error(subnet_line, "CONFIG_BAD_ADDRESS", f"{name} {base} is not IPv{ip}",
+                       "every address, subnet and mask must match ip")
+            return None
+        prefix = self.mask_prefix(f"{remote_id}/mask{index}", mask_text, mask_line, ip)
+        if prefix is None:
+            return None
+        full = 32 if ip == 4 else 128
+        if base == address and prefix != full:
+            # Appendix A: "If the remote host is a standalone P3 host then the mask must be 255.255.255.255".
+            self.error(mask_line, "CONFIG_STANDALONE_MASK", f"{name} is the remote's own address (a standalone "
+                       f"P3 host) but its mask is /{prefix}",
+                       "use mask 255.255.255.255" if ip == 4 else "use mask /128")
+            return None
+        network = ipaddress.ip_network(f"{base}/{prefix}", strict=False)
+        if network.network_address != base:
+            self.error(subnet_line, "CONFIG_SUBNET_HOST_BITS", f"{name} {base} has bits set outside its mask "
+                       f"/{prefix}", f"did you mean {network.network_address}?")
+            return None
+        return network
+
+    def mask_prefix(self, name: str, text: str, line: int, ip: int) -> int | None:
+        """A mask as dotted/colon notation or as a prefix length ('/24' or '24')."""
+        full = 32 if ip == 4 else 128
+        bare = text[1:] if text.startswith("/") else text
+        if _DIGITS.fullmatch(bare):
+            prefix = int(bare)
+            if prefix > full:
+                self.error(line, "CONFIG_BAD_ADDRESS", f"{name} /{prefix} is longer than IPv{ip} allows",
+                           f"use a prefix length from 0 to {full}")
+                return None
+            return prefix
+        try:
+            mask = _address(text)
+        except _BadValue as bad:
+            self.error(line, "CONFIG_BAD_ADDRESS", f"{name}: {bad.detail}", "write e.g. 255.255.255.0 or /24")
+            return None
+        if mask.version != ip:
+            self.error(line, "CONFIG_BAD_ADDRESS", f"{name} {mask} is not an IPv{ip} mask",
+                       "every address, subnet and mask must match ip")
+            return None
+        bits = int(mask)
+        inverted = ~bits & ((1 << full) - 1)
+        if inverted & (inverted + 1):
+            self.error(line, "CONFIG_MASK_NOT_CONTIGUOUS", f"{name} {mask} has non-contiguous bits",
+                       "a mask is ones followed by zeros, e.g. 255.255.255.0")
+            return None
+        return full - inverted.bit_length()
+
+    def check_secret_file(self, value: str, line: int, keyword: str) -> Path:
+        path = Path(value)
+        if not path.is_absolute():
+            path = self.base_dir / path  # relative to the configuration file's directory
+        try:
+            info = os.stat(path)
+        except OSError as exc:
+            self.error(line, "CONFIG_SECRET_FILE", f"{keyword} {path}: {exc.strerror or exc}",
+                       "create it with 'p3hw setup' or write the key and 'chmod 600' it")
+            return path
+        if not stat.S_ISREG(info.st_mode):
+            self.error(line, "CONFIG_SECRET_FILE", f"{keyword} {path} is not a regular file",
+                       "point it at the file that holds the pre-shared key")
+            return path
+        mode = stat.S_IMODE(info.st_mode)
+        if mode & 0o077 or not mode & stat.S_IRUSR:
+            self.error(line, "CONFIG_SECRET_FILE", f"{keyword} {path} has mode {mode:04o}; a secret must be "
+                       "readable by its owner only", f"chmod 600 {path}")
+            return path
+        try:
+            with open(path, "rb") as handle:
+                if not handle.read(1):
+                    self.error(line, "CONFIG_SECRET_FILE", f"{keyword} {path} is empty",
+                               "write the pre-shared key into it")
+        except OSError as exc:
+            self.error(line, "CONFIG_SECRET_FILE", f"{keyword} {path}: {exc.strerror or exc}",
+                       "the daemon must be able to read it")
+        return path
+
+
+def parse_config(text: str, filename: str = "<string>", role: str | None = None,
+                 base_dir: str | os.PathLike[str] | None = None) -> Config:
+    """Parse configuration text. Raises :class:`ConfigErrors` listing every problem."""
+    if role is not None and role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}, not {role!r}")
+    parser = _Parser(filename, Path(base_dir) if base_dir is not None else Path.cwd(), role)
+    if "\x00" in text:
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        parser.error(line, "CONFIG_UNREADABLE", "the file holds binary data (a NUL byte)",
+                     "give the path of the text configuration file")
+        raise ConfigErrors(parser.errors)
+    return parser.run(text)
+
+
+def read_config_text(path: str | os.PathLike[str]) -> str:
+    """The file's text, or a ConfigErrors that says why it cannot be a configuration."""
+    name = os.fspath(path)
+    if isinstance(name, bytes):  # pragma: no cover - os.PathLike[str] only
+        name = os.fsdecode(name)
+
+    def fail(reason_name: str, detail: str, hint: str, line: int = 0) -> ConfigErrors:
+        return ConfigErrors([ConfigError(name, line, reason_name, detail, hint)])
+
+    try:
+        info = os.stat(name)
+    except OSError as exc:
+        raise fail("CONFIG_UNREADABLE", f"cannot read the file: {exc.strerror or exc}",
+                   "check the path") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise fail("CONFIG_UNREADABLE", "is a directory", "give the path of the configuration file")
+    if not stat.S_ISREG(info.st_mode):
+        raise fail("CONFIG_UNREADABLE", "is not a regular file", "give the path of the configuration file")
+    if info.st_size > MAX_CONFIG_BYTES:
+        raise fail("CONFIG_TOO_LARGE", f"the file is {info.st_size} bytes", f"a configuration is at most "
+                   f"{MAX_CONFIG_BYTES} bytes; is this the right file?")
+    try:
+        with open(name, "rb") as handle:
+            data = handle.read(MAX_CONFIG_BYTES + 1)  # the file may grow after stat
+    except OSError as exc:
+        raise fail("CONFIG_UNREADABLE", f"cannot read the file: {exc.strerror or exc}",
+                   "check its permissions") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise fail("CONFIG_TOO_LARGE", f"the file is larger than {MAX_CONFIG_BYTES} bytes",
+                   "is this the right file?")
+    if b"\x00" in data:
+        raise fail("CONFIG_UNREADABLE", "the file holds binary data (a NUL byte)",
+                   "give the path of the text configuration file", data.count(b"\n", 0, data.index(b"\x00")) + 1)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise fail("CONFIG_UNREADABLE", f"the file is not UTF-8 text (byte 0x{data[exc.start]:02x})",
+                   "save it as UTF-8", data.count(b"\n", 0, exc.start) + 1) from None
+
+
+def load_config(path: str | os.PathLike[str], role: str | None = None) -> Config:
+    """Read and parse a configuration file; psk_file paths are relative to its directory."""
+    text = read_config_text(path)
+    name = os.fspath(path)
+    return parse_config(text, filename=str(name), role=role, base_dir=Path(name).resolve().parent)
+
+
+def describe_keywords() -> Iterator[tuple[str, Keyword]]:
+    """Every keyword with its section ("local"/"remote"), for docs and tests."""
+    for kw in LOCAL_KEYWORDS.values():
+        yield "local", kw
+    for kw in REMOTE_KEYWORDS.values():
+        yield "remote", kw
+
+
+__all__ = ["Config", "ConfigError", "ConfigErrors", "Keyword", "LocalHost", "Origin", "RemoteHost",
+           "LOCAL_KEYWORDS", "REMOTE_KEYWORDS", "OVERRIDES", "PRIMARY", "SECONDARY", "load_config",
+           "parse_config", "read_config_text", "reason"]
