@@ -52,7 +52,7 @@ typedef struct p3dp_routes p3dp_routes;
 p3dp_routes *p3dp_routes_new(void);
 void p3dp_routes_free(p3dp_routes *routes);
 /* Add or replace prefix/len -> peer. -214 bad argument (host bits set, len
- * out of range, family), -213 table full. */
+ * out of range, family, peer > P3DP_ROUTE_PEER_MAX), -213 table full. */
 int p3dp_route_add(p3dp_routes *routes, int family, const uint8_t *prefix,
                    unsigned int prefix_len, uint32_t peer);
 /* -210 when the exact prefix is not present. */
@@ -61,12 +61,14 @@ int p3dp_route_del(p3dp_routes *routes, int family, const uint8_t *prefix,
 /* The peer of the longest matching prefix, or P3DP_NO_PEER. */
 uint32_t p3dp_route_lookup(const p3dp_routes *routes, int family, const uint8_t *addr);
 /* Looks up n addresses (each 16 octets apart; IPv4 uses the first 4 octets
- * of its slot) into peers[]. Returns n. */
+ * of its slot) into peers[]. Returns n (0 when family is not 4 or 6). */
 size_t p3dp_route_lookup_burst(const p3dp_routes *routes, int family, const uint8_t *addrs,
                                size_t n, uint32_t *peers);
 size_t p3dp_route_count(const p3dp_routes *routes, int family);
 
-enum { P3DP_NO_PEER = 0xffffffff };
+/* Peer ids are 31 bits: the table packs peer, "no route" and child links
+ * into one 32-bit entry so a lookup is one load per trie level. */
+enum { P3DP_NO_PEER = 0xffffffff, P3DP_ROUTE_PEER_MAX = 0x7ffffffe };
 
 
 
