@@ -39,9 +39,6 @@ enum {
     P3DP_CPU_AVX512F = 128
 };
 
-/* P3DP_CDEF_END */
-
-/* P3DP_ROUTES_PENDING: moved inside the cdef block once route.c implements it. */
 /* --- Routing table (native/src/route.c) -------------------------------
  * Longest-prefix match, IPv4 and IPv6, prefix -> peer id (spec §2.1.3).
  * Lookups never block on an update: readers see either the old or the new
@@ -69,6 +66,9 @@ size_t p3dp_route_count(const p3dp_routes *routes, int family);
 /* Peer ids are 31 bits: the table packs peer, "no route" and child links
  * into one 32-bit entry so a lookup is one load per trie level. */
 enum { P3DP_NO_PEER = 0xffffffff, P3DP_ROUTE_PEER_MAX = 0x7ffffffe };
+
+/* P3DP_CDEF_END */
+
 
 
 
