@@ -333,8 +333,6 @@ static int locate(struct lpm_trie *t, const uint8_t *key, unsigned int len, bool
         *span = (uint32_t)1 << (t->root_bits - len);
         return 0;
     }
-    if (create && t->nodes_used + level > t->max_nodes)
-        return ERR_TABLE_FULL;
     for (unsigned int k = 1; k <= level; k++) {
         uint32_t cur = e[idx];
         uint32_t node;
@@ -343,6 +341,10 @@ static int locate(struct lpm_trie *t, const uint8_t *key, unsigned int len, bool
         } else {
             if (!create)
                 return ERR_NOT_FOUND;
+            /* Nodes made on the way so far stay: they hold inherited values,
+             * so lookups through them are unchanged. */
+            if (t->nodes_used >= t->max_nodes)
+                return ERR_TABLE_FULL;
             node = t->nodes_used++;
             uint32_t *ne = node_entries(t, node);
             uint8_t *nd = node_depths(t, node);

@@ -256,6 +256,43 @@ static void test_bad_arguments_are_rejected_with_reason_codes(void)
     p3dp_routes_free(r);
 }
 
+static void test_full_node_pool_refuses_new_paths_but_keeps_working(void)
+{
+    p3dp_routes *r = p3dp_routes_new();
+    uint8_t p[4] = {10, 0, 0, 0};
+    /* Every /25 in its own /24 needs one second-level node; the IPv4 pool
+     * holds 65536 of them. */
+    unsigned int added = 0;
+    int rc = 0;
+    for (unsigned int i = 0; i < 70000 && rc == 0; i++) {
+        p[1] = (uint8_t)(i >> 8);
+        p[2] = (uint8_t)i;
+        p[0] = (uint8_t)(10 + (i >> 16));
+        rc = p3dp_route_add(r, 4, p, 25, i);
+        added += rc == 0;
+    }
+    CHECK_EQ(rc, -213);
+    CHECK_EQ(added, 65536);
+    CHECK_EQ(p3dp_route_count(r, 4), 65536);
+    /* Existing paths still take routes: replace, delete, re-add. */
+    uint8_t first[4] = {10, 0, 0, 0};
+    CHECK_EQ(p3dp_route_add(r, 4, first, 25, 77), 0);
+    CHECK_EQ(p3dp_route_lookup(r, 4, first), 77);
+    uint8_t second_half[4] = {10, 0, 0, 128};
+    CHECK_EQ(p3dp_route_add(r, 4, second_half, 26, 78), 0);
+    CHECK_EQ(p3dp_route_lookup(r, 4, second_half), 78);
+    CHECK_EQ(p3dp_route_del(r, 4, first, 25), 0);
+    CHECK_EQ(p3dp_route_lookup(r, 4, first), P3DP_NO_PEER);
+    CHECK_EQ(p3dp_route_add(r, 4, first, 25, 79), 0);
+    CHECK_EQ(p3dp_route_lookup(r, 4, first), 79);
+    /* Routes that need no new node are still accepted. */
+    uint8_t short_prefix[4] = {192, 168, 0, 0};
+    CHECK_EQ(p3dp_route_add(r, 4, short_prefix, 16, 80), 0);
+    uint8_t host[4] = {192, 168, 1, 1};
+    CHECK_EQ(p3dp_route_lookup(r, 4, host), 80);
+    p3dp_routes_free(r);
+}
+
 /* --- randomized check against a brute-force reference ------------------- */
 
 static uint64_t rng_state;
@@ -591,6 +628,7 @@ NTEST_MAIN(NTEST(test_empty_table_routes_nothing),
            NTEST(test_delete_restores_the_covering_route),
            NTEST(test_add_of_existing_prefix_replaces_its_peer),
            NTEST(test_bad_arguments_are_rejected_with_reason_codes),
+           NTEST(test_full_node_pool_refuses_new_paths_but_keeps_working),
            NTEST(test_ipv4_random_table_matches_brute_force),
            NTEST(test_ipv6_random_table_matches_brute_force),
            NTEST(test_lookups_during_updates_see_old_or_new_route))
