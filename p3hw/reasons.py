@@ -91,6 +91,7 @@ _CATALOGUE: tuple[Reason, ...] = (
     Reason("P3-E405", "KEY_ARRAY_INDEX", "a key-array index is out of range"),
     Reason("P3-E406", "CTL_UNEXPECTED", "a control message arrived that the session state does not expect"),
     Reason("P3-E407", "KEY_SOURCE_FAILED", "the key source could not produce key material"),
+    Reason("P3-E408", "CTL_TIMEOUT", "a control request got no answer after four retries"),
     # 5xx liveness and recovery
     Reason("P3-E500", "HEARTBEAT_LOST", "no heartbeat answer within heartbeat_fail seconds: the session is lost"),
     Reason("P3-E501", "PEER_SHUTDOWN", "the peer closed the session (SHUTDOWN)"),
