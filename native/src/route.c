@@ -58,7 +58,7 @@
 
 /* Caps: "table full" (-213) rather than unbounded growth. */
 #define V4_MAX_NODES (1u << 16) /* 64 MiB of tbl8 address space, touched lazily */
-#define V6_MAX_NODES (1u << 18) /* 256 MiB of node address space, touched lazily */
+#define V6_MAX_NODES (1u << 20) /* 1 GiB of node address space, touched lazily */
 #define MAX_ROUTES_PER_FAMILY (1u << 21)
 
 enum {
