@@ -1,0 +1,939 @@
+"""The initial exchange (spec §2.1.2, §2.1.4; DESIGN.md §4.1) as sans-I/O machines.
+
+The secondary is the IKEv2 initiator (``InitiatorHandshake``), the primary
+the responder (``ResponderHandshake``); the primary never initiates and the
+secondary never accepts. Two exchanges, RFC 7296 §1.2:
+
+    IKE_SA_INIT  HDR, SAi1, KEi, Ni            -->
+                 <--  HDR, SAr1, KEr, Nr
+    IKE_AUTH     HDR, SK {IDi, AUTH, SAi2, TSi, TSr}  -->
+                 <--  HDR, SK {IDr, AUTH, SAr2, TSi, TSr}
+
+IKE SA: ENCR AES-GCM-16 (128/256), PRF HMAC-SHA-256 / AES128-CMAC /
+AES128-XCBC, DH group 31 (X25519) or 19 (ECP-256). Authentication by
+pre-shared key (RFC 7296 §2.15, method 2). The child SA (ESP, tunnel mode,
+security gateway to security gateway) carries the data cipher, and its SPI
+is the P3 ID that its *receiver* allocated (DESIGN.md §3).
+
+Shape (STYLE.md, aioquic): feed bytes and ``now`` in, take bytes to send and
+events out. ``next_timer()`` says when ``handle_timer(now)`` wants to run.
+Nothing here does I/O; the runtime adds the non-ESP marker and UDP 5653.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, x25519
+
+from p3hw.crypto.keys import CIPHERS, SessionKeys
+from p3hw.crypto.prf import PRF_AES128_CMAC, PRF_AES128_XCBC, PRF_HMAC_SHA2_256, PrfAlgorithm, prf_by_id
+from p3hw.crypto.schedule import MIN_NONCE_BYTES, IkeSaKeys, derive_ike_sa_keys, derive_session_keys
+from p3hw.reasons import P3Error, reason
+from p3hw.wire.ike import (
+    AUTH_HMAC_SHA2_256_128,
+    AUTH_SHARED_KEY_MIC,
+    DH_CURVE25519,
+    DH_ECP_256,
+    ENCR_AES_CCM_16,
+    ENCR_AES_CTR,
+    ENCR_AES_GCM_16,
+    ESN_YES,
+    FLAG_INITIATOR,
+    FLAG_RESPONSE,
+    IKE_AUTH,
+    IKE_SA_INIT,
+    INFORMATIONAL,
+    N_AUTHENTICATION_FAILED,
+    N_COOKIE,
+    N_INVALID_KE_PAYLOAD,
+    N_INVALID_SYNTAX,
+    N_NO_PROPOSAL_CHOSEN,
+    N_TS_UNACCEPTABLE,
+    PROTO_ESP,
+    PROTO_IKE,
+    TRANSFORM_DH,
+    TRANSFORM_ENCR,
+    TRANSFORM_ESN,
+    TRANSFORM_INTEG,
+    TRANSFORM_PRF,
+    AuthPayload,
+    Identity,
+    IdPayload,
+    IkeMessage,
+    KePayload,
+    NoncePayload,
+    NotifyPayload,
+    Payload,
+    Proposal,
+    SaPayload,
+    TrafficSelector,
+    Transform,
+    TsPayload,
+    decode_message,
+    decrypt_message,
+    encode_encrypted_message,
+    encode_message,
+)
+
+# --- Implementation constants (docs/handshake.md explains them) --------------
+
+#: Initiator: seconds to wait after each transmission of a request; after the
+#: last wait without an answer the exchange fails with P3-E305.
+IKE_RETRANSMIT_TIMEOUTS_S: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)
+#: Octets of Ni / Nr we send (RFC 7296 §2.10: at least half the PRF key size; we use 256 bits).
+NONCE_BYTES = 32
+#: Responder: an IKE_SA_INIT answered but not completed is dropped after this long.
+HALF_OPEN_TIMEOUT_S = 30.0
+#: Responder: a finished exchange is kept this long to answer retransmitted requests.
+FINISHED_EXCHANGE_KEEP_S = 60.0
+#: Responder: half-open exchanges at which it starts demanding cookies (RFC 7296 §2.6).
+DEFAULT_COOKIE_THRESHOLD = 32
+#: Initiator: COOKIE / INVALID_KE_PAYLOAD round trips accepted before giving up.
+MAX_RESTARTS = 3
+#: RFC 7296 §2.15: the pad string of the PSK authentication key.
+PSK_KEY_PAD = b"Key Pad for IKEv2"
+
+# Notify type -> the reason code both sides report (spec §5.1).
+_NOTIFY_REASONS: dict[int, str] = {
+    N_NO_PROPOSAL_CHOSEN: "IKE_NO_PROPOSAL_CHOSEN",
+    N_AUTHENTICATION_FAILED: "IKE_AUTHENTICATION_FAILED",
+    N_INVALID_KE_PAYLOAD: "IKE_INVALID_KE",
+    N_TS_UNACCEPTABLE: "IKE_TS_UNACCEPTABLE",
+    N_INVALID_SYNTAX: "IKE_MALFORMED",
+}
+
+
+# --- Configuration ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IkeProposalConfig:
+    """What this side offers (initiator) or accepts (responder), most preferred first."""
+
+    dh_groups: tuple[int, ...] = (DH_CURVE25519, DH_ECP_256)
+    prf_ids: tuple[int, ...] = (PRF_HMAC_SHA2_256, PRF_AES128_CMAC, PRF_AES128_XCBC)
+    ike_key_bits: tuple[int, ...] = (256, 128)
+
+    def __post_init__(self) -> None:
+        if not self.dh_groups or set(self.dh_groups) - {DH_CURVE25519, DH_ECP_256}:
+            raise P3Error("CONFIG_VALUE_OUT_OF_RANGE", f"DH groups {self.dh_groups}: 31 and 19 are supported")
+        if not self.prf_ids or set(self.prf_ids) - {PRF_HMAC_SHA2_256, PRF_AES128_CMAC, PRF_AES128_XCBC}:
+            raise P3Error("CONFIG_VALUE_OUT_OF_RANGE", f"PRFs {self.prf_ids}: 5, 8 and 4 are supported")
+        if not self.ike_key_bits or set(self.ike_key_bits) - {128, 256}:
+            raise P3Error("CONFIG_VALUE_OUT_OF_RANGE", f"IKE AES-GCM key sizes {self.ike_key_bits}")
+
+
+ANY_SELECTORS: tuple[TrafficSelector, ...] = (TrafficSelector.any_ipv4(), TrafficSelector.any_ipv6())
+
+
+@dataclass(frozen=True)
+class PeerPolicy:
+    """What the responder knows of one configured secondary, found by its IDi.
+
+    *remote_selectors* bound the initiator's TSi (the secondary's subnets),
+    *local_selectors* bound TSr (the primary's); the responder narrows the
+    proposal to them (RFC 7296 §2.9).
+    """
+
+    psk: bytes | None
+    data_ciphers: tuple[str, ...] = ("aes-256-gcm",)
+    remote_selectors: tuple[TrafficSelector, ...] = ANY_SELECTORS
+    local_selectors: tuple[TrafficSelector, ...] = ANY_SELECTORS
+
+
+# --- Events -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HandshakeEstablished:
+    """The initial exchange succeeded: install *keys* (this side's view)."""
+
+    keys: SessionKeys
+    peer_identity: Identity
+    spi_i: bytes
+    spi_r: bytes
+    prf_id: int
+    dh_group: int
+    ike_key_bits: int
+    data_cipher: str
+    ts_i: tuple[TrafficSelector, ...]
+    ts_r: tuple[TrafficSelector, ...]
+    ike_keys: IkeSaKeys
+    peer_addr: object = None
+
+
+@dataclass(frozen=True)
+class HandshakeFailed:
+    """The exchange failed. *notify_type* is what the peer was told or told us."""
+
+    reason_code: str
+    detail: str
+    notify_type: int | None = None
+    peer_addr: object = None
+
+    def error(self) -> P3Error:
+        return P3Error(self.reason_code, self.detail)
+
+
+@dataclass(frozen=True)
+class MessageDropped:
+    """A datagram was ignored (malformed, unexpected, forged): for the debug log only."""
+
+    reason_code: str
+    detail: str
+    peer_addr: object = None
+
+
+HandshakeEvent = HandshakeEstablished | HandshakeFailed | MessageDropped
+
+
+class _Failure(Exception):
+    """Internal: a reason code plus the notify to send the peer (if any)."""
+
+    def __init__(self, reason_name: str, detail: str, notify_type: int | None = None,
+                 notify_data: bytes = b"", tell_peer: bool = True) -> None:
+        super().__init__(detail)
+        self.error = P3Error(reason_name, detail)
+        self.notify_type = notify_type
+        self.notify_data = notify_data
+        # False when the notify came *from* the peer: nothing to tell it.
+        self.tell_peer = tell_peer
+
+
+# --- Diffie-Hellman -------------------------------------------------------------
+
+
+class _DhKey:
+    """An ephemeral key of group 31 (RFC 8031) or 19 (RFC 5903)."""
+
+    def __init__(self, group: int) -> None:
+        self.group = group
+        if group == DH_CURVE25519:
+            self._x25519 = x25519.X25519PrivateKey.generate()
+            self.public = self._x25519.public_key().public_bytes(
+                serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        elif group == DH_ECP_256:
+            self._ecp = ec.generate_private_key(ec.SECP256R1())
+            # RFC 5903 §7: x ‖ y, without the X9.62 0x04 prefix.
+            self.public = self._ecp.public_key().public_bytes(
+                serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)[1:]
+        else:
+            raise P3Error("IKE_INVALID_KE", f"DH group {group} unsupported")
+
+    def shared_secret(self, peer_public: bytes) -> bytes:
+        try:
+            if self.group == DH_CURVE25519:
+                if len(peer_public) != 32:
+                    raise ValueError("X25519 share is 32 octets")
+                shared = self._x25519.exchange(x25519.X25519PublicKey.from_public_bytes(peer_public))
+                if shared == bytes(32):  # RFC 8031 §2.3: a low-order point
+                    raise ValueError("all-zero X25519 result")
+                return shared
+            if len(peer_public) != 64:
+                raise ValueError("ECP-256 share is 64 octets")
+            point = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), b"\x04" + peer_public)
+            # RFC 5903 §7: the shared secret is the x coordinate.
+            return self._ecp.exchange(ec.ECDH(), point)
+        except ValueError as error:
+            raise P3Error("IKE_INVALID_KE", f"group {self.group} key share rejected: {error}") from None
+
+
+# --- Proposals ----------------------------------------------------------------
+
+
+def _ike_proposal(config: IkeProposalConfig, spi: bytes = b"") -> Proposal:
+    transforms = [Transform(TRANSFORM_ENCR, ENCR_AES_GCM_16, bits) for bits in config.ike_key_bits]
+    transforms += [Transform(TRANSFORM_PRF, prf_id) for prf_id in config.prf_ids]
+    transforms += [Transform(TRANSFORM_DH, group) for group in config.dh_groups]
+    return Proposal(1, PROTO_IKE, spi, tuple(transforms))
+
+
+@dataclass(frozen=True)
+class _IkeChoice:
+    proposal_number: int
+    key_bits: int
+    prf_id: int
+    dh_group: int
+
+    def response_proposal(self) -> Proposal:
+        return Proposal(self.proposal_number, PROTO_IKE, b"", (
+            Transform(TRANSFORM_ENCR, ENCR_AES_GCM_16, self.key_bits),
+            Transform(TRANSFORM_PRF, self.prf_id),
+            Transform(TRANSFORM_DH, self.dh_group),
+        ))
+
+
+def _choose_ike(config: IkeProposalConfig, sa: SaPayload, ke_group: int) -> _IkeChoice:
+    """Responder: the best acceptable IKE proposal (RFC 7296 §2.7).
+
+    The DH group of the initiator's KE wins if acceptable; a proposal whose
+    only acceptable groups differ from KE's asks for INVALID_KE_PAYLOAD.
+    """
+    wanted_group: int | None = None
+    for proposal in sa.proposals:
+        if proposal.protocol_id != PROTO_IKE or proposal.spi:
+            continue
+        plain = [t for t in proposal.transforms if not t.other_attributes]
+        encrs = [t.key_length for t in plain if t.transform_type == TRANSFORM_ENCR
+                 and t.transform_id == ENCR_AES_GCM_16]
+        prfs = {t.transform_id for t in plain if t.transform_type == TRANSFORM_PRF}
+        groups = {t.transform_id for t in plain if t.transform_type == TRANSFORM_DH}
+        integs = {t.transform_id for t in proposal.transforms if t.transform_type == TRANSFORM_INTEG}
+        if integs - {0}:  # RFC 5282 §8: an AEAD takes no integrity transform (or NONE)
+            continue
+        key_bits = next((b for b in config.ike_key_bits if b in encrs), None)
+        prf_id = next((p for p in config.prf_ids if p in prfs), None)
+        common_groups = [g for g in config.dh_groups if g in groups]
+        if key_bits is None or prf_id is None or not common_groups:
+            continue
+        if ke_group in common_groups:
+            return _IkeChoice(proposal.number, key_bits, prf_id, ke_group)
+        wanted_group = wanted_group or common_groups[0]
+    if wanted_group is not None:
+        raise _Failure("IKE_INVALID_KE", f"initiator's KE uses group {ke_group}, group {wanted_group} is wanted",
+                       N_INVALID_KE_PAYLOAD, wanted_group.to_bytes(2, "big"))
+    raise _Failure("IKE_NO_PROPOSAL_CHOSEN", "no IKE proposal of the initiator is acceptable", N_NO_PROPOSAL_CHOSEN)
+
+
+def _esp_transforms(cipher: str) -> tuple[Transform, ...]:
+    """The ESP transforms that name a data cipher (keys.CIPHERS)."""
+    _, bits, mode = cipher.split("-")
+    key_bits = int(bits)
+    esn = Transform(TRANSFORM_ESN, ESN_YES)  # p3hw's sequence numbers are 64-bit (DESIGN.md §3)
+    if mode == "gcm":
+        return (Transform(TRANSFORM_ENCR, ENCR_AES_GCM_16, key_bits), esn)
+    if mode == "ccm":
+        return (Transform(TRANSFORM_ENCR, ENCR_AES_CCM_16, key_bits), esn)
+    return (Transform(TRANSFORM_ENCR, ENCR_AES_CTR, key_bits), Transform(TRANSFORM_INTEG, AUTH_HMAC_SHA2_256_128), esn)
+
+
+def _esp_proposals(ciphers: tuple[str, ...], p3_id: int) -> tuple[Proposal, ...]:
+    spi = p3_id.to_bytes(4, "big")
+    return tuple(Proposal(n, PROTO_ESP, spi, _esp_transforms(c)) for n, c in enumerate(ciphers, start=1))
+
+
+def _choose_child(acceptable: tuple[str, ...], sa: SaPayload) -> tuple[Proposal, str, int]:
+    """Responder: the first ESP proposal with a cipher we accept -> (proposal, cipher, peer's P3 ID)."""
+    for proposal in sa.proposals:
+        if proposal.protocol_id != PROTO_ESP or len(proposal.spi) != 4:
+            continue
+        peer_p3_id = int.from_bytes(proposal.spi, "big")
+        if peer_p3_id == 0:
+            continue
+        for cipher in acceptable:
+            if set(_esp_transforms(cipher)) <= set(proposal.transforms):
+                return proposal, cipher, peer_p3_id
+    raise _Failure("IKE_NO_PROPOSAL_CHOSEN", "no child SA proposal with an acceptable data cipher",
+                   N_NO_PROPOSAL_CHOSEN)
+
+
+def _cipher_of(proposal: Proposal) -> str | None:
+    for cipher in CIPHERS:
+        if set(proposal.transforms) == set(_esp_transforms(cipher)):
+            return cipher
+    return None
+
+
+def _narrow(proposed: tuple[TrafficSelector, ...], allowed: tuple[TrafficSelector, ...]) -> tuple[TrafficSelector, ...]:
+    result: list[TrafficSelector] = []
+    for offer in proposed:
+        for limit in allowed:
+            common = offer.intersect(limit)
+            if common is not None and common not in result:
+                result.append(common)
+    return tuple(result)
+
+
+def _covered(selectors: tuple[TrafficSelector, ...], offered: tuple[TrafficSelector, ...]) -> bool:
+    """Every selector lies within one we offered (a responder may only narrow)."""
+    return all(any(s.intersect(o) == s for o in offered) for s in selectors)
+
+
+# --- Authentication (RFC 7296 §2.15) -----------------------------------------------
+
+
+def _id_body(identity: Identity) -> bytes:
+    return IdPayload(identity).encode_body()  # IDType | RESERVED | data, the same for IDi and IDr
+
+
+def psk_auth_data(prf: PrfAlgorithm, psk: bytes, signed_message: bytes, peer_nonce: bytes, sk_p: bytes,
+                  identity: Identity) -> bytes:
+    """AUTH = prf(prf(PSK, "Key Pad for IKEv2"), message | peer nonce | prf(SK_p, ID body))."""
+    maced_id = prf.function(sk_p, _id_body(identity))
+    return prf.function(prf.function(psk, PSK_KEY_PAD), signed_message + peer_nonce + maced_id)
+
+
+def _error_reason(notifies: list[NotifyPayload]) -> tuple[str, int] | None:
+    for notify in notifies:
+        return _NOTIFY_REASONS.get(notify.notify_type, "IKE_UNEXPECTED"), notify.notify_type
+    return None
+
+
+def _random_nonzero(rng: Callable[[int], bytes], size: int) -> bytes:
+    while True:
+        value = rng(size)
+        if any(value):
+            return value
+
+
+def _random_p3_id(rng: Callable[[int], bytes]) -> int:
+    return int.from_bytes(_random_nonzero(rng, 4), "big")
+
+
+# --- Initiator (the secondary) -------------------------------------------------------
+
+
+class InitiatorState(Enum):
+    IDLE = "idle"
+    INIT_SENT = "ike_sa_init sent"
+    AUTH_SENT = "ike_auth sent"
+    ESTABLISHED = "established"
+    FAILED = "failed"
+
+
+class InitiatorHandshake:
+    """The secondary's side of the initial exchange.
+
+    *inbound_p3_id* is the P3 ID this side allocated for what it receives;
+    it travels as the child SA's SPI. *remote_identity*, when given, is what
+    the primary's IDr must be.
+    """
+
+    def __init__(
+        self,
+        local_identity: Identity,
+        psk: bytes,
+        *,
+        data_ciphers: tuple[str, ...] = ("aes-256-gcm",),
+        proposals: IkeProposalConfig | None = None,
+        remote_identity: Identity | None = None,
+        ts_i: tuple[TrafficSelector, ...] = ANY_SELECTORS,
+        ts_r: tuple[TrafficSelector, ...] = ANY_SELECTORS,
+        inbound_p3_id: int | None = None,
+        retransmit_timeouts_s: tuple[float, ...] = IKE_RETRANSMIT_TIMEOUTS_S,
+        rng: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        for cipher in data_ciphers:
+            if cipher not in CIPHERS:
+                raise P3Error("DP_BAD_CIPHER", f"unknown data cipher {cipher!r}")
+        if not data_ciphers or not retransmit_timeouts_s:
+            raise P3Error("CONFIG_MISSING_VALUE", "the initiator needs a data cipher and a retransmission schedule")
+        self.local_identity = local_identity
+        self.remote_identity = remote_identity
+        self._psk = psk
+        self.data_ciphers = data_ciphers
+        self.proposals = proposals or IkeProposalConfig()
+        self.ts_i, self.ts_r = ts_i, ts_r
+        self._rng = rng
+        self.inbound_p3_id = inbound_p3_id if inbound_p3_id is not None else _random_p3_id(rng)
+        if not 0 < self.inbound_p3_id <= 0xFFFFFFFF:
+            raise P3Error("DP_BAD_ARGUMENT", f"P3 ID {self.inbound_p3_id} out of range")
+        self._timeouts = retransmit_timeouts_s
+        self.state = InitiatorState.IDLE
+        self.result: HandshakeEstablished | HandshakeFailed | None = None
+        self._events: deque[HandshakeEvent] = deque()
+        self.spi_i = _random_nonzero(rng, 8)
+        self.spi_r = bytes(8)
+        self.nonce_i = rng(NONCE_BYTES)
+        self._dh = _DhKey(self.proposals.dh_groups[0])
+        self._cookie: bytes | None = None
+        self._restarts = 0
+        self._init_request = b""
+        self._init_response = b""
+        self._outstanding = b""
+        self._attempt = 0
+        self._deadline: float | None = None
+        self._next_iv = 0
+        self._ike_keys: IkeSaKeys | None = None
+        self._prf: PrfAlgorithm | None = None
+        self._choice: _IkeChoice | None = None
+        self._nonce_r = b""
+        self.transmissions = 0
+
+    # -- public surface --
+
+    def start(self, now: float) -> list[bytes]:
+        if self.state is not InitiatorState.IDLE:
+            raise P3Error("IKE_UNEXPECTED", "the initial exchange was already started")
+        return self._send_init(now)
+
+    def receive(self, data: bytes, now: float) -> list[bytes]:
+        if self.state not in (InitiatorState.INIT_SENT, InitiatorState.AUTH_SENT):
+            self._drop("IKE_UNEXPECTED", f"datagram in state {self.state.value}")
+            return []
+        try:
+            message = decode_message(data)
+            if message.spi_i != self.spi_i or not message.is_response:
+                raise P3Error("IKE_UNEXPECTED", "not a response to our request (the secondary accepts no requests)")
+            if self.state is InitiatorState.INIT_SENT:
+                return self._on_init_response(message, data, now)
+            return self._on_auth_response(message, now)
+        except P3Error as error:
+            # Spoofed or damaged datagrams must not end the exchange: drop and
+            # keep retransmitting (RFC 7296 §2.21.1).
+            self._drop(error.reason.name, error.detail)
+            return []
+        except _Failure as failure:
+            return self._fail(failure)
+
+    def next_timer(self) -> float | None:
+        return self._deadline
+
+    def handle_timer(self, now: float) -> list[bytes]:
+        if self._deadline is None or now < self._deadline:
+            return []
+        self._attempt += 1
+        if self._attempt >= len(self._timeouts):
+            total = sum(self._timeouts)
+            return self._fail(_Failure("IKE_TIMEOUT", f"no answer from the primary after {self._attempt} "
+                                       f"transmissions over {total:g} s"))
+        self._deadline = now + self._timeouts[self._attempt]
+        self.transmissions += 1
+        return [self._outstanding]
+
+    def next_event(self) -> HandshakeEvent | None:
+        return self._events.popleft() if self._events else None
+
+    # -- IKE_SA_INIT --
+
+    def _send_init(self, now: float) -> list[bytes]:
+        payloads: list[Payload] = []
+        if self._cookie is not None:
+            # RFC 7296 §2.6: the COOKIE notify comes first, all else unchanged.
+            payloads.append(NotifyPayload(N_COOKIE, self._cookie))
+        payloads += [
+            SaPayload((_ike_proposal(self.proposals),)),
+            KePayload(self._dh.group, self._dh.public),
+            NoncePayload(self.nonce_i),
+        ]
+        request = encode_message(IkeMessage(self.spi_i, bytes(8), IKE_SA_INIT, FLAG_INITIATOR, 0, payloads))
+        self._init_request = request
+        self.state = InitiatorState.INIT_SENT
+        return self._transmit(request, now)
+
+    def _transmit(self, request: bytes, now: float) -> list[bytes]:
+        self._outstanding = request
+        self._attempt = 0
+        self._deadline = now + self._timeouts[0]
+        self.transmissions += 1
+        return [request]
+
+    def _on_init_response(self, message: IkeMessage, data: bytes, now: float) -> list[bytes]:
+        if message.exchange_type != IKE_SA_INIT or message.message_id != 0:
+            raise P3Error("IKE_UNEXPECTED", "expected the IKE_SA_INIT response")
+        cookie = message.notify(N_COOKIE)
+        if cookie is not None:
+            if self._restarts >= MAX_RESTARTS or not 1 <= len(cookie.notification_data) <= 64:
+                raise _Failure("IKE_COOKIE_REQUIRED", "the primary keeps asking for cookies")
+            self._restarts += 1
+            self._cookie = cookie.notification_data
+            return self._send_init(now)
+        invalid_ke = message.notify(N_INVALID_KE_PAYLOAD)
+        if invalid_ke is not None:
+            group = int.from_bytes(invalid_ke.notification_data[:2], "big")
+            if group not in self.proposals.dh_groups or group == self._dh.group or self._restarts >= MAX_RESTARTS:
+                raise _Failure("IKE_INVALID_KE", f"the primary wants DH group {group}, which we cannot use")
+            self._restarts += 1
+            self._dh = _DhKey(group)
+            return self._send_init(now)
+        error = _error_reason(message.error_notifies())
+        if error is not None:
+            raise _Failure(error[0], f"the primary refused IKE_SA_INIT with notify {error[1]}", error[1],
+                           tell_peer=False)
+        sa, ke, nonce = message.first(SaPayload), message.first(KePayload), message.first(NoncePayload)
+        if not isinstance(sa, SaPayload) or not isinstance(ke, KePayload) or not isinstance(nonce, NoncePayload):
+            raise P3Error("IKE_MALFORMED", "IKE_SA_INIT response lacks SA, KE or Nonce")
+        if message.spi_r == bytes(8):
+            raise P3Error("IKE_MALFORMED", "IKE_SA_INIT response with a zero responder SPI")
+        choice = self._check_ike_choice(sa, ke)
+        if len(nonce.nonce) < MIN_NONCE_BYTES:
+            raise _Failure("IKE_MALFORMED", f"the primary's nonce has {len(nonce.nonce)} octets, "
+                           f"{MIN_NONCE_BYTES} required")
+        shared = self._dh.shared_secret(ke.key_data)
+        self.spi_r = message.spi_r
+        self._init_response = data  # the responder's AUTH signs it (RFC 7296 §2.15)
+        self._nonce_r = nonce.nonce
+        self._choice = choice
+        self._prf = prf_by_id(choice.prf_id)
+        self._ike_keys = derive_ike_sa_keys(choice.prf_id, choice.key_bits // 8, shared, self.nonce_i,
+                                            self._nonce_r, self.spi_i, self.spi_r)
+        return self._send_auth(now)
+
+    def _check_ike_choice(self, sa: SaPayload, ke: KePayload) -> _IkeChoice:
+        """The responder must pick exactly one of each from what we offered."""
+        if len(sa.proposals) != 1:
+            raise _Failure("IKE_NO_PROPOSAL_CHOSEN", "the primary's SA does not hold exactly one proposal")
+        proposal = sa.proposals[0]
+        encrs = proposal.of_type(TRANSFORM_ENCR)
+        prfs = proposal.of_type(TRANSFORM_PRF)
+        groups = proposal.of_type(TRANSFORM_DH)
+        if (proposal.protocol_id != PROTO_IKE or len(encrs) != 1 or len(prfs) != 1 or len(groups) != 1
+                or encrs[0].transform_id != ENCR_AES_GCM_16 or encrs[0].key_length not in self.proposals.ike_key_bits
+                or prfs[0].transform_id not in self.proposals.prf_ids
+                or groups[0].transform_id != self._dh.group or ke.dh_group != self._dh.group):
+            raise _Failure("IKE_NO_PROPOSAL_CHOSEN", "the primary chose transforms we did not offer")
+        assert encrs[0].key_length is not None
+        return _IkeChoice(proposal.number, encrs[0].key_length, prfs[0].transform_id, self._dh.group)
+
+    # -- IKE_AUTH --
+
+    def _send_auth(self, now: float) -> list[bytes]:
+        assert self._ike_keys is not None and self._prf is not None
+        auth = psk_auth_data(self._prf, self._psk, self._init_request, self._nonce_r, self._ike_keys.sk_pi,
+                             self.local_identity)
+        payloads: list[Payload] = [
+            IdPayload(self.local_identity),
+            AuthPayload(AUTH_SHARED_KEY_MIC, auth),
+            SaPayload(_esp_proposals(self.data_ciphers, self.inbound_p3_id)),
+            TsPayload(self.ts_i),
+            TsPayload(self.ts_r, responder=True),
+        ]
+        request = self._seal(IkeMessage(self.spi_i, self.spi_r, IKE_AUTH, FLAG_INITIATOR, 1, payloads))
+        self.state = InitiatorState.AUTH_SENT
+        return self._transmit(request, now)
+
+    def _seal(self, message: IkeMessage) -> bytes:
+        assert self._ike_keys is not None
+        iv = self._next_iv.to_bytes(8, "big")
+        self._next_iv += 1
+        return encode_encrypted_message(message, self._ike_keys.encryption_key_i, self._ike_keys.salt_i, iv)
+
+    def _on_auth_response(self, message: IkeMessage, now: float) -> list[bytes]:
+        assert self._ike_keys is not None and self._prf is not None and self._choice is not None
+        if message.exchange_type != IKE_AUTH or message.message_id != 1 or message.spi_r != self.spi_r:
+            raise P3Error("IKE_UNEXPECTED", "expected the IKE_AUTH response")
+        opened = decrypt_message(message, self._ike_keys.encryption_key_r, self._ike_keys.salt_r)
+        error = _error_reason(opened.error_notifies())
+        if error is not None:
+            raise _Failure(error[0], f"the primary refused IKE_AUTH with notify {error[1]}", error[1],
+                           tell_peer=False)
+        id_r, auth = opened.first(IdPayload), opened.first(AuthPayload)
+        sa, tss = opened.first(SaPayload), opened.all(TsPayload)
+        ts_i = next((t for t in tss if isinstance(t, TsPayload) and not t.responder), None)
+        ts_r = next((t for t in tss if isinstance(t, TsPayload) and t.responder), None)
+        if (not isinstance(id_r, IdPayload) or not id_r.responder or not isinstance(auth, AuthPayload)
+                or not isinstance(sa, SaPayload) or ts_i is None or ts_r is None):
+            raise _Failure("IKE_MALFORMED", "IKE_AUTH response lacks IDr, AUTH, SA, TSi or TSr")
+        if self.remote_identity is not None and id_r.identity != self.remote_identity:
+            raise self._auth_failure(f"the primary identified as {id_r.identity}, expected {self.remote_identity}")
+        expected = psk_auth_data(self._prf, self._psk, self._init_response, self.nonce_i,
+                                 self._ike_keys.sk_pr, id_r.identity)
+        if auth.method != AUTH_SHARED_KEY_MIC or not hmac.compare_digest(auth.auth_data, expected):
+            raise self._auth_failure("the primary's AUTH does not verify: the pre-shared keys differ")
+        if len(sa.proposals) != 1 or sa.proposals[0].protocol_id != PROTO_ESP or len(sa.proposals[0].spi) != 4:
+            raise _Failure("IKE_NO_PROPOSAL_CHOSEN", "the primary's child SA is not one ESP proposal")
+        cipher = _cipher_of(sa.proposals[0])
+        responder_p3_id = int.from_bytes(sa.proposals[0].spi, "big")
+        if cipher not in self.data_ciphers or responder_p3_id == 0:
+            raise _Failure("IKE_NO_PROPOSAL_CHOSEN", "the primary chose a data cipher we did not offer")
+        if not _covered(ts_i.selectors, self.ts_i) or not _covered(ts_r.selectors, self.ts_r):
+            raise _Failure("IKE_TS_UNACCEPTABLE", "the primary widened our traffic selectors")
+        keys = derive_session_keys(self._choice.prf_id, self._ike_keys.sk_d, self.nonce_i, self._nonce_r, cipher,
+                                   self.inbound_p3_id, responder_p3_id, initiator=True)
+        self._finish(HandshakeEstablished(
+            keys=keys, peer_identity=id_r.identity, spi_i=self.spi_i, spi_r=self.spi_r,
+            prf_id=self._choice.prf_id, dh_group=self._choice.dh_group, ike_key_bits=self._choice.key_bits,
+            data_cipher=cipher, ts_i=ts_i.selectors, ts_r=ts_r.selectors, ike_keys=self._ike_keys))
+        return []
+
+    def _auth_failure(self, detail: str) -> _Failure:
+        # RFC 7296 §2.21.2: the responder is told in an INFORMATIONAL request.
+        return _Failure("IKE_AUTHENTICATION_FAILED", detail, N_AUTHENTICATION_FAILED)
+
+    # -- endings --
+
+    def _fail(self, failure: _Failure) -> list[bytes]:
+        out: list[bytes] = []
+        if failure.tell_peer and failure.notify_type is not None and self.state is InitiatorState.AUTH_SENT:
+            out.append(self._seal(IkeMessage(self.spi_i, self.spi_r, INFORMATIONAL, FLAG_INITIATOR, 2,
+                                             [NotifyPayload(failure.notify_type)])))
+        self.state = InitiatorState.FAILED
+        self._deadline = None
+        self._finish(HandshakeFailed(failure.error.code, failure.error.detail, failure.notify_type))
+        return out
+
+    def _finish(self, event: HandshakeEstablished | HandshakeFailed) -> None:
+        if isinstance(event, HandshakeEstablished):
+            self.state = InitiatorState.ESTABLISHED
+        self._deadline = None
+        self.result = event
+        self._events.append(event)
+
+    def _drop(self, reason_name: str, detail: str) -> None:
+        self._events.append(MessageDropped(P3Error(reason_name, detail).code, detail))
+
+
+# --- Responder (the primary) -----------------------------------------------------
+
+
+class _ExchangeState(Enum):
+    HALF_OPEN = "half-open"
+    ESTABLISHED = "established"
+    FAILED = "failed"
+
+
+@dataclass
+class _Exchange:
+    """One initiator's IKE SA as the responder sees it."""
+
+    peer_addr: object
+    spi_i: bytes
+    spi_r: bytes
+    nonce_i: bytes
+    nonce_r: bytes
+    choice: _IkeChoice
+    ike_keys: IkeSaKeys
+    init_request: bytes
+    init_response: bytes
+    expires_at: float
+    state: _ExchangeState = _ExchangeState.HALF_OPEN
+    # Requests already answered, by message id: (request bytes, response bytes).
+    answered: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)
+    next_iv: int = 0
+    peer_identity: Identity | None = None
+
+
+class ResponderHandshake:
+    """The primary's front door for initial exchanges from any number of secondaries.
+
+    ``receive(data, now, peer_addr)`` returns the datagrams to send back to
+    *peer_addr*. *peer_for* finds a configured secondary by its IDi
+    (ID_IPV4_ADDR / ID_IPV6_ADDR = its configured address, or ID_FQDN /
+    ID_KEY_ID); None means unknown: AUTHENTICATION_FAILED to the peer,
+    P3-E310 here. *allocate_p3_id* gives the P3 ID for a new inbound SA.
+    """
+
+    def __init__(
+        self,
+        local_identity: Identity,
+        peer_for: Callable[[Identity], PeerPolicy | None],
+        *,
+        proposals: IkeProposalConfig | None = None,
+        allocate_p3_id: Callable[[], int] | None = None,
+        cookie_threshold: int = DEFAULT_COOKIE_THRESHOLD,
+        half_open_timeout_s: float = HALF_OPEN_TIMEOUT_S,
+        rng: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        self.local_identity = local_identity
+        self._peer_for = peer_for
+        self.proposals = proposals or IkeProposalConfig()
+        self._rng = rng
+        self._allocate_p3_id = allocate_p3_id or (lambda: _random_p3_id(rng))
+        self.cookie_threshold = cookie_threshold
+        self.half_open_timeout_s = half_open_timeout_s
+        self._cookie_secret = rng(32)
+        self._by_init: dict[tuple[object, bytes], _Exchange] = {}
+        self._by_spi_r: dict[bytes, _Exchange] = {}
+        self._events: deque[HandshakeEvent] = deque()
+        self.cookies_sent = 0
+        self.retransmits_answered = 0
+
+    # -- public surface --
+
+    @property
+    def half_open_count(self) -> int:
+        return sum(1 for e in self._by_spi_r.values() if e.state is _ExchangeState.HALF_OPEN)
+
+    def receive(self, data: bytes, now: float, peer_addr: object = None) -> list[bytes]:
+        self.handle_timer(now)
+        try:
+            message = decode_message(data)
+            if message.is_response:
+                raise P3Error("IKE_UNEXPECTED", "the primary sends no requests, so takes no responses")
+            if message.exchange_type == IKE_SA_INIT:
+                return self._on_init(message, data, now, peer_addr)
+            exchange = self._by_spi_r.get(message.spi_r)
+            if exchange is None or exchange.spi_i != message.spi_i:
+                raise P3Error("IKE_UNEXPECTED", "no IKE SA with these SPIs")
+            answered = exchange.answered.get(message.message_id)
+            if answered is not None:
+                if answered[0] != data:
+                    raise P3Error("IKE_UNEXPECTED", f"a different request reuses message id {message.message_id}")
+                self.retransmits_answered += 1
+                return [answered[1]]  # RFC 7296 §2.1: a retransmit is answered, not re-processed
+            if message.exchange_type == IKE_AUTH and message.message_id == 1:
+                return self._on_auth(exchange, message, data, now)
+            if message.exchange_type == INFORMATIONAL and message.message_id == 2:
+                return self._on_informational(exchange, message, data)
+            raise P3Error("IKE_UNEXPECTED", f"exchange {message.exchange_type} id {message.message_id} unexpected")
+        except P3Error as error:
+            self._events.append(MessageDropped(error.code, error.detail, peer_addr))
+            return []
+
+    def next_timer(self) -> float | None:
+        return min((e.expires_at for e in self._by_spi_r.values()), default=None)
+
+    def handle_timer(self, now: float) -> list[bytes]:
+        for exchange in [e for e in self._by_spi_r.values() if e.expires_at <= now]:
+            self._forget(exchange)
+        return []
+
+    def next_event(self) -> HandshakeEvent | None:
+        return self._events.popleft() if self._events else None
+
+    # -- cookies (RFC 7296 §2.6) --
+
+    def _cookie_for(self, nonce_i: bytes, peer_addr: object, spi_i: bytes) -> bytes:
+        # Cookie = <secret version> | Hash(Ni | IPi | SPIi | <secret>); one version for now.
+        host = peer_addr[0] if isinstance(peer_addr, tuple) and peer_addr else peer_addr
+        digest = hmac.new(self._cookie_secret, nonce_i + repr(host).encode() + spi_i, hashlib.sha256).digest()
+        return b"\x01" + digest[:16]
+
+    # -- IKE_SA_INIT --
+
+    def _on_init(self, message: IkeMessage, data: bytes, now: float, peer_addr: object) -> list[bytes]:
+        if message.message_id != 0 or message.spi_r != bytes(8) or not message.from_initiator:
+            raise P3Error("IKE_MALFORMED", "IKE_SA_INIT request with a message id, responder SPI or flags set")
+        known = self._by_init.get((peer_addr, message.spi_i))
+        if known is not None:
+            if known.init_request == data:
+                self.retransmits_answered += 1
+                return [known.init_response]
+            raise P3Error("IKE_UNEXPECTED", "a second, different IKE_SA_INIT for an existing IKE SA")
+        sa, ke, nonce = message.first(SaPayload), message.first(KePayload), message.first(NoncePayload)
+        if not isinstance(sa, SaPayload) or not isinstance(ke, KePayload) or not isinstance(nonce, NoncePayload):
+            raise P3Error("IKE_MALFORMED", "IKE_SA_INIT request lacks SA, KE or Nonce")
+        if self.half_open_count >= self.cookie_threshold:
+            expected = self._cookie_for(nonce.nonce, peer_addr, message.spi_i)
+            offered = message.payloads[0] if message.payloads else None
+            if not (isinstance(offered, NotifyPayload) and offered.notify_type == N_COOKIE
+                    and hmac.compare_digest(offered.notification_data, expected)):
+                self.cookies_sent += 1
+                return [self._plain_reply(message, NotifyPayload(N_COOKIE, expected))]
+        try:
+            if len(nonce.nonce) < MIN_NONCE_BYTES:
+                raise _Failure("IKE_MALFORMED", f"initiator nonce of {len(nonce.nonce)} octets, "
+                               f"{MIN_NONCE_BYTES} required", N_INVALID_SYNTAX)
+            choice = _choose_ike(self.proposals, sa, ke.dh_group)
+            dh = _DhKey(choice.dh_group)
+            try:
+                shared = dh.shared_secret(ke.key_data)
+            except P3Error as error:
+                raise _Failure("IKE_INVALID_KE", error.detail, N_INVALID_SYNTAX) from None
+        except _Failure as failure:
+            assert failure.notify_type is not None
+            if failure.notify_type != N_INVALID_KE_PAYLOAD:  # asking for another group is normal negotiation
+                self._events.append(HandshakeFailed(failure.error.code, failure.error.detail, failure.notify_type,
+                                                    peer_addr))
+            return [self._plain_reply(message, NotifyPayload(failure.notify_type, failure.notify_data))]
+        spi_r = _random_nonzero(self._rng, 8)
+        nonce_r = self._rng(NONCE_BYTES)
+        ike_keys = derive_ike_sa_keys(choice.prf_id, choice.key_bits // 8, shared, nonce.nonce, nonce_r,
+                                      message.spi_i, spi_r)
+        response = encode_message(IkeMessage(message.spi_i, spi_r, IKE_SA_INIT, FLAG_RESPONSE, 0, [
+            SaPayload((choice.response_proposal(),)),
+            KePayload(dh.group, dh.public),
+            NoncePayload(nonce_r),
+        ]))
+        exchange = _Exchange(peer_addr, message.spi_i, spi_r, nonce.nonce, nonce_r, choice, ike_keys, data,
+                             response, now + self.half_open_timeout_s)
+        self._by_init[(peer_addr, message.spi_i)] = exchange
+        self._by_spi_r[spi_r] = exchange
+        return [response]
+
+    def _plain_reply(self, request: IkeMessage, notify: NotifyPayload) -> bytes:
+        """A stateless IKE_SA_INIT answer: SPIr zero (RFC 7296 §2.6, §2.7)."""
+        return encode_message(IkeMessage(request.spi_i, bytes(8), IKE_SA_INIT, FLAG_RESPONSE, 0, [notify]))
+
+    # -- IKE_AUTH --
+
+    def _seal(self, exchange: _Exchange, exchange_type: int, message_id: int, payloads: list[Payload]) -> bytes:
+        iv = exchange.next_iv.to_bytes(8, "big")
+        exchange.next_iv += 1
+        keys = exchange.ike_keys
+        message = IkeMessage(exchange.spi_i, exchange.spi_r, exchange_type, FLAG_RESPONSE, message_id, payloads)
+        return encode_encrypted_message(message, keys.encryption_key_r, keys.salt_r, iv)
+
+    def _on_auth(self, exchange: _Exchange, message: IkeMessage, data: bytes, now: float) -> list[bytes]:
+        if exchange.state is not _ExchangeState.HALF_OPEN:
+            raise P3Error("IKE_UNEXPECTED", "IKE_AUTH for an exchange that is already over")
+        keys = exchange.ike_keys
+        opened = decrypt_message(message, keys.encryption_key_i, keys.salt_i)  # E307: dropped, not fatal
+        try:
+            response, event = self._authenticate(exchange, opened)
+        except _Failure as failure:
+            assert failure.notify_type is not None
+            response = self._seal(exchange, IKE_AUTH, 1, [NotifyPayload(failure.notify_type)])
+            exchange.state = _ExchangeState.FAILED
+            self._events.append(HandshakeFailed(failure.error.code, failure.error.detail, failure.notify_type,
+                                                exchange.peer_addr))
+        else:
+            exchange.state = _ExchangeState.ESTABLISHED
+            self._events.append(event)
+        exchange.answered[1] = (data, response)
+        exchange.expires_at = now + FINISHED_EXCHANGE_KEEP_S
+        return [response]
+
+    def _authenticate(self, exchange: _Exchange, opened: IkeMessage) -> tuple[bytes, HandshakeEstablished]:
+        id_i, auth, sa = opened.first(IdPayload), opened.first(AuthPayload), opened.first(SaPayload)
+        tss = [t for t in opened.all(TsPayload) if isinstance(t, TsPayload)]
+        ts_i = next((t for t in tss if not t.responder), None)
+        ts_r = next((t for t in tss if t.responder), None)
+        if (not isinstance(id_i, IdPayload) or id_i.responder or not isinstance(auth, AuthPayload)
+                or not isinstance(sa, SaPayload) or ts_i is None or ts_r is None):
+            raise _Failure("IKE_MALFORMED", "IKE_AUTH request lacks IDi, AUTH, SA, TSi or TSr", N_INVALID_SYNTAX)
+        identity = id_i.identity
+        exchange.peer_identity = identity
+        policy = self._peer_for(identity)
+        if policy is None:
+            raise _Failure("IKE_PEER_UNKNOWN", f"secondary {identity} is not configured", N_AUTHENTICATION_FAILED)
+        prf = prf_by_id(exchange.choice.prf_id)
+        if auth.method != AUTH_SHARED_KEY_MIC or policy.psk is None:
+            raise _Failure("IKE_AUTHENTICATION_FAILED", f"secondary {identity} used AUTH method {auth.method}, "
+                           "pre-shared key (2) is configured", N_AUTHENTICATION_FAILED)
+        expected = psk_auth_data(prf, policy.psk, exchange.init_request, exchange.nonce_r, exchange.ike_keys.sk_pi,
+                                 identity)
+        if not hmac.compare_digest(auth.auth_data, expected):
+            raise _Failure("IKE_AUTHENTICATION_FAILED", f"secondary {identity}: AUTH does not verify, the "
+                           "pre-shared keys differ", N_AUTHENTICATION_FAILED)
+        proposal, cipher, initiator_p3_id = _choose_child(policy.data_ciphers, sa)
+        narrowed_i = _narrow(ts_i.selectors, policy.remote_selectors)
+        narrowed_r = _narrow(ts_r.selectors, policy.local_selectors)
+        if not narrowed_i or not narrowed_r:
+            raise _Failure("IKE_TS_UNACCEPTABLE", f"secondary {identity}: traffic selectors outside its "
+                           "configured subnets", N_TS_UNACCEPTABLE)
+        responder_p3_id = self._allocate_p3_id()
+        keys = derive_session_keys(exchange.choice.prf_id, exchange.ike_keys.sk_d, exchange.nonce_i,
+                                   exchange.nonce_r, cipher, initiator_p3_id, responder_p3_id, initiator=False)
+        my_auth = psk_auth_data(prf, policy.psk, exchange.init_response, exchange.nonce_i, exchange.ike_keys.sk_pr,
+                                self.local_identity)
+        child = Proposal(proposal.number, PROTO_ESP, responder_p3_id.to_bytes(4, "big"), _esp_transforms(cipher))
+        response = self._seal(exchange, IKE_AUTH, 1, [
+            IdPayload(self.local_identity, responder=True),
+            AuthPayload(AUTH_SHARED_KEY_MIC, my_auth),
+            SaPayload((child,)),
+            TsPayload(narrowed_i),
+            TsPayload(narrowed_r, responder=True),
+        ])
+        choice = exchange.choice
+        event = HandshakeEstablished(
+            keys=keys, peer_identity=identity, spi_i=exchange.spi_i, spi_r=exchange.spi_r, prf_id=choice.prf_id,
+            dh_group=choice.dh_group, ike_key_bits=choice.key_bits, data_cipher=cipher, ts_i=narrowed_i,
+            ts_r=narrowed_r, ike_keys=exchange.ike_keys, peer_addr=exchange.peer_addr)
+        return response, event
+
+    def _on_informational(self, exchange: _Exchange, message: IkeMessage, data: bytes) -> list[bytes]:
+        """The initiator rejected our AUTH (RFC 7296 §2.21.2): the session it reported is void."""
+        keys = exchange.ike_keys
+        opened = decrypt_message(message, keys.encryption_key_i, keys.salt_i)
+        response = self._seal(exchange, INFORMATIONAL, 2, [])
+        exchange.answered[2] = (data, response)
+        refused = _error_reason(opened.error_notifies())
+        if refused is not None and exchange.state is _ExchangeState.ESTABLISHED:
+            exchange.state = _ExchangeState.FAILED
+            self._events.append(HandshakeFailed(reason(refused[0]).code, f"secondary {exchange.peer_identity} rejected the "
+                                                f"primary's authentication (notify {refused[1]})", refused[1],
+                                                exchange.peer_addr))
+        return [response]
+
+    def _forget(self, exchange: _Exchange) -> None:
+        self._by_spi_r.pop(exchange.spi_r, None)
+        self._by_init.pop((exchange.peer_addr, exchange.spi_i), None)
