@@ -2,17 +2,29 @@
 
 The only module that imports the cffi extension ``p3hw._dataplane``
 (STYLE.md: bindings in one place). C errors come back as negative reason
-numbers and become ``P3Error`` here.
+numbers and become ``P3Error`` here; per-packet results carry the reason
+name instead of raising (a burst has many outcomes).
+
+Two parts:
+
+* :class:`Dataplane` — one native context: peers (sessions), SAs, buckets,
+  ``seal``/``open`` bursts and counters (docs/dataplane.md).
+* Bare primitives for test vectors and tools: :func:`aead_seal`,
+  :func:`aead_open`, :func:`aes_ctr`, :func:`hmac_sha256` — OpenSSL EVP in C.
 """
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+from p3hw.crypto.keys import CIPHERS, HP_KEY_BYTES, SaKeys, SessionKeys
 from p3hw.reasons import REASONS, P3Error
 
 #: The ABI stamp this Python code was written against (native/src/cpu.c).
-EXPECTED_ABI_VERSION = 1
+EXPECTED_ABI_VERSION = 2
 
 try:
     from p3hw import _dataplane  # type: ignore[attr-defined]
@@ -33,6 +45,25 @@ CPU_FEATURE_NAMES = {
     "avx512f": "P3DP_CPU_AVX512F",
 }
 
+#: CIPHERS name -> P3DP_AES_* value (native/include/p3dp.h).
+CIPHER_IDS = {
+    "aes-128-gcm": 1,
+    "aes-256-gcm": 2,
+    "aes-128-ccm": 3,
+    "aes-256-ccm": 4,
+    "aes-128-ctr": 5,
+    "aes-256-ctr": 6,
+}
+AEAD_CIPHERS = ("aes-128-gcm", "aes-256-gcm", "aes-128-ccm", "aes-256-ccm")
+
+UDP_PORT = 5653
+P3_HEADER_BYTES = 16
+ICV_BYTES = 16
+DIR_IN, DIR_OUT = 1, 2
+KIND_NAMES = {0: "data", 1: "control", 2: "dummy", 3: "ike"}
+# Output room per sealed packet: outer headers + P3 header + largest frame + ICV.
+_MAX_FRAME_BYTES = 65000
+
 
 def native() -> tuple[Any, Any]:
     """Return ``(ffi, lib)`` of the extension, or raise P3Error DP_NOT_BUILT / ABI_MISMATCH."""
@@ -46,13 +77,19 @@ def native() -> tuple[Any, Any]:
     return _dataplane.ffi, _dataplane.lib
 
 
+def reason_name(rc: int) -> str:
+    """The reason name of a negative native code (``-203`` -> ``DP_REPLAY``), ``OK`` for 0."""
+    if rc >= 0:
+        return "OK"
+    code = f"P3-E{-rc:03d}"
+    return REASONS[code].name if code in REASONS else "INTERNAL"
+
+
 def check(rc: int, what: str) -> int:
     """Turn a native return code into P3Error when negative."""
     if rc >= 0:
         return rc
-    code = f"P3-E{-rc:03d}"
-    name = REASONS[code].name if code in REASONS else "INTERNAL"
-    raise P3Error(name, f"{what} failed ({code})")
+    raise P3Error(reason_name(rc), f"{what} failed (P3-E{-rc:03d})")
 
 
 def abi_version() -> int:
@@ -65,3 +102,359 @@ def cpu_features() -> dict[str, bool]:
     _, lib = native()
     bits = int(lib.p3dp_cpu_features())
     return {name: bool(bits & int(getattr(lib, const))) for name, const in CPU_FEATURE_NAMES.items()}
+
+
+# ---------------------------------------------------------------- primitives
+
+def _cipher_id(cipher: str, allowed: Sequence[str]) -> int:
+    if cipher not in allowed:
+        raise P3Error("DP_BAD_CIPHER", f"unsupported cipher {cipher!r} (one of {', '.join(allowed)})")
+    return CIPHER_IDS[cipher]
+
+
+def _check_key(cipher: str, key: bytes) -> None:
+    if len(key) != CIPHERS[cipher][0]:
+        raise P3Error("DP_BAD_CIPHER", f"{cipher} needs a {CIPHERS[cipher][0]}-octet key, got {len(key)}")
+
+
+def aead_seal(cipher: str, key: bytes, nonce: bytes, aad: bytes, plaintext: bytes, tag_len: int = 16) -> bytes:
+    """AES-GCM / AES-CCM encryption: returns ciphertext ‖ tag (tag_len octets)."""
+    ffi, lib = native()
+    cid = _cipher_id(cipher, AEAD_CIPHERS)
+    _check_key(cipher, key)
+    out = ffi.new("uint8_t[]", max(len(plaintext), 1))
+    tag = ffi.new("uint8_t[16]")
+    check(lib.p3dp_aead_seal(cid, key, nonce, len(nonce), aad, len(aad), plaintext, len(plaintext),
+                             out, tag, tag_len), f"{cipher} seal")
+    return bytes(ffi.buffer(out, len(plaintext))) + bytes(ffi.buffer(tag, tag_len))
+
+
+def aead_open(cipher: str, key: bytes, nonce: bytes, aad: bytes, sealed: bytes, tag_len: int = 16) -> bytes:
+    """Inverse of :func:`aead_seal`; raises P3Error DP_AUTH_FAILED on a bad tag."""
+    ffi, lib = native()
+    cid = _cipher_id(cipher, AEAD_CIPHERS)
+    _check_key(cipher, key)
+    if not 0 < tag_len <= 16 or len(sealed) < tag_len:
+        raise P3Error("DP_BAD_ARGUMENT", f"sealed input shorter than its {tag_len}-octet tag")
+    body, tag = sealed[:-tag_len], sealed[-tag_len:]
+    out = ffi.new("uint8_t[]", max(len(body), 1))
+    check(lib.p3dp_aead_open(cid, key, nonce, len(nonce), aad, len(aad), body, len(body),
+                             out, tag, tag_len), f"{cipher} open")
+    return bytes(ffi.buffer(out, len(body)))
+
+
+def aes_ctr(key: bytes, counter_block: bytes, data: bytes) -> bytes:
+    """AES-CTR (128 or 256 by key length) from a 16-octet initial counter block."""
+    ffi, lib = native()
+    if len(counter_block) != 16:
+        raise P3Error("DP_BAD_ARGUMENT", "the counter block is 16 octets")
+    if len(key) not in (16, 32):
+        raise P3Error("DP_BAD_CIPHER", f"AES-CTR needs a 16- or 32-octet key, got {len(key)}")
+    out = ffi.new("uint8_t[]", max(len(data), 1))
+    check(lib.p3dp_aes_ctr(key, len(key), counter_block, data, len(data), out), "aes-ctr")
+    return bytes(ffi.buffer(out, len(data)))
+
+
+def hmac_sha256(key: bytes, data: bytes) -> bytes:
+    ffi, lib = native()
+    out = ffi.new("uint8_t[32]")
+    check(lib.p3dp_hmac_sha256(key, len(key), data, len(data), out), "hmac-sha256")
+    return bytes(ffi.buffer(out, 32))
+
+
+# ---------------------------------------------------------------- dataplane
+
+@dataclass(frozen=True)
+class PeerConfig:
+    """One session's outer path (DESIGN.md §3: found by outer addresses and port)."""
+
+    peer_id: int
+    local_addr: str
+    remote_addr: str
+    encap: str = "udp"            # "udp" (port 5653) or "esp" (IP protocol 50)
+    local_port: int = UDP_PORT
+    remote_port: int = UDP_PORT
+    mtu: int = 1500
+
+    @property
+    def family(self) -> int:
+        return ipaddress.ip_address(self.remote_addr).version
+
+
+@dataclass
+class Counters:
+    sealed_packets: int = 0
+    sealed_bytes: int = 0
+    opened_packets: int = 0
+    opened_bytes: int = 0
+    control_packets: int = 0
+    dummy_packets: int = 0
+    ike_packets: int = 0
+    drops: dict[str, int] = field(default_factory=dict)   # reason name -> count (non-zero only)
+
+    @property
+    def dropped(self) -> int:
+        return sum(self.drops.values())
+
+
+@dataclass(frozen=True)
+class Sealed:
+    status: str                   # "OK" or a reason name (DP_TOO_BIG, ...)
+    data: bytes                   # the sealed packet (outer IP/UDP too with with_ip)
+    p3_id: int
+    seq: int
+
+
+@dataclass(frozen=True)
+class Opened:
+    status: str
+    kind: str                     # data | control | dummy | ike
+    peer: int | None
+    data: bytes                   # the inner packet; for ike, the IKE message
+    p3_id: int
+    seq: int
+
+
+def _addr_bytes(addr: str) -> tuple[int, bytes]:
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError as exc:
+        raise P3Error("DP_BAD_ARGUMENT", f"not an IP address: {addr!r}") from exc
+    return ip.version, ip.packed
+
+
+def _counters_from(ffi: Any, raw: Any) -> Counters:
+    drops = {}
+    for i in range(len(raw.drops)):
+        if raw.drops[i]:
+            code = f"P3-E{200 + i:03d}"
+            drops[REASONS[code].name if code in REASONS else code] = int(raw.drops[i])
+    return Counters(
+        sealed_packets=int(raw.sealed_packets), sealed_bytes=int(raw.sealed_bytes),
+        opened_packets=int(raw.opened_packets), opened_bytes=int(raw.opened_bytes),
+        control_packets=int(raw.control_packets), dummy_packets=int(raw.dummy_packets),
+        ike_packets=int(raw.ike_packets), drops=drops)
+
+
+class Dataplane:
+    """One native dataplane context (not thread-safe: one owner at a time)."""
+
+    def __init__(self, max_peers: int = 1024, max_inbound_sas: int = 4096) -> None:
+        self._ffi, self._lib = native()
+        ctx = self._lib.p3dp_ctx_new(max_peers, max_inbound_sas)
+        if ctx == self._ffi.NULL:
+            raise P3Error("DP_BAD_ARGUMENT", f"cannot create a dataplane for {max_peers} peers / "
+                          f"{max_inbound_sas} SAs")
+        self._ctx = self._ffi.gc(ctx, self._lib.p3dp_ctx_free)
+        self._peers: dict[int, PeerConfig] = {}
+
+    def close(self) -> None:
+        """Free the context now (keys wiped) instead of at garbage collection."""
+        if self._ctx is not None:
+            self._ffi.release(self._ctx)
+            self._ctx = None
+
+    def __enter__(self) -> Dataplane:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def ctx(self) -> Any:
+        if self._ctx is None:
+            raise P3Error("DP_BAD_ARGUMENT", "the dataplane is closed")
+        return self._ctx
+
+    # -- configuration
+
+    def set_local_address(self, addr: str) -> None:
+        """This P3 system's inner address: opened packets to it go to the control queue."""
+        family, packed = _addr_bytes(addr)
+        check(self._lib.p3dp_ctx_set_local_address(self.ctx, family, packed), "set local address")
+
+    def set_buckets(self, frame_sizes: Sequence[int]) -> None:
+        """Frame-size buckets (ascending, each >= 32); each peer adds its MTU cap."""
+        sizes = list(frame_sizes)
+        if any(not isinstance(s, int) or s < 0 or s > 0xFFFFFFFF for s in sizes):
+            raise P3Error("DP_BAD_ARGUMENT", f"bad bucket list {sizes!r}")
+        arr = self._ffi.new("uint32_t[]", sizes or [0])
+        check(self._lib.p3dp_ctx_set_buckets(self.ctx, arr, len(sizes)), f"set buckets {sizes}")
+
+    @property
+    def buckets(self) -> list[int]:
+        arr = self._ffi.new("uint32_t[16]")
+        n = int(self._lib.p3dp_ctx_get_buckets(self.ctx, arr, 16))
+        return [int(arr[i]) for i in range(n)]
+
+    def add_peer(self, peer: PeerConfig) -> None:
+        lf, local = _addr_bytes(peer.local_addr)
+        rf, remote = _addr_bytes(peer.remote_addr)
+        if lf != rf:
+            raise P3Error("DP_BAD_ARGUMENT", f"peer {peer.peer_id}: local and remote address families differ")
+        if peer.encap not in ("udp", "esp"):
+            raise P3Error("DP_BAD_ARGUMENT", f"peer {peer.peer_id}: encap must be udp or esp")
+        if not (0 <= peer.local_port <= 0xFFFF and 0 <= peer.remote_port <= 0xFFFF and 0 < peer.mtu <= 0xFFFF):
+            raise P3Error("DP_BAD_ARGUMENT", f"peer {peer.peer_id}: port or MTU out of range")
+        cfg = self._ffi.new("p3dp_peer_config *")
+        cfg.peer_id = peer.peer_id
+        cfg.family = rf
+        cfg.encap = self._lib.P3DP_ENCAP_UDP if peer.encap == "udp" else self._lib.P3DP_ENCAP_ESP
+        cfg.local_port = peer.local_port
+        cfg.remote_port = peer.remote_port
+        cfg.mtu = peer.mtu
+        self._ffi.memmove(cfg.local_addr, local, len(local))
+        self._ffi.memmove(cfg.remote_addr, remote, len(remote))
+        check(self._lib.p3dp_peer_add(self.ctx, cfg), f"add peer {peer.peer_id}")
+        self._peers[peer.peer_id] = peer
+
+    def remove_peer(self, peer_id: int) -> None:
+        check(self._lib.p3dp_peer_remove(self.ctx, peer_id), f"remove peer {peer_id}")
+        self._peers.pop(peer_id, None)
+
+    def set_hp_keys(self, peer_id: int, hp_out: bytes | None = None, hp_in: bytes | None = None) -> None:
+        """Header-protection keys; a new hp_in becomes current, the old one stays as previous."""
+        for key in (hp_out, hp_in):
+            if key is not None and len(key) != HP_KEY_BYTES:
+                raise P3Error("DP_BAD_CIPHER", f"header-protection keys are {HP_KEY_BYTES} octets")
+        null = self._ffi.NULL
+        check(self._lib.p3dp_peer_set_hp_keys(self.ctx, peer_id, hp_out if hp_out is not None else null,
+                                              hp_in if hp_in is not None else null), f"hp keys of {peer_id}")
+
+    def drop_previous_hp_key(self, peer_id: int) -> None:
+        check(self._lib.p3dp_peer_drop_previous_hp_key(self.ctx, peer_id), f"drop previous hp key of {peer_id}")
+
+    def _sa_config(self, peer_id: int, sa: SaKeys) -> Any:
+        cfg = self._ffi.new("p3dp_sa_config *")
+        cfg.p3_id = sa.p3_id
+        cfg.peer_id = peer_id
+        cfg.cipher = CIPHER_IDS[sa.cipher]
+        self._ffi.memmove(cfg.key, sa.key, len(sa.key))
+        self._ffi.memmove(cfg.salt, sa.salt, len(sa.salt))
+        self._ffi.memmove(cfg.auth_key, sa.auth_key, len(sa.auth_key))
+        self._ffi.memmove(cfg.obfs_key, sa.obfs_key, len(sa.obfs_key))
+        return cfg
+
+    def _wipe(self, cfg: Any) -> None:
+        self._ffi.memmove(cfg, b"\0" * self._ffi.sizeof("p3dp_sa_config"), self._ffi.sizeof("p3dp_sa_config"))
+
+    def add_inbound_sa(self, peer_id: int, sa: SaKeys) -> None:
+        cfg = self._sa_config(peer_id, sa)
+        try:
+            check(self._lib.p3dp_sa_add_inbound(self.ctx, cfg), f"add inbound SA {sa.p3_id:#x}")
+        finally:
+            self._wipe(cfg)
+
+    def add_outbound_sa(self, peer_id: int, sa: SaKeys, switch_after_seq: int = 0) -> None:
+        """Current at once if the peer has none; else pending until the current SA sealed switch_after_seq."""
+        cfg = self._sa_config(peer_id, sa)
+        try:
+            check(self._lib.p3dp_sa_add_outbound(self.ctx, cfg, switch_after_seq), f"add outbound SA {sa.p3_id:#x}")
+        finally:
+            self._wipe(cfg)
+
+    def remove_sa(self, direction: str, peer_id: int, p3_id: int) -> None:
+        check(self._lib.p3dp_sa_remove(self.ctx, DIR_IN if direction == "in" else DIR_OUT, peer_id, p3_id),
+              f"remove {direction}bound SA {p3_id:#x}")
+
+    def install_session(self, peer_id: int, keys: SessionKeys) -> None:
+        """Install a session's first keys: both hp keys and both data SAs."""
+        self.set_hp_keys(peer_id, keys.hp_out_key, keys.hp_in_key)
+        self.add_inbound_sa(peer_id, keys.inbound)
+        self.add_outbound_sa(peer_id, keys.outbound)
+
+    def next_seq(self, peer_id: int) -> int:
+        return int(self._lib.p3dp_peer_next_seq(self.ctx, peer_id))
+
+    def outbound_id(self, peer_id: int) -> int:
+        return int(self._lib.p3dp_peer_outbound_id(self.ctx, peer_id))
+
+    def set_next_seq(self, peer_id: int, p3_id: int, seq: int) -> None:
+        check(self._lib.p3dp_sa_set_next_seq(self.ctx, peer_id, p3_id, seq), "set next seq")
+
+    def counters(self) -> Counters:
+        raw = self._ffi.new("p3dp_counters *")
+        self._lib.p3dp_ctx_counters(self.ctx, raw)
+        return _counters_from(self._ffi, raw)
+
+    def sa_counters(self, direction: str, peer_id: int, p3_id: int) -> Counters:
+        raw = self._ffi.new("p3dp_counters *")
+        check(self._lib.p3dp_sa_counters(self.ctx, DIR_IN if direction == "in" else DIR_OUT, peer_id, p3_id, raw),
+              f"counters of SA {p3_id:#x}")
+        return _counters_from(self._ffi, raw)
+
+    # -- bursts
+
+    def seal(self, items: Sequence[tuple[int, bytes]], *, with_ip: bool = False,
+             dummy: bool = False) -> list[Sealed]:
+        """Seal (peer_id, inner packet) pairs. with_ip writes the outer IP/UDP header too
+        (raw ESP, DPDK); without it the result is what a UDP socket sends."""
+        ffi, lib = self._ffi, self._lib
+        n = len(items)
+        if n == 0:
+            return []
+        room = max(len(p) for _, p in items) + 2048
+        pkts = ffi.new("p3dp_pkt[]", n)
+        keep = []
+        out = ffi.new("uint8_t[]", room * n)
+        for i, (peer_id, inner) in enumerate(items):
+            buf = ffi.from_buffer(inner) if inner else ffi.new("uint8_t[1]")
+            keep.append(buf)
+            pkts[i].in_buf = buf
+            pkts[i].in_len = len(inner)
+            pkts[i].out_buf = out + i * room
+            pkts[i].out_cap = room
+            pkts[i].peer = peer_id
+            pkts[i].kind = lib.P3DP_KIND_DUMMY if dummy else lib.P3DP_KIND_DATA
+        lib.p3dp_seal_burst(self.ctx, pkts, n, lib.P3DP_OUT_IP if with_ip else 0)
+        return [Sealed(reason_name(p.status), bytes(ffi.buffer(p.out_buf, p.out_len)), int(p.p3_id), int(p.seq))
+                for p in (pkts[i] for i in range(n))]
+
+    def open(self, packets: Sequence[bytes | tuple[bytes, str, int]], *, with_ip: bool = True) -> list[Opened]:
+        """Open received packets. with_ip: each is a whole IP packet (raw ESP, DPDK);
+        else each is (P3 bytes, sender address, sender UDP port or 0 for ESP)."""
+        ffi, lib = self._ffi, self._lib
+        n = len(packets)
+        if n == 0:
+            return []
+        sizes = []
+        pkts = ffi.new("p3dp_pkt[]", n)
+        keep = []
+        for item in packets:
+            data = item if isinstance(item, (bytes, bytearray, memoryview)) else item[0]
+            sizes.append(len(data))
+        room = max(max(sizes), 1)
+        out = ffi.new("uint8_t[]", room * n)
+        for i, item in enumerate(packets):
+            if with_ip:
+                if not isinstance(item, (bytes, bytearray, memoryview)):
+                    raise P3Error("DP_BAD_ARGUMENT", "with_ip=True takes whole IP packets")
+                data = bytes(item)
+            else:
+                if isinstance(item, (bytes, bytearray, memoryview)) or len(item) != 3:
+                    raise P3Error("DP_BAD_ARGUMENT", "with_ip=False takes (bytes, address, port) tuples")
+                data, addr, port = bytes(item[0]), item[1], item[2]
+                family, packed = _addr_bytes(addr)
+                if not 0 <= port <= 0xFFFF:
+                    raise P3Error("DP_BAD_ARGUMENT", f"port {port} out of range")
+                pkts[i].family = family
+                pkts[i].port = port
+                ffi.memmove(pkts[i].addr, packed, len(packed))
+            buf = ffi.from_buffer(data) if data else ffi.new("uint8_t[1]")
+            keep.append(buf)
+            pkts[i].in_buf = buf
+            pkts[i].in_len = len(data)
+            pkts[i].out_buf = out + i * room
+            pkts[i].out_cap = room
+        lib.p3dp_open_burst(self.ctx, pkts, n, lib.P3DP_IN_IP if with_ip else 0)
+        results = []
+        for i in range(n):
+            p = pkts[i]
+            kind = KIND_NAMES.get(int(p.kind), "data")
+            if p.status == 0 and kind == "ike":
+                data = bytes(keep[i][int(p.payload_off):sizes[i]])
+            else:
+                data = bytes(ffi.buffer(p.out_buf, p.out_len))
+            peer = None if p.peer == 0xFFFFFFFF else int(p.peer)
+            results.append(Opened(reason_name(p.status), kind, peer, data, int(p.p3_id), int(p.seq)))
+        return results

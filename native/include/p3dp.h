@@ -39,6 +39,162 @@ enum {
     P3DP_CPU_AVX512F = 128
 };
 
+/* ---- Dataplane core (ctx.c, packet.c, sa.c, replay.c, hp.c, obfs.c) ----
+ * Wire format and inner frame: DESIGN.md §3; decisions: docs/dataplane.md.
+ * Threading: a p3dp_ctx is owned by one thread at a time. Control calls
+ * (peers, SAs, keys, buckets) and bursts on the same ctx must be serialized
+ * by the caller (the worker applies control updates between bursts). */
+
+typedef struct p3dp_ctx p3dp_ctx;
+
+enum {
+    P3DP_AES_128_GCM = 1,
+    P3DP_AES_256_GCM = 2,
+    P3DP_AES_128_CCM = 3,
+    P3DP_AES_256_CCM = 4,
+    P3DP_AES_128_CTR = 5,   /* RFC 3686 + HMAC-SHA-256-128 (RFC 4868) */
+    P3DP_AES_256_CTR = 6
+};
+
+enum {
+    P3DP_ENCAP_UDP = 1,     /* outer IP + UDP (port 5653 by default) + P3 */
+    P3DP_ENCAP_ESP = 2      /* outer IP protocol 50 + P3 */
+};
+
+enum {
+    P3DP_DIR_IN = 1,
+    P3DP_DIR_OUT = 2
+};
+
+/* seal_burst flags */
+enum { P3DP_OUT_IP = 1 };   /* write the outer IP (and UDP) header too */
+/* open_burst flags */
+enum { P3DP_IN_IP = 1 };    /* buffers start with the outer IP header */
+
+/* p3dp_pkt.kind */
+enum {
+    P3DP_KIND_DATA = 0,     /* seal: an inner IP packet; open: for the LAN */
+    P3DP_KIND_CONTROL = 1,  /* open: inner destination is this P3 system */
+    P3DP_KIND_DUMMY = 2,    /* seal: cover traffic (next_header 59); open: received cover traffic */
+    P3DP_KIND_IKE = 3       /* open: UDP payload behind the non-ESP marker (RFC 3948) */
+};
+
+enum {
+    P3DP_HEADROOM_BYTES = 64,   /* largest outer overhead before the ciphertext: IPv6 40 + UDP 8 + P3 16 */
+    P3DP_P3_HEADER_BYTES = 16,  /* Flags 4 + ID 4 + seq 8 */
+    P3DP_ICV_BYTES = 16,
+    P3DP_MIN_FRAME_BYTES = 32,  /* smallest bucket: keeps the 16-octet HP sample inside the ciphertext */
+    P3DP_MAX_BUCKETS = 16,
+    P3DP_MAX_FRAME_BYTES = 65000,
+    P3DP_UDP_PORT = 5653,
+    P3DP_REPLAY_WINDOW = 1984,  /* usable anti-replay window (2048-bit bitmap, RFC 6479) */
+    P3DP_DROP_SLOTS = 24        /* p3dp_counters.drops[i] counts reason P3-E(200+i) */
+};
+
+typedef struct p3dp_peer_config {
+    uint32_t peer_id;
+    uint8_t family;            /* 4 or 6: the outer address family */
+    uint8_t encap;             /* P3DP_ENCAP_* */
+    uint16_t local_port;       /* UDP ports, host order (ignored for ESP) */
+    uint16_t remote_port;
+    uint16_t mtu;              /* path MTU of outer packets, octets */
+    uint8_t local_addr[16];    /* network order; IPv4 uses the first 4 octets */
+    uint8_t remote_addr[16];
+} p3dp_peer_config;
+
+typedef struct p3dp_sa_config {
+    uint32_t p3_id;            /* allocated by the receiver of this SA */
+    uint32_t peer_id;
+    uint32_t cipher;           /* P3DP_AES_* */
+    uint8_t key[32];           /* 16 or 32 octets used, by cipher */
+    uint8_t salt[4];           /* GCM 4, CCM 3, CTR nonce 4 */
+    uint8_t auth_key[32];      /* CTR only: HMAC-SHA-256 key */
+    uint8_t obfs_key[16];      /* spec §2.1.5 obfuscation key */
+} p3dp_sa_config;
+
+/* One packet of a burst. The result is written to out_buf (never in place:
+ * out_buf must not overlap in_buf). */
+typedef struct p3dp_pkt {
+    const uint8_t *in_buf;     /* seal: inner IP packet; open: received bytes */
+    uint8_t *out_buf;          /* seal: sealed packet; open: inner packet */
+    uint32_t in_len;
+    uint32_t out_cap;
+    uint32_t out_len;          /* set by the call */
+    uint32_t peer;             /* seal: destination peer (routing stage); open: set to the sender */
+    int32_t status;            /* set: 0 or -reason (P3-E2xx) */
+    uint8_t kind;              /* P3DP_KIND_*: seal input, open output */
+    uint8_t family;            /* open: sender's outer family (input without P3DP_IN_IP, else set) */
+    uint16_t port;             /* open: sender's UDP port, 0 for raw ESP (same rule) */
+    uint8_t addr[16];          /* open: sender's outer address (same rule) */
+    uint32_t payload_off;      /* open, KIND_IKE: offset in in_buf of the IKE message */
+    uint32_t p3_id;            /* set: the SA used (unmasked ID) */
+    uint64_t seq;              /* set: the sequence number used */
+} p3dp_pkt;
+
+typedef struct p3dp_counters {
+    uint64_t sealed_packets;   /* per SA: wire P3 bytes; per ctx: the same summed */
+    uint64_t sealed_bytes;
+    uint64_t opened_packets;
+    uint64_t opened_bytes;
+    uint64_t control_packets;  /* opened, to the control queue */
+    uint64_t dummy_packets;    /* opened cover traffic */
+    uint64_t ike_packets;      /* non-ESP-marker packets handed back */
+    uint64_t drops[24];        /* by reason: drops[i] is P3-E(200+i) */
+} p3dp_counters;
+
+p3dp_ctx *p3dp_ctx_new(uint32_t max_peers, uint32_t max_inbound_sas);
+void p3dp_ctx_free(p3dp_ctx *ctx);
+/* This P3 system's own inner address (family 4 or 6): an opened packet to it goes to the control queue. */
+int p3dp_ctx_set_local_address(p3dp_ctx *ctx, int family, const uint8_t *addr);
+/* Frame-size buckets (plaintext frame = ciphertext octets), ascending, each >= P3DP_MIN_FRAME_BYTES.
+ * Each peer adds its own cap (path MTU minus overhead) as the last bucket. */
+int p3dp_ctx_set_buckets(p3dp_ctx *ctx, const uint32_t *frame_sizes, size_t n);
+size_t p3dp_ctx_get_buckets(const p3dp_ctx *ctx, uint32_t *frame_sizes, size_t cap);
+void p3dp_ctx_counters(const p3dp_ctx *ctx, p3dp_counters *out);
+
+int p3dp_peer_add(p3dp_ctx *ctx, const p3dp_peer_config *cfg);
+/* Removes the peer and wipes all its SAs and header-protection keys. */
+int p3dp_peer_remove(p3dp_ctx *ctx, uint32_t peer_id);
+/* Header-protection keys (16 octets each; NULL leaves one unchanged). A new
+ * hp_in becomes current and the current one is kept as previous. */
+int p3dp_peer_set_hp_keys(p3dp_ctx *ctx, uint32_t peer_id, const uint8_t *hp_out, const uint8_t *hp_in);
+/* Forget the previous inbound hp key (after the rekey grace period). */
+int p3dp_peer_drop_previous_hp_key(p3dp_ctx *ctx, uint32_t peer_id);
+/* The seq the peer's current outbound SA will seal next (0 without one). */
+uint64_t p3dp_peer_next_seq(const p3dp_ctx *ctx, uint32_t peer_id);
+/* The P3 ID of the peer's current outbound SA (0 without one). */
+uint32_t p3dp_peer_outbound_id(const p3dp_ctx *ctx, uint32_t peer_id);
+
+int p3dp_sa_add_inbound(p3dp_ctx *ctx, const p3dp_sa_config *cfg);
+/* Adds an outbound SA. Without a current one it is current at once; else it
+ * is pending and becomes current once the current SA has sealed
+ * switch_after_seq (0: at once). A newer pending SA replaces an older one. */
+int p3dp_sa_add_outbound(p3dp_ctx *ctx, const p3dp_sa_config *cfg, uint64_t switch_after_seq);
+/* Removes an SA and wipes its keys (OPENSSL_cleanse). */
+int p3dp_sa_remove(p3dp_ctx *ctx, int direction, uint32_t peer_id, uint32_t p3_id);
+int p3dp_sa_counters(const p3dp_ctx *ctx, int direction, uint32_t peer_id, uint32_t p3_id, p3dp_counters *out);
+/* Test and tooling hook: start the outbound SA's sequence at seq (>= its current). */
+int p3dp_sa_set_next_seq(p3dp_ctx *ctx, uint32_t peer_id, uint32_t p3_id, uint64_t seq);
+
+/* Seal n inner packets (each to pkts[i].peer). Returns how many succeeded. */
+size_t p3dp_seal_burst(p3dp_ctx *ctx, p3dp_pkt *pkts, size_t n, uint32_t flags);
+/* Open n received packets. Returns how many succeeded (status 0, any kind). */
+size_t p3dp_open_burst(p3dp_ctx *ctx, p3dp_pkt *pkts, size_t n, uint32_t flags);
+
+/* Bare primitives (OpenSSL EVP), for test vectors and tools. cipher is
+ * P3DP_AES_*_GCM or *_CCM. Return 0, -202 on a bad tag, -211/-214 on bad arguments. */
+int p3dp_aead_seal(uint32_t cipher, const uint8_t *key, const uint8_t *nonce, size_t nonce_len,
+                   const uint8_t *aad, size_t aad_len, const uint8_t *in, size_t len,
+                   uint8_t *out, uint8_t *tag, size_t tag_len);
+int p3dp_aead_open(uint32_t cipher, const uint8_t *key, const uint8_t *nonce, size_t nonce_len,
+                   const uint8_t *aad, size_t aad_len, const uint8_t *in, size_t len,
+                   uint8_t *out, const uint8_t *tag, size_t tag_len);
+/* AES-CTR with a full 16-octet initial counter block; key_len 16 or 32. */
+int p3dp_aes_ctr(const uint8_t *key, size_t key_len, const uint8_t *counter_block,
+                 const uint8_t *in, size_t len, uint8_t *out);
+/* HMAC-SHA-256 of data under key (32 octets out), for the CTR suite's reference. */
+int p3dp_hmac_sha256(const uint8_t *key, size_t key_len, const uint8_t *data, size_t len, uint8_t *out);
+
 /* --- Routing table (native/src/route.c) -------------------------------
  * Longest-prefix match, IPv4 and IPv6, prefix -> peer id (spec §2.1.3).
  * Lookups never block on an update: readers see either the old or the new

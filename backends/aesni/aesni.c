@@ -1,0 +1,305 @@
+/*
+ * aesni.c — the synchronous AES-NI crypto engine (OpenSSL EVP).
+ *
+ * Every cipher context is prepared once, in sa_new: the key schedule is
+ * done there, and the per-packet path only sets the IV (RFC 4106 / 4309 /
+ * 3686 nonce = salt ‖ seq) and runs the stream. enqueue completes each op at
+ * once; dequeue hands the completed ops back in order.
+ *
+ * Thread safety: an engine instance and the SAs it serves belong to one
+ * thread at a time (one worker per ctx).
+ */
+#include "p3dp.h"
+#include "p3_backend.h"
+
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct p3_crypto_sa {
+    uint32_t cipher;
+    int direction;                /* P3_CRYPTO_SEAL / P3_CRYPTO_OPEN */
+    EVP_CIPHER_CTX *cipher_ctx;
+    EVP_MAC_CTX *hmac;            /* CTR suite only */
+    uint8_t salt[4];
+};
+
+enum { RING_SLOTS = 1024 };
+
+struct aesni_engine {
+    struct p3_crypto_op *ring[RING_SLOTS];
+    unsigned head, tail;          /* completed ops waiting for dequeue */
+    uint8_t *scratch;             /* CCM needs one contiguous stream */
+    size_t scratch_bytes;
+};
+
+static const EVP_CIPHER *evp_for(uint32_t cipher)
+{
+    switch (cipher) {
+    case P3DP_AES_128_GCM: return EVP_aes_128_gcm();
+    case P3DP_AES_256_GCM: return EVP_aes_256_gcm();
+    case P3DP_AES_128_CCM: return EVP_aes_128_ccm();
+    case P3DP_AES_256_CCM: return EVP_aes_256_ccm();
+    case P3DP_AES_128_CTR: return EVP_aes_128_ctr();
+    case P3DP_AES_256_CTR: return EVP_aes_256_ctr();
+    default: return NULL;
+    }
+}
+
+static int is_gcm(uint32_t c) { return c == P3DP_AES_128_GCM || c == P3DP_AES_256_GCM; }
+static int is_ccm(uint32_t c) { return c == P3DP_AES_128_CCM || c == P3DP_AES_256_CCM; }
+
+void *p3_aesni_engine_new(size_t scratch_bytes)
+{
+    struct aesni_engine *e = calloc(1, sizeof(*e));
+    if (!e)
+        return NULL;
+    e->scratch = malloc(scratch_bytes ? scratch_bytes : 1);
+    if (!e->scratch) {
+        free(e);
+        return NULL;
+    }
+    e->scratch_bytes = scratch_bytes;
+    return e;
+}
+
+static void aesni_engine_free(void *engine)
+{
+    struct aesni_engine *e = engine;
+    if (!e)
+        return;
+    OPENSSL_cleanse(e->scratch, e->scratch_bytes);
+    free(e->scratch);
+    free(e);
+}
+
+static void aesni_sa_free(void *engine, struct p3_crypto_sa *sa)
+{
+    (void)engine;
+    if (!sa)
+        return;
+    /* EVP_*_free cleanse the expanded keys they hold. */
+    EVP_CIPHER_CTX_free(sa->cipher_ctx);
+    EVP_MAC_CTX_free(sa->hmac);
+    OPENSSL_cleanse(sa, sizeof(*sa));
+    free(sa);
+}
+
+static struct p3_crypto_sa *aesni_sa_new(void *engine, uint32_t cipher, int direction,
+                                         const uint8_t *key, const uint8_t *salt,
+                                         const uint8_t *auth_key)
+{
+    const EVP_CIPHER *evp = evp_for(cipher);
+    int enc = direction == P3_CRYPTO_SEAL;
+    struct p3_crypto_sa *sa;
+
+    if (!evp || (direction != P3_CRYPTO_SEAL && direction != P3_CRYPTO_OPEN))
+        return NULL;
+    sa = calloc(1, sizeof(*sa));
+    if (!sa)
+        return NULL;
+    sa->cipher = cipher;
+    sa->direction = direction;
+    memcpy(sa->salt, salt, 4);
+    sa->cipher_ctx = EVP_CIPHER_CTX_new();
+    if (!sa->cipher_ctx || !EVP_CipherInit_ex(sa->cipher_ctx, evp, NULL, NULL, NULL, enc))
+        goto fail;
+    if (is_ccm(cipher)) {
+        /* RFC 4309: 11-octet nonce (3 salt + 8 IV), 16-octet ICV. */
+        if (!EVP_CIPHER_CTX_ctrl(sa->cipher_ctx, EVP_CTRL_AEAD_SET_IVLEN, 11, NULL) ||
+            !EVP_CIPHER_CTX_ctrl(sa->cipher_ctx, EVP_CTRL_AEAD_SET_TAG, 16, NULL))
+            goto fail;
+    }
+    if (!EVP_CipherInit_ex(sa->cipher_ctx, NULL, NULL, key, NULL, enc))
+        goto fail;
+    if (!is_gcm(cipher) && !is_ccm(cipher)) {
+        EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+        OSSL_PARAM params[2];
+        char digest[] = "SHA256";
+        if (!mac)
+            goto fail;
+        sa->hmac = EVP_MAC_CTX_new(mac);
+        EVP_MAC_free(mac);
+        params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0);
+        params[1] = OSSL_PARAM_construct_end();
+        if (!sa->hmac || !EVP_MAC_init(sa->hmac, auth_key, 32, params))
+            goto fail;
+    }
+    (void)engine;
+    return sa;
+fail:
+    aesni_sa_free(engine, sa);
+    return NULL;
+}
+
+static void put_be64(uint8_t *p, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--) {
+        p[i] = (uint8_t)v;
+        v >>= 8;
+    }
+}
+
+static int run_gcm(struct p3_crypto_op *op)
+{
+    EVP_CIPHER_CTX *c = op->sa->cipher_ctx;
+    uint8_t iv[12], final_block[16];
+    int outl;
+
+    memcpy(iv, op->sa->salt, 4);
+    put_be64(iv + 4, op->seq);          /* RFC 4106 §4: salt ‖ explicit IV */
+    if (!EVP_CipherInit_ex(c, NULL, NULL, NULL, iv, -1))
+        return -215;
+    if (op->op == P3_CRYPTO_OPEN &&
+        !EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_SET_TAG, 16, op->tag))
+        return -215;
+    if (!EVP_CipherUpdate(c, NULL, &outl, op->aad, 16))
+        return -215;
+    for (unsigned i = 0; i < op->nseg; i++)
+        if (!EVP_CipherUpdate(c, op->seg[i].dst, &outl, op->seg[i].src, (int)op->seg[i].len))
+            return -215;
+    if (EVP_CipherFinal_ex(c, final_block, &outl) <= 0)
+        return op->op == P3_CRYPTO_OPEN ? -202 : -215;
+    if (op->op == P3_CRYPTO_SEAL &&
+        !EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_GET_TAG, 16, op->tag))
+        return -215;
+    return 0;
+}
+
+static int run_ccm(struct aesni_engine *e, struct p3_crypto_op *op)
+{
+    EVP_CIPHER_CTX *c = op->sa->cipher_ctx;
+    uint8_t iv[11], final_block[16];
+    const uint8_t *src;
+    uint8_t *dst;
+    int outl;
+
+    /* OpenSSL's CCM takes the whole stream in one update: gather the
+     * segments into the scratch buffer unless there is only one. */
+    if (op->nseg == 1) {
+        src = op->seg[0].src;
+        dst = op->seg[0].dst;
+    } else {
+        size_t at = 0;
+        if (op->stream_len > e->scratch_bytes)
+            return -205;
+        for (unsigned i = 0; i < op->nseg; i++) {
+            memcpy(e->scratch + at, op->seg[i].src, op->seg[i].len);
+            at += op->seg[i].len;
+        }
+        src = dst = e->scratch;
+    }
+    memcpy(iv, op->sa->salt, 3);
+    put_be64(iv + 3, op->seq);          /* RFC 4309 §4: salt(3) ‖ IV(8) */
+    if (!EVP_CipherInit_ex(c, NULL, NULL, NULL, iv, -1))
+        return -215;
+    if (op->op == P3_CRYPTO_OPEN &&
+        !EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_SET_TAG, 16, op->tag))
+        return -215;
+    if (!EVP_CipherUpdate(c, NULL, &outl, NULL, (int)op->stream_len) ||
+        !EVP_CipherUpdate(c, NULL, &outl, op->aad, 16))
+        return -215;
+    if (!EVP_CipherUpdate(c, dst, &outl, src, (int)op->stream_len))
+        return op->op == P3_CRYPTO_OPEN ? -202 : -215;
+    if (op->op == P3_CRYPTO_SEAL) {
+        if (EVP_CipherFinal_ex(c, final_block, &outl) <= 0 ||
+            !EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_GET_TAG, 16, op->tag))
+            return -215;
+    }
+    if (op->nseg != 1) {
+        size_t at = 0;
+        for (unsigned i = 0; i < op->nseg; i++) {
+            memcpy(op->seg[i].dst, e->scratch + at, op->seg[i].len);
+            at += op->seg[i].len;
+        }
+    }
+    return 0;
+}
+
+/* RFC 3686 counter block: nonce(4) ‖ IV(8) ‖ block counter (starts at 1).
+ * ICV = HMAC-SHA-256-128 (RFC 4868) over AAD ‖ IV ‖ ciphertext
+ * (docs/dataplane.md); checked before anything is decrypted. */
+static int run_ctr_hmac(struct p3_crypto_op *op)
+{
+    EVP_CIPHER_CTX *c = op->sa->cipher_ctx;
+    EVP_MAC_CTX *m = op->sa->hmac;
+    uint8_t block[16], mac[32];
+    size_t macl;
+    int outl;
+
+    memcpy(block, op->sa->salt, 4);
+    put_be64(block + 4, op->seq);
+    block[12] = 0; block[13] = 0; block[14] = 0; block[15] = 1;
+    if (!EVP_CipherInit_ex(c, NULL, NULL, NULL, block, -1) ||
+        !EVP_MAC_init(m, NULL, 0, NULL) ||
+        !EVP_MAC_update(m, op->aad, 16) || !EVP_MAC_update(m, block + 4, 8))
+        return -215;
+    if (op->op == P3_CRYPTO_SEAL) {
+        for (unsigned i = 0; i < op->nseg; i++) {
+            if (!EVP_CipherUpdate(c, op->seg[i].dst, &outl, op->seg[i].src, (int)op->seg[i].len) ||
+                !EVP_MAC_update(m, op->seg[i].dst, op->seg[i].len))
+                return -215;
+        }
+        if (!EVP_MAC_final(m, mac, &macl, sizeof(mac)))
+            return -215;
+        memcpy(op->tag, mac, 16);
+        OPENSSL_cleanse(mac, sizeof(mac));
+        return 0;
+    }
+    for (unsigned i = 0; i < op->nseg; i++)
+        if (!EVP_MAC_update(m, op->seg[i].src, op->seg[i].len))
+            return -215;
+    if (!EVP_MAC_final(m, mac, &macl, sizeof(mac)))
+        return -215;
+    if (CRYPTO_memcmp(mac, op->tag, 16) != 0)
+        return -202;
+    for (unsigned i = 0; i < op->nseg; i++)
+        if (!EVP_CipherUpdate(c, op->seg[i].dst, &outl, op->seg[i].src, (int)op->seg[i].len))
+            return -215;
+    return 0;
+}
+
+static uint16_t aesni_enqueue(void *engine, struct p3_crypto_op **ops, uint16_t n)
+{
+    struct aesni_engine *e = engine;
+    uint16_t taken = 0;
+
+    while (taken < n && e->tail - e->head < RING_SLOTS) {
+        struct p3_crypto_op *op = ops[taken];
+        uint32_t c = op->sa->cipher;
+        int rc;
+        if (op->sa->direction != op->op)
+            rc = -214;
+        else if (is_gcm(c))
+            rc = run_gcm(op);
+        else if (is_ccm(c))
+            rc = run_ccm(e, op);
+        else
+            rc = run_ctr_hmac(op);
+        op->status = (int16_t)rc;
+        e->ring[e->tail++ % RING_SLOTS] = op;
+        taken++;
+    }
+    return taken;
+}
+
+static uint16_t aesni_dequeue(void *engine, struct p3_crypto_op **ops, uint16_t n)
+{
+    struct aesni_engine *e = engine;
+    uint16_t given = 0;
+
+    while (given < n && e->head != e->tail)
+        ops[given++] = e->ring[e->head++ % RING_SLOTS];
+    return given;
+}
+
+const struct p3_crypto_engine p3_aesni_engine = {
+    .name = "aesni",
+    .sa_new = aesni_sa_new,
+    .sa_free = aesni_sa_free,
+    .enqueue = aesni_enqueue,
+    .dequeue = aesni_dequeue,
+    .engine_free = aesni_engine_free,
+};

@@ -1,0 +1,109 @@
+/* p3dp_internal.h — structures shared by the dataplane core's C files. */
+#ifndef P3DP_INTERNAL_H
+#define P3DP_INTERNAL_H
+
+#include "p3dp.h"
+#include "p3_backend.h"
+
+#include <openssl/evp.h>
+
+/* RFC 6479 anti-replay window: a ring of 64-bit words; one word of the
+ * ring is always being reused, so the usable window is 2048 - 64 bits. */
+enum { REPLAY_WORDS = 32, REPLAY_BITS = REPLAY_WORDS * 64 };
+
+struct p3dp_replay {
+    uint64_t top;                 /* highest authenticated seq (0: none yet) */
+    uint64_t bitmap[REPLAY_WORDS];
+};
+
+int p3dp_replay_check(const struct p3dp_replay *w, uint64_t seq);    /* 0, -203, -204 */
+int p3dp_replay_update(struct p3dp_replay *w, uint64_t seq);         /* check + mark */
+
+struct p3dp_sa {
+    uint32_t p3_id;
+    uint32_t peer_id;
+    uint32_t cipher;
+    int direction;
+    int in_use;
+    struct p3_crypto_sa *crypto;
+    uint64_t obfs_k0, obfs_k1;    /* SipHash key of the rotation (spec §2.1.5) */
+    uint64_t next_seq;            /* outbound */
+    struct p3dp_replay replay;    /* inbound */
+    p3dp_counters counters;
+};
+
+struct p3dp_peer {
+    p3dp_peer_config cfg;
+    int in_use;
+    uint16_t outer_header_bytes;  /* IP (+ UDP) */
+    uint32_t frame_cap;           /* largest frame that fits the path MTU */
+    EVP_CIPHER_CTX *hp_out, *hp_in, *hp_in_previous;
+    struct p3dp_sa *out_current, *out_pending;
+    uint64_t switch_after_seq;
+};
+
+enum { P3DP_BURST_CHUNK = 64 };
+
+struct p3dp_ctx {
+    uint32_t max_peers, max_sas;
+    struct p3dp_peer *peers;
+    uint32_t *peer_by_id;         /* open addressing: slot index + 1, 0 empty */
+    uint32_t *peer_by_addr;
+    uint32_t peer_hash_mask;
+    struct p3dp_sa *in_sas;
+    uint32_t *sa_by_id;
+    uint32_t sa_hash_mask;
+    uint32_t buckets[P3DP_MAX_BUCKETS];
+    size_t nbuckets;
+    uint8_t local_v4[4], local_v6[16];
+    int has_local_v4, has_local_v6;
+    p3dp_counters counters;
+    const struct p3_crypto_engine *engine;
+    void *engine_state;
+    struct p3_crypto_op ops[P3DP_BURST_CHUNK];
+};
+
+/* ctx.c */
+struct p3dp_peer *p3dp_find_peer(const p3dp_ctx *ctx, uint32_t peer_id);
+struct p3dp_peer *p3dp_find_peer_by_addr(const p3dp_ctx *ctx, int family, const uint8_t *addr,
+                                         uint16_t port);
+struct p3dp_sa *p3dp_find_inbound_sa(const p3dp_ctx *ctx, uint32_t p3_id);
+void p3dp_count_drop(p3dp_counters *c, int status);
+
+/* hp.c: header protection (DESIGN.md §3, RFC 9001 §5.4 style). */
+EVP_CIPHER_CTX *p3dp_hp_new(const uint8_t *hp_key);
+void p3dp_hp_free(EVP_CIPHER_CTX *hp);
+int p3dp_hp_mask(EVP_CIPHER_CTX *hp, const uint8_t *sample, uint8_t *mask);
+
+/* obfs.c: buckets and rotation (spec §2.1.5). */
+uint32_t p3dp_bucket_frame_len(const p3dp_ctx *ctx, const struct p3dp_peer *peer, uint32_t needed);
+uint32_t p3dp_rotation(const struct p3dp_sa *sa, uint64_t seq, uint32_t frame_len);
+uint64_t p3dp_siphash24(uint64_t k0, uint64_t k1, uint64_t msg);
+
+static inline uint64_t p3dp_get_be64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+static inline void p3dp_put_be64(uint8_t *p, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--) {
+        p[i] = (uint8_t)v;
+        v >>= 8;
+    }
+}
+
+static inline uint32_t p3dp_get_be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static inline void p3dp_put_be32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24); p[1] = (uint8_t)(v >> 16); p[2] = (uint8_t)(v >> 8); p[3] = (uint8_t)v;
+}
+
+#endif

@@ -1,0 +1,601 @@
+/*
+ * packet.c — seal_burst / open_burst: framing, obfuscation, header
+ * protection, anti-replay, counters (DESIGN.md §3, docs/dataplane.md).
+ *
+ * A burst is cut into chunks of P3DP_BURST_CHUNK packets. Each chunk runs
+ * the stages of ipsec-secgw: classify + frame (prepare) → crypto enqueue →
+ * crypto dequeue → finish (header protection, replay window, counters).
+ * Nothing here allocates, and no key is expanded per packet.
+ *
+ * Frame (plaintext) = inner ‖ padding ‖ pad_len(2) ‖ next_header(1), of a
+ * bucket's length F. On the wire the ciphertext is the frame rotated left by
+ * r = SipHash(obfs_key, seq) mod F. Instead of rotating a copy, the frame's
+ * pieces are handed to the cipher in rotated order: the inner packet is read
+ * where it lies, only padding and trailer are written (straight into their
+ * place in the output, then encrypted in place).
+ */
+#include "p3dp_internal.h"
+
+#include <openssl/crypto.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct seal_job {
+    p3dp_pkt *pkt;
+    struct p3dp_peer *peer;
+    struct p3dp_sa *sa;
+    uint8_t *p3;
+    uint32_t frame_len;
+    uint32_t outer_bytes;
+};
+
+struct open_job {
+    p3dp_pkt *pkt;
+    struct p3dp_peer *peer;
+    struct p3dp_sa *sa;
+    uint32_t frame_len;
+    uint32_t p3_len;
+};
+
+/* ---- outer headers ---- */
+
+static uint32_t csum_add(uint32_t sum, const uint8_t *p, size_t len)
+{
+    size_t i;
+    for (i = 0; i + 1 < len; i += 2)
+        sum += (uint32_t)p[i] << 8 | p[i + 1];
+    if (len & 1)
+        sum += (uint32_t)p[len - 1] << 8;
+    return sum;
+}
+
+static uint16_t csum_fold(uint32_t sum)
+{
+    while (sum >> 16)
+        sum = (sum & 0xffff) + (sum >> 16);
+    return (uint16_t)~sum;
+}
+
+static void put16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)(v >> 8);
+    p[1] = (uint8_t)v;
+}
+
+static uint16_t get16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] << 8 | p[1]);
+}
+
+/* Writes IPv4/IPv6 (+ UDP) in front of p3_len octets already at out + header bytes. */
+static void write_outer(const struct p3dp_peer *peer, uint8_t *out, uint32_t p3_len)
+{
+    const p3dp_peer_config *c = &peer->cfg;
+    int udp = c->encap == P3DP_ENCAP_UDP;
+    uint8_t proto = udp ? 17 : 50;
+    uint32_t ip_bytes = c->family == 6 ? 40 : 20;
+    uint32_t l4_len = p3_len + (udp ? 8 : 0);
+    uint8_t *u = out + ip_bytes;
+
+    if (c->family == 4) {
+        out[0] = 0x45;
+        out[1] = 0;
+        put16(out + 2, (uint16_t)(ip_bytes + l4_len));
+        put16(out + 4, 0);              /* RFC 6864: atomic datagram, DF set */
+        put16(out + 6, 0x4000);
+        out[8] = 64;
+        out[9] = proto;
+        put16(out + 10, 0);
+        memcpy(out + 12, c->local_addr, 4);
+        memcpy(out + 16, c->remote_addr, 4);
+        put16(out + 10, csum_fold(csum_add(0, out, 20)));
+    } else {
+        p3dp_put_be32(out, 0x60000000u);
+        put16(out + 4, (uint16_t)l4_len);
+        out[6] = proto;
+        out[7] = 64;
+        memcpy(out + 8, c->local_addr, 16);
+        memcpy(out + 24, c->remote_addr, 16);
+    }
+    if (!udp)
+        return;
+    put16(u, c->local_port);
+    put16(u + 2, c->remote_port);
+    put16(u + 4, (uint16_t)l4_len);
+    put16(u + 6, 0);
+    if (c->family == 6) {
+        /* IPv6 needs a UDP checksum (RFC 8200 §8.1); over IPv4 zero is
+         * allowed for UDP-encapsulated ESP (RFC 3948 §2.1). */
+        uint32_t sum = csum_add(0, out + 8, 32);
+        uint16_t cs;
+        sum += l4_len;
+        sum += 17;
+        sum = csum_add(sum, u, l4_len);
+        cs = csum_fold(sum);
+        put16(u + 6, cs ? cs : 0xffff);
+    }
+}
+
+/* Parses a received IP packet; sets the sender in pkt and the P3 bytes. */
+static int parse_outer(p3dp_pkt *pkt, const uint8_t **p3, uint32_t *p3_len)
+{
+    const uint8_t *in = pkt->in_buf;
+    uint32_t len = pkt->in_len, ip_bytes, total;
+    uint8_t proto;
+
+    if (len < 20)
+        return -200;
+    if (in[0] >> 4 == 4) {
+        ip_bytes = (uint32_t)(in[0] & 15) * 4;
+        total = get16(in + 2);
+        if (ip_bytes < 20 || total < ip_bytes || total > len)
+            return -200;
+        if (csum_fold(csum_add(0, in, ip_bytes)) != 0)
+            return -200;
+        if (get16(in + 6) & 0x3fff)
+            return -200;                /* a fragment: reassembly is the OS's job */
+        proto = in[9];
+        pkt->family = 4;
+        memset(pkt->addr, 0, sizeof(pkt->addr));
+        memcpy(pkt->addr, in + 12, 4);
+    } else if (in[0] >> 4 == 6) {
+        ip_bytes = 40;
+        if (len < 40)
+            return -200;
+        total = 40u + get16(in + 4);
+        if (total > len)
+            return -200;
+        proto = in[6];                  /* no extension headers on our tunnel */
+        pkt->family = 6;
+        memcpy(pkt->addr, in + 8, 16);
+    } else {
+        return -200;
+    }
+    if (proto == 50) {
+        pkt->port = 0;
+        *p3 = in + ip_bytes;
+        *p3_len = total - ip_bytes;
+        return 0;
+    }
+    if (proto == 17) {
+        uint32_t udp_len;
+        if (total - ip_bytes < 8)
+            return -200;
+        udp_len = get16(in + ip_bytes + 4);
+        if (udp_len < 8 || udp_len > total - ip_bytes)
+            return -200;
+        pkt->port = get16(in + ip_bytes);
+        *p3 = in + ip_bytes + 8;
+        *p3_len = udp_len - 8;
+        return 0;
+    }
+    return -200;
+}
+
+/* ---- inner packet ---- */
+
+/* next_header for an inner packet, or -207 when it is not a whole IP packet. */
+static int inner_next_header(const uint8_t *p, uint32_t len)
+{
+    if (len >= 20 && p[0] >> 4 == 4 && (p[0] & 15) >= 5 && get16(p + 2) == len)
+        return 4;
+    if (len >= 40 && p[0] >> 4 == 6 && 40u + get16(p + 4) == len)
+        return 41;
+    return -207;
+}
+
+/* ---- seal ---- */
+
+/* Writes len octets at logical frame offset `at` into the rotated frame. */
+static void put_rotated(uint8_t *ct, uint32_t frame_len, uint32_t rot, uint32_t at,
+                        const uint8_t *src, uint32_t len)
+{
+    uint32_t pos = at >= rot ? at - rot : at + frame_len - rot;
+    uint32_t first = frame_len - pos < len ? frame_len - pos : len;
+    memcpy(ct + pos, src, first);
+    if (first < len)
+        memcpy(ct, src + first, len - first);
+}
+
+/* Adds the cipher segments of logical frame range [lo, hi): the inner part
+ * is read in place, the padding/trailer part is already at its spot. */
+static void add_segments(struct p3_crypto_op *op, const uint8_t *inner, uint32_t inner_len,
+                         uint8_t *ct, uint32_t frame_len, uint32_t rot, uint32_t lo, uint32_t hi)
+{
+    uint32_t mid = hi < inner_len ? hi : inner_len;
+    if (lo < mid) {
+        uint32_t pos = lo >= rot ? lo - rot : lo + frame_len - rot;
+        op->seg[op->nseg++] = (struct p3_crypto_seg){ inner + lo, ct + pos, mid - lo };
+    }
+    if (lo < inner_len)
+        lo = inner_len;
+    if (lo < hi) {
+        uint32_t pos = lo >= rot ? lo - rot : lo + frame_len - rot;
+        op->seg[op->nseg++] = (struct p3_crypto_seg){ ct + pos, ct + pos, hi - lo };
+    }
+}
+
+static struct p3dp_sa *current_outbound(struct p3dp_peer *peer, struct p3dp_sa **retired, size_t *nretired)
+{
+    struct p3dp_sa *cur = peer->out_current;
+    if (peer->out_pending &&
+        (!cur || peer->switch_after_seq == 0 || cur->next_seq > peer->switch_after_seq)) {
+        /* The retired SA may still be in this chunk's ops: it is wiped
+         * when the chunk is done. */
+        if (cur)
+            retired[(*nretired)++] = cur;
+        peer->out_current = peer->out_pending;
+        peer->out_pending = NULL;
+        cur = peer->out_current;
+    }
+    return cur;
+}
+
+static int seal_prepare(p3dp_ctx *ctx, p3dp_pkt *pkt, uint32_t flags, struct p3_crypto_op *op,
+                        struct seal_job *job, struct p3dp_sa **retired, size_t *nretired)
+{
+    struct p3dp_peer *peer = p3dp_find_peer(ctx, pkt->peer);
+    struct p3dp_sa *sa;
+    uint32_t inner_len = pkt->in_len, frame_len, pad_len, outer, total, rot;
+    uint8_t *p3, *ct, trailer[3];
+    uint64_t seq;
+    int next_header;
+
+    if (!peer)
+        return -206;
+    sa = current_outbound(peer, retired, nretired);
+    if (!sa || !peer->hp_out)
+        return -210;
+    if (pkt->kind == P3DP_KIND_DUMMY)
+        next_header = 59;
+    else if (pkt->kind == P3DP_KIND_DATA)
+        next_header = inner_next_header(pkt->in_buf, inner_len);
+    else
+        next_header = -214;
+    if (next_header < 0)
+        return next_header;
+    if (inner_len > P3DP_MAX_FRAME_BYTES)
+        return -205;
+    frame_len = p3dp_bucket_frame_len(ctx, peer, inner_len + 3);
+    if (!frame_len)
+        return -205;
+    outer = (flags & P3DP_OUT_IP) ? peer->outer_header_bytes : 0;
+    total = outer + P3DP_P3_HEADER_BYTES + frame_len + P3DP_ICV_BYTES;
+    if (!pkt->out_buf || total > pkt->out_cap)
+        return -205;
+    if (sa->next_seq == UINT64_MAX) {
+        sa->counters.drops[12]++;
+        return -212;                    /* seq never wraps: rekey (DESIGN.md §3) */
+    }
+    seq = sa->next_seq++;
+
+    p3 = pkt->out_buf + outer;
+    p3[0] = 1; p3[1] = 0; p3[2] = 0; p3[3] = 0;   /* Flags: version 1, reserved zero */
+    p3dp_put_be32(p3 + 4, sa->p3_id);
+    p3dp_put_be64(p3 + 8, seq);
+    ct = p3 + P3DP_P3_HEADER_BYTES;
+    rot = p3dp_rotation(sa, seq, frame_len);
+
+    /* Padding from the packet's own bytes (spec §2.1.5 step 2): the inner
+     * packet repeated; cover traffic without payload uses its header. */
+    pad_len = frame_len - inner_len - 3;
+    {
+        const uint8_t *src = inner_len ? pkt->in_buf : p3;
+        uint32_t src_len = inner_len ? inner_len : P3DP_P3_HEADER_BYTES;
+        uint32_t done = 0;
+        while (done < pad_len) {
+            uint32_t chunk = pad_len - done < src_len ? pad_len - done : src_len;
+            put_rotated(ct, frame_len, rot, inner_len + done, src, chunk);
+            done += chunk;
+        }
+    }
+    put16(trailer, (uint16_t)pad_len);
+    trailer[2] = (uint8_t)next_header;
+    put_rotated(ct, frame_len, rot, frame_len - 3, trailer, 3);
+
+    memcpy(op->aad, p3, 16);
+    op->sa = sa->crypto;
+    op->seq = seq;
+    op->tag = ct + frame_len;
+    op->stream_len = frame_len;
+    op->op = P3_CRYPTO_SEAL;
+    op->nseg = 0;
+    op->status = 0;
+    op->user = job;
+    add_segments(op, pkt->in_buf, inner_len, ct, frame_len, rot, rot, frame_len);
+    add_segments(op, pkt->in_buf, inner_len, ct, frame_len, rot, 0, rot);
+
+    job->pkt = pkt;
+    job->peer = peer;
+    job->sa = sa;
+    job->p3 = p3;
+    job->frame_len = frame_len;
+    job->outer_bytes = outer;
+    pkt->p3_id = sa->p3_id;
+    pkt->seq = seq;
+    return 0;
+}
+
+static int seal_finish(p3dp_ctx *ctx, struct p3_crypto_op *op, uint32_t flags)
+{
+    struct seal_job *job = op->user;
+    p3dp_pkt *pkt = job->pkt;
+    uint32_t p3_len = P3DP_P3_HEADER_BYTES + job->frame_len + P3DP_ICV_BYTES;
+    uint8_t mask[16];
+    int rc = op->status;
+
+    if (!rc)
+        rc = p3dp_hp_mask(job->peer->hp_out, job->p3 + P3DP_P3_HEADER_BYTES, mask);
+    if (rc) {
+        pkt->status = rc;
+        pkt->out_len = 0;
+        p3dp_count_drop(&ctx->counters, rc);
+        p3dp_count_drop(&job->sa->counters, rc);
+        return 0;
+    }
+    for (int i = 0; i < 12; i++)
+        job->p3[4 + i] ^= mask[i];
+    if (flags & P3DP_OUT_IP)
+        write_outer(job->peer, pkt->out_buf, p3_len);
+    pkt->out_len = job->outer_bytes + p3_len;
+    pkt->status = 0;
+    job->sa->counters.sealed_packets++;
+    job->sa->counters.sealed_bytes += p3_len;
+    ctx->counters.sealed_packets++;
+    ctx->counters.sealed_bytes += p3_len;
+    return 1;
+}
+
+/* Runs the prepared ops through the engine and finishes them in order. */
+static size_t run_ops(p3dp_ctx *ctx, struct p3_crypto_op **ops, uint16_t n, uint32_t flags, int sealing);
+static int open_finish(p3dp_ctx *ctx, struct p3_crypto_op *op);
+
+static size_t run_ops(p3dp_ctx *ctx, struct p3_crypto_op **ops, uint16_t n, uint32_t flags, int sealing)
+{
+    struct p3_crypto_op *done[P3DP_BURST_CHUNK];
+    uint16_t queued = 0, finished = 0;
+    size_t ok = 0;
+
+    while (finished < n) {
+        uint16_t got;
+        if (queued < n)
+            queued += ctx->engine->enqueue(ctx->engine_state, ops + queued, (uint16_t)(n - queued));
+        got = ctx->engine->dequeue(ctx->engine_state, done, (uint16_t)(n - finished));
+        for (uint16_t i = 0; i < got; i++)
+            ok += (size_t)(sealing ? seal_finish(ctx, done[i], flags) : open_finish(ctx, done[i]));
+        finished += got;
+    }
+    return ok;
+}
+
+size_t p3dp_seal_burst(p3dp_ctx *ctx, p3dp_pkt *pkts, size_t n, uint32_t flags)
+{
+    size_t ok = 0;
+
+    if (!ctx || (!pkts && n))
+        return 0;
+    for (size_t base = 0; base < n; base += P3DP_BURST_CHUNK) {
+        struct seal_job jobs[P3DP_BURST_CHUNK];
+        struct p3_crypto_op *ops[P3DP_BURST_CHUNK];
+        struct p3dp_sa *retired[P3DP_BURST_CHUNK];
+        size_t nretired = 0, m = n - base < P3DP_BURST_CHUNK ? n - base : P3DP_BURST_CHUNK;
+        uint16_t nops = 0;
+
+        for (size_t i = 0; i < m; i++) {
+            p3dp_pkt *pkt = &pkts[base + i];
+            struct p3_crypto_op *op = &ctx->ops[nops];
+            int rc = seal_prepare(ctx, pkt, flags, op, &jobs[nops], retired, &nretired);
+            if (rc) {
+                pkt->status = rc;
+                pkt->out_len = 0;
+                p3dp_count_drop(&ctx->counters, rc);
+                continue;
+            }
+            ops[nops++] = op;
+        }
+        ok += run_ops(ctx, ops, nops, flags, 1);
+        for (size_t i = 0; i < nretired; i++) {
+            struct p3dp_sa *sa = retired[i];
+            ctx->engine->sa_free(ctx->engine_state, sa->crypto);
+            OPENSSL_cleanse(sa, sizeof(*sa));
+            free(sa);
+        }
+    }
+    return ok;
+}
+
+/* ---- open ---- */
+
+/* Returns 0 with an op prepared, 1 when the packet is done without crypto
+ * (IKE), or a negative reason. */
+static int open_prepare(p3dp_ctx *ctx, p3dp_pkt *pkt, uint32_t flags, struct p3_crypto_op *op,
+                        struct open_job *job)
+{
+    const uint8_t *p3;
+    uint32_t p3_len, frame_len, rot, p3_id = 0;
+    struct p3dp_peer *peer;
+    struct p3dp_sa *sa = NULL;
+    EVP_CIPHER_CTX *keys[2];
+    uint8_t mask[16];
+    uint64_t seq = 0;
+    int rc;
+
+    pkt->out_len = 0;
+    pkt->kind = P3DP_KIND_DATA;
+    pkt->peer = P3DP_NO_PEER;
+    pkt->p3_id = 0;
+    pkt->seq = 0;
+    if (!pkt->in_buf)
+        return -214;
+    if (flags & P3DP_IN_IP) {
+        rc = parse_outer(pkt, &p3, &p3_len);
+        if (rc)
+            return rc;
+    } else {
+        if (pkt->family != 4 && pkt->family != 6)
+            return -214;
+        if (pkt->family == 4)
+            memset(pkt->addr + 4, 0, 12);
+        p3 = pkt->in_buf;
+        p3_len = pkt->in_len;
+    }
+    /* RFC 3948 non-ESP marker: an IKE message on the shared UDP port. */
+    if (pkt->port != 0 && p3_len >= 4 && !(p3[0] | p3[1] | p3[2] | p3[3])) {
+        pkt->kind = P3DP_KIND_IKE;
+        pkt->payload_off = (uint32_t)(p3 - pkt->in_buf) + 4;
+        pkt->status = 0;
+        ctx->counters.ike_packets++;
+        return 1;
+    }
+    if (p3_len < P3DP_P3_HEADER_BYTES + 16 + P3DP_ICV_BYTES)
+        return -200;
+    if (p3[0] != 1 || p3[1] || p3[2] || p3[3])
+        return -200;                    /* version 1, reserved bits zero */
+    peer = p3dp_find_peer_by_addr(ctx, pkt->family, pkt->addr, pkt->port);
+    if (!peer || !peer->hp_in)
+        return -208;
+    /* Unmask with the current hp key, then the previous one (a rolled key). */
+    keys[0] = peer->hp_in;
+    keys[1] = peer->hp_in_previous;
+    for (int k = 0; k < 2 && !sa; k++) {
+        if (!keys[k])
+            continue;
+        if (p3dp_hp_mask(keys[k], p3 + P3DP_P3_HEADER_BYTES, mask))
+            return -215;
+        p3_id = p3dp_get_be32(p3 + 4) ^ p3dp_get_be32(mask);
+        sa = p3dp_find_inbound_sa(ctx, p3_id);
+        if (sa && sa->peer_id != peer->cfg.peer_id)
+            sa = NULL;
+    }
+    if (!sa)
+        return -201;
+    pkt->peer = peer->cfg.peer_id;
+    seq = p3dp_get_be64(p3 + 8) ^ p3dp_get_be64(mask + 4);
+    pkt->p3_id = p3_id;
+    pkt->seq = seq;
+    rc = p3dp_replay_check(&sa->replay, seq);
+    if (rc) {
+        p3dp_count_drop(&sa->counters, rc);
+        return rc;
+    }
+    frame_len = p3_len - P3DP_P3_HEADER_BYTES - P3DP_ICV_BYTES;
+    if (!pkt->out_buf || frame_len > pkt->out_cap || frame_len > P3DP_MAX_FRAME_BYTES) {
+        p3dp_count_drop(&sa->counters, -205);
+        return -205;
+    }
+    rot = p3dp_rotation(sa, seq, frame_len);
+
+    memcpy(op->aad, p3, 4);
+    p3dp_put_be32(op->aad + 4, p3_id);
+    p3dp_put_be64(op->aad + 8, seq);
+    op->sa = sa->crypto;
+    op->seq = seq;
+    op->tag = (uint8_t *)(uintptr_t)(p3 + P3DP_P3_HEADER_BYTES + frame_len);   /* read only */
+    op->stream_len = frame_len;
+    op->op = P3_CRYPTO_OPEN;
+    op->nseg = 0;
+    op->status = 0;
+    op->user = job;
+    /* Ciphertext octet j is frame octet (j + rot) mod F: decrypt straight
+     * into place, undoing the rotation without a copy. */
+    if (frame_len - rot)
+        op->seg[op->nseg++] = (struct p3_crypto_seg){ p3 + P3DP_P3_HEADER_BYTES, pkt->out_buf + rot, frame_len - rot };
+    if (rot)
+        op->seg[op->nseg++] = (struct p3_crypto_seg){ p3 + P3DP_P3_HEADER_BYTES + frame_len - rot, pkt->out_buf, rot };
+
+    job->pkt = pkt;
+    job->peer = peer;
+    job->sa = sa;
+    job->frame_len = frame_len;
+    job->p3_len = p3_len;
+    return 0;
+}
+
+static int is_local(const p3dp_ctx *ctx, const uint8_t *inner, int next_header)
+{
+    if (next_header == 4)
+        return ctx->has_local_v4 && memcmp(inner + 16, ctx->local_v4, 4) == 0;
+    return ctx->has_local_v6 && memcmp(inner + 24, ctx->local_v6, 16) == 0;
+}
+
+static int open_finish(p3dp_ctx *ctx, struct p3_crypto_op *op)
+{
+    struct open_job *job = op->user;
+    p3dp_pkt *pkt = job->pkt;
+    struct p3dp_sa *sa = job->sa;
+    uint8_t *frame = pkt->out_buf;
+    uint32_t frame_len = job->frame_len, pad_len, inner_len;
+    int rc = op->status, next_header;
+
+    if (!rc)
+        rc = p3dp_replay_update(&sa->replay, op->seq);   /* only after authentication */
+    if (!rc) {
+        pad_len = get16(frame + frame_len - 3);
+        next_header = frame[frame_len - 1];
+        if (pad_len > frame_len - 3) {
+            rc = -207;
+        } else {
+            inner_len = frame_len - 3 - pad_len;
+            if (next_header == 59) {
+                pkt->kind = P3DP_KIND_DUMMY;
+            } else if (inner_next_header(frame, inner_len) != next_header) {
+                rc = -207;
+            } else {
+                pkt->kind = is_local(ctx, frame, next_header) ? P3DP_KIND_CONTROL : P3DP_KIND_DATA;
+            }
+        }
+    }
+    if (rc) {
+        pkt->status = rc;
+        pkt->out_len = 0;
+        p3dp_count_drop(&ctx->counters, rc);
+        p3dp_count_drop(&sa->counters, rc);
+        return 0;
+    }
+    pkt->status = 0;
+    pkt->out_len = inner_len;
+    sa->counters.opened_packets++;
+    sa->counters.opened_bytes += job->p3_len;
+    ctx->counters.opened_packets++;
+    ctx->counters.opened_bytes += job->p3_len;
+    if (pkt->kind == P3DP_KIND_CONTROL) {
+        sa->counters.control_packets++;
+        ctx->counters.control_packets++;
+    } else if (pkt->kind == P3DP_KIND_DUMMY) {
+        sa->counters.dummy_packets++;
+        ctx->counters.dummy_packets++;
+    }
+    return 1;
+}
+
+size_t p3dp_open_burst(p3dp_ctx *ctx, p3dp_pkt *pkts, size_t n, uint32_t flags)
+{
+    size_t ok = 0;
+
+    if (!ctx || (!pkts && n))
+        return 0;
+    for (size_t base = 0; base < n; base += P3DP_BURST_CHUNK) {
+        struct open_job jobs[P3DP_BURST_CHUNK];
+        struct p3_crypto_op *ops[P3DP_BURST_CHUNK];
+        size_t m = n - base < P3DP_BURST_CHUNK ? n - base : P3DP_BURST_CHUNK;
+        uint16_t nops = 0;
+
+        for (size_t i = 0; i < m; i++) {
+            p3dp_pkt *pkt = &pkts[base + i];
+            struct p3_crypto_op *op = &ctx->ops[nops];
+            int rc = open_prepare(ctx, pkt, flags, op, &jobs[nops]);
+            if (rc == 1) {
+                ok++;
+                continue;
+            }
+            if (rc) {
+                pkt->status = rc;
+                p3dp_count_drop(&ctx->counters, rc);
+                continue;
+            }
+            ops[nops++] = op;
+        }
+        ok += run_ops(ctx, ops, nops, 0, 0);
+    }
+    return ok;
+}
