@@ -1,0 +1,97 @@
+"""The kernel TUN interface on the LAN side (DESIGN.md §5).
+
+The device is opened here (``/dev/net/tun``, ``IFF_TUN | IFF_NO_PI``) and
+addressed, brought up and routed through pyroute2; its descriptor is handed
+to the native worker (``backends/tun/tun.c``), which moves the packets.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import ipaddress
+import os
+import struct
+from collections.abc import Iterable
+
+from p3hw.reasons import P3Error
+
+TUNSETIFF = 0x400454CA
+IFF_TUN = 0x0001
+IFF_NO_PI = 0x1000
+IFF_MULTI_QUEUE = 0x0100
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+
+
+def open_tun(name: str, multi_queue: bool = False) -> int:
+    """Create (or attach to) the TUN interface *name*; return a non-blocking descriptor."""
+    try:
+        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise P3Error("TUN_UNAVAILABLE", f"cannot open /dev/net/tun: {exc.strerror}",
+                      hint="load the tun module; run as root") from None
+    flags = IFF_TUN | IFF_NO_PI | (IFF_MULTI_QUEUE if multi_queue else 0)
+    try:
+        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), flags))
+    except OSError as exc:
+        os.close(fd)
+        reason = "NEED_ROOT" if exc.errno == errno.EPERM else "TUN_UNAVAILABLE"
+        raise P3Error(reason, f"cannot create TUN interface {name!r}: {exc.strerror}") from None
+    return fd
+
+
+def configure(name: str, addresses: Iterable[IPInterface], mtu: int,
+              routes: Iterable[IPNetwork] = ()) -> None:
+    """Address the interface, set its MTU, bring it up and route *routes* into it."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        found = ipr.link_lookup(ifname=name)
+        if not found:
+            raise P3Error("OS_ERROR", f"TUN interface {name!r} vanished")
+        index = found[0]
+        ipr.link("set", index=index, mtu=mtu)
+        for iface in addresses:
+            try:
+                ipr.addr("add", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen)
+            except Exception as exc:  # pyroute2 raises NetlinkError(EEXIST) on a re-add
+                if getattr(exc, "code", None) != errno.EEXIST:
+                    raise P3Error("OS_ERROR", f"cannot address {name}: {exc}") from None
+        ipr.link("set", index=index, state="up")
+        for network in routes:
+            add_route(ipr, index, network)
+
+
+def add_route(ipr: object, index: int, network: IPNetwork) -> None:
+    """Route *network* into the TUN (replacing any route to the same prefix)."""
+    family = 10 if network.version == 6 else 2
+    ipr.route("replace", dst=str(network.network_address), dst_len=network.prefixlen,  # type: ignore[attr-defined]
+              oif=index, family=family)
+
+
+def remove_route(name: str, network: IPNetwork) -> None:
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        found = ipr.link_lookup(ifname=name)
+        if not found:
+            return
+        family = 10 if network.version == 6 else 2
+        try:
+            ipr.route("del", dst=str(network.network_address), dst_len=network.prefixlen,
+                      oif=found[0], family=family)
+        except Exception as exc:  # already gone is fine
+            if getattr(exc, "code", None) not in (errno.ESRCH, errno.ENOENT):
+                raise
+
+
+def delete(name: str) -> None:
+    """Remove the interface (closing its last descriptor also does)."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        found = ipr.link_lookup(ifname=name)
+        if found:
+            ipr.link("del", index=found[0])
