@@ -52,6 +52,7 @@ import socket
 import struct
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -333,64 +334,30 @@ def open_link_socket(ifname: str) -> socket.socket:
     return sock
 
 
-class Relay:
-    """Both directions of one impaired link between two interfaces."""
+class LinkModel:
+    """The impairment decisions for both directions of a link, without I/O.
 
-    def __init__(self, if_a: str, if_b: str, params: WanParams, stats_path: Path | None = None) -> None:
+    Sans-I/O, like the protocol machines: feed it frames and the time
+    (``accept``), take the frames that are due (``pop_due``) and tell it how
+    sending went (``sent``). Tests drive it deterministically; ``Relay``
+    wires it to two packet sockets.
+    """
+
+    def __init__(self, params: WanParams) -> None:
         self.params = params.validate()
-        self.if_a = if_a
-        self.if_b = if_b
-        self.stats_path = stats_path
         self.rng = random.Random(params.seed)
-        self.sockets = [open_link_socket(if_a)]
-        try:
-            self.sockets.append(open_link_socket(if_b))
-        except P3Error:
-            self.sockets[0].close()
-            raise
         self.stats = [WanStats(), WanStats()]  # index = direction: 0 is a -> b, 1 is b -> a
         self.link_free_at = [0.0, 0.0]
         # (due time, sequence, direction, frame); the sequence keeps equal
         # due times in arrival order and makes entries comparable.
         self.schedule: list[tuple[float, int, int, bytes]] = []
         self.sequence = 0
-        self.snapshot = 0
-        self.buffer = bytearray(RECV_BUFFER_BYTES)
-
-    # -- counters ----------------------------------------------------------
-
-    def report(self, final: bool = False) -> WanReport:
-        in_flight = [0, 0]
-        for _, _, direction, _ in self.schedule:
-            in_flight[direction] += 1
-        stats = [dataclasses.replace(s, in_flight=n) for s, n in zip(self.stats, in_flight, strict=True)]
-        return WanReport(
-            snapshot=self.snapshot,
-            final=final,
-            pid=os.getpid(),
-            a_to_b=stats[0],
-            b_to_a=stats[1],
-            params=dataclasses.asdict(self.params) | {"a": self.if_a, "b": self.if_b},
-        )
-
-    def write_stats(self, final: bool = False) -> None:
-        text = self.report(final).to_json()
-        self.snapshot += 1
-        if self.stats_path is None:
-            if final:
-                print(text, flush=True)
-            return
-        tmp = self.stats_path.with_name(self.stats_path.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, self.stats_path)  # readers never see half a file
-
-    # -- the impairments ----------------------------------------------------
 
     def _chance(self, pct: float) -> bool:
         return pct > 0.0 and self.rng.random() * 100.0 < pct
 
     def accept(self, direction: int, frame: bytes, now: float) -> None:
-        """Decide the fate of one received frame and schedule its sending."""
+        """Decide the fate of one received frame (virtio-net header + Ethernet frame)."""
         p = self.params
         stats = self.stats[direction]
         stats.received += 1
@@ -430,18 +397,81 @@ class Relay:
             self.sequence += 1
             heapq.heappush(self.schedule, (due, self.sequence, direction, frame))
 
-    def send_due(self, now: float) -> None:
+    def next_due(self) -> float | None:
+        return self.schedule[0][0] if self.schedule else None
+
+    def pop_due(self, now: float) -> Iterator[tuple[int, bytes]]:
+        """(direction, frame) of every frame due by ``now``, in due order."""
         while self.schedule and self.schedule[0][0] <= now:
             _, _, direction, frame = heapq.heappop(self.schedule)
-            stats = self.stats[direction]
+            yield direction, frame
+
+    def sent(self, direction: int, frame: bytes, ok: bool) -> None:
+        stats = self.stats[direction]
+        if ok:
+            stats.forwarded += 1
+            stats.bytes_forwarded += len(frame) - VNET_HDR_LEN
+        else:
+            stats.send_errors += 1
+
+    def counters(self) -> tuple[WanStats, WanStats]:
+        """Both directions' counters, with what is still scheduled as ``in_flight``."""
+        in_flight = [0, 0]
+        for _, _, direction, _ in self.schedule:
+            in_flight[direction] += 1
+        a_to_b, b_to_a = (dataclasses.replace(s, in_flight=n) for s, n in zip(self.stats, in_flight, strict=True))
+        return a_to_b, b_to_a
+
+
+class Relay:
+    """Both directions of one impaired link between two interfaces."""
+
+    def __init__(self, if_a: str, if_b: str, params: WanParams, stats_path: Path | None = None) -> None:
+        self.model = LinkModel(params)
+        self.params = self.model.params
+        self.if_a = if_a
+        self.if_b = if_b
+        self.stats_path = stats_path
+        self.sockets = [open_link_socket(if_a)]
+        try:
+            self.sockets.append(open_link_socket(if_b))
+        except P3Error:
+            self.sockets[0].close()
+            raise
+        self.snapshot = 0
+        self.buffer = bytearray(RECV_BUFFER_BYTES)
+
+    def report(self, final: bool = False) -> WanReport:
+        a_to_b, b_to_a = self.model.counters()
+        return WanReport(
+            snapshot=self.snapshot,
+            final=final,
+            pid=os.getpid(),
+            a_to_b=a_to_b,
+            b_to_a=b_to_a,
+            params=dataclasses.asdict(self.params) | {"a": self.if_a, "b": self.if_b},
+        )
+
+    def write_stats(self, final: bool = False) -> None:
+        text = self.report(final).to_json()
+        self.snapshot += 1
+        if self.stats_path is None:
+            if final:
+                print(text, flush=True)
+            return
+        tmp = self.stats_path.with_name(self.stats_path.name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, self.stats_path)  # readers never see half a file
+
+    def send_due(self, now: float) -> None:
+        for direction, frame in self.model.pop_due(now):
             try:
                 self.sockets[1 - direction].send(frame)
             except OSError:
                 # ENOBUFS, EMSGSIZE, a link gone down: the frame is lost, as on a wire.
-                stats.send_errors += 1
-                continue
-            stats.forwarded += 1
-            stats.bytes_forwarded += len(frame) - VNET_HDR_LEN
+                self.model.sent(direction, frame, ok=False)
+            else:
+                self.model.sent(direction, frame, ok=True)
 
     def receive_burst(self, direction: int, now: float) -> None:
         sock = self.sockets[direction]
@@ -456,7 +486,7 @@ class Relay:
                 raise
             if address[2] == PACKET_OUTGOING or size <= VNET_HDR_LEN:
                 continue  # our own transmission looped back: relaying it would loop forever
-            self.accept(direction, bytes(self.buffer[:size]), now)
+            self.model.accept(direction, bytes(self.buffer[:size]), now)
 
     # -- the loop -----------------------------------------------------------
 
@@ -485,8 +515,9 @@ class Relay:
             while running:
                 now = time.monotonic()
                 timeout = None
-                if self.schedule:
-                    timeout = max(0.0, self.schedule[0][0] - now)
+                next_due = self.model.next_due()
+                if next_due is not None:
+                    timeout = max(0.0, next_due - now)
                 if deadline is not None:
                     timeout = max(0.0, deadline - now) if timeout is None else min(timeout, max(0.0, deadline - now))
                 if parent_pid is not None:
