@@ -62,6 +62,7 @@ class ModelDataplane:
         self.next_seq = 1  # per direction, continuous across SAs
         self._replay: dict[int, tuple[int, int]] = {}
         self.removed_ids: set[int] = set()
+        self.installed: list[SaKeys] = [inbound]  # history, in order
         self.install_errors: list[str] = []
 
     def seal(self, **contents: object) -> SealedPacket:
@@ -74,6 +75,7 @@ class ModelDataplane:
         if sa.p3_id in self.inbound or sa.p3_id in self.removed_ids:
             self.install_errors.append(f"P3 ID {sa.p3_id} installed twice (IDs must never be reused)")
         self.inbound[sa.p3_id] = sa
+        self.installed.append(sa)
 
     def remove_inbound(self, p3_id: int) -> None:
         if self.inbound.pop(p3_id, None) is None:
@@ -102,6 +104,22 @@ class ModelDataplane:
             bitmap |= 1 << offset
         self._replay[packet.p3_id] = (highest, bitmap)
         return "ok"
+
+
+@dataclass
+class DropControl:
+    """A link drop rule: drop the first *count* control packets of *msg_type*
+    (retransmissions included: count=5 drops a message and all four retries)."""
+
+    msg_type: MsgType
+    count: int = 1
+    dropped: int = 0
+
+    def __call__(self, packet: SealedPacket) -> bool:
+        if packet.msg_type is self.msg_type and self.dropped < self.count:
+            self.dropped += 1
+            return True
+        return False
 
 
 @dataclass

@@ -283,10 +283,11 @@ class Session:
             if isinstance(event, MessageRejected):
                 self.rejected_messages.append(event.error)
                 continue
-            self.liveness.heard_from_peer(now)
             if isinstance(event, RequestReceived):
+                self.liveness.heard_from_peer(now)
                 self._on_request(event.message, now)
             elif isinstance(event, ResponseReceived):
+                self.liveness.heard_from_peer(now)
                 self._on_response(event.request, event.response, now)
             elif isinstance(event, RequestFailed):
                 self._on_request_failed(event.request, event.attempts, now)
