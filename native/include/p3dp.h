@@ -292,6 +292,13 @@ size_t p3dp_flows_forget(p3dp_flows *flows, uint32_t peer);
 /* Live (not idle past timeout) flows of the peer. */
 size_t p3dp_flows_count(p3dp_flows *flows, uint32_t peer, uint64_t now_ms);
 void p3dp_flows_stats_get(p3dp_flows *flows, p3dp_flows_stats *stats);
+/* The ICMP codes of the unreachables terminate writes. Default 1 (host
+ * unreachable, RFC 792) and ICMPv6 3 (address unreachable, RFC 4443). Linux
+ * treats those as soft errors: only sockets with IP(V6)_RECVERR see them.
+ * IPv4 code 13 (communication administratively prohibited, RFC 1812
+ * §5.2.7.1) fails every connected UDP socket with EHOSTUNREACH; see
+ * docs/flows.md. -214 unless v4_code <= 15 and v6_code <= 7. */
+int p3dp_flows_set_unreachable_codes(p3dp_flows *flows, unsigned int v4_code, unsigned int v6_code);
 
 
 

@@ -112,6 +112,8 @@ struct p3dp_flows {
     uint64_t tcp_idle_ms;
     uint64_t other_idle_ms;
     uint32_t capacity;
+    uint8_t unreachable_code_v4;
+    uint8_t unreachable_code_v6;
     _Atomic uint64_t ignored;
 };
 
@@ -472,6 +474,8 @@ p3dp_flows *p3dp_flows_new(uint32_t capacity, uint64_t tcp_idle_ms, uint64_t oth
     flows->tcp_idle_ms = tcp_idle_ms;
     flows->other_idle_ms = other_idle_ms;
     flows->hash_seed = random_seed();
+    flows->unreachable_code_v4 = 1;   /* host unreachable (RFC 792) */
+    flows->unreachable_code_v6 = 3;   /* address unreachable (RFC 4443 §3.1) */
     atomic_init(&flows->ignored, 0);
     for (uint32_t si = 0; si < FLOWS_SHARDS; si++) {
         struct shard *s = &flows->shards[si];
@@ -712,29 +716,29 @@ static size_t rst_seqs(const struct flow *f, uint32_t seqs[2])
     return n;
 }
 
-static size_t write_unreachable(uint8_t *out, const struct flow *f)
+static size_t write_unreachable(uint8_t *out, const struct p3dp_flows *flows, const struct flow *f)
 {
     const struct flow_key *k = &f->key;
     size_t icmp_len = 8 + f->quote_len;
     size_t ip;
     uint8_t *icmp;
     if (k->family == 4) {
-        /* Type 3 code 1, host unreachable (RFC 792); TOS 0xc0 as Linux
-         * marks its own ICMP errors (RFC 1812 §4.3.2.5). */
+        /* Type 3, by default code 1 host unreachable (RFC 792); TOS 0xc0
+         * as Linux marks its own ICMP errors (RFC 1812 §4.3.2.5). */
         ip = write_ip_header(out, k, PROTO_ICMP, icmp_len, 0xc0);
         icmp = out + ip;
         memset(icmp, 0, 8);
         icmp[0] = 3;
-        icmp[1] = 1;
+        icmp[1] = flows->unreachable_code_v4;
         memcpy(icmp + 8, f->u.quote, f->quote_len);
         put16(icmp + 2, csum_fold(csum_add(0, icmp, icmp_len)));
     } else {
-        /* Type 1 code 3, address unreachable (RFC 4443 §3.1). */
+        /* Type 1, by default code 3 address unreachable (RFC 4443 §3.1). */
         ip = write_ip_header(out, k, PROTO_ICMPV6, icmp_len, 0);
         icmp = out + ip;
         memset(icmp, 0, 8);
         icmp[0] = 1;
-        icmp[1] = 3;
+        icmp[1] = flows->unreachable_code_v6;
         memcpy(icmp + 8, f->u.quote, f->quote_len);
         put16(icmp + 2, csum_fold(csum_add(pseudo_sum(6, out + 8, out + 24, PROTO_ICMPV6, icmp_len),
                                            icmp, icmp_len)));
@@ -782,7 +786,7 @@ int p3dp_flows_terminate(p3dp_flows *flows, uint32_t peer, uint64_t now_ms, uint
                 done->tcp_flows_reset++;
                 done->tcp_resets += (uint32_t)npkts;
             } else {
-                out_lens[n] = write_unreachable(out + used, f);
+                out_lens[n] = write_unreachable(out + used, flows, f);
                 used += out_lens[n++];
                 done->icmp_unreachables++;
             }
@@ -793,6 +797,16 @@ int p3dp_flows_terminate(p3dp_flows *flows, uint32_t peer, uint64_t now_ms, uint
     if (n == 0 && done->flows_remaining > 0)
         return ERR_TOO_BIG;
     return (int)n;
+}
+
+int p3dp_flows_set_unreachable_codes(p3dp_flows *flows, unsigned int v4_code, unsigned int v6_code)
+{
+    /* Codes 0-15: RFC 792, RFC 1812 §5.2.7.1; 0-7: RFC 4443 §3.1, RFC 6554. */
+    if (!flows || v4_code > 15 || v6_code > 7)
+        return ERR_BAD_ARGUMENT;
+    flows->unreachable_code_v4 = (uint8_t)v4_code;
+    flows->unreachable_code_v6 = (uint8_t)v6_code;
+    return 0;
 }
 
 size_t p3dp_flows_forget(p3dp_flows *flows, uint32_t peer)

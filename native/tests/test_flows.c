@@ -396,8 +396,9 @@ static void test_new_syn_on_same_ports_starts_a_new_connection(void)
 
 /* ---- other protocols ------------------------------------------------------ */
 
-static void check_unreachable(const uint8_t *pkt, size_t len, const struct endpoint *local,
-                              const struct endpoint *remote, const uint8_t *orig, size_t orig_len)
+static void check_unreachable_code(const uint8_t *pkt, size_t len, const struct endpoint *local,
+                                   const struct endpoint *remote, const uint8_t *orig,
+                                   size_t orig_len, int code)
 {
     size_t ip = local->family == 4 ? 20 : 40;
     size_t quote = orig_len < FLOWS_QUOTE_MAX ? orig_len : FLOWS_QUOTE_MAX;
@@ -411,7 +412,7 @@ static void check_unreachable(const uint8_t *pkt, size_t len, const struct endpo
         CHECK(memcmp(pkt + 12, remote->addr, 4) == 0);
         CHECK(memcmp(pkt + 16, local->addr, 4) == 0);
         CHECK_EQ(icmp[0], 3);                                /* destination unreachable */
-        CHECK_EQ(icmp[1], 1);                                /* host unreachable */
+        CHECK_EQ(icmp[1], code);
         CHECK_EQ(ones_sum(0, icmp, len - ip), 0xffff);
         /* RFC 792: the original IP header and at least 64 bits of data. */
         CHECK(quote >= (size_t)(orig[0] & 15) * 4 + 8);
@@ -422,11 +423,42 @@ static void check_unreachable(const uint8_t *pkt, size_t len, const struct endpo
         CHECK(memcmp(pkt + 8, remote->addr, 16) == 0);
         CHECK(memcmp(pkt + 24, local->addr, 16) == 0);
         CHECK_EQ(icmp[0], 1);                                /* destination unreachable */
-        CHECK_EQ(icmp[1], 3);                                /* address unreachable */
+        CHECK_EQ(icmp[1], code);
         CHECK_EQ(l4_sum(pkt, icmp, len - ip, 58), 0xffff);
     }
     CHECK_EQ(rd32(icmp + 4), 0);                             /* unused */
     CHECK(memcmp(icmp + 8, orig, quote) == 0);
+}
+
+/* With the default codes: host unreachable (v4), address unreachable (v6). */
+static void check_unreachable(const uint8_t *pkt, size_t len, const struct endpoint *local,
+                              const struct endpoint *remote, const uint8_t *orig, size_t orig_len)
+{
+    check_unreachable_code(pkt, len, local, remote, orig, orig_len, local->family == 4 ? 1 : 3);
+}
+
+static void test_unreachable_codes_can_be_chosen(void)
+{
+    p3dp_flows *flows = p3dp_flows_new(1024, HOUR_MS, MINUTE_MS);
+    CHECK_EQ(p3dp_flows_set_unreachable_codes(flows, 16, 1), -214);
+    CHECK_EQ(p3dp_flows_set_unreachable_codes(flows, 13, 8), -214);
+    CHECK_EQ(p3dp_flows_set_unreachable_codes(NULL, 13, 1), -214);
+    CHECK_EQ(p3dp_flows_set_unreachable_codes(flows, 13, 1), 0);
+    struct endpoint local = ep("10.1.0.5", 5353), remote = ep("10.2.0.53", 53);
+    struct endpoint local6 = ep("fd00:1::5", 5353), remote6 = ep("fd00:2::53", 53);
+    uint8_t pkt[200], pkt6[200];
+    size_t len = udp_packet(pkt, &local, &remote, 20);
+    size_t len6 = udp_packet(pkt6, &local6, &remote6, 20);
+    observe(flows, 5, pkt, len, P3DP_FLOW_FROM_LAN, 10);
+    observe(flows, 6, pkt6, len6, P3DP_FLOW_FROM_LAN, 10);
+    struct out_buf o;
+    terminate(flows, 5, 40, &o);
+    CHECK_EQ(o.n, 1);
+    check_unreachable_code(o.bytes, o.lens[0], &local, &remote, pkt, len, 13);
+    terminate(flows, 6, 40, &o);
+    CHECK_EQ(o.n, 1);
+    check_unreachable_code(o.bytes, o.lens[0], &local6, &remote6, pkt6, len6, 1);
+    p3dp_flows_free(flows);
 }
 
 static void test_udp_flow_gets_icmp_host_unreachable_quoting_first_packet(void)
@@ -851,6 +883,7 @@ NTEST_MAIN(NTEST(test_v4_established_flow_gets_rst_at_last_ack_sent_by_local_end
            NTEST(test_udp_flow_gets_icmp_host_unreachable_quoting_first_packet),
            NTEST(test_udp6_flow_gets_icmpv6_address_unreachable),
            NTEST(test_ping_flow_gets_unreachable_quoting_echo_request),
+           NTEST(test_unreachable_codes_can_be_chosen),
            NTEST(test_flow_only_received_by_local_end_gets_no_icmp),
            NTEST(test_icmp_errors_multicast_and_broadcast_are_not_tracked),
            NTEST(test_ipv6_extension_headers_and_fragments),

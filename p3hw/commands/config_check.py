@@ -8,6 +8,7 @@ local or remote, and the line); exit 2 and print every problem, one
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 from typing import Any
@@ -28,7 +29,7 @@ def _origin_text(entry: dict[str, Any]) -> str:
 def _format(config: Config) -> list[str]:
     """One block for the local host and one per remote; only the keywords this role uses."""
     data = config.to_dict()
-    lines = [f"{config.file}: OK — {config.role} ({config.role_origin}), {len(config.remotes)} remote host(s)"]
+    lines = [f"{config.file}: OK - {config.role} ({config.role_origin}), {len(config.remotes)} remote host(s)"]
 
     def block(title: str, values: dict[str, dict[str, Any]], keywords: dict[str, Any], prefix: str) -> None:
         lines.append(title)
@@ -51,6 +52,10 @@ def _format(config: Config) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    # A file may hold any character; a terminal that cannot show it must not turn that into a crash.
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
     status = 0
     results: list[dict[str, Any]] = []
     for path in args.files:
