@@ -30,7 +30,7 @@ from typing import Any
 
 from p3hw import constants
 from p3hw.log import FACILITIES
-from p3hw.reasons import P3Error, reason
+from p3hw.reasons import P3Error
 
 PRIMARY = "primary"
 SECONDARY = "secondary"
@@ -970,6 +970,32 @@ def load_config(path: str | os.PathLike[str], role: str | None = None) -> Config
     return parse_config(text, filename=str(name), role=role, base_dir=Path(name).resolve().parent)
 
 
+def read_psk(path: str | os.PathLike[str]) -> bytes:
+    """The pre-shared key held by a psk_file: its bytes without surrounding white space.
+
+    The key is used as written (``p3hw setup`` writes 64 hex characters), the
+    way IKE implementations take a PSK string; both ends must hold the same file.
+    """
+    name = os.fspath(path)
+    try:
+        info = os.stat(name)
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigErrors([ConfigError(str(name), 0, "CONFIG_SECRET_FILE", "the psk file is not a regular file",
+                                            "point psk_file at the key file")])
+        if stat.S_IMODE(info.st_mode) & 0o077:
+            raise ConfigErrors([ConfigError(str(name), 0, "CONFIG_SECRET_FILE", "the psk file is open to group or "
+                                            "others", f"chmod 600 {name}")])
+        with open(name, "rb") as handle:
+            key = handle.read(64 * 1024).strip()
+    except OSError as exc:
+        raise ConfigErrors([ConfigError(str(name), 0, "CONFIG_SECRET_FILE", f"cannot read the psk file: "
+                                        f"{exc.strerror or exc}", "check psk_file")]) from None
+    if not key:
+        raise ConfigErrors([ConfigError(str(name), 0, "CONFIG_SECRET_FILE", "the psk file is empty",
+                                        "write the pre-shared key into it")])
+    return key
+
+
 def describe_keywords() -> Iterator[tuple[str, Keyword]]:
     """Every keyword with its section ("local"/"remote"), for docs and tests."""
     for kw in LOCAL_KEYWORDS.values():
@@ -980,4 +1006,4 @@ def describe_keywords() -> Iterator[tuple[str, Keyword]]:
 
 __all__ = ["Config", "ConfigError", "ConfigErrors", "Keyword", "LocalHost", "Origin", "RemoteHost",
            "LOCAL_KEYWORDS", "REMOTE_KEYWORDS", "OVERRIDES", "PRIMARY", "SECONDARY", "load_config",
-           "parse_config", "read_config_text", "reason"]
+           "parse_config", "read_config_text", "read_psk"]

@@ -24,6 +24,7 @@ from p3hw.config import (
     ConfigErrors,
     load_config,
     parse_config,
+    read_psk,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -577,3 +578,16 @@ def test_to_dict_holds_every_value_with_its_source() -> None:
     assert remote["rekey_wait"] == {"value": 1200, "source": "local", "line": line_of(text, "rekey_wait")}
     assert remote["subnets"][0]["value"] == "10.1.0.0/16"
     json.dumps(data)
+
+
+def test_read_psk_returns_the_key_without_surrounding_white_space(tmp_path: Path) -> None:
+    key = tmp_path / "k"
+    key.write_text("  0123456789abcdef\n")
+    os.chmod(key, 0o600)
+    assert read_psk(key) == b"0123456789abcdef"
+    os.chmod(key, 0o644)
+    with pytest.raises(ConfigErrors) as caught:
+        read_psk(key)
+    assert caught.value.code == "P3-E117"
+    with pytest.raises(ConfigErrors):
+        read_psk(tmp_path / "absent")
