@@ -24,13 +24,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import os
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import Enum
 
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
 
 from p3hw.crypto.keys import CIPHERS, SessionKeys
@@ -38,8 +42,10 @@ from p3hw.crypto.prf import PRF_AES128_CMAC, PRF_AES128_XCBC, PRF_HMAC_SHA2_256,
 from p3hw.crypto.schedule import MIN_NONCE_BYTES, IkeSaKeys, derive_ike_sa_keys, derive_session_keys
 from p3hw.reasons import P3Error, reason
 from p3hw.wire.ike import (
+    AUTH_DIGITAL_SIGNATURE,
     AUTH_HMAC_SHA2_256_128,
     AUTH_SHARED_KEY_MIC,
+    CERT_X509_SIGNATURE,
     DH_CURVE25519,
     DH_ECP_256,
     ENCR_AES_CCM_16,
@@ -48,6 +54,10 @@ from p3hw.wire.ike import (
     ESN_YES,
     FLAG_INITIATOR,
     FLAG_RESPONSE,
+    ID_FQDN,
+    ID_IPV4_ADDR,
+    ID_IPV6_ADDR,
+    ID_RFC822_ADDR,
     IKE_AUTH,
     IKE_SA_INIT,
     INFORMATIONAL,
@@ -56,6 +66,7 @@ from p3hw.wire.ike import (
     N_INVALID_KE_PAYLOAD,
     N_INVALID_SYNTAX,
     N_NO_PROPOSAL_CHOSEN,
+    N_SIGNATURE_HASH_ALGORITHMS,
     N_TS_UNACCEPTABLE,
     PROTO_ESP,
     PROTO_IKE,
@@ -65,6 +76,7 @@ from p3hw.wire.ike import (
     TRANSFORM_INTEG,
     TRANSFORM_PRF,
     AuthPayload,
+    CertPayload,
     Identity,
     IdPayload,
     IkeMessage,
@@ -364,11 +376,130 @@ def _id_body(identity: Identity) -> bytes:
     return IdPayload(identity).encode_body()  # IDType | RESERVED | data, the same for IDi and IDr
 
 
-def psk_auth_data(prf: PrfAlgorithm, psk: bytes, signed_message: bytes, peer_nonce: bytes, sk_p: bytes,
+def signed_octets(prf: PrfAlgorithm, message: bytes, peer_nonce: bytes, sk_p: bytes, identity: Identity) -> bytes:
+    """<Initiator|Responder>SignedOctets = RealMessage | peer's Nonce data | prf(SK_p, ID body)."""
+    return message + peer_nonce + prf.function(sk_p, _id_body(identity))
+
+
+def psk_auth_data(prf: PrfAlgorithm, psk: bytes, message: bytes, peer_nonce: bytes, sk_p: bytes,
                   identity: Identity) -> bytes:
-    """AUTH = prf(prf(PSK, "Key Pad for IKEv2"), message | peer nonce | prf(SK_p, ID body))."""
-    maced_id = prf.function(sk_p, _id_body(identity))
-    return prf.function(prf.function(psk, PSK_KEY_PAD), signed_message + peer_nonce + maced_id)
+    """AUTH = prf(prf(PSK, "Key Pad for IKEv2"), <SignedOctets>) (RFC 7296 §2.15)."""
+    return prf.function(prf.function(psk, PSK_KEY_PAD), signed_octets(prf, message, peer_nonce, sk_p, identity))
+
+
+#: RFC 7427 §3 / Appendix A.4.3: AlgorithmIdentifier of ecdsa-with-SHA256 (1.2.840.10045.4.3.2), DER.
+ECDSA_SHA256_ALGORITHM_ID = bytes.fromhex("300a06082a8648ce3d040302")
+#: RFC 7427 §4 / RFC 7427 IANA: hash algorithm SHA2-256 in SIGNATURE_HASH_ALGORITHMS.
+HASH_SHA2_256 = 2
+
+
+@dataclass(frozen=True)
+class CertificateCredentials:
+    """ECDSA P-256 certificate authentication (RFC 7427, AUTH method 14).
+
+    *certificate* and *private_key* are this side's; *trust_anchors* are
+    the CAs whose direct signature on the peer's certificate we accept.
+    """
+
+    certificate: x509.Certificate
+    private_key: ec.EllipticCurvePrivateKey
+    trust_anchors: tuple[x509.Certificate, ...]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.private_key, ec.EllipticCurvePrivateKey) or self.private_key.curve.name != "secp256r1":
+            raise P3Error("CONFIG_VALUE_OUT_OF_RANGE", "certificate authentication needs an ECDSA P-256 key")
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _offers_sha256_signatures(message: IkeMessage) -> bool:
+    """RFC 7427 §4: method 14 is only used toward a peer that sent SIGNATURE_HASH_ALGORITHMS."""
+    notify = message.notify(N_SIGNATURE_HASH_ALGORITHMS)
+    if notify is None:
+        return False
+    data = notify.notification_data
+    return HASH_SHA2_256 in {int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data) - 1, 2)}
+
+
+def _signature_hash_notify() -> NotifyPayload:
+    return NotifyPayload(N_SIGNATURE_HASH_ALGORITHMS, HASH_SHA2_256.to_bytes(2, "big"))
+
+
+def _signature_auth(credentials: CertificateCredentials, octets: bytes) -> list[Payload]:
+    """CERT and AUTH (method 14): ASN.1 length | AlgorithmIdentifier | DER ECDSA signature."""
+    signature = credentials.private_key.sign(octets, ec.ECDSA(hashes.SHA256()))
+    auth_data = bytes([len(ECDSA_SHA256_ALGORITHM_ID)]) + ECDSA_SHA256_ALGORITHM_ID + signature
+    der = credentials.certificate.public_bytes(serialization.Encoding.DER)
+    return [CertPayload(CERT_X509_SIGNATURE, der), AuthPayload(AUTH_DIGITAL_SIGNATURE, auth_data)]
+
+
+def _identity_in_certificate(certificate: x509.Certificate, identity: Identity) -> bool:
+    """RFC 7296 §3.5 / RFC 4945: the ID must appear as a subjectAltName of the certificate."""
+    try:
+        names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (x509.ExtensionNotFound, ValueError):
+        return False
+    if identity.id_type in (ID_IPV4_ADDR, ID_IPV6_ADDR):
+        return ipaddress.ip_address(identity.data) in names.get_values_for_type(x509.IPAddress)
+    text = identity.data.decode("ascii", "replace").lower()
+    if identity.id_type == ID_FQDN:
+        return text in (name.lower() for name in names.get_values_for_type(x509.DNSName))
+    if identity.id_type == ID_RFC822_ADDR:
+        return text in (name.lower() for name in names.get_values_for_type(x509.RFC822Name))
+    return False
+
+
+def _verify_signature_auth(credentials: CertificateCredentials | None, cert: CertPayload | None, auth: AuthPayload,
+                           octets: bytes, identity: Identity, at: datetime) -> None:
+    """Check the peer's certificate (direct issuer, validity, ID binding) and its AUTH signature."""
+    try:
+        _check_certificate_and_signature(credentials, cert, auth, octets, identity, at)
+    except (ValueError, TypeError):
+        # A certificate that parses lazily can still fail deep inside (odd
+        # names, extensions): it authenticates nothing.
+        raise _Failure("IKE_AUTHENTICATION_FAILED", f"{identity}: the certificate is malformed",
+                       N_AUTHENTICATION_FAILED) from None
+
+
+def _check_certificate_and_signature(credentials: CertificateCredentials | None, cert: CertPayload | None,
+                                     auth: AuthPayload, octets: bytes, identity: Identity, at: datetime) -> None:
+    def refuse(detail: str) -> _Failure:
+        return _Failure("IKE_AUTHENTICATION_FAILED", f"{identity}: {detail}", N_AUTHENTICATION_FAILED)
+
+    if credentials is None:
+        raise refuse("signature authentication used but no trust anchor is configured")
+    if cert is None or cert.encoding != CERT_X509_SIGNATURE:
+        raise refuse("no X.509 certificate payload")
+    try:
+        certificate = x509.load_der_x509_certificate(cert.cert_data)
+        public_key = certificate.public_key()
+    except ValueError:
+        raise refuse("the certificate does not parse") from None
+    issuers = [a for a in credentials.trust_anchors if a.subject == certificate.issuer]
+    for anchor in issuers:
+        try:
+            certificate.verify_directly_issued_by(anchor)
+            break
+        except (ValueError, TypeError, InvalidSignature):
+            continue
+    else:
+        raise refuse("the certificate is not signed by a trusted CA")
+    if not certificate.not_valid_before_utc <= at <= certificate.not_valid_after_utc:
+        raise refuse(f"the certificate is not valid at {at.isoformat()}")
+    if not _identity_in_certificate(certificate, identity):
+        raise refuse("the identity is not a subjectAltName of its certificate")
+    if not isinstance(public_key, ec.EllipticCurvePublicKey) or public_key.curve.name != "secp256r1":
+        raise refuse("the certificate key is not ECDSA P-256")
+    data = auth.auth_data
+    id_length = data[0]
+    if data[1:1 + id_length] != ECDSA_SHA256_ALGORITHM_ID:
+        raise refuse("AUTH signature algorithm is not ecdsa-with-SHA256")
+    try:
+        public_key.verify(data[1 + id_length:], octets, ec.ECDSA(hashes.SHA256()))
+    except (InvalidSignature, ValueError):
+        raise refuse("AUTH signature does not verify") from None
 
 
 def _error_reason(notifies: list[NotifyPayload]) -> tuple[str, int] | None:
@@ -404,14 +535,18 @@ class InitiatorHandshake:
 
     *inbound_p3_id* is the P3 ID this side allocated for what it receives;
     it travels as the child SA's SPI. *remote_identity*, when given, is what
-    the primary's IDr must be.
+    the primary's IDr must be. Authentication is by *psk* (method 2), or by
+    certificate (method 14) when *credentials* are given; the primary must
+    answer with the same method.
     """
 
     def __init__(
         self,
         local_identity: Identity,
-        psk: bytes,
+        psk: bytes | None,
         *,
+        credentials: CertificateCredentials | None = None,
+        wall_clock: Callable[[], datetime] = _utc_now,
         data_ciphers: tuple[str, ...] = ("aes-256-gcm",),
         proposals: IkeProposalConfig | None = None,
         remote_identity: Identity | None = None,
@@ -424,11 +559,15 @@ class InitiatorHandshake:
         for cipher in data_ciphers:
             if cipher not in CIPHERS:
                 raise P3Error("DP_BAD_CIPHER", f"unknown data cipher {cipher!r}")
+        if psk is None and credentials is None:
+            raise P3Error("CONFIG_MISSING_VALUE", "the initiator needs a pre-shared key or a certificate")
         if not data_ciphers or not retransmit_timeouts_s:
             raise P3Error("CONFIG_MISSING_VALUE", "the initiator needs a data cipher and a retransmission schedule")
         self.local_identity = local_identity
         self.remote_identity = remote_identity
         self._psk = psk
+        self._credentials = credentials
+        self._wall_clock = wall_clock
         self.data_ciphers = data_ciphers
         self.proposals = proposals or IkeProposalConfig()
         self.ts_i, self.ts_r = ts_i, ts_r
@@ -514,6 +653,8 @@ class InitiatorHandshake:
             KePayload(self._dh.group, self._dh.public),
             NoncePayload(self.nonce_i),
         ]
+        if self._credentials is not None:
+            payloads.append(_signature_hash_notify())
         request = encode_message(IkeMessage(self.spi_i, bytes(8), IKE_SA_INIT, FLAG_INITIATOR, 0, payloads))
         self._init_request = request
         self.state = InitiatorState.INIT_SENT
@@ -554,6 +695,9 @@ class InitiatorHandshake:
         if message.spi_r == bytes(8):
             raise P3Error("IKE_MALFORMED", "IKE_SA_INIT response with a zero responder SPI")
         choice = self._check_ike_choice(sa, ke)
+        if self._credentials is not None and not _offers_sha256_signatures(message):
+            raise _Failure("IKE_AUTHENTICATION_FAILED", "the primary does not accept ECDSA-SHA-256 signatures "
+                           "(no SIGNATURE_HASH_ALGORITHMS, RFC 7427)")
         if len(nonce.nonce) < MIN_NONCE_BYTES:
             raise _Failure("IKE_MALFORMED", f"the primary's nonce has {len(nonce.nonce)} octets, "
                            f"{MIN_NONCE_BYTES} required")
@@ -587,11 +731,17 @@ class InitiatorHandshake:
 
     def _send_auth(self, now: float) -> list[bytes]:
         assert self._ike_keys is not None and self._prf is not None
-        auth = psk_auth_data(self._prf, self._psk, self._init_request, self._nonce_r, self._ike_keys.sk_pi,
-                             self.local_identity)
-        payloads: list[Payload] = [
-            IdPayload(self.local_identity),
-            AuthPayload(AUTH_SHARED_KEY_MIC, auth),
+        octets = signed_octets(self._prf, self._init_request, self._nonce_r, self._ike_keys.sk_pi,
+                               self.local_identity)
+        payloads: list[Payload] = [IdPayload(self.local_identity)]
+        if self._credentials is not None:
+            payloads += _signature_auth(self._credentials, octets)
+        else:
+            assert self._psk is not None
+            auth = psk_auth_data(self._prf, self._psk, self._init_request, self._nonce_r, self._ike_keys.sk_pi,
+                                 self.local_identity)
+            payloads.append(AuthPayload(AUTH_SHARED_KEY_MIC, auth))
+        payloads += [
             SaPayload(_esp_proposals(self.data_ciphers, self.inbound_p3_id)),
             TsPayload(self.ts_i),
             TsPayload(self.ts_r, responder=True),
@@ -624,10 +774,19 @@ class InitiatorHandshake:
             raise _Failure("IKE_MALFORMED", "IKE_AUTH response lacks IDr, AUTH, SA, TSi or TSr")
         if self.remote_identity is not None and id_r.identity != self.remote_identity:
             raise self._auth_failure(f"the primary identified as {id_r.identity}, expected {self.remote_identity}")
-        expected = psk_auth_data(self._prf, self._psk, self._init_response, self.nonce_i,
-                                 self._ike_keys.sk_pr, id_r.identity)
-        if auth.method != AUTH_SHARED_KEY_MIC or not hmac.compare_digest(auth.auth_data, expected):
-            raise self._auth_failure("the primary's AUTH does not verify: the pre-shared keys differ")
+        if self._credentials is not None:
+            if auth.method != AUTH_DIGITAL_SIGNATURE:
+                raise self._auth_failure(f"the primary used AUTH method {auth.method}, a certificate was expected")
+            octets = signed_octets(self._prf, self._init_response, self.nonce_i, self._ike_keys.sk_pr, id_r.identity)
+            cert = opened.first(CertPayload)
+            _verify_signature_auth(self._credentials, cert if isinstance(cert, CertPayload) else None, auth, octets,
+                                   id_r.identity, self._wall_clock())
+        else:
+            assert self._psk is not None
+            expected = psk_auth_data(self._prf, self._psk, self._init_response, self.nonce_i,
+                                     self._ike_keys.sk_pr, id_r.identity)
+            if auth.method != AUTH_SHARED_KEY_MIC or not hmac.compare_digest(auth.auth_data, expected):
+                raise self._auth_failure("the primary's AUTH does not verify: the pre-shared keys differ")
         if len(sa.proposals) != 1 or sa.proposals[0].protocol_id != PROTO_ESP or len(sa.proposals[0].spi) != 4:
             raise _Failure("IKE_NO_PROPOSAL_CHOSEN", "the primary's child SA is not one ESP proposal")
         cipher = _cipher_of(sa.proposals[0])
@@ -709,6 +868,8 @@ class ResponderHandshake:
     (ID_IPV4_ADDR / ID_IPV6_ADDR = its configured address, or ID_FQDN /
     ID_KEY_ID); None means unknown: AUTHENTICATION_FAILED to the peer,
     P3-E310 here. *allocate_p3_id* gives the P3 ID for a new inbound SA.
+    *credentials* (the primary's certificate and the CAs it trusts) serve
+    secondaries whose policy has no pre-shared key.
     """
 
     def __init__(
@@ -720,9 +881,13 @@ class ResponderHandshake:
         allocate_p3_id: Callable[[], int] | None = None,
         cookie_threshold: int = DEFAULT_COOKIE_THRESHOLD,
         half_open_timeout_s: float = HALF_OPEN_TIMEOUT_S,
+        credentials: CertificateCredentials | None = None,
+        wall_clock: Callable[[], datetime] = _utc_now,
         rng: Callable[[int], bytes] = os.urandom,
     ) -> None:
         self.local_identity = local_identity
+        self._credentials = credentials
+        self._wall_clock = wall_clock
         self._peer_for = peer_for
         self.proposals = proposals or IkeProposalConfig()
         self._rng = rng
@@ -828,11 +993,14 @@ class ResponderHandshake:
         nonce_r = self._rng(NONCE_BYTES)
         ike_keys = derive_ike_sa_keys(choice.prf_id, choice.key_bits // 8, shared, nonce.nonce, nonce_r,
                                       message.spi_i, spi_r)
-        response = encode_message(IkeMessage(message.spi_i, spi_r, IKE_SA_INIT, FLAG_RESPONSE, 0, [
+        payloads: list[Payload] = [
             SaPayload((choice.response_proposal(),)),
             KePayload(dh.group, dh.public),
             NoncePayload(nonce_r),
-        ]))
+        ]
+        if self._credentials is not None and _offers_sha256_signatures(message):
+            payloads.append(_signature_hash_notify())
+        response = encode_message(IkeMessage(message.spi_i, spi_r, IKE_SA_INIT, FLAG_RESPONSE, 0, payloads))
         exchange = _Exchange(peer_addr, message.spi_i, spi_r, nonce.nonce, nonce_r, choice, ike_keys, data,
                              response, now + self.half_open_timeout_s)
         self._by_init[(peer_addr, message.spi_i)] = exchange
@@ -886,14 +1054,21 @@ class ResponderHandshake:
         if policy is None:
             raise _Failure("IKE_PEER_UNKNOWN", f"secondary {identity} is not configured", N_AUTHENTICATION_FAILED)
         prf = prf_by_id(exchange.choice.prf_id)
-        if auth.method != AUTH_SHARED_KEY_MIC or policy.psk is None:
+        wanted = AUTH_SHARED_KEY_MIC if policy.psk is not None else AUTH_DIGITAL_SIGNATURE
+        if auth.method != wanted:
             raise _Failure("IKE_AUTHENTICATION_FAILED", f"secondary {identity} used AUTH method {auth.method}, "
-                           "pre-shared key (2) is configured", N_AUTHENTICATION_FAILED)
-        expected = psk_auth_data(prf, policy.psk, exchange.init_request, exchange.nonce_r, exchange.ike_keys.sk_pi,
-                                 identity)
-        if not hmac.compare_digest(auth.auth_data, expected):
-            raise _Failure("IKE_AUTHENTICATION_FAILED", f"secondary {identity}: AUTH does not verify, the "
-                           "pre-shared keys differ", N_AUTHENTICATION_FAILED)
+                           f"method {wanted} is configured", N_AUTHENTICATION_FAILED)
+        if policy.psk is not None:
+            expected = psk_auth_data(prf, policy.psk, exchange.init_request, exchange.nonce_r,
+                                     exchange.ike_keys.sk_pi, identity)
+            if not hmac.compare_digest(auth.auth_data, expected):
+                raise _Failure("IKE_AUTHENTICATION_FAILED", f"secondary {identity}: AUTH does not verify, the "
+                               "pre-shared keys differ", N_AUTHENTICATION_FAILED)
+        else:
+            octets = signed_octets(prf, exchange.init_request, exchange.nonce_r, exchange.ike_keys.sk_pi, identity)
+            cert = opened.first(CertPayload)
+            _verify_signature_auth(self._credentials, cert if isinstance(cert, CertPayload) else None, auth, octets,
+                                   identity, self._wall_clock())
         proposal, cipher, initiator_p3_id = _choose_child(policy.data_ciphers, sa)
         narrowed_i = _narrow(ts_i.selectors, policy.remote_selectors)
         narrowed_r = _narrow(ts_r.selectors, policy.local_selectors)
@@ -903,12 +1078,19 @@ class ResponderHandshake:
         responder_p3_id = self._allocate_p3_id()
         keys = derive_session_keys(exchange.choice.prf_id, exchange.ike_keys.sk_d, exchange.nonce_i,
                                    exchange.nonce_r, cipher, initiator_p3_id, responder_p3_id, initiator=False)
-        my_auth = psk_auth_data(prf, policy.psk, exchange.init_response, exchange.nonce_i, exchange.ike_keys.sk_pr,
-                                self.local_identity)
+        my_auth: list[Payload]
+        if policy.psk is not None:
+            my_auth = [AuthPayload(AUTH_SHARED_KEY_MIC, psk_auth_data(
+                prf, policy.psk, exchange.init_response, exchange.nonce_i, exchange.ike_keys.sk_pr,
+                self.local_identity))]
+        else:
+            assert self._credentials is not None  # _verify_signature_auth refused otherwise
+            my_auth = _signature_auth(self._credentials, signed_octets(
+                prf, exchange.init_response, exchange.nonce_i, exchange.ike_keys.sk_pr, self.local_identity))
         child = Proposal(proposal.number, PROTO_ESP, responder_p3_id.to_bytes(4, "big"), _esp_transforms(cipher))
         response = self._seal(exchange, IKE_AUTH, 1, [
             IdPayload(self.local_identity, responder=True),
-            AuthPayload(AUTH_SHARED_KEY_MIC, my_auth),
+            *my_auth,
             SaPayload((child,)),
             TsPayload(narrowed_i),
             TsPayload(narrowed_r, responder=True),
