@@ -417,23 +417,23 @@ class Dataplane:
         n = len(packets)
         if n == 0:
             return []
-        sizes = []
+        datas: list[bytes] = []
         pkts = ffi.new("p3dp_pkt[]", n)
         keep = []
         for item in packets:
-            data = item if isinstance(item, (bytes, bytearray, memoryview)) else item[0]
-            sizes.append(len(data))
+            datas.append(bytes(item if isinstance(item, (bytes, bytearray, memoryview)) else item[0]))
+        sizes = [len(d) for d in datas]
         room = max(max(sizes), 1)
         out = ffi.new("uint8_t[]", room * n)
         for i, item in enumerate(packets):
             if with_ip:
                 if not isinstance(item, (bytes, bytearray, memoryview)):
                     raise P3Error("DP_BAD_ARGUMENT", "with_ip=True takes whole IP packets")
-                data = bytes(item)
+                data = datas[i]
             else:
                 if isinstance(item, (bytes, bytearray, memoryview)) or len(item) != 3:
                     raise P3Error("DP_BAD_ARGUMENT", "with_ip=False takes (bytes, address, port) tuples")
-                data, addr, port = bytes(item[0]), item[1], item[2]
+                data, addr, port = datas[i], item[1], item[2]
                 family, packed = _addr_bytes(addr)
                 if not 0 <= port <= 0xFFFF:
                     raise P3Error("DP_BAD_ARGUMENT", f"port {port} out of range")
@@ -452,7 +452,7 @@ class Dataplane:
             p = pkts[i]
             kind = KIND_NAMES.get(int(p.kind), "data")
             if p.status == 0 and kind == "ike":
-                data = bytes(keep[i][int(p.payload_off):sizes[i]])
+                data = datas[i][int(p.payload_off):]
             else:
                 data = bytes(ffi.buffer(p.out_buf, p.out_len))
             peer = None if p.peer == 0xFFFFFFFF else int(p.peer)
