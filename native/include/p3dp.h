@@ -252,7 +252,7 @@ enum {
 
 typedef struct p3dp_flows_stats {
     uint64_t observed;   /* packets shown to observe */
-    uint64_t tracked;    /* of those, packets that created, refreshed or closed a flow */
+    uint64_t tracked;    /* of those, packets of a trackable kind (not ignored) */
     uint64_t ignored;    /* of those, packets not trackable (P3DP_FLOW_IGNORED) */
     uint64_t created;    /* flows created */
     uint64_t closed;     /* TCP flows ended by FIN both ways or RST */
@@ -297,7 +297,8 @@ void p3dp_flows_stats_get(p3dp_flows *flows, p3dp_flows_stats *stats);
  * treats those as soft errors: only sockets with IP(V6)_RECVERR see them.
  * IPv4 code 13 (communication administratively prohibited, RFC 1812
  * §5.2.7.1) fails every connected UDP socket with EHOSTUNREACH; see
- * docs/flows.md. -214 unless v4_code <= 15 and v6_code <= 7. */
+ * docs/flows.md. Set before the table is in use. -214 unless
+ * v4_code <= 15 and v6_code <= 7. */
 int p3dp_flows_set_unreachable_codes(p3dp_flows *flows, unsigned int v4_code, unsigned int v6_code);
 
 

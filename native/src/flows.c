@@ -156,8 +156,11 @@ static inline bool seq_after(uint32_t a, uint32_t b) { return (int32_t)(a - b) >
 
 static inline void lock_shard(struct shard *s)
 {
-    while (atomic_flag_test_and_set_explicit(&s->lock, memory_order_acquire))
+    while (atomic_flag_test_and_set_explicit(&s->lock, memory_order_acquire)) {
+#if defined(__x86_64__) || defined(__i386__)
         __builtin_ia32_pause();
+#endif
+    }
 }
 
 static inline void unlock_shard(struct shard *s)
@@ -565,8 +568,9 @@ int p3dp_flows_observe(p3dp_flows *flows, uint32_t peer, const uint8_t *packet, 
         goto ignored;
     const uint8_t *local = from_lan ? p.src : p.dst;
     const uint8_t *remote = from_lan ? p.dst : p.src;
-    if (p.proto != PROTO_TCP &&
-        !(p.family == 4 ? v4_unicast(local) && v4_unicast(remote)
+    /* Only unicast ends can be told anything (RFC 1122 §3.2.2, RFC 4443
+     * §2.4(e)); TCP has no other kind. */
+    if (!(p.family == 4 ? v4_unicast(local) && v4_unicast(remote)
                         : v6_unicast(local) && v6_unicast(remote)))
         goto ignored;
     size_t alen = p.family == 4 ? 4 : 16;
