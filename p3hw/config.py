@@ -59,6 +59,12 @@ MAX_REMOTE_ID = 65535
 MAX_IFNAME_CHARS = 15
 #: sockaddr_un.sun_path is 108 bytes including the NUL.
 MAX_SOCKET_PATH_BYTES = 107
+#: The longest keyword is ~25 characters ("65535/control_array_time"); longer is not one.
+MAX_KEYWORD_CHARS = 40
+#: Linux PATH_MAX: no value of any keyword is longer.
+MAX_VALUE_CHARS = 4096
+#: After this many problems the rest are counted, not listed.
+MAX_REPORTED_ERRORS = 100
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -88,15 +94,20 @@ class ConfigError(P3Error):
 class ConfigErrors(P3Error):
     """All the problems found in a configuration: the parser reports every one."""
 
-    def __init__(self, errors: list[ConfigError]) -> None:
+    def __init__(self, errors: list[ConfigError], omitted: int = 0) -> None:
         if not errors:
             raise ValueError("ConfigErrors needs at least one error")
         self.errors = sorted(errors, key=lambda e: (e.file, e.line))
+        #: problems found beyond MAX_REPORTED_ERRORS, counted but not listed
+        self.omitted = omitted
         first = self.errors[0]
         super().__init__(first.reason.name, first.detail, first.hint)
 
     def message(self) -> str:
-        return "\n".join(e.message() for e in self.errors)
+        lines = [e.message() for e in self.errors]
+        if self.omitted:
+            lines.append(f"{self.errors[0].file}: ... and {self.omitted} more problem(s) not shown")
+        return "\n".join(lines)
 
     def __str__(self) -> str:
         return self.message()
@@ -120,13 +131,18 @@ class _BadValue(Exception):
 
 # --- Value parsers ------------------------------------------------------------
 
+def _show(text: str) -> str:
+    """A value as quoted in a message: short enough for one line of a terminal."""
+    return repr(text if len(text) <= 60 else text[:57] + "...")
+
+
 _DIGITS = re.compile(r"[0-9]{1,12}", re.ASCII)
 
 
 def _int_in(low: int, high: int) -> Callable[[str], int]:
     def parse(value: str) -> int:
         if not _DIGITS.fullmatch(value):
-            raise _BadValue("CONFIG_VALUE_OUT_OF_RANGE", f"{value!r} is not a whole number",
+            raise _BadValue("CONFIG_VALUE_OUT_OF_RANGE", f"{_show(value)} is not a whole number",
                             f"use a number from {low} to {high}")
         number = int(value)
         if not low <= number <= high:
@@ -143,7 +159,7 @@ def _choice(*allowed: int | str, fold_case: bool = False) -> Callable[[str], Any
             if value == text or (fold_case and value.lower() == text.lower()):
                 return candidate
         words = ", ".join(str(a) for a in allowed)
-        raise _BadValue("CONFIG_VALUE_OUT_OF_RANGE", f"{value!r} is not allowed", f"use one of: {words}")
+        raise _BadValue("CONFIG_VALUE_OUT_OF_RANGE", f"{_show(value)} is not allowed", f"use one of: {words}")
     return parse
 
 
@@ -162,12 +178,12 @@ def _unsupported_flag(keyword: str) -> Callable[[str], int]:
 
 def _address(value: str) -> Address:
     if "%" in value:
-        raise _BadValue("CONFIG_BAD_ADDRESS", f"{value!r}: scoped IPv6 addresses are not allowed",
+        raise _BadValue("CONFIG_BAD_ADDRESS", f"{_show(value)}: scoped IPv6 addresses are not allowed",
                         "use a global or unique-local address")
     try:
         return ipaddress.ip_address(value)
     except ValueError:
-        raise _BadValue("CONFIG_BAD_ADDRESS", f"{value!r} is not an IPv4 or IPv6 address",
+        raise _BadValue("CONFIG_BAD_ADDRESS", f"{_show(value)} is not an IPv4 or IPv6 address",
                         "write e.g. 192.0.2.1 or 2001:db8::1") from None
 
 
@@ -175,7 +191,7 @@ def _interface(value: str) -> str:
     # Linux dev_valid_name(): 1..15 bytes, not "." or "..", no '/', ':' or space.
     if (not value or len(value.encode("utf-8", "replace")) > MAX_IFNAME_CHARS or value in (".", "..")
             or any(c in value for c in "/:") or any(c.isspace() for c in value) or not value.isprintable()):
-        raise _BadValue("CONFIG_VALUE_OUT_OF_RANGE", f"{value!r} is not a valid interface name",
+        raise _BadValue("CONFIG_VALUE_OUT_OF_RANGE", f"{_show(value)} is not a valid interface name",
                         f"use 1 to {MAX_IFNAME_CHARS} characters without '/', ':' or spaces, e.g. p3-0")
     return value
 
@@ -183,16 +199,16 @@ def _interface(value: str) -> str:
 def _socket_path(value: str) -> str:
     if not value.startswith("/") or len(value.encode("utf-8", "replace")) > MAX_SOCKET_PATH_BYTES \
             or "\x00" in value:
-        raise _BadValue("CONFIG_VALUE_OUT_OF_RANGE", f"{value!r} is not a usable socket path",
+        raise _BadValue("CONFIG_VALUE_OUT_OF_RANGE", f"{_show(value)} is not a usable socket path",
                         f"use an absolute path of at most {MAX_SOCKET_PATH_BYTES} bytes")
     return value
 
 
 def _facility(value: str) -> str:
     if value not in FACILITIES:
-        close = difflib.get_close_matches(value, list(FACILITIES), n=1)
+        close = difflib.get_close_matches(value[:MAX_KEYWORD_CHARS], list(FACILITIES), n=1)
         hint = f"did you mean {close[0]!r}?" if close else "use a syslog facility such as daemon or local0"
-        raise _BadValue("CONFIG_VALUE_OUT_OF_RANGE", f"{value!r} is not a syslog facility", hint)
+        raise _BadValue("CONFIG_VALUE_OUT_OF_RANGE", f"{_show(value)} is not a syslog facility", hint)
     return value
 
 
@@ -455,9 +471,16 @@ class _Parser:
         self.base_dir = base_dir
         self.caller_role = role
         self.errors: list[ConfigError] = []
+        self.omitted = 0
 
     def error(self, line: int, reason_name: str, detail: str, hint: str = "") -> None:
+        if len(self.errors) >= MAX_REPORTED_ERRORS:
+            self.omitted += 1
+            return
         self.errors.append(ConfigError(self.file, line, reason_name, detail, hint))
+
+    def failed(self) -> ConfigErrors:
+        return ConfigErrors(self.errors, omitted=self.omitted)
 
     # Pass 1: lines -> local and remote entries, with the section rules.
     def read_lines(self, text: str) -> tuple[list[_Line], list[_RemoteEntry], int, int]:
@@ -474,8 +497,16 @@ class _Parser:
                 continue
             keyword, value = parts
             if not _KEYWORD_RE.fullmatch(keyword):
-                self.error(number, "CONFIG_SYNTAX", f"cannot read {raw.strip()[:60]!r}",
+                self.error(number, "CONFIG_SYNTAX", f"cannot read {_show(raw.strip())}",
                            "write 'keyword value' or 'keyword = value'; comments start with '#'")
+                continue
+            if len(keyword) > MAX_KEYWORD_CHARS:
+                self.error(number, "CONFIG_UNKNOWN_KEYWORD", f"unknown keyword {_show(keyword)}",
+                           "see docs/config.md for the keywords")
+                continue
+            if len(value) > MAX_VALUE_CHARS:
+                self.error(number, "CONFIG_VALUE_OUT_OF_RANGE", f"the value of {keyword} is {len(value)} "
+                           "characters long", f"no value is longer than {MAX_VALUE_CHARS} characters")
                 continue
             keyword = keyword.lower()
             if keyword in _SECTION_MARKERS:
@@ -501,7 +532,7 @@ class _Parser:
                            "the file starts with the local section: 'localstart' ... 'localend'")
             remote_match = _REMOTE_RE.fullmatch(keyword)
             if "/" in keyword and remote_match is None:
-                self.error(number, "CONFIG_SYNTAX", f"cannot read keyword {keyword!r}",
+                self.error(number, "CONFIG_SYNTAX", f"cannot read keyword {_show(keyword)}",
                            "remote keywords are 'N/keyword', e.g. 1/address or 1/subnet1")
                 continue
             entry_line = _Line(number, keyword, value)
@@ -555,7 +586,7 @@ class _Parser:
                 if name != "array_size":
                     self.error(line.number, "CONFIG_WRONG_SECTION", f"{name} is a local keyword", hint)
                     return None
-                self.error(line.number, "CONFIG_UNKNOWN_KEYWORD", f"unknown remote keyword {name!r}",
+                self.error(line.number, "CONFIG_UNKNOWN_KEYWORD", f"unknown remote keyword {_show(name)}",
                            f"did you mean {id_text}/key_array?")
                 return None
             self.unknown(line.number, name, list(REMOTE_KEYWORDS), prefix=f"{id_text}/")
@@ -565,7 +596,7 @@ class _Parser:
     def unknown(self, line: int, keyword: str, candidates: list[str], prefix: str = "") -> None:
         close = difflib.get_close_matches(keyword, candidates, n=1, cutoff=0.6)
         hint = f"did you mean {prefix}{close[0]}?" if close else "see docs/config.md for the keywords"
-        self.error(line, "CONFIG_UNKNOWN_KEYWORD", f"unknown keyword {prefix}{keyword!r}", hint)
+        self.error(line, "CONFIG_UNKNOWN_KEYWORD", f"unknown keyword {prefix}{_show(keyword)}", hint)
 
     # Pass 2: the role.
     def decide_role(self, local: list[_Line], remote: list[_RemoteEntry], end_line: int) -> tuple[str, str, int]:
@@ -650,7 +681,7 @@ class _Parser:
         if self.errors or local is None:
             if not self.errors:  # pragma: no cover - build_local reports why it is None
                 self.error(start_line or 1, "CONFIG_MISSING_VALUE", "the local section is incomplete")
-            raise ConfigErrors(self.errors)
+            raise self.failed()
         return Config(self.file, role, how, local, remotes)
 
     def build_local(self, values: dict[str, tuple[Any, int]], end_line: int) -> LocalHost | None:

@@ -63,9 +63,9 @@ def run(args: argparse.Namespace) -> int:
             config = load_config(path, role=args.role)
         except ConfigErrors as errors:
             status = 2
-            for error in errors:
-                print(error.message(), file=sys.stderr)
-            results.append({"file": path, "ok": False, "errors": [e.to_dict() for e in errors]})
+            print(errors.message(), file=sys.stderr)
+            results.append({"file": path, "ok": False, "errors": [e.to_dict() for e in errors],
+                            "omitted": errors.omitted})
             continue
         results.append({"file": path, "ok": True, "config": config.to_dict()})
         if not args.json:

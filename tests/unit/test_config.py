@@ -591,3 +591,14 @@ def test_read_psk_returns_the_key_without_surrounding_white_space(tmp_path: Path
     assert caught.value.code == "P3-E117"
     with pytest.raises(ConfigErrors):
         read_psk(tmp_path / "absent")
+
+
+def test_huge_keywords_values_and_error_counts_stay_readable() -> None:
+    long_keyword = errors_of("k" * 100_000 + " 1\n")
+    assert long_keyword[0].code == "P3-E102" and len(str(long_keyword[0])) < 300
+    long_value = errors_of(primary(local="interface " + "i" * 100_000 + "\n"))
+    assert [e.code for e in long_value] == ["P3-E104"] and len(str(long_value[0])) < 300
+    with pytest.raises(ConfigErrors) as caught:
+        parse_config(primary(remote="1/bogus 1\n" * 500), filename="t.conf")
+    assert len(caught.value.errors) == 100 and caught.value.omitted == 400
+    assert caught.value.message().endswith("... and 400 more problem(s) not shown")
