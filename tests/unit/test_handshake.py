@@ -25,11 +25,25 @@ from p3hw.reasons import P3Error
 from p3hw.wire.ike import (
     DH_CURVE25519,
     DH_ECP_256,
+    ENCR_AES_GCM_16,
+    FLAG_INITIATOR,
+    IKE_SA_INIT,
     N_AUTHENTICATION_FAILED,
     N_NO_PROPOSAL_CHOSEN,
+    PROTO_IKE,
+    TRANSFORM_DH,
+    TRANSFORM_ENCR,
+    TRANSFORM_PRF,
     Identity,
+    IkeMessage,
+    KePayload,
+    NoncePayload,
+    Proposal,
+    SaPayload,
     TrafficSelector,
+    Transform,
     decode_message,
+    encode_message,
 )
 
 SECONDARY_ADDR = ("198.51.100.7", 5653)
@@ -371,3 +385,29 @@ def test_mangled_messages_never_raise_out_of_either_machine(which: int, flips: l
         initiator2.receive(mangled, 0.0)
     _events(initiator2)
     _events(responder2)
+
+
+def test_selectors_outside_the_policy_fail_with_ts_unacceptable_on_both_sides() -> None:
+    policy = PeerPolicy(psk=PSK, remote_selectors=(TrafficSelector.subnet("10.7.0.0/16"),))
+    initiator = InitiatorHandshake(SECONDARY_ID, PSK, ts_i=(TrafficSelector.subnet("172.16.0.0/12"),))
+    responder = ResponderHandshake(PRIMARY_ID, {SECONDARY_ID: policy}.get)
+    run = run_handshake(initiator, responder)
+    ini, res = run.initiator_result, run.responder_result
+    assert isinstance(ini, HandshakeFailed) and isinstance(res, HandshakeFailed)
+    assert ini.reason_code == res.reason_code == "P3-E309"
+
+
+@pytest.mark.parametrize(("group", "share"), [(DH_CURVE25519, bytes(32)), (DH_ECP_256, bytes(64)),
+                                              (DH_ECP_256, b"\x01" * 63)])
+def test_invalid_key_share_is_refused(group: int, share: bytes) -> None:
+    proposal = Proposal(1, PROTO_IKE, b"", (Transform(TRANSFORM_ENCR, ENCR_AES_GCM_16, 256),
+                                            Transform(TRANSFORM_PRF, PRF_HMAC_SHA2_256),
+                                            Transform(TRANSFORM_DH, group)))
+    request = encode_message(IkeMessage(b"\x01" * 8, bytes(8), IKE_SA_INIT, FLAG_INITIATOR, 0, [
+        SaPayload((proposal,)), KePayload(group, share), NoncePayload(bytes(32))]))
+    _, responder = make_pair()
+    answer = decode_message(responder.receive(request, 0.0, SECONDARY_ADDR)[0])
+    assert answer.notify(7) is not None  # INVALID_SYNTAX
+    failed = [e for e in _events(responder) if isinstance(e, HandshakeFailed)]
+    assert failed and failed[0].reason_code == "P3-E304"
+    assert responder.half_open_count == 0
