@@ -310,19 +310,19 @@ class Harness:
 
     # --- driving -----------------------------------------------------------------------
 
-    def _next_event_s(self) -> float | None:
-        candidates = [self.to_secondary.next_arrival(), self.to_primary.next_arrival()]
+    def _next_event_s(self) -> tuple[float | None, dict[str, float | None]]:
+        timers = {side.name: side.session.get_timer() for side in (self.primary, self.secondary)}
+        candidates = [self.to_secondary.next_arrival(), self.to_primary.next_arrival(), *timers.values()]
         for side in (self.primary, self.secondary):
-            candidates.append(side.session.get_timer())
             candidates.append(side.recovery.get_timer())
             if self.data_running and side.lost is None:
                 candidates.append(self._next_data_s[side.name])
         present = [c for c in candidates if c is not None]
-        return min(present) if present else None
+        return (min(present) if present else None), timers
 
     def step(self, until_s: float) -> bool:
         """Process everything due at the next event time (not after *until_s*)."""
-        at = self._next_event_s()
+        at, timers = self._next_event_s()
         if at is None or at > until_s:
             self.now = until_s
             return False
@@ -331,11 +331,14 @@ class Harness:
             for packet in link.pop_arrivals(self.now):
                 self._deliver(receiver, packet)
         for side in (self.primary, self.secondary):
-            timer = side.session.get_timer()
+            # Deliveries above only ever add timers in the future, and
+            # handle_timer is harmless when nothing is due any more.
+            timer = timers[side.name]
             if timer is not None and timer <= self.now:
                 side.session.handle_timer(self.now)
                 self._drain(side)
-            side.recovery_actions.extend(side.recovery.handle_timer(self.now))
+            if side.recovery.get_timer() is not None:
+                side.recovery_actions.extend(side.recovery.handle_timer(self.now))
             if self.data_running and side.lost is None and self._next_data_s[side.name] <= self.now:
                 self._send_data(side)
                 self._next_data_s[side.name] += self.data_interval_s
