@@ -150,15 +150,23 @@ ANY_SELECTORS: tuple[TrafficSelector, ...] = (TrafficSelector.any_ipv4(), Traffi
 class PeerPolicy:
     """What the responder knows of one configured secondary, found by its IDi.
 
-    *remote_selectors* bound the initiator's TSi (the secondary's subnets),
-    *local_selectors* bound TSr (the primary's); the responder narrows the
-    proposal to them (RFC 7296 §2.9).
+    *psk* set: the secondary authenticates by pre-shared key (method 2);
+    None: by certificate (method 14), checked against the responder's
+    trust anchors. *data_ciphers* (keys.CIPHERS names) are the child SA
+    ciphers accepted. *remote_selectors* bound the initiator's TSi (the
+    secondary's subnets), *local_selectors* bound TSr (the primary's); the
+    responder narrows the proposal to them (RFC 7296 §2.9).
     """
 
     psk: bytes | None
     data_ciphers: tuple[str, ...] = ("aes-256-gcm",)
     remote_selectors: tuple[TrafficSelector, ...] = ANY_SELECTORS
     local_selectors: tuple[TrafficSelector, ...] = ANY_SELECTORS
+
+    def __post_init__(self) -> None:
+        unknown = [c for c in self.data_ciphers if c not in CIPHERS]
+        if unknown or not self.data_ciphers:
+            raise P3Error("DP_BAD_CIPHER", f"data ciphers {self.data_ciphers!r}: choose from {sorted(CIPHERS)}")
 
 
 # --- Events -------------------------------------------------------------------
