@@ -121,16 +121,15 @@ class Asker:
 
     def ask(self, question: str, flag_value: str | None, default: str | None,
             check: Callable[[str], T]) -> T:
-        if flag_value is not None:
-            try:
-                return check(flag_value.strip())
-            except Rejected as why:
-                raise P3Error("SETUP_BAD_ANSWER", f"{question}: {flag_value!r} not accepted: {why}") from None
-        if not self.interactive:
-            if default is None:
+        if flag_value is not None or not self.interactive:
+            if flag_value is None and default is None:
                 raise P3Error("SETUP_BAD_ANSWER", f"{question}: no answer given",
                               "pass its flag (see 'p3hw setup --help') or run without --non-interactive")
-            return check(default)
+            value = (flag_value if flag_value is not None else default or "").strip()
+            try:
+                return _checked(value, check)
+            except Rejected as why:
+                raise P3Error("SETUP_BAD_ANSWER", f"{question}: {value!r} not accepted: {why}") from None
         while True:
             prompt = f"{question} [{default}]: " if default else f"{question}: "
             try:
@@ -141,9 +140,16 @@ class Asker:
             if not answer and default is not None:
                 answer = default
             try:
-                return check(answer)
+                return _checked(answer, check)
             except Rejected as why:
                 print(f"  P3-E120 not accepted: {why}", file=sys.stderr)
+
+
+def _checked(answer: str, check: Callable[[str], T]) -> T:
+    # One answer is one value on one line of the file: no line breaks or control characters in it.
+    if not answer.isprintable():
+        raise Rejected("the answer holds a control character")
+    return check(answer)
 
 
 def _word(*allowed: str) -> Callable[[str], str]:
@@ -269,16 +275,25 @@ def _write_psk(path: Path) -> None:
         handle.write(secrets.token_hex(PSK_BYTES) + "\n")
 
 
-def _write_config(path: Path, text: str, force: bool) -> None:
+def _write_config(path: Path, text: str, role: str, force: bool) -> None:
+    """Write atomically, and only a file that passes the parser with its psk files in place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     with os.fdopen(fd, "w") as handle:
         handle.write(text)
-    if path.exists() and not force:
-        temporary.unlink()
-        raise P3Error("SETUP_WRITE_FAILED", f"{path} appeared while writing", "pass --force to overwrite it")
-    os.replace(temporary, path)
+    try:
+        load_config(temporary, role=role)
+        if path.exists() and not force:
+            raise P3Error("SETUP_WRITE_FAILED", f"{path} appeared while writing", "pass --force to overwrite it")
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _remove(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -288,9 +303,7 @@ def run(args: argparse.Namespace) -> int:
     output = asker.ask("Write the configuration to", args.output, DEFAULT_OUTPUT, _check_output(args.force))
     draft.base_dir = output.resolve().parent
 
-    def check_ip(answer: str) -> str:
-        return _word("4", "6")(answer)
-    ip = asker.ask("IP version (4 or 6)", args.ip, "4", check_ip)
+    ip = asker.ask("IP version (4 or 6)", args.ip, "4", _word("4", "6"))
     draft.local.append(("ip", ip))
 
     def check_address(answer: str) -> str:
@@ -322,9 +335,7 @@ def run(args: argparse.Namespace) -> int:
         port = asker.ask("The primary's port", args.primary_port, str(constants.DEFAULT_PORT), check_primary_port)
         draft.remotes[1].append(("port", port))
 
-    def check_key_type(answer: str) -> str:
-        return _word("AES128", "AES256")(answer)
-    key_type = asker.ask("Key type (AES128 or AES256)", args.key_type, DEFAULT_KEY_TYPE, check_key_type)
+    key_type = asker.ask("Key type (AES128 or AES256)", args.key_type, DEFAULT_KEY_TYPE, _word("AES128", "AES256"))
 
     to_create: list[Path] = []
     for position, remote_id in enumerate(sorted(draft.remotes)):
@@ -340,14 +351,19 @@ def run(args: argparse.Namespace) -> int:
             draft.remotes[remote_id].append(("psk_file", psk))
 
     text, _ = draft.render()
+    created: list[Path] = []
     try:
         for path in to_create:
             _write_psk(path)
-        _write_config(output, text, args.force)
+            created.append(path)
+        _write_config(output, text, draft.role, args.force)
     except OSError as exc:
+        _remove(created)
         raise P3Error("SETUP_WRITE_FAILED", f"cannot write {exc.filename or output}: {exc.strerror or exc}",
                       "check the directory and its permissions") from None
-    load_config(output, role=draft.role)  # the file on disk passes the same parser, psk files included
+    except P3Error:
+        _remove(created)  # leave nothing half-made behind
+        raise
     print(f"wrote {output} ({draft.role}, {len(draft.remotes)} remote host(s))")
     for path in to_create:
         mode = stat.S_IMODE(path.stat().st_mode)

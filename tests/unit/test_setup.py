@@ -134,6 +134,7 @@ def test_existing_file_is_kept_without_force(tmp_path: Path) -> None:
     (["--remote", "203.0.113.10"], "P3-E120"),
     (["--remote", "203.0.113.10,10.0.0.0/255.0.255.0"], "P3-E108"),
     (["--port", "0"], "P3-E104"),
+    (["--address", "198.51.100.1\nkey_generation 2"], "control character"),  # no extra lines smuggled in
 ])
 def test_bad_flag_fails_with_its_reason(tmp_path: Path, flags: list[str], code: str) -> None:
     base = {"--role": "primary", "--ip": "4", "--address": "198.51.100.1", "--remote": "203.0.113.10,10.0.0.0/8",
