@@ -726,6 +726,21 @@ static void test_random_and_truncated_packets_never_crash(void)
                 heap_copy_src[i] = (uint8_t)rng();
             if (len)
                 heap_copy_src[0] = (uint8_t)((rng() & 1 ? 0x40 : 0x60) | (heap_copy_src[0] & 15));
+            /* Mostly with a consistent length field and a common next
+             * header, so the noise reaches the extension-header walk and
+             * the upper-layer parsers. */
+            static const uint8_t next_headers[] = {0, 6, 17, 1, 58, 43, 44, 51, 60, 132};
+            if (len >= 40 && (rng() % 4) != 0) {
+                uint8_t nh = next_headers[rng() % sizeof(next_headers)];
+                if ((heap_copy_src[0] >> 4) == 4) {
+                    wr16(heap_copy_src + 2, (uint32_t)len);
+                    wr16(heap_copy_src + 6, 0);
+                    heap_copy_src[9] = nh;
+                } else {
+                    wr16(heap_copy_src + 4, (uint32_t)(len - 40));
+                    heap_copy_src[6] = nh;
+                }
+            }
         } else {                                   /* a valid packet, then damaged */
             bool v6 = rng() & 1;
             if (kind == 1)
