@@ -7,9 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from p3hw.protocol.handshake import (
     CertificateCredentials,
@@ -19,9 +21,11 @@ from p3hw.protocol.handshake import (
     MessageDropped,
     PeerPolicy,
     ResponderHandshake,
+    _Failure,
+    _verify_signature_auth,
 )
 from p3hw.reasons import P3Error
-from p3hw.wire.ike import AUTH_DIGITAL_SIGNATURE, N_AUTHENTICATION_FAILED, Identity
+from p3hw.wire.ike import AUTH_DIGITAL_SIGNATURE, N_AUTHENTICATION_FAILED, AuthPayload, CertPayload, Identity
 
 SECONDARY_ADDR = ("198.51.100.7", 5653)
 SECONDARY_ID = Identity.ip("198.51.100.7")
@@ -56,6 +60,9 @@ def _leaf(ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey], name: x509.Ge
         .sign(ca[1], hashes.SHA256())
     )
     return certificate, key
+
+
+_GARBAGE_CA = _ca("garbage test CA")
 
 
 @pytest.fixture(scope="module")
@@ -161,3 +168,36 @@ def test_initiator_needs_some_credential() -> None:
     with pytest.raises(P3Error) as failure:
         InitiatorHandshake(SECONDARY_ID, None)
     assert failure.value.code == "P3-E116"
+
+
+_VALID_DER = _leaf(_GARBAGE_CA, x509.IPAddress(ipaddress.ip_address("198.51.100.7")))[0].public_bytes(
+    serialization.Encoding.DER)
+
+
+@st.composite
+def _mangled_der(draw: st.DrawFn) -> bytes:
+    data = bytearray(_VALID_DER)
+    for _ in range(draw(st.integers(1, 4))):
+        data[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
+    return bytes(data[:draw(st.integers(0, len(data)))])
+
+
+@settings(max_examples=300, deadline=None)
+@given(cert_data=st.one_of(st.binary(max_size=600), _mangled_der()), auth_data=st.binary(min_size=1, max_size=120))
+def test_garbage_certificates_and_signatures_only_fail_authentication(cert_data: bytes, auth_data: bytes) -> None:
+    ca = _GARBAGE_CA
+    with pytest.raises(_Failure) as failure:
+        _verify_signature_auth(CertificateCredentials(ca[0], ca[1], (ca[0],)), CertPayload(4, cert_data),
+                               AuthPayload(AUTH_DIGITAL_SIGNATURE, auth_data), b"octets", SECONDARY_ID, NOW)
+    assert failure.value.error.code == "P3-E303"
+
+
+def test_a_valid_certificate_with_a_garbage_signature_fails_authentication(fleet_ca) -> None:  # type: ignore[no-untyped-def]
+    leaf = _leaf(fleet_ca, x509.IPAddress(ipaddress.ip_address("198.51.100.7")))
+    der = leaf[0].public_bytes(serialization.Encoding.DER)
+    for auth_data in (b"\x00", b"\x0c" + bytes(12), b"\xff" + b"x" * 20, b"\x0c300a06082a8648ce3d040302"):
+        with pytest.raises(_Failure) as failure:
+            _verify_signature_auth(CertificateCredentials(fleet_ca[0], fleet_ca[1], (fleet_ca[0],)),
+                                   CertPayload(4, der), AuthPayload(AUTH_DIGITAL_SIGNATURE, auth_data),
+                                   b"octets", SECONDARY_ID, NOW)
+        assert failure.value.error.code == "P3-E303"

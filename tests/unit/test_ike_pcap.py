@@ -7,15 +7,22 @@ RFC 5282 framing and of the key schedule's SK_e split.
 
 from __future__ import annotations
 
+import ipaddress
 import shutil
 import struct
 import subprocess
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from p3hw.constants import NON_ESP_MARKER
 from p3hw.protocol.handshake import (
+    CertificateCredentials,
     HandshakeEstablished,
     IkeProposalConfig,
     InitiatorHandshake,
@@ -30,11 +37,36 @@ PRIMARY = ("203.0.113.1", 5653)
 PSK = b"capture-test-psk"
 
 
-def _capture(key_bits: int, dh_group: int) -> tuple[list[CapturedDatagram], HandshakeEstablished]:
+def _certificates() -> tuple[CertificateCredentials, CertificateCredentials]:
+    """A CA and one certificate each for the secondary and the primary (SAN = their address)."""
+    now = datetime.now(UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "capture CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(1).not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=1))
+          .sign(ca_key, hashes.SHA256()))
+    credentials = []
+    for address in (SECONDARY[0], PRIMARY[0]):
+        key = ec.generate_private_key(ec.SECP256R1())
+        certificate = (
+            x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, address)]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(address))]), False)
+            .sign(ca_key, hashes.SHA256()))
+        credentials.append(CertificateCredentials(certificate, key, (ca,)))
+    return credentials[0], credentials[1]
+
+
+def _capture(key_bits: int, dh_group: int, certificates: bool = False,
+             ) -> tuple[list[CapturedDatagram], HandshakeEstablished]:
     proposals = IkeProposalConfig(dh_groups=(dh_group,), ike_key_bits=(key_bits,))
-    initiator = InitiatorHandshake(Identity.ip(SECONDARY[0]), PSK, proposals=proposals)
-    responder = ResponderHandshake(Identity.ip(PRIMARY[0]), {Identity.ip(SECONDARY[0]): PeerPolicy(PSK)}.get,
-                                   proposals=proposals)
+    secondary_credentials, primary_credentials = _certificates() if certificates else (None, None)
+    initiator = InitiatorHandshake(Identity.ip(SECONDARY[0]), None if certificates else PSK, proposals=proposals,
+                                   credentials=secondary_credentials)
+    policy = PeerPolicy(None if certificates else PSK)
+    responder = ResponderHandshake(Identity.ip(PRIMARY[0]), {Identity.ip(SECONDARY[0]): policy}.get,
+                                   proposals=proposals, credentials=primary_credentials)
     captured: list[CapturedDatagram] = []
     now = 0.0
     requests = initiator.start(now)
@@ -82,9 +114,12 @@ def _tshark(pcap: Path, *arguments: str) -> str:
 
 
 @pytest.mark.skipif(TSHARK is None, reason="tshark is not installed")
-@pytest.mark.parametrize(("key_bits", "dh_group"), [(256, DH_CURVE25519), (128, DH_ECP_256)])
-def test_tshark_decodes_the_exchange_as_ikev2_without_warnings(tmp_path: Path, key_bits: int, dh_group: int) -> None:
-    captured, result = _capture(key_bits, dh_group)
+@pytest.mark.parametrize(("key_bits", "dh_group", "certificates"),
+                         [(256, DH_CURVE25519, False), (128, DH_ECP_256, False), (256, DH_CURVE25519, True)],
+                         ids=["psk-aes256-x25519", "psk-aes128-ecp256", "cert-aes256-x25519"])
+def test_tshark_decodes_the_exchange_as_ikev2_without_warnings(tmp_path: Path, key_bits: int, dh_group: int,
+                                                                certificates: bool) -> None:
+    captured, result = _capture(key_bits, dh_group, certificates)
     pcap = tmp_path / "ike.pcap"
     write_pcap(pcap, captured)
     keys = result.ike_keys
@@ -97,6 +132,7 @@ def test_tshark_decodes_the_exchange_as_ikev2_without_warnings(tmp_path: Path, k
     assert [row[0] for row in rows] == ["34", "34", "35", "35"]  # IKE_SA_INIT x2, IKE_AUTH x2
     # The IKE_AUTH rows were decrypted (their ICV verified, else tshark flags
     # integrity_checksum): IDi/IDr of type IPv4, AUTH method 2, TS present.
-    assert all(row[1] == "1" and row[2] == "2" and row[3] for row in rows[2:])
+    auth_method = "14" if certificates else "2"
+    assert all(row[1] == "1" and row[2] == auth_method and row[3] for row in rows[2:])
     # No malformed packet, no expert info of any severity, no bad ICV.
     assert all(row[4:] == ["", "", ""] for row in rows), rows
