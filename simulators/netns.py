@@ -60,9 +60,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from p3hw.simulators.wan import WanParams, WanReport
-
 from p3hw.reasons import P3Error
+from p3hw.simulators.wan import WanParams, WanReport
 
 try:
     from pyroute2 import IPRoute
@@ -336,14 +335,16 @@ def _install_safety_net() -> None:
 
 
 class WanLink:
-    """The WAN simulator process on one secondary's link (between site{i} and relay{i})."""
+    """The WAN simulator process on one secondary's link (between relay{i} and site{i})."""
 
     def __init__(self, topology: Topology, site: Site, params: WanParams) -> None:
         self.topology = topology
         self.site = site
         self.params = params.validate()
-        self.if_a = f"site{site.index}"  # toward the secondary's gateway
-        self.if_b = f"relay{site.index}"  # toward the bridge (and the primary)
+        # a is the primary's side, b the secondary's: the report's a_to_b counts
+        # primary -> secondary (site "a" -> site "b" in a two-site topology).
+        self.if_a = f"relay{site.index}"  # toward the bridge, where the primary is
+        self.if_b = f"site{site.index}"  # toward the secondary's gateway
         self.stats_path = topology.workdir / f"wan{site.index}.json"
         self.log_path = topology.workdir / f"wan{site.index}.log"
         self.process: subprocess.Popen[bytes] | None = None
