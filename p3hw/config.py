@@ -1027,14 +1027,6 @@ def read_psk(path: str | os.PathLike[str]) -> bytes:
     return key
 
 
-def describe_keywords() -> Iterator[tuple[str, Keyword]]:
-    """Every keyword with its section ("local"/"remote"), for docs and tests."""
-    for kw in LOCAL_KEYWORDS.values():
-        yield "local", kw
-    for kw in REMOTE_KEYWORDS.values():
-        yield "remote", kw
-
-
 __all__ = ["Config", "ConfigError", "ConfigErrors", "Keyword", "LocalHost", "Origin", "RemoteHost",
            "LOCAL_KEYWORDS", "REMOTE_KEYWORDS", "OVERRIDES", "PRIMARY", "SECONDARY", "load_config",
            "parse_config", "read_config_text", "read_psk"]
