@@ -292,6 +292,12 @@ size_t p3dp_flows_forget(p3dp_flows *flows, uint32_t peer);
 /* Live (not idle past timeout) flows of the peer. */
 size_t p3dp_flows_count(p3dp_flows *flows, uint32_t peer, uint64_t now_ms);
 void p3dp_flows_stats_get(p3dp_flows *flows, p3dp_flows_stats *stats);
+/* The worker's hook, right after p3dp_seal_burst (P3DP_FLOW_FROM_LAN: each
+ * pkts[i].in_buf) or p3dp_open_burst (P3DP_FLOW_TO_LAN: each out_buf), for
+ * the packets with status 0 and kind P3DP_KIND_DATA only: what really
+ * crossed the tunnel. Returns how many were tracked (not ignored). */
+size_t p3dp_flows_observe_burst(p3dp_flows *flows, const p3dp_pkt *pkts, size_t n,
+                                int direction, uint64_t now_ms);
 /* The ICMP codes of the unreachables terminate writes. Default 1 (host
  * unreachable, RFC 792) and ICMPv6 3 (address unreachable, RFC 4443). Linux
  * treats those as soft errors: only sockets with IP(V6)_RECVERR see them.

@@ -644,6 +644,30 @@ ignored:
     return P3DP_FLOW_IGNORED;
 }
 
+size_t p3dp_flows_observe_burst(p3dp_flows *flows, const p3dp_pkt *pkts, size_t n,
+                                int direction, uint64_t now_ms)
+{
+    if (!flows || !pkts || (direction != P3DP_FLOW_FROM_LAN && direction != P3DP_FLOW_TO_LAN))
+        return 0;
+    bool from_lan = direction == P3DP_FLOW_FROM_LAN;
+    size_t tracked = 0;
+    for (size_t i = 0; i < n; i++) {
+        const p3dp_pkt *pkt = &pkts[i];
+        /* Dropped packets, cover traffic and control messages never
+         * reached an enterprise host. */
+        if (pkt->status != 0 || pkt->kind != P3DP_KIND_DATA)
+            continue;
+        const uint8_t *ip = from_lan ? pkt->in_buf : pkt->out_buf;
+        uint32_t len = from_lan ? pkt->in_len : pkt->out_len;
+        if (!ip)
+            continue;
+        int result = p3dp_flows_observe(flows, pkt->peer, ip, len, direction, now_ms);
+        if (result == P3DP_FLOW_TRACKED || result == P3DP_FLOW_CLOSED)
+            tracked++;
+    }
+    return tracked;
+}
+
 /* ---- generating --------------------------------------------------------- */
 
 /* The IP header of a generated packet, from the remote end (or the

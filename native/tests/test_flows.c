@@ -592,6 +592,47 @@ static void test_ipv6_extension_headers_and_fragments(void)
     p3dp_flows_free(flows);
 }
 
+static void test_burst_hook_sees_only_data_that_crossed_the_tunnel(void)
+{
+    p3dp_flows *flows = p3dp_flows_new(1024, HOUR_MS, MINUTE_MS);
+    struct endpoint local = ep("10.1.0.5", 40000), remote = ep("10.2.0.7", 80);
+    struct endpoint other = ep("10.1.0.5", 40001);
+    uint8_t syn[100], synack[100], ack[100], dropped[100], cover[100];
+    p3dp_pkt out[4], in[1];
+    memset(out, 0, sizeof(out));
+    memset(in, 0, sizeof(in));
+    /* Sealed burst: the SYN went out; a SYN of another flow was dropped
+     * (no SA); a cover packet and a bare ACK, both sealed. */
+    out[0].in_buf = syn;
+    out[0].in_len = (uint32_t)tcp_packet(syn, &local, &remote, 1000, 0, F_SYN, 0);
+    out[0].peer = 7;
+    out[1].in_buf = dropped;
+    out[1].in_len = (uint32_t)tcp_packet(dropped, &other, &remote, 1, 0, F_SYN, 0);
+    out[1].peer = 7;
+    out[1].status = -210;
+    out[2].in_buf = cover;
+    out[2].in_len = (uint32_t)udp_packet(cover, &other, &remote, 10);
+    out[2].peer = 7;
+    out[2].kind = P3DP_KIND_DUMMY;
+    /* Opened burst: the SYN-ACK, delivered to the LAN. */
+    in[0].out_buf = synack;
+    in[0].out_len = (uint32_t)tcp_packet(synack, &remote, &local, 5000, 1001, F_SYN | F_ACK, 0);
+    in[0].peer = 7;
+    CHECK_EQ(p3dp_flows_observe_burst(flows, out, 3, P3DP_FLOW_FROM_LAN, 1000), 1);
+    CHECK_EQ(p3dp_flows_observe_burst(flows, in, 1, P3DP_FLOW_TO_LAN, 1000), 1);
+    out[3].in_buf = ack;
+    out[3].in_len = (uint32_t)tcp_packet(ack, &local, &remote, 1001, 5001, F_ACK, 0);
+    out[3].peer = 7;
+    CHECK_EQ(p3dp_flows_observe_burst(flows, out + 3, 1, P3DP_FLOW_FROM_LAN, 1000), 1);
+    CHECK_EQ(p3dp_flows_observe_burst(flows, out, 1, 9, 1000), 0);
+    CHECK_EQ(p3dp_flows_count(flows, 7, 1000), 1);
+    struct out_buf o;
+    terminate(flows, 7, 1000, &o);
+    CHECK_EQ(o.n, 1);
+    check_rst(o.bytes, o.lens[0], &local, &remote, 5001, 1001);
+    p3dp_flows_free(flows);
+}
+
 /* ---- peers, idleness, capacity ------------------------------------------- */
 
 static void test_terminate_touches_only_that_peers_flows(void)
@@ -902,6 +943,7 @@ NTEST_MAIN(NTEST(test_v4_established_flow_gets_rst_at_last_ack_sent_by_local_end
            NTEST(test_flow_only_received_by_local_end_gets_no_icmp),
            NTEST(test_icmp_errors_multicast_and_broadcast_are_not_tracked),
            NTEST(test_ipv6_extension_headers_and_fragments),
+           NTEST(test_burst_hook_sees_only_data_that_crossed_the_tunnel),
            NTEST(test_terminate_touches_only_that_peers_flows),
            NTEST(test_idle_flows_are_not_terminated),
            NTEST(test_full_table_evicts_oldest_and_keeps_busy_flow),
