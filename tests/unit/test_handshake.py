@@ -6,12 +6,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from p3hw.crypto.keys import CIPHERS
 from p3hw.crypto.prf import PRF_AES128_CMAC, PRF_AES128_XCBC, PRF_HMAC_SHA2_256
 from p3hw.protocol.handshake import (
+    IKE_RETRANSMIT_TIMEOUTS_S,
     HandshakeEstablished,
     HandshakeFailed,
     IkeProposalConfig,
@@ -411,3 +412,54 @@ def test_invalid_key_share_is_refused(group: int, share: bytes) -> None:
     failed = [e for e in _events(responder) if isinstance(e, HandshakeFailed)]
     assert failed and failed[0].reason_code == "P3-E304"
     assert responder.half_open_count == 0
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.sampled_from(["deliver", "drop", "duplicate", "delay"]), min_size=1, max_size=40))
+def test_lossy_link_either_establishes_matching_keys_or_times_out(fates: list[str]) -> None:
+    """Loss, duplication and reordering (delay) in virtual time: never an inconsistent outcome."""
+    initiator, responder = make_pair()
+    queue: list[tuple[float, int, str, bytes]] = []  # (arrival time, order, destination, datagram)
+    counter = 0
+    now = 0.0
+
+    def send(destination: str, datagrams: list[bytes]) -> None:
+        nonlocal counter
+        for datagram in datagrams:
+            fate = fates[counter % len(fates)]
+            counter += 1
+            if fate == "drop":
+                continue
+            delay = 1.5 if fate == "delay" else 0.05  # a delayed datagram arrives after a retransmit
+            queue.append((now + delay, counter, destination, datagram))
+            if fate == "duplicate":
+                queue.append((now + 0.1, counter, destination, datagram))
+
+    send("r", initiator.start(now))
+    while initiator.state not in (InitiatorState.ESTABLISHED, InitiatorState.FAILED):
+        queue.sort()
+        timer = initiator.next_timer()
+        if queue and (timer is None or queue[0][0] <= timer):
+            now, _, destination, datagram = queue.pop(0)
+            if destination == "r":
+                send("i", responder.receive(datagram, now, SECONDARY_ADDR))
+            else:
+                send("r", initiator.receive(datagram, now))
+        else:
+            assert timer is not None
+            now = timer
+            send("r", initiator.handle_timer(now))
+    for arrival, _, destination, datagram in sorted(queue):  # late stragglers change nothing
+        if destination == "r":
+            responder.receive(datagram, arrival, SECONDARY_ADDR)
+    ini_events = [e for e in _events(initiator) if not isinstance(e, MessageDropped)]
+    res_events = [e for e in _events(responder) if not isinstance(e, MessageDropped)]
+    assert len(ini_events) == 1 and len(res_events) <= 1
+    event(type(ini_events[0]).__name__)
+    if isinstance(ini_events[0], HandshakeEstablished):
+        assert isinstance(res_events[0], HandshakeEstablished)
+        assert ini_events[0].keys.outbound == res_events[0].keys.inbound
+        assert ini_events[0].keys.inbound == res_events[0].keys.outbound
+    else:
+        assert ini_events[0].reason_code == "P3-E305"
+        assert now <= sum(IKE_RETRANSMIT_TIMEOUTS_S) * 2
