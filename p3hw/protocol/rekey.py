@@ -219,7 +219,6 @@ class _Attempt:
     data_index: int | None
     control_index: int | None
     pfs_private: X25519PrivateKey | None
-    keys: _NewKeys | None = None
     outbound_id: int = 0
     first_seq: int = 0
     switch_request: ControlMessage | None = None
@@ -364,7 +363,6 @@ class PrimaryRekey:
         except P3Error as error:
             self._attempt_failed(error, now)
             return
-        attempt.keys = keys
         attempt.outbound_id = peer_inbound_id
         # Inbound first: the secondary may switch as soon as it sees SWITCH.
         self._actions.append(InstallInboundSa(inbound))
@@ -412,9 +410,12 @@ class PrimaryRekey:
 
     def on_request_failed(self, request: ControlMessage, attempts: int, now: float) -> None:
         attempt = self._attempt
-        if attempt is None or request.msg_id not in (
-            attempt.request.msg_id, attempt.switch_request.msg_id if attempt.switch_request else -1,
-        ):
+        if attempt is None:
+            return
+        ours = {attempt.request.msg_id}
+        if attempt.switch_request is not None:
+            ours.add(attempt.switch_request.msg_id)
+        if request.msg_id not in ours:
             return
         self._fail(f"{request.msg_type.name} of rekey {attempt.rekey_id} unanswered after {attempts - 1} retries")
 
