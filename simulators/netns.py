@@ -54,7 +54,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,21 +178,19 @@ def _require_root() -> None:
         raise P3Error("OS_ERROR", "pyroute2 is not installed", "pip install pyroute2")
 
 
-def _write_sysctls(ns: str, values: Mapping[str, str]) -> None:
-    """Write /proc/sys entries as seen from inside ``ns`` (sysctls under net/ are per namespace)."""
+def _run_in_namespace(ns: str, action: Callable[[], None], what: str) -> None:
+    """Run ``action`` in a forked child that entered ``ns`` (this process never changes namespace)."""
     read_end, write_end = os.pipe()
     pid = os.fork()
-    if pid == 0:  # child: enter the namespace, write, and leave without running any Python cleanup
-        code, current = 1, "setns"
+    if pid == 0:  # child: enter, act, and leave without running any Python cleanup
+        code = 1
         try:
             os.close(read_end)
             pyroute2_netns.setns(ns, flags=0)
-            for current, value in values.items():
-                with open(f"/proc/sys/{current}", "w") as entry:
-                    entry.write(value)
+            action()
             code = 0
         except BaseException as exc:  # noqa: BLE001 - reported through the pipe
-            os.write(write_end, f"{current}: {exc}".encode()[:500])
+            os.write(write_end, str(exc).encode()[:500])
         finally:
             os._exit(code)
     os.close(write_end)
@@ -200,7 +198,40 @@ def _write_sysctls(ns: str, values: Mapping[str, str]) -> None:
         problem = pipe.read().decode(errors="replace")
     _, status = os.waitpid(pid, 0)
     if status != 0:
-        raise P3Error("OS_ERROR", f"cannot set sysctls in namespace {ns}: {problem or status}")
+        raise P3Error("OS_ERROR", f"cannot set {what} in namespace {ns}: {problem or status}")
+
+
+def _write_sysctls(ns: str, values: Mapping[str, str]) -> None:
+    """Write /proc/sys entries as seen from inside ``ns`` (sysctls under net/ are per namespace)."""
+
+    def write() -> None:
+        for key, value in values.items():
+            with open(f"/proc/sys/{key}", "w") as entry:
+                entry.write(value)
+
+    _run_in_namespace(ns, write, "sysctls " + ", ".join(values))
+
+
+def _disable_segmentation_offloads(ns: str, ifnames: Sequence[str]) -> None:
+    """Make the kernel cut GSO super-frames into wire-sized frames before ``ifnames`` transmit.
+
+    Without this a TCP or UDP-GSO sender hands a veth up to 64 KiB in one
+    skb, and the WAN simulator would drop, delay or corrupt dozens of
+    packets as one. Done with ethtool's ioctl from a child inside ``ns``.
+    """
+
+    def disable() -> None:
+        from pyroute2.ethtool import Ethtool
+
+        with Ethtool() as ethtool:
+            for ifname in ifnames:
+                features = ethtool.get_features(ifname)
+                for name, feature in features.features.items():
+                    if ("segmentation" in name or name == "tx-gso-list") and feature.enable:
+                        feature.enable = False
+                ethtool.set_features(ifname, features)
+
+    _run_in_namespace(ns, disable, f"segmentation offloads of {', '.join(ifnames)}")
 
 
 def _processes_in(namespaces: Sequence[str]) -> dict[str, list[int]]:
@@ -642,6 +673,7 @@ class Topology:
             ipr.link("add", ifname=WAN_BRIDGE, kind="bridge", br_stp_state=0, br_mcast_snooping=0)
             bridge = self._index(ipr, WAN_BRIDGE)
             ipr.link("set", index=bridge, state="up")
+            relayed_ports = []
             for site in self.sites:
                 site_if = f"site{site.index}"
                 ipr.link("add", ifname=site_if, kind="veth", peer={"ifname": GW_WAN_IF, "net_ns_fd": site.gw_ns})
@@ -652,8 +684,14 @@ class Topology:
                     ipr.link("set", index=port, master=bridge, state="up")
                     ipr.link("set", index=self._index(ipr, f"relay{site.index}"), state="up")
                     ipr.link("set", index=self._index(ipr, site_if), state="up")
+                    relayed_ports.append(f"port{site.index}")
+                    _disable_segmentation_offloads(site.gw_ns, [GW_WAN_IF])
                 else:
                     ipr.link("set", index=self._index(ipr, site_if), master=bridge, state="up")
+        if relayed_ports:
+            # The relay must see wire-sized frames from both sides: the bridge
+            # transmits toward it on port{i}, the secondary on its wan0.
+            _disable_segmentation_offloads(self.wan_ns, relayed_ports)
 
     def _address_wan(self) -> None:
         for site in self.sites:
