@@ -427,11 +427,29 @@ static uint32_t shard_find(const struct shard *s, const struct flow_key *k, uint
     return NIL;
 }
 
-/* A free entry, taking the least recently used one when the shard is full. */
+/* Which entry a full shard gives up: among the FLOWS_EVICT_SCAN least
+ * recently used, an idle one, else a non-TCP one, else the oldest. A burst
+ * of short UDP flows (DNS) thus does not push out long TCP connections,
+ * whose RST is what spec §2.1.7 asks for first. */
+static uint32_t pick_victim(const struct p3dp_flows *flows, const struct shard *s, uint64_t now_ms)
+{
+    uint32_t non_tcp = NIL;
+    uint32_t i = s->lru_tail;
+    for (unsigned int n = 0; n < FLOWS_EVICT_SCAN && i != NIL; n++, i = s->entries[i].lru_prev) {
+        const struct flow *f = &s->entries[i];
+        if (flow_expired(flows, f, now_ms))
+            return i;
+        if (non_tcp == NIL && f->key.proto != PROTO_TCP)
+            non_tcp = i;
+    }
+    return non_tcp != NIL ? non_tcp : s->lru_tail;
+}
+
+/* A free entry, giving one up when the shard is full. */
 static uint32_t shard_alloc(struct p3dp_flows *flows, struct shard *s, uint64_t now_ms)
 {
     if (s->free_head == NIL) {
-        uint32_t victim = s->lru_tail;
+        uint32_t victim = pick_victim(flows, s, now_ms);
         if (flow_expired(flows, &s->entries[victim], now_ms))
             s->expired++;
         else

@@ -13,6 +13,10 @@
  * different flows rarely meet on the same lock. */
 #define FLOWS_SHARDS 16u
 
+/* Entries a full shard looks at, from its least recently used, to find
+ * one to give up (an idle one, else a non-TCP one, else the oldest). */
+#define FLOWS_EVICT_SCAN 8u
+
 /* Octets of the local end's first packet kept for the ICMP quote of a
  * non-TCP flow: an IPv4 header with options (60) plus 68 octets of payload,
  * or an IPv6 header (40) with 88 octets of extension and upper-layer

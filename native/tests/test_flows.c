@@ -707,6 +707,39 @@ static void test_full_table_evicts_oldest_and_keeps_busy_flow(void)
     p3dp_flows_free(flows);
 }
 
+static void test_udp_burst_does_not_push_out_tcp_connections(void)
+{
+    /* 16 long TCP connections, then 5000 one-shot DNS queries through a
+     * table of 256: every TCP connection is still there to be reset. */
+    p3dp_flows *flows = p3dp_flows_new(256, HOUR_MS, MINUTE_MS);
+    struct endpoint remote = ep("10.2.0.7", 443), dns = ep("10.2.0.53", 53);
+    for (int i = 0; i < 16; i++) {
+        struct endpoint local = ep("10.1.0.5", (uint16_t)(20000 + i));
+        established_flow(flows, 2, &local, &remote);
+    }
+    uint8_t pkt[200];
+    for (int i = 0; i < 5000; i++) {
+        struct endpoint local = ep("10.1.0.6", (uint16_t)(1024 + i));
+        size_t len = udp_packet(pkt, &local, &dns, 30);
+        observe(flows, 2, pkt, len, P3DP_FLOW_FROM_LAN, 2000);
+    }
+    p3dp_flows_stats stats;
+    p3dp_flows_stats_get(flows, &stats);
+    CHECK(stats.evicted > 4000);
+    struct out_buf o;
+    memset(&o, 0, sizeof(o));
+    int resets = 0;
+    for (;;) {
+        int n = p3dp_flows_terminate(flows, 2, 2000, o.bytes, sizeof(o.bytes), o.lens, 64, &o.done);
+        CHECK(n >= 0);
+        resets += (int)o.done.tcp_flows_reset;
+        if (n <= 0 || o.done.flows_remaining == 0)
+            break;
+    }
+    CHECK_EQ(resets, 16);
+    p3dp_flows_free(flows);
+}
+
 static void test_small_output_buffer_is_filled_then_resumed(void)
 {
     p3dp_flows *flows = p3dp_flows_new(1024, HOUR_MS, MINUTE_MS);
@@ -947,6 +980,7 @@ NTEST_MAIN(NTEST(test_v4_established_flow_gets_rst_at_last_ack_sent_by_local_end
            NTEST(test_terminate_touches_only_that_peers_flows),
            NTEST(test_idle_flows_are_not_terminated),
            NTEST(test_full_table_evicts_oldest_and_keeps_busy_flow),
+           NTEST(test_udp_burst_does_not_push_out_tcp_connections),
            NTEST(test_small_output_buffer_is_filled_then_resumed),
            NTEST(test_random_and_truncated_packets_never_crash),
            NTEST(test_bad_arguments_are_refused),
