@@ -310,3 +310,40 @@ def test_missing_interface_is_a_reason_coded_error(impaired_two_site: Topology) 
     result = impaired_two_site.run(impaired_two_site.wan_ns, [sys.executable, "-m", "p3hw.simulators.wan", "--a", "nosuch0", "--b", "relay1"])
     assert result.returncode == 1
     assert result.stderr.startswith("P3-E901") and "nosuch0" in result.stderr
+
+
+TCP_SINK = """
+import socket, sys
+server = socket.create_server((sys.argv[1], int(sys.argv[2])), family=socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET)
+print("ready", flush=True)
+conn, _ = server.accept()
+total = 0
+while chunk := conn.recv(1 << 16):
+    total += len(chunk)
+print(total, flush=True)
+"""
+
+TCP_SOURCE = """
+import socket, sys
+with socket.create_connection((sys.argv[1], int(sys.argv[2]))) as conn:
+    conn.sendall(bytes(int(sys.argv[3])))
+"""
+
+
+@pytest.mark.root
+@pytest.mark.netns
+def test_impairments_apply_to_wire_sized_packets_not_gso_super_frames(impaired_two_site: Topology) -> None:
+    # A TCP sender hands 64 KiB segments to its veth; a 1% loss must drop
+    # single 1500-byte packets, not whole super-frames of forty.
+    topo = impaired_two_site
+    link = topo.set_wan("b", WanParams(loss_pct=1, seed=8))
+    size = 4 * 1024 * 1024
+    sink = topo.popen(topo.b.lan_ns, [sys.executable, "-c", TCP_SINK, str(topo.b.host4), "7001"], stdout=subprocess.PIPE, text=True)
+    assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
+    source = topo.run(topo.a.lan_ns, [sys.executable, "-c", TCP_SOURCE, str(topo.b.host4), "7001", str(size)])
+    assert source.returncode == 0, source.stderr
+    output, _ = sink.communicate(timeout=60)
+    assert int(output) == size  # TCP repaired every loss
+    data = link.stats().a_to_b
+    assert data.dropped > 0
+    assert data.bytes_received / data.received <= 1514  # Ethernet header + 1500-byte MTU
