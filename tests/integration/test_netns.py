@@ -173,3 +173,23 @@ def test_bad_topology_options_are_reason_coded_errors() -> None:
         with pytest.raises(P3Error) as error:
             Topology(**options)
         assert error.value.code == "P3-E122"
+
+
+@pytest.mark.root
+@pytest.mark.netns
+def test_sigterm_to_the_owner_tears_its_testbed_down(stale_testbeds_removed: list[str]) -> None:
+    script = (
+        "import time\n"
+        "from p3hw.simulators.netns import Topology, WanParams\n"
+        "topo = Topology.star(2, wan=WanParams()).build()\n"  # no with-block: the safety net must act
+        "topo.popen(topo.primary.gw_ns, ['sleep', '60'])\n"
+        "print(' '.join(topo.namespaces), flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    namespaces = child.stdout.readline().split()
+    assert len(namespaces) == 7 and set(namespaces) <= set(pyroute2_netns.listnetns())
+    child.send_signal(signal.SIGTERM)
+    assert child.wait(timeout=30) == 128 + signal.SIGTERM
+    assert not set(namespaces) & set(pyroute2_netns.listnetns())
