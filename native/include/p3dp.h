@@ -146,8 +146,9 @@ p3dp_ctx *p3dp_ctx_new(uint32_t max_peers, uint32_t max_inbound_sas);
 void p3dp_ctx_free(p3dp_ctx *ctx);
 /* This P3 system's own inner address (family 4 or 6): an opened packet to it goes to the control queue. */
 int p3dp_ctx_set_local_address(p3dp_ctx *ctx, int family, const uint8_t *addr);
-/* Frame-size buckets (plaintext frame = ciphertext octets), ascending, each >= P3DP_MIN_FRAME_BYTES.
- * Each peer adds its own cap (path MTU minus overhead) as the last bucket. */
+/* Frame-size buckets (plaintext frame = ciphertext octets), ascending, each >= P3DP_MIN_FRAME_BYTES
+ * and a multiple of 16. Each peer adds its own cap (path MTU minus overhead,
+ * rounded down to 16) as the last bucket. */
 int p3dp_ctx_set_buckets(p3dp_ctx *ctx, const uint32_t *frame_sizes, size_t n);
 size_t p3dp_ctx_get_buckets(const p3dp_ctx *ctx, uint32_t *frame_sizes, size_t cap);
 void p3dp_ctx_counters(const p3dp_ctx *ctx, p3dp_counters *out);

@@ -150,8 +150,9 @@ int p3dp_ctx_set_buckets(p3dp_ctx *ctx, const uint32_t *frame_sizes, size_t n)
     if (!ctx || (n && !frame_sizes) || n > P3DP_MAX_BUCKETS)
         return -214;
     for (size_t i = 0; i < n; i++) {
-        if (frame_sizes[i] < P3DP_MIN_FRAME_BYTES || frame_sizes[i] > P3DP_MAX_FRAME_BYTES)
-            return -214;
+        if (frame_sizes[i] < P3DP_MIN_FRAME_BYTES || frame_sizes[i] > P3DP_MAX_FRAME_BYTES ||
+            frame_sizes[i] % 16)
+            return -214;        /* whole AES blocks (obfs.c) */
         if (i && frame_sizes[i] <= frame_sizes[i - 1])
             return -214;
     }
@@ -262,9 +263,10 @@ int p3dp_peer_add(p3dp_ctx *ctx, const p3dp_peer_config *cfg)
         peer->cfg.remote_port = 0;
     }
     peer->outer_header_bytes = header;
-    peer->frame_cap = cfg->mtu - header - P3DP_P3_HEADER_BYTES - P3DP_ICV_BYTES;
+    /* Whole AES blocks: keeps the rotated halves block-aligned (obfs.c). */
+    peer->frame_cap = (cfg->mtu - header - P3DP_P3_HEADER_BYTES - P3DP_ICV_BYTES) & ~15u;
     if (peer->frame_cap > P3DP_MAX_FRAME_BYTES)
-        peer->frame_cap = P3DP_MAX_FRAME_BYTES;
+        peer->frame_cap = P3DP_MAX_FRAME_BYTES & ~15u;
     peer->in_use = 1;
     peer_index_insert(ctx, slot);
     return 0;

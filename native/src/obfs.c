@@ -4,10 +4,9 @@
  * 1. Size buckets: a frame is padded up to the next bucket (the context's
  *    list, then the peer's cap = path MTU minus overhead).
  * 2. Padding is copied from the packet's own bytes (packet.c).
- * 3. Relocation: the frame is rotated left by SipHash-2-4(obfs_key, seq)
- *    mod frame_len before sealing and back after opening. packet.c does it
- *    without a copy by handing the cipher the frame's pieces in rotated
- *    order.
+ * 3. Relocation: the frame is rotated left by
+ *    16 * (SipHash-2-4(obfs_key, seq) mod (frame_len / 16)) octets before
+ *    sealing and back after opening (packet.c).
  */
 #include "p3dp_internal.h"
 
@@ -53,7 +52,10 @@ uint64_t p3dp_siphash24(uint64_t k0, uint64_t k1, uint64_t msg)
     return v0 ^ v1 ^ v2 ^ v3;
 }
 
+/* Rotation in whole 16-octet blocks (docs/dataplane.md): F/16 possible
+ * offsets, and both pieces of the cipher stream stay block-aligned. */
 uint32_t p3dp_rotation(const struct p3dp_sa *sa, uint64_t seq, uint32_t frame_len)
 {
-    return (uint32_t)(p3dp_siphash24(sa->obfs_k0, sa->obfs_k1, seq) % frame_len);
+    uint32_t blocks = frame_len / 16;
+    return (uint32_t)(p3dp_siphash24(sa->obfs_k0, sa->obfs_k1, seq) % blocks) * 16;
 }

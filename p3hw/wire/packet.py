@@ -11,7 +11,7 @@ P3 bytes (what follows the outer IP header, or the UDP header)::
     mask  = AES-128-ECB(hp_key, ciphertext[0:16])           (RFC 9001 §5.4 style)
     AAD   = Flags ‖ ID ‖ seq                                 (unmasked)
     frame = inner ‖ padding ‖ pad_len(2) ‖ next_header(1)    (one bucket long)
-    plaintext = frame rotated left by SipHash-2-4(obfs_key, seq) mod len(frame)
+    plaintext = frame rotated left by 16 * (SipHash-2-4(obfs_key, seq) mod (len(frame) / 16))
 
 Padding is the inner packet repeated from its first octet (an empty inner
 uses the unmasked P3 header). Ciphers: RFC 4106 GCM (nonce salt(4) ‖ seq),
@@ -80,8 +80,8 @@ def siphash24(key: bytes, message: bytes) -> int:
 
 
 def rotation(obfs_key: bytes, seq: int, frame_len: int) -> int:
-    """Left rotation of the frame before sealing (spec §2.1.5 step 3)."""
-    return siphash24(obfs_key, seq.to_bytes(8, "little")) % frame_len
+    """Left rotation of the frame before sealing (spec §2.1.5 step 3), in whole AES blocks."""
+    return siphash24(obfs_key, seq.to_bytes(8, "little")) % (frame_len // 16) * 16
 
 
 def bucket_frame_len(needed: int, frame_cap: int, buckets: Sequence[int] = DEFAULT_BUCKETS) -> int | None:
@@ -97,8 +97,8 @@ def bucket_frame_len(needed: int, frame_cap: int, buckets: Sequence[int] = DEFAU
 
 
 def frame_cap(mtu: int, family: int, udp: bool) -> int:
-    """Largest frame an outer packet of `mtu` octets carries."""
-    return mtu - (40 if family == 6 else 20) - (8 if udp else 0) - HEADER_BYTES - ICV_BYTES
+    """Largest frame an outer packet of `mtu` octets carries (whole AES blocks)."""
+    return (mtu - (40 if family == 6 else 20) - (8 if udp else 0) - HEADER_BYTES - ICV_BYTES) & ~15
 
 
 def build_frame(inner: bytes, next_header: int, frame_len: int, header: bytes) -> bytes:

@@ -134,13 +134,14 @@ def test_control_message_and_data_packet_of_one_bucket_have_equal_length() -> No
 
 def test_configured_buckets_decide_the_sealed_lengths() -> None:
     link = make_link()
-    link.a.set_buckets([100, 400])
-    assert link.a.buckets == [100, 400]
-    sizes = [len(s) for s in link.seal([ip_packet(4, n) for n in (20, 97, 98, 300, 1000)], with_ip=False)]
-    assert sizes == [132, 132, 432, 432, 32 + ref.frame_cap(1500, 4, True)]
-    with pytest.raises(P3Error) as err:
-        link.a.set_buckets([400, 100])
-    assert err.value.code == "P3-E214"
+    link.a.set_buckets([96, 400])
+    assert link.a.buckets == [96, 400]
+    sizes = [len(s) for s in link.seal([ip_packet(4, n) for n in (20, 93, 94, 300, 1000)], with_ip=False)]
+    assert sizes == [128, 128, 432, 432, 32 + ref.frame_cap(1500, 4, True)]
+    for bad in ([400, 96], [16], [100]):        # descending, below 32, not whole AES blocks
+        with pytest.raises(P3Error) as err:
+            link.a.set_buckets(bad)
+        assert err.value.code == "P3-E214"
 
 
 def test_too_big_and_no_route_and_bad_inner_are_counted_on_seal() -> None:
