@@ -141,6 +141,14 @@ def test_udp_socket_without_recverr(flows_library: Path) -> None:
     assert prohibited["errqueue_icmp"] == [2, 3, 13]
 
 
+@pytest.mark.root
+@pytest.mark.netns
+def test_ping_learns_destination_is_unreachable(flows_library: Path) -> None:
+    result = run_scenario("ping4", flows_library)
+    assert result["icmp_unreachables"] == 1
+    assert result["recv"] == "EHOSTUNREACH"
+
+
 # ---- the namespace side (this file run as a program) -------------------------
 
 
@@ -447,6 +455,23 @@ def scenario_udp(family: int, v4_code: int | None = None) -> dict:
     }
 
 
+def scenario_ping4() -> dict:
+    """An ICMP echo flow, from a ping socket as iputils ping opens it."""
+    tun = Tun(4)
+    Path("/proc/sys/net/ipv4/ping_group_range").write_text("0 0\n")   # this namespace only
+    lib = load_flows(sys.argv[2])
+    table = lib.p3dp_flows_new(1024, 3_600_000, 60_000)
+    remote = RemoteEnd(tun, lib, table, 4, 1)
+    ping = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP)
+    ping.setsockopt(socket.IPPROTO_IP, 11, 1)                  # IP_RECVERR
+    ping.connect((REMOTE4, 0))
+    ping.send(struct.pack("!BBHHH", 8, 0, 0, 0, 1) + b"p3hw")
+    assert remote.next_from_local() is not None, "no echo request in the TUN"
+    _, done = remote.terminate()
+    time.sleep(0.1)
+    return {"icmp_unreachables": done.icmp_unreachables, "recv": nonblocking_recv_outcome(ping)}
+
+
 SCENARIOS = {
     "tcp4": lambda: scenario_tcp(4),
     "tcp6": lambda: scenario_tcp(6),
@@ -457,6 +482,7 @@ SCENARIOS = {
     "udp4": lambda: scenario_udp(4),
     "udp6": lambda: scenario_udp(6),
     "udp4_prohibited": lambda: scenario_udp(4, v4_code=13),
+    "ping4": scenario_ping4,
 }
 
 if __name__ == "__main__":
