@@ -54,7 +54,13 @@ class SealedPacket:
 
 
 class ModelDataplane:
-    """The SA state of one side's dataplane (stand-in until the native one is wired)."""
+    """The SA state of one side's dataplane (stand-in until the native one is wired).
+
+    The interface the harness uses — `seal`, `open`, `install_inbound`,
+    `install_outbound` (returns the first seq sealed with the new SA),
+    `remove_inbound`, `outbound`, `inbound` — is what an adapter over
+    p3hw.dataplane must offer to run these tests on real sealed packets.
+    """
 
     def __init__(self, outbound: SaKeys, inbound: SaKeys) -> None:
         self.outbound: SaKeys | None = outbound
@@ -76,6 +82,11 @@ class ModelDataplane:
             self.install_errors.append(f"P3 ID {sa.p3_id} installed twice (IDs must never be reused)")
         self.inbound[sa.p3_id] = sa
         self.installed.append(sa)
+
+    def install_outbound(self, sa: SaKeys) -> int:
+        """Seal with *sa* from now on; the first sequence number it will use."""
+        self.outbound = sa
+        return self.next_seq
 
     def remove_inbound(self, p3_id: int) -> None:
         if self.inbound.pop(p3_id, None) is None:
@@ -126,8 +137,10 @@ class DropControl:
 class StreamStats:
     sent: int = 0
     delivered: int = 0
-    out_of_order: int = 0
+    out_of_order: int = 0  # delivered after a later stream packet
+    link_reordered: int = 0  # of those, the link had already swapped them
     highest: int = 0
+    highest_arrived: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
 
 
@@ -155,6 +168,12 @@ class HarnessReport:
     data_dropped_by_link: int
     data_rejected: dict[str, int]
     data_out_of_order: int
+    #: Attributable to rekeys: data packets refused for an unknown P3 ID, a
+    #: wrong key or a sequence left of the window (not the link's duplicates,
+    #: not packets reaching a side whose session is down) ...
+    rekey_rejected: int
+    #: ... and out-of-order deliveries that the link did not cause.
+    rekey_out_of_order: int
     control_rejected: dict[str, int]
     key_mismatch_violations: int
     sessions_lost: list[str]
@@ -245,8 +264,8 @@ class Harness:
         elif isinstance(action, InstallInboundSa):
             dp.install_inbound(action.sa)
         elif isinstance(action, InstallOutboundSa):
-            dp.outbound = action.sa
-            side.session.outbound_installed(action.sa.p3_id, dp.next_seq, self.now)
+            first_seq = dp.install_outbound(action.sa)
+            side.session.outbound_installed(action.sa.p3_id, first_seq, self.now)
         elif isinstance(action, RemoveInboundSa):
             dp.remove_inbound(action.p3_id)
         elif isinstance(action, RekeyCompleted):
@@ -273,12 +292,15 @@ class Harness:
             self._drain(receiver)
             return
         stream = receiver.stream
+        link_reordered = packet.stream_seq < stream.highest_arrived
+        stream.highest_arrived = max(stream.highest_arrived, packet.stream_seq)
         if verdict != "ok":
             stream.rejected[verdict] += 1
             return
         stream.delivered += 1
         if packet.stream_seq < stream.highest:
             stream.out_of_order += 1
+            stream.link_reordered += link_reordered
         stream.highest = max(stream.highest, packet.stream_seq)
 
     def _send_data(self, side: Side) -> None:
@@ -386,6 +408,8 @@ class Harness:
             data_dropped_by_link=data_sent - delivered - sum(rejected.values()) - self._data_in_flight(),
             data_rejected=dict(rejected),
             data_out_of_order=sum(s.out_of_order for s in streams),
+            rekey_rejected=sum(rejected[r] for r in ("DP_UNKNOWN_ID", "DP_AUTH_FAILED", "DP_TOO_OLD")),
+            rekey_out_of_order=sum(s.out_of_order - s.link_reordered for s in streams),
             control_rejected=dict(control_rejected),
             key_mismatch_violations=self.key_mismatch_violations,
             sessions_lost=[f"{s.name}: {s.lost.reason_code} {s.lost.detail}" for s in (self.primary, self.secondary) if s.lost],

@@ -31,6 +31,7 @@ def assert_nothing_lost(report: HarnessReport) -> None:
     assert report.data_dropped_by_link == 0
     assert report.data_rejected == {}
     assert report.data_out_of_order == 0
+    assert report.rekey_rejected == 0 and report.rekey_out_of_order == 0
     assert report.control_rejected == {}
     assert report.key_mismatch_violations == 0
     assert report.install_errors == []

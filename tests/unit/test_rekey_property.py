@@ -45,6 +45,8 @@ def test_rekeys_under_loss_and_reordering_complete_or_recover(
     allowed = {"DP_REPLAY"} if duplicate else set()
     assert set(report.data_rejected) <= allowed | {"SESSION_DOWN"}
     assert set(report.control_rejected) <= allowed
+    assert report.rekey_rejected == 0
+    assert report.rekey_out_of_order == 0
     if not reorder and not jitter_s:
         assert report.data_out_of_order == 0
 
