@@ -303,7 +303,8 @@ static bool key_ports(const struct parsed *p, bool from_lan, struct flow_key *k)
     uint16_t sport = 0, dport = 0;
     switch (p->proto) {
     case PROTO_TCP:
-        if (p->l4_len < 20)
+        /* Data offset: at least the 20-octet header, within the packet. */
+        if (p->l4_len < 20 || (p->l4[12] >> 4) < 5 || (size_t)(p->l4[12] >> 4) * 4 > p->l4_len)
             return false;
         sport = get16(p->l4);
         dport = get16(p->l4 + 2);
@@ -542,8 +543,7 @@ static void track_tcp(struct flow *f, const struct parsed *p, bool from_lan)
     uint32_t seq = get32(th + 4);
     uint32_t ack = get32(th + 8);
     uint16_t window = get16(th + 14);
-    size_t doff = (size_t)(th[12] >> 4) * 4;
-    size_t payload = p->l4_len > doff ? p->l4_len - doff : 0;
+    size_t payload = p->l4_len - (size_t)(th[12] >> 4) * 4;   /* key_ports checked the offset */
     /* SEG.LEN counts SYN and FIN (RFC 793 §3.3). */
     uint32_t seg_end = seq + (uint32_t)payload + !!(flags & TCP_SYN) + !!(flags & TCP_FIN);
     struct tcp_track *t = &f->u.tcp;

@@ -557,6 +557,21 @@ static void test_icmp_errors_multicast_and_broadcast_are_not_tracked(void)
     p3dp_flows_free(flows);
 }
 
+static void test_tcp_with_bad_data_offset_is_ignored(void)
+{
+    p3dp_flows *flows = p3dp_flows_new(1024, HOUR_MS, MINUTE_MS);
+    struct endpoint local = ep("10.1.0.5", 40000), remote = ep("10.2.0.7", 80);
+    uint8_t pkt[100];
+    size_t len = tcp_packet(pkt, &local, &remote, 1, 0, F_SYN, 0);
+    pkt[20 + 12] = 4 << 4;                                   /* 16 octets: too short */
+    CHECK_EQ(observe(flows, 1, pkt, len, P3DP_FLOW_FROM_LAN, 10), P3DP_FLOW_IGNORED);
+    pkt[20 + 12] = 6 << 4;                                   /* 24 octets: past the end */
+    CHECK_EQ(observe(flows, 1, pkt, len, P3DP_FLOW_FROM_LAN, 10), P3DP_FLOW_IGNORED);
+    pkt[20 + 12] = 5 << 4;
+    CHECK_EQ(observe(flows, 1, pkt, len, P3DP_FLOW_FROM_LAN, 10), P3DP_FLOW_TRACKED);
+    p3dp_flows_free(flows);
+}
+
 static void test_ipv6_extension_headers_and_fragments(void)
 {
     p3dp_flows *flows = p3dp_flows_new(1024, HOUR_MS, MINUTE_MS);
@@ -992,6 +1007,7 @@ NTEST_MAIN(NTEST(test_v4_established_flow_gets_rst_at_last_ack_sent_by_local_end
            NTEST(test_unreachable_codes_can_be_chosen),
            NTEST(test_flow_only_received_by_local_end_gets_no_icmp),
            NTEST(test_icmp_errors_multicast_and_broadcast_are_not_tracked),
+           NTEST(test_tcp_with_bad_data_offset_is_ignored),
            NTEST(test_ipv6_extension_headers_and_fragments),
            NTEST(test_burst_hook_sees_only_data_that_crossed_the_tunnel),
            NTEST(test_terminate_touches_only_that_peers_flows),
