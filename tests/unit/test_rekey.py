@@ -167,3 +167,13 @@ def test_secondary_notices_a_silent_primary_and_schedules_reconnect() -> None:
     assert harness.primary.lost is not None and harness.primary.lost.reason_code == "P3-E402"
     assert harness.secondary.lost is not None and harness.secondary.lost.reason_code == "P3-E500"
     assert any(type(a).__name__ == "ScheduleReconnect" for a in harness.secondary.recovery_actions)
+
+
+def test_rekeys_between_ipv6_p3_addresses() -> None:
+    config = SessionConfig("primary", "aes-256-gcm", "fd00:33::1", "fd00:33::2",
+                           rekey_wait_s=0.5, grace_s=1.0, retransmit_s=0.5)
+    harness = Harness(seed=6, primary_config=config)
+    harness.run_until(3.2)
+    harness.quiesce()
+    assert len(harness.primary.rekeys_completed) >= 5
+    assert_nothing_lost(harness.report())
