@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from p3hw.protocol.recovery import SyslogMessage, TerminateEnterpriseConnections
+from p3hw.protocol.recovery import ScheduleReconnect, SyslogMessage, TerminateEnterpriseConnections
 from p3hw.protocol.session import SessionConfig
 from p3hw.simulators.harness import DropControl, Harness, HarnessReport
 from p3hw.wire.control import MsgType
@@ -166,7 +166,7 @@ def test_secondary_notices_a_silent_primary_and_schedules_reconnect() -> None:
     harness.run_until(30.0)
     assert harness.primary.lost is not None and harness.primary.lost.reason_code == "P3-E402"
     assert harness.secondary.lost is not None and harness.secondary.lost.reason_code == "P3-E500"
-    assert any(type(a).__name__ == "ScheduleReconnect" for a in harness.secondary.recovery_actions)
+    assert any(isinstance(a, ScheduleReconnect) for a in harness.secondary.recovery_actions)
 
 
 def test_rekeys_between_ipv6_p3_addresses() -> None:
