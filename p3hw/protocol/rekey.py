@@ -179,6 +179,12 @@ def _split_keys(data: bytes, control: bytes, sa_bytes: int) -> _NewKeys:
     return _NewKeys(data[:sa_bytes], data[sa_bytes:], control[:CONTROL_KEY_BYTES], control[CONTROL_KEY_BYTES:])
 
 
+def _ephemeral_private_key(source: KeySource) -> X25519PrivateKey:
+    # The key source makes the ephemeral secret too, so a hardware source
+    # (key_generation = 2) covers every secret a rekey uses.
+    return X25519PrivateKey.from_private_bytes(source.random_bytes(X25519_SHARE_BYTES))
+
+
 def _public_bytes(private: X25519PrivateKey) -> bytes:
     return private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
@@ -313,7 +319,7 @@ class PrimaryRekey:
         fields: dict[str, FieldValue] = {"rekey_id": rekey_id, "new_inbound_id": new_inbound_id, **data_fields, **control_fields}
         private = None
         if self.pfs:
-            private = X25519PrivateKey.generate()
+            private = _ephemeral_private_key(self.key_source)
             fields["pfs_share"] = _public_bytes(private)
         request = self.channel.send_request(MsgType.REKEY, fields, now)
         self._attempt = _Attempt(
@@ -459,6 +465,7 @@ class SecondaryRekey:
         self,
         channel: ControlChannel,
         cipher: str,
+        key_source: KeySource,
         inbound_ids: IdAllocator,
         current_inbound_id: int,
         arrays: KeyArrayStore,
@@ -466,6 +473,7 @@ class SecondaryRekey:
     ) -> None:
         self.channel = channel
         self.cipher = cipher
+        self.key_source = key_source
         self.inbound_ids = inbound_ids
         self.current_inbound_id = current_inbound_id
         self.arrays = arrays
@@ -510,7 +518,7 @@ class SecondaryRekey:
             fields: dict[str, FieldValue] = {"rekey_id": rekey_id, "status": STATUS_OK}
             share = message.bytes_field("pfs_share")
             if share is not None:
-                private = X25519PrivateKey.generate()
+                private = _ephemeral_private_key(self.key_source)
                 shared = _shared_secret(private, share)
                 fields["pfs_share"] = _public_bytes(private)
             keys = _split_keys(

@@ -151,7 +151,8 @@ class Session:
                 self.generate_key_array(ArrayKind.CONTROL, now)
         else:
             self.secondary = SecondaryRekey(
-                self.channel, config.cipher, inbound_ids, keys.inbound.p3_id, self.arrays, grace_s=config.grace_s,
+                self.channel, config.cipher, key_source, inbound_ids, keys.inbound.p3_id, self.arrays,
+                grace_s=config.grace_s,
             )
 
     # --- outputs --------------------------------------------------------------------
