@@ -247,6 +247,33 @@ class Session:
         self._events.extend(self.channel.packets_to_send())
         self._lose(reason_code, detail)
 
+    def status(self) -> dict[str, object]:
+        """What `p3ctl status` shows for this session (spec §2.1.1.1 Status)."""
+        rekey = self.primary or self.secondary
+        assert rekey is not None
+        if self.primary is not None:
+            completed = self.primary.stats.completed
+        else:
+            assert self.secondary is not None
+            completed = self.secondary.completed
+        arrays = self.arrays.current if self.secondary else {
+            kind: schedule.array for kind, schedule in self.schedules.items() if schedule.delivered
+        }
+        return {
+            "role": self.config.role,
+            "peer_p3_address": self.config.peer_address,
+            "state": "lost" if self.lost else "established",
+            "lost_reason": self.lost.reason_code if self.lost else None,
+            "inbound_p3_id": rekey.current_inbound_id,
+            "rekeys_completed": completed,
+            "control_sent": self.channel.messages_sent,
+            "control_received": self.channel.messages_received,
+            "control_retransmissions": self.channel.retransmissions,
+            "control_rejected": self.channel.rejected,
+            "key_arrays": {kind.name.lower(): array.generation for kind, array in arrays.items() if array is not None},
+            "last_heard_s": self.liveness.last_heard_s,
+        }
+
     # --- time -----------------------------------------------------------------------
 
     def get_timer(self) -> float | None:

@@ -94,6 +94,11 @@ def test_rekeys_name_an_index_at_the_configured_times() -> None:
         gaps = [later - earlier for (earlier, _), (later, _) in zip(uses, uses[1:], strict=False)]
         assert all(period <= gap < period + 1.1 for gap in gaps)
     assert len(harness.primary.rekeys_completed) >= 55
+    for side in (harness.primary, harness.secondary):
+        status = side.session.status()
+        assert status["key_arrays"] == {"data": 1, "control": 1}
+        assert status["rekeys_completed"] == len(harness.primary.rekeys_completed)
+        assert status["inbound_p3_id"] == side.dataplane.installed[-1].p3_id
     # The secondary derived exactly the primary's keys from the index: nothing was lost.
     _assert_no_loss(harness)
 
