@@ -289,8 +289,16 @@ class PrimaryRekey:
         if self.busy or self.state is PrimaryState.FAILED:
             return False
         self._failed_attempts = 0
-        self._send_rekey(now)
+        self._try_send_rekey(now)
         return True
+
+    def _try_send_rekey(self, now: float) -> None:
+        try:
+            self._send_rekey(now)
+        except P3Error as error:
+            # The key source failed (P3-E407) or the IDs ran out: no rekey is
+            # possible, and keys must not stay in use forever — recover.
+            self._fail(f"cannot start a rekey: {error.message()}", error.code)
 
     def _deliver(self, schedule: ArraySchedule, length: int, now: float) -> tuple[dict[str, FieldValue], bytes, int | None]:
         prefix = "data" if schedule.kind is ArrayKind.DATA else "control"
@@ -412,7 +420,7 @@ class PrimaryRekey:
         if self._failed_attempts > REKEY_MAX_RETRIES:
             self._fail(f"rekey refused {self._failed_attempts} times, last: {error.message()}")
             return
-        self._send_rekey(now)
+        self._try_send_rekey(now)
 
     def on_request_failed(self, request: ControlMessage, attempts: int, now: float) -> None:
         attempt = self._attempt
@@ -425,10 +433,10 @@ class PrimaryRekey:
             return
         self._fail(f"{request.msg_type.name} of rekey {attempt.rekey_id} unanswered after {attempts - 1} retries")
 
-    def _fail(self, detail: str) -> None:
+    def _fail(self, detail: str, reason_code: str = "P3-E402") -> None:
         self.state = PrimaryState.FAILED
         self._attempt = None
-        self._actions.append(RekeyFailed("P3-E402", detail))
+        self._actions.append(RekeyFailed(reason_code, detail))
 
     # --- time ------------------------------------------------------------------------
 

@@ -8,22 +8,27 @@ from __future__ import annotations
 
 import pytest
 
+from p3hw.crypto.keysource import KeySource, SoftwareKeySource
 from p3hw.protocol.recovery import ScheduleReconnect, SyslogMessage, TerminateEnterpriseConnections
 from p3hw.protocol.session import SessionConfig
+from p3hw.reasons import P3Error
 from p3hw.simulators.harness import DropControl, Harness, HarnessReport
 from p3hw.wire.control import MsgType
 
 P_ADDR, S_ADDR = "10.255.0.1", "10.255.0.2"
 
 
-def make_harness(seed: int = 0, cipher: str = "aes-256-gcm", data_interval_s: float = 0.002, **overrides: object) -> Harness:
+def make_harness(
+    seed: int = 0, cipher: str = "aes-256-gcm", data_interval_s: float = 0.002, key_source: KeySource | None = None,
+    **overrides: object,
+) -> Harness:
     settings: dict[str, object] = {
         "rekey_wait_s": 3600.0, "grace_s": 1.0, "retransmit_s": 0.5,
         "heartbeat_time_s": 15.0, "heartbeat_fail_s": 120.0,
     }
     settings.update(overrides)
     config = SessionConfig("primary", cipher, P_ADDR, S_ADDR, **settings)  # type: ignore[arg-type]
-    return Harness(seed=seed, primary_config=config, data_interval_s=data_interval_s)
+    return Harness(seed=seed, primary_config=config, data_interval_s=data_interval_s, key_source=key_source)
 
 
 def assert_nothing_lost(report: HarnessReport) -> None:
@@ -177,3 +182,27 @@ def test_rekeys_between_ipv6_p3_addresses() -> None:
     harness.quiesce()
     assert len(harness.primary.rekeys_completed) >= 5
     assert_nothing_lost(harness.report())
+
+
+class _UnpluggableKeySource(SoftwareKeySource):
+    """A key source whose device can be pulled out (an HSM token removed)."""
+
+    unplugged = False
+
+    def random_bytes(self, length: int) -> bytes:
+        if self.unplugged:
+            raise P3Error("KEY_SOURCE_FAILED", "the token does not answer")
+        return super().random_bytes(length)
+
+
+def test_key_source_failure_ends_the_session_with_its_reason_code() -> None:
+    source = _UnpluggableKeySource()
+    harness = make_harness(key_source=source)
+    harness.run_until(1.0)
+    source.unplugged = True
+    harness.rekey()
+    harness.run_until(2.0)
+    lost = harness.primary.lost
+    assert lost is not None and lost.reason_code == "P3-E407"
+    assert "the token does not answer" in lost.detail
+    assert harness.primary.recovery_actions[1].reason_code == "P3-E407"  # type: ignore[union-attr]
