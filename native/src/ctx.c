@@ -291,7 +291,7 @@ int p3dp_peer_remove(p3dp_ctx *ctx, uint32_t peer_id)
 int p3dp_peer_set_hp_keys(p3dp_ctx *ctx, uint32_t peer_id, const uint8_t *hp_out, const uint8_t *hp_in)
 {
     struct p3dp_peer *peer = ctx ? p3dp_find_peer(ctx, peer_id) : NULL;
-    EVP_CIPHER_CTX *new_out = NULL, *new_in = NULL;
+    struct p3dp_hp *new_out = NULL, *new_in = NULL;
     if (!peer)
         return -210;
     if (hp_out && !(new_out = p3dp_hp_new(hp_out)))

@@ -37,7 +37,7 @@ struct p3dp_peer {
     int in_use;
     uint16_t outer_header_bytes;  /* IP (+ UDP) */
     uint32_t frame_cap;           /* largest frame that fits the path MTU */
-    EVP_CIPHER_CTX *hp_out, *hp_in, *hp_in_previous;
+    struct p3dp_hp *hp_out, *hp_in, *hp_in_previous;
     struct p3dp_sa *out_current, *out_pending;
     uint64_t switch_after_seq;
 };
@@ -71,9 +71,10 @@ struct p3dp_sa *p3dp_find_inbound_sa(const p3dp_ctx *ctx, uint32_t p3_id);
 void p3dp_count_drop(p3dp_counters *c, int status);
 
 /* hp.c: header protection (DESIGN.md §3, RFC 9001 §5.4 style). */
-EVP_CIPHER_CTX *p3dp_hp_new(const uint8_t *hp_key);
-void p3dp_hp_free(EVP_CIPHER_CTX *hp);
-int p3dp_hp_mask(EVP_CIPHER_CTX *hp, const uint8_t *sample, uint8_t *mask);
+struct p3dp_hp;
+struct p3dp_hp *p3dp_hp_new(const uint8_t *hp_key);
+void p3dp_hp_free(struct p3dp_hp *hp);
+int p3dp_hp_mask(struct p3dp_hp *hp, const uint8_t *sample, uint8_t *mask);
 
 /* obfs.c: buckets and rotation (spec §2.1.5). */
 uint32_t p3dp_bucket_frame_len(const p3dp_ctx *ctx, const struct p3dp_peer *peer, uint32_t needed);

@@ -403,7 +403,7 @@ static int open_prepare(p3dp_ctx *ctx, p3dp_pkt *pkt, uint32_t flags, struct p3_
     uint32_t p3_len, frame_len, rot, p3_id = 0;
     struct p3dp_peer *peer;
     struct p3dp_sa *sa = NULL;
-    EVP_CIPHER_CTX *keys[2];
+    struct p3dp_hp *keys[2];
     uint8_t mask[16];
     uint64_t seq = 0;
     int rc;
