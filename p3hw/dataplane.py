@@ -162,6 +162,51 @@ def hmac_sha256(key: bytes, data: bytes) -> bytes:
     return bytes(ffi.buffer(out, 32))
 
 
+# ---------------------------------------------------------------- routes
+
+class Routes:
+    """Longest-prefix match table, IPv4 and IPv6 prefix -> peer id (native/src/route.c).
+
+    The worker's routing stage fills each packet's peer before seal
+    (docs/dataplane.md); lookups never block on updates.
+    """
+
+    def __init__(self) -> None:
+        self._ffi, self._lib = native()
+        table = self._lib.p3dp_routes_new()
+        if table == self._ffi.NULL:
+            raise P3Error("DP_TABLE_FULL", "cannot allocate a routing table")
+        self._table = self._ffi.gc(table, self._lib.p3dp_routes_free)
+
+    @staticmethod
+    def _network(prefix: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+        try:
+            return ipaddress.ip_network(prefix, strict=True)
+        except ValueError as exc:
+            raise P3Error("DP_BAD_ARGUMENT", f"not a prefix (or host bits set): {prefix!r}") from exc
+
+    def add(self, prefix: str, peer_id: int) -> None:
+        net = self._network(prefix)
+        if not 0 <= peer_id <= int(self._lib.P3DP_ROUTE_PEER_MAX):
+            raise P3Error("DP_BAD_ARGUMENT", f"peer id {peer_id} out of range for routes")
+        check(self._lib.p3dp_route_add(self._table, net.version, net.network_address.packed, net.prefixlen, peer_id),
+              f"add route {prefix}")
+
+    def delete(self, prefix: str) -> None:
+        net = self._network(prefix)
+        check(self._lib.p3dp_route_del(self._table, net.version, net.network_address.packed, net.prefixlen),
+              f"delete route {prefix}")
+
+    def lookup(self, addr: str) -> int | None:
+        """The peer id of the longest matching prefix, or None."""
+        family, packed = _addr_bytes(addr)
+        peer = int(self._lib.p3dp_route_lookup(self._table, family, packed))
+        return None if peer == 0xFFFFFFFF else peer
+
+    def count(self, family: int) -> int:
+        return int(self._lib.p3dp_route_count(self._table, family))
+
+
 # ---------------------------------------------------------------- dataplane
 
 @dataclass(frozen=True)

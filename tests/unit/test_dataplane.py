@@ -282,3 +282,20 @@ def test_peer_removal_forgets_its_sas_and_bad_arguments_raise_reasons() -> None:
     with pytest.raises(P3Error) as err:
         link.a.set_hp_keys(2, hp_out=b"short")
     assert err.value.code == "P3-E211"
+
+
+def test_routing_stage_chooses_the_peer_that_seal_uses() -> None:
+    from p3hw.dataplane import Routes
+
+    link = make_link()
+    routes = Routes()
+    routes.add("10.2.0.0/16", 2)
+    routes.add("fd00:2::/32", 2)
+    packets = [ip_packet(4, 80), ip_packet(6, 80), ip_packet(4, 80, dst="192.0.2.99")]
+    peers = [routes.lookup(ipaddress.ip_address(p[16:20] if p[0] >> 4 == 4 else p[24:40]).compressed)
+             for p in packets]
+    assert peers == [2, 2, None]
+    results = link.a.seal([(peer if peer is not None else 0xFFFFFFFF, p) for peer, p in zip(peers, packets,
+                                                                                             strict=True)])
+    assert [r.status for r in results] == ["OK", "OK", "DP_NO_ROUTE"]
+    assert link.a.counters().drops == {"DP_NO_ROUTE": 1}
