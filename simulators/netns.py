@@ -54,8 +54,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,7 +154,8 @@ class PingResult:
     def parse(cls, output: str) -> PingResult:
         counts = re.search(r"(\d+) packets transmitted, (\d+) received(?:, \+(\d+) duplicates)?", output)
         if counts is None:
-            raise P3Error("INTERNAL", f"ping printed no summary: {output.strip()[-200:]!r}")
+            # "connect: Network is unreachable" and the like: nothing was sent or received.
+            return cls(0, 0, 0, None, None, None, output)
         rtt = re.search(r"= ([\d.]+)/([\d.]+)/([\d.]+)/", output)
         return cls(
             transmitted=int(counts.group(1)),
@@ -303,7 +303,9 @@ def cleanup_stale(prefix: str = DEFAULT_PREFIX) -> list[str]:
             by_run.setdefault(match.group(1), []).append(ns)
     if LOCK_DIR.is_dir():
         for lock in LOCK_DIR.glob(f"{prefix}-*.lock"):
-            by_run.setdefault(lock.stem[len(prefix) + 1 :], [])
+            run_id = lock.stem[len(prefix) + 1 :]
+            if re.fullmatch(r"[0-9a-f]{6}", run_id):
+                by_run.setdefault(run_id, [])
     removed: list[str] = []
     for run_id, namespaces in sorted(by_run.items()):
         lock_path = LOCK_DIR / f"{prefix}-{run_id}.lock"
@@ -822,10 +824,3 @@ class Topology:
                 process.wait()
         self._processes = []
 
-
-@contextmanager
-def topology(secondaries: int = 1, **options: Any) -> Iterator[Topology]:
-    """``with topology(3, wan=WanParams(loss_pct=5)) as topo:`` -- a built star, torn down after."""
-    topo = Topology(secondaries, **options)
-    with topo:
-        yield topo

@@ -18,7 +18,8 @@ other, in both directions, after applying
                     they are held ``reorder_hold_ms`` instead so that later
                     frames overtake them.
 
-One seeded ``random.Random`` drives every decision, so a run with the same
+Only IP traffic is impaired: ARP and neighbour discovery cross untouched
+(``is_link_control``). One seeded ``random.Random`` drives every decision, so a run with the same
 seed and the same frame sequence makes the same decisions.
 
 Counters are per direction and written as JSON to ``--stats FILE``: once
@@ -86,6 +87,8 @@ IPPROTO_TCP = 6
 IPPROTO_UDP = 17
 IPPROTO_ICMP = 1
 IPPROTO_ICMPV6 = 58
+# MLD query/report/done (130-132), RS, RA, NS, NA, redirect (133-137), MLDv2 report (143).
+ICMPV6_LINK_CONTROL_TYPES = frozenset({130, 131, 132, 133, 134, 135, 136, 137, 143})
 
 RECV_BUFFER_BYTES = 262144  # a GSO super-frame is at most 64 KiB (no BIG TCP here)
 RECV_BURST = 256  # frames read from one socket before the loop looks at timers
@@ -154,6 +157,7 @@ class WanStats:
     in_flight: int = 0
     bytes_received: int = 0
     bytes_forwarded: int = 0
+    link_control: int = 0  # ARP / neighbour discovery frames passed unimpaired
 
     def __add__(self, other: WanStats) -> WanStats:
         return WanStats(
@@ -225,6 +229,36 @@ class WanReport:
 def _ones_complement_add(a: int, b: int) -> int:
     total = a + b
     return (total & 0xFFFF) + (total >> 16)
+
+
+def is_link_control(frame: bytes | bytearray, base: int) -> bool:
+    """True for frames that are not IP traffic of a routed path: ARP, other
+    non-IP ethertypes, and ICMPv6 neighbour discovery / MLD (RFC 4861, 3810).
+
+    The bridge of the testbed stands in for a routed WAN between the
+    gateways, on which there is no ARP or neighbour discovery between them;
+    impairing these would only make address resolution fail (a corrupted
+    neighbour advertisement) and stall the test, not exercise the VPN.
+    """
+    if len(frame) < base + ETH_HLEN:
+        return True
+    (ethertype,) = struct.unpack_from("!H", frame, base + 12)
+    l3 = base + ETH_HLEN
+    if ethertype == ETH_P_8021Q and len(frame) >= l3 + 4:
+        (ethertype,) = struct.unpack_from("!H", frame, l3 + 2)
+        l3 += 4
+    if ethertype == ETH_P_IP:
+        return False
+    if ethertype != ETH_P_IPV6:
+        return True
+    if len(frame) < l3 + 41:
+        return False
+    next_header, icmp_at = frame[l3 + 6], l3 + 40
+    if next_header == 0 and len(frame) >= l3 + 42:  # hop-by-hop options (MLD carries router alert)
+        next_header, icmp_at = frame[l3 + 40], l3 + 40 + (frame[l3 + 41] + 1) * 8
+    if icmp_at >= len(frame):
+        return False
+    return next_header == IPPROTO_ICMPV6 and frame[icmp_at] in ICMPV6_LINK_CONTROL_TYPES
 
 
 def _transport_offsets(frame: bytes | bytearray, base: int) -> tuple[int, int, int] | None:
@@ -362,6 +396,13 @@ class LinkModel:
         stats = self.stats[direction]
         stats.received += 1
         stats.bytes_received += len(frame) - VNET_HDR_LEN
+        if is_link_control(frame, VNET_HDR_LEN):
+            # ARP and neighbour discovery belong to the emulation's bridge, not
+            # to the routed path it stands for: they cross unimpaired.
+            stats.link_control += 1
+            self.sequence += 1
+            heapq.heappush(self.schedule, (now, self.sequence, direction, frame))
+            return
         if self._chance(p.loss_pct):
             stats.dropped += 1
             return

@@ -85,6 +85,11 @@ def _sample_frames() -> Iterator[tuple[str, int, int, bytes]]:
     yield "icmp6", 6, 58, _frame(6, _with_l4_checksum(6, 58, icmp6, 2))
 
 
+def _numbered_udp_frame(seq: int, filler_bytes: int) -> bytes:
+    udp = bytearray(struct.pack("!HHHH", 40000, 7000, 8 + filler_bytes + 4, 0) + bytes(filler_bytes) + seq.to_bytes(4, "big"))
+    return _frame(4, _with_l4_checksum(4, 17, udp, 6))
+
+
 def _bits_differing(a: bytes, b: bytes) -> int:
     return sum(bin(x ^ y).count("1") for x, y in zip(a, b, strict=True))
 
@@ -153,18 +158,33 @@ def test_counters_account_for_every_frame() -> None:
 def test_reordered_frames_overtake_the_delay_line() -> None:
     model = LinkModel(WanParams(delay_ms=20, reorder_pct=30, seed=5))
     for seq in range(100):
-        model.accept(0, VNET_HDR_LEN * b"\0" + seq.to_bytes(4, "big") + bytes(60), now=seq * 0.0001)
-    order = [int.from_bytes(frame[VNET_HDR_LEN : VNET_HDR_LEN + 4], "big") for _, frame in _drain(model)]
+        model.accept(0, _numbered_udp_frame(seq, 60), now=seq * 0.0001)
+    order = [int.from_bytes(frame[-4:], "big") for _, frame in _drain(model)]
     assert sorted(order) == list(range(100))  # nothing lost
     assert order != list(range(100))
     assert model.stats[0].reordered > 0
 
 
+def test_arp_and_neighbour_discovery_cross_unimpaired() -> None:
+    # The bridge stands in for a routed path: address resolution is not the WAN's to break.
+    model = LinkModel(WanParams(loss_pct=100, corrupt_pct=100, seed=1))
+    arp = bytes(VNET_HDR_LEN) + bytes(12) + b"\x08\x06" + bytes(28)
+    neighbour_solicitation = _frame(6, _with_l4_checksum(6, 58, bytearray(struct.pack("!BBHI", 135, 0, 0, 0) + bytes(16)), 2))
+    for frame in (arp, neighbour_solicitation):
+        model.accept(0, frame, now=0.0)
+    assert [frame for _, frame in _drain(model)] == [arp, neighbour_solicitation]
+    assert model.stats[0].link_control == 2 and model.stats[0].dropped == 0
+    model.accept(0, _numbered_udp_frame(1, 10), now=0.0)
+    assert model.stats[0].dropped == 1  # IP traffic is impaired
+
+
 def test_rate_cap_drops_what_overflows_the_queue() -> None:
     # 1 Mbit/s with a 20 ms queue holds 2500 bytes: a burst of 50 x 1000-byte frames mostly overflows.
     model = LinkModel(WanParams(rate_mbit=1.0, queue_ms=20, seed=1))
+    frame = _numbered_udp_frame(0, 1000 - 14 - 20 - 8 - 4)
+    assert len(frame) == VNET_HDR_LEN + 1000
     for _ in range(50):
-        model.accept(0, bytes(VNET_HDR_LEN + 1000), now=0.0)
+        model.accept(0, frame, now=0.0)
     assert 2 <= 50 - model.stats[0].dropped_queue <= 4
     dues = sorted(due for due, *_ in model.schedule)
     assert all(later - earlier >= 0.0079 for earlier, later in zip(dues, dues[1:], strict=False))  # 8 ms per 1000 bytes
