@@ -69,7 +69,7 @@ except ImportError:  # pragma: no cover - pyroute2 is a dependency; say so if mi
     IPRoute = None
     pyroute2_netns = None
 
-__all__ = ["Topology", "Site", "WanLink", "WanParams", "PingResult", "cleanup_stale", "DEFAULT_PREFIX"]
+__all__ = ["Topology", "Site", "WanLink", "WanParams", "PingResult", "cleanup_stale", "processes_in", "DEFAULT_PREFIX"]
 
 DEFAULT_PREFIX = "p3t"
 LOCK_DIR = Path("/run/p3hw-testbed")
@@ -234,7 +234,7 @@ def _disable_segmentation_offloads(ns: str, ifnames: Sequence[str]) -> None:
     _run_in_namespace(ns, disable, f"segmentation offloads of {', '.join(ifnames)}")
 
 
-def _processes_in(namespaces: Sequence[str]) -> dict[str, list[int]]:
+def processes_in(namespaces: Sequence[str]) -> dict[str, list[int]]:
     """pids whose network namespace is one of ``namespaces`` (by inode, as ``ip netns pids``)."""
     wanted: dict[tuple[int, int], str] = {}
     for ns in namespaces:
@@ -262,7 +262,7 @@ def _processes_in(namespaces: Sequence[str]) -> dict[str, list[int]]:
 def _kill_processes_in(namespaces: Sequence[str]) -> None:
     """SIGKILL what still runs in our namespaces, or they would outlive their removal."""
     for _ in range(3):
-        running = _processes_in(namespaces)
+        running = processes_in(namespaces)
         if not running:
             return
         for pids in running.values():

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from pyroute2 import IPRoute
 from pyroute2 import netns as pyroute2_netns
 
 from p3hw.reasons import P3Error
-from p3hw.simulators.netns import LOCK_DIR, Topology, cleanup_stale
+from p3hw.simulators.netns import LOCK_DIR, Topology, cleanup_stale, processes_in
 
 
 def _root_links() -> set[str]:
@@ -143,6 +144,12 @@ def test_cleanup_stale_removes_a_killed_run_but_not_a_live_one(stale_testbeds_re
             child.send_signal(signal.SIGKILL)  # no teardown, no atexit: what an aborted run leaves
             child.wait()
         assert set(dead_namespaces) <= set(pyroute2_netns.listnetns())
+        # The dead run's WAN simulator notices its parent is gone and exits by itself.
+        wan_ns = next(ns for ns in dead_namespaces if ns.endswith("-wan"))
+        deadline = time.monotonic() + 20
+        while processes_in([wan_ns]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not processes_in([wan_ns])
         removed = cleanup_stale(prefix)
         assert sorted(removed) == sorted(dead_namespaces)
         present = set(pyroute2_netns.listnetns())
