@@ -44,21 +44,77 @@ struct open_job {
 
 /* ---- outer headers ---- */
 
-static uint32_t csum_add(uint32_t sum, const uint8_t *p, size_t len)
+/* RFC 1071 Internet checksum, summed 8 octets at a time in host order: the
+ * one's-complement sum is byte-order independent (RFC 1071 §2(B)), so the
+ * folded result is stored back as it lies in memory. Every piece but the
+ * last must have an even length. */
+static uint64_t csum_partial(uint64_t sum, const uint8_t *p, size_t len)
 {
-    size_t i;
-    for (i = 0; i + 1 < len; i += 2)
-        sum += (uint32_t)p[i] << 8 | p[i + 1];
-    if (len & 1)
-        sum += (uint32_t)p[len - 1] << 8;
+    while (len >= 8) {
+        uint64_t v;
+        memcpy(&v, p, 8);
+        sum += v;
+        sum += sum < v;
+        p += 8;
+        len -= 8;
+    }
+    if (len >= 4) {
+        uint32_t v;
+        memcpy(&v, p, 4);
+        sum += v;
+        sum += sum < v;
+        p += 4;
+        len -= 4;
+    }
+    if (len >= 2) {
+        uint16_t v;
+        memcpy(&v, p, 2);
+        sum += v;
+        sum += sum < v;
+        p += 2;
+        len -= 2;
+    }
+    if (len) {
+        uint16_t v = 0;
+        memcpy(&v, p, 1);          /* the odd octet is padded with a zero after it */
+        sum += v;
+        sum += sum < v;
+    }
     return sum;
 }
 
-static uint16_t csum_fold(uint32_t sum)
+/* The checksum (complemented, folded) in memory order. */
+static uint16_t csum_finish(uint64_t sum)
 {
-    while (sum >> 16)
-        sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffffffffu) + (sum >> 32);
+    sum = (sum & 0xffffffffu) + (sum >> 32);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
     return (uint16_t)~sum;
+}
+
+/* UDP checksum over the pseudo header (RFC 768, RFC 8200 §8.1) and the
+ * datagram at udp (its checksum field included as it is). */
+static uint16_t udp_checksum(int family, const uint8_t *src, const uint8_t *dst, const uint8_t *udp,
+                             uint32_t udp_len)
+{
+    uint8_t pseudo[40];
+    size_t alen = family == 6 ? 16 : 4, plen;
+    memcpy(pseudo, src, alen);
+    memcpy(pseudo + alen, dst, alen);
+    if (family == 6) {
+        p3dp_put_be32(pseudo + 32, udp_len);
+        p3dp_put_be32(pseudo + 36, 17);
+        plen = 40;
+    } else {
+        pseudo[8] = 0;
+        pseudo[9] = 17;
+        pseudo[10] = (uint8_t)(udp_len >> 8);
+        pseudo[11] = (uint8_t)udp_len;
+        plen = 12;
+    }
+    return csum_finish(csum_partial(csum_partial(0, pseudo, plen), udp, udp_len));
 }
 
 static void put16(uint8_t *p, uint16_t v)
@@ -93,7 +149,10 @@ static void write_outer(const struct p3dp_peer *peer, uint8_t *out, uint32_t p3_
         put16(out + 10, 0);
         memcpy(out + 12, c->local_addr, 4);
         memcpy(out + 16, c->remote_addr, 4);
-        put16(out + 10, csum_fold(csum_add(0, out, 20)));
+        {
+            uint16_t cs = csum_finish(csum_partial(0, out, 20));
+            memcpy(out + 10, &cs, 2);
+        }
     } else {
         p3dp_put_be32(out, 0x60000000u);
         put16(out + 4, (uint16_t)l4_len);
@@ -111,18 +170,18 @@ static void write_outer(const struct p3dp_peer *peer, uint8_t *out, uint32_t p3_
     if (c->family == 6) {
         /* IPv6 needs a UDP checksum (RFC 8200 §8.1); over IPv4 zero is
          * allowed for UDP-encapsulated ESP (RFC 3948 §2.1). */
-        uint32_t sum = csum_add(0, out + 8, 32);
-        uint16_t cs;
-        sum += l4_len;
-        sum += 17;
-        sum = csum_add(sum, u, l4_len);
-        cs = csum_fold(sum);
-        put16(u + 6, cs ? cs : 0xffff);
+        uint16_t cs = udp_checksum(6, out + 8, out + 24, u, l4_len);
+        if (cs == 0)
+            cs = 0xffff;
+        memcpy(u + 6, &cs, 2);
     }
 }
 
-/* Parses a received IP packet; sets the sender in pkt and the P3 bytes. */
-static int parse_outer(p3dp_pkt *pkt, const uint8_t **p3, uint32_t *p3_len)
+/* Parses a received IP packet; sets the sender in pkt, the P3 bytes, and
+ * where it was sent to (checked against the session by the caller). A
+ * non-zero UDP checksum is verified; over IPv6 zero is refused (RFC 8200 §8.1). */
+static int parse_outer(p3dp_pkt *pkt, const uint8_t **p3, uint32_t *p3_len, const uint8_t **dst_addr,
+                       uint16_t *dst_port)
 {
     const uint8_t *in = pkt->in_buf;
     uint32_t len = pkt->in_len, ip_bytes, total;
@@ -135,7 +194,7 @@ static int parse_outer(p3dp_pkt *pkt, const uint8_t **p3, uint32_t *p3_len)
         total = get16(in + 2);
         if (ip_bytes < 20 || total < ip_bytes || total > len)
             return -200;
-        if (csum_fold(csum_add(0, in, ip_bytes)) != 0)
+        if (csum_finish(csum_partial(0, in, ip_bytes)) != 0)
             return -200;
         if (get16(in + 6) & 0x3fff)
             return -200;                /* a fragment: reassembly is the OS's job */
@@ -143,6 +202,7 @@ static int parse_outer(p3dp_pkt *pkt, const uint8_t **p3, uint32_t *p3_len)
         pkt->family = 4;
         memset(pkt->addr, 0, sizeof(pkt->addr));
         memcpy(pkt->addr, in + 12, 4);
+        *dst_addr = in + 16;
     } else if (in[0] >> 4 == 6) {
         ip_bytes = 40;
         if (len < 40)
@@ -153,11 +213,13 @@ static int parse_outer(p3dp_pkt *pkt, const uint8_t **p3, uint32_t *p3_len)
         proto = in[6];                  /* no extension headers on our tunnel */
         pkt->family = 6;
         memcpy(pkt->addr, in + 8, 16);
+        *dst_addr = in + 24;
     } else {
         return -200;
     }
     if (proto == 50) {
         pkt->port = 0;
+        *dst_port = 0;
         *p3 = in + ip_bytes;
         *p3_len = total - ip_bytes;
         return 0;
@@ -169,7 +231,13 @@ static int parse_outer(p3dp_pkt *pkt, const uint8_t **p3, uint32_t *p3_len)
         udp_len = get16(in + ip_bytes + 4);
         if (udp_len < 8 || udp_len > total - ip_bytes)
             return -200;
+        if (get16(in + ip_bytes + 6) != 0 || pkt->family == 6) {
+            if (get16(in + ip_bytes + 6) == 0 ||
+                udp_checksum(pkt->family, pkt->addr, *dst_addr, in + ip_bytes, udp_len) != 0)
+                return -200;
+        }
         pkt->port = get16(in + ip_bytes);
+        *dst_port = get16(in + ip_bytes + 2);
         *p3 = in + ip_bytes + 8;
         *p3_len = udp_len - 8;
         return 0;
@@ -404,6 +472,8 @@ static int open_prepare(p3dp_ctx *ctx, p3dp_pkt *pkt, uint32_t flags, struct p3_
     struct p3dp_peer *peer;
     struct p3dp_sa *sa = NULL;
     struct p3dp_hp *keys[2];
+    const uint8_t *dst_addr = NULL;
+    uint16_t dst_port = 0;
     uint8_t mask[16];
     uint64_t seq = 0;
     int rc;
@@ -416,7 +486,7 @@ static int open_prepare(p3dp_ctx *ctx, p3dp_pkt *pkt, uint32_t flags, struct p3_
     if (!pkt->in_buf)
         return -214;
     if (flags & P3DP_IN_IP) {
-        rc = parse_outer(pkt, &p3, &p3_len);
+        rc = parse_outer(pkt, &p3, &p3_len, &dst_addr, &dst_port);
         if (rc)
             return rc;
     } else {
@@ -441,6 +511,10 @@ static int open_prepare(p3dp_ctx *ctx, p3dp_pkt *pkt, uint32_t flags, struct p3_
         return -200;                    /* version 1, reserved bits zero */
     peer = p3dp_find_peer_by_addr(ctx, pkt->family, pkt->addr, pkt->port);
     if (!peer || !peer->hp_in)
+        return -208;
+    /* A whole IP packet must also be addressed to this end of the session. */
+    if (dst_addr && (memcmp(dst_addr, peer->cfg.local_addr, pkt->family == 6 ? 16 : 4) != 0 ||
+                     dst_port != peer->cfg.local_port))
         return -208;
     /* Unmask with the current hp key, then the previous one (a rolled key). */
     keys[0] = peer->hp_in;

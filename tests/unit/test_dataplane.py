@@ -299,3 +299,28 @@ def test_routing_stage_chooses_the_peer_that_seal_uses() -> None:
                                                                                              strict=True)])
     assert [r.status for r in results] == ["OK", "OK", "DP_NO_ROUTE"]
     assert link.a.counters().drops == {"DP_NO_ROUTE": 1}
+
+
+@pytest.mark.parametrize("encap", ["udp", "esp"])
+def test_any_flipped_bit_of_a_whole_ipv4_packet_is_rejected(encap: str) -> None:
+    # IPv4 + UDP/ESP: the header checksum, the UDP checksum when set, the
+    # session's addresses and ports, then the P3 checks cover every bit.
+    link = make_link("aes-256-gcm", 4, encap)
+    link.a.set_next_seq(2, link.out_sa.p3_id, 6)
+    packet = link.seal([ip_packet(4, 40)])[0]
+    flipped = []
+    for bit in range(len(packet) * 8):
+        mutated = bytearray(packet)
+        mutated[bit // 8] ^= 1 << (bit % 8)
+        flipped.append(bytes(mutated))
+    opened = link.b.open(flipped)
+    p3_start = 28 if encap == "udp" else 20
+    accepted = [i for i, o in enumerate(opened) if o.status == "OK"]
+    if encap == "udp":
+        assert accepted == [p3_start * 8] and opened[p3_start * 8].kind == "ike"   # 01 -> 00: the IKE marker
+    else:
+        assert accepted == []
+    counters = link.b.counters()
+    assert counters.opened_packets == 0
+    assert counters.drops["DP_BAD_HEADER"] >= 20 * 8 - 1
+    assert link.b.open([packet])[0].status == "OK"
