@@ -257,6 +257,15 @@ static int inner_next_header(const uint8_t *p, uint32_t len)
     return -207;
 }
 
+/* In and out are never the same memory (rotation writes out of order). */
+static int overlaps(const uint8_t *a, uint32_t a_len, const uint8_t *b, uint32_t b_len)
+{
+    uintptr_t a0 = (uintptr_t)a, b0 = (uintptr_t)b;
+    if (!a || !b || !a_len || !b_len)
+        return 0;
+    return a0 < b0 + b_len && b0 < a0 + a_len;
+}
+
 /* ---- seal ---- */
 
 /* Writes len octets at logical frame offset `at` into the rotated frame. */
@@ -265,6 +274,8 @@ static void put_rotated(uint8_t *ct, uint32_t frame_len, uint32_t rot, uint32_t 
 {
     uint32_t pos = at >= rot ? at - rot : at + frame_len - rot;
     uint32_t first = frame_len - pos < len ? frame_len - pos : len;
+    if (!len)
+        return;
     memcpy(ct + pos, src, first);
     if (first < len)
         memcpy(ct, src + first, len - first);
@@ -298,6 +309,8 @@ static int seal_prepare(p3dp_ctx *ctx, p3dp_pkt *pkt, uint32_t flags, struct p3_
 
     if (!peer)
         return -206;
+    if ((!pkt->in_buf && inner_len) || overlaps(pkt->in_buf, inner_len, pkt->out_buf, pkt->out_cap))
+        return -214;
     sa = current_outbound(peer, retired, nretired);
     if (!sa || !peer->hp_out)
         return -210;
@@ -483,7 +496,7 @@ static int open_prepare(p3dp_ctx *ctx, p3dp_pkt *pkt, uint32_t flags, struct p3_
     pkt->peer = P3DP_NO_PEER;
     pkt->p3_id = 0;
     pkt->seq = 0;
-    if (!pkt->in_buf)
+    if (!pkt->in_buf || overlaps(pkt->in_buf, pkt->in_len, pkt->out_buf, pkt->out_cap))
         return -214;
     if (flags & P3DP_IN_IP) {
         rc = parse_outer(pkt, &p3, &p3_len, &dst_addr, &dst_port);

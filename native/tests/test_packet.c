@@ -314,7 +314,35 @@ static void test_sealed_length_depends_only_on_bucket(void)
     pair_free(&p);
 }
 
-NTEST_MAIN(NTEST(test_round_trip_every_cipher_family_and_size),
+static void test_cover_traffic_without_payload_and_overlap_refused(void)
+{
+    struct pair p = pair_new(P3DP_AES_128_CCM, 6, P3DP_ENCAP_UDP);
+    p3dp_pkt pkt;
+    memset(&pkt, 0, sizeof(pkt));
+    pkt.kind = P3DP_KIND_DUMMY;
+    pkt.out_buf = wire;
+    pkt.out_cap = sizeof(wire);
+    pkt.peer = 7;
+    CHECK_EQ(p3dp_seal_burst(p.a, &pkt, 1, 0), 1);
+    CHECK_EQ(pkt.out_len, 16 + 64 + 16);
+    {
+        p3dp_pkt opened_pkt;
+        CHECK_EQ(open_one(p.b, wire, pkt.out_len, 0, &opened_pkt, 6), 0);
+        CHECK_EQ(opened_pkt.kind, P3DP_KIND_DUMMY);
+        CHECK_EQ(opened_pkt.out_len, 0);
+    }
+    /* sealing into the input buffer itself is refused, not corrupted */
+    make_inner(wire, 100, 6, 1);
+    pkt.kind = P3DP_KIND_DATA;
+    pkt.in_buf = wire;
+    pkt.in_len = 100;
+    CHECK_EQ(p3dp_seal_burst(p.a, &pkt, 1, 0), 0);
+    CHECK_EQ(pkt.status, -214);
+    pair_free(&p);
+}
+
+NTEST_MAIN(NTEST(test_cover_traffic_without_payload_and_overlap_refused),
+           NTEST(test_round_trip_every_cipher_family_and_size),
            NTEST(test_any_flipped_bit_is_rejected_and_counted),
            NTEST(test_replay_too_old_and_far_future),
            NTEST(test_rekey_switch_and_old_sa_until_removed),
