@@ -261,53 +261,58 @@ def is_link_control(frame: bytes | bytearray, base: int) -> bool:
     return next_header == IPPROTO_ICMPV6 and frame[icmp_at] in ICMPV6_LINK_CONTROL_TYPES
 
 
-def _transport_offsets(frame: bytes | bytearray, base: int) -> tuple[int, int, int] | None:
-    """(L4 start, payload start, checksum offset) of a UDP/TCP/ICMP frame, or None.
+def _ip_payload(frame: bytes | bytearray, base: int) -> tuple[int, int, int, int | None] | None:
+    """(L4 start, payload start, end, checksum offset or None) of an IP frame, or None.
 
-    ``base`` is where the Ethernet header starts. IPv6 extension headers and
-    IPv4 fragments other than the first are not followed: those frames are
-    corrupted without a checksum fix-up.
+    ``base`` is where the Ethernet header starts; ``end`` is where the IP
+    packet ends (Ethernet padding excluded). UDP, TCP and ICMP payloads
+    start after their header and have a checksum offset; any other protocol
+    (ESP, for one) is all payload with no checksum. IPv6 extension headers
+    and IPv4 fragments other than the first are not followed.
     """
-    ethertype_at = base + 12
     if len(frame) < base + ETH_HLEN:
         return None
-    (ethertype,) = struct.unpack_from("!H", frame, ethertype_at)
+    (ethertype,) = struct.unpack_from("!H", frame, base + 12)
     l3 = base + ETH_HLEN
     if ethertype == ETH_P_8021Q and len(frame) >= l3 + 4:
         (ethertype,) = struct.unpack_from("!H", frame, l3 + 2)
         l3 += 4
     if ethertype == ETH_P_IP and len(frame) >= l3 + 20:
         ihl = (frame[l3] & 0x0F) * 4
-        (frag,) = struct.unpack_from("!H", frame, l3 + 6)
+        (total_len, frag) = struct.unpack_from("!HxxH", frame, l3 + 2)
+        proto, l4, end = frame[l3 + 9], l3 + ihl, min(len(frame), l3 + total_len)
         if frag & 0x1FFF:
-            return None
-        proto, l4 = frame[l3 + 9], l3 + ihl
+            return (l4, l4, end, None) if end > l4 else None
     elif ethertype == ETH_P_IPV6 and len(frame) >= l3 + 40:
-        proto, l4 = frame[l3 + 6], l3 + 40
+        (payload_len,) = struct.unpack_from("!H", frame, l3 + 4)
+        proto, l4, end = frame[l3 + 6], l3 + 40, min(len(frame), l3 + 40 + payload_len)
     else:
         return None
-    if proto == IPPROTO_UDP and len(frame) > l4 + 8:
-        return l4, l4 + 8, l4 + 6
-    if proto == IPPROTO_TCP and len(frame) >= l4 + 20:
+    if proto == IPPROTO_UDP and end > l4 + 8:
+        return l4, l4 + 8, end, l4 + 6
+    if proto == IPPROTO_TCP and end >= l4 + 20:
         payload = l4 + (frame[l4 + 12] >> 4) * 4
-        return (l4, payload, l4 + 16) if len(frame) > payload else None
-    if proto in (IPPROTO_ICMP, IPPROTO_ICMPV6) and len(frame) > l4 + 8:
-        return l4, l4 + 8, l4 + 2
+        return (l4, payload, end, l4 + 16) if end > payload else None
+    if proto in (IPPROTO_ICMP, IPPROTO_ICMPV6) and end > l4 + 8:
+        return l4, l4 + 8, end, l4 + 2
+    if proto not in (IPPROTO_UDP, IPPROTO_TCP, IPPROTO_ICMP, IPPROTO_ICMPV6) and end > l4:
+        return l4, l4, end, None
     return None
 
 
 def _flip_payload_bit(frame: bytearray, rng: random.Random) -> None:
-    """Flip one random bit of the transport payload and keep its checksum right.
+    """Flip one random bit of the IP packet's payload and keep its checksum right.
 
     The point of corruption here is to hand the receiving application damage
     that the link's CRC missed, which is what an end-to-end integrity check
-    (P3's authentication tag) exists for; so a complete UDP/TCP/ICMP checksum
-    is patched by the RFC 1624 incremental update (HC' = ~(~HC + ~m + m')).
-    A frame whose checksum is still to be computed (NEEDS_CSUM) needs no
-    patch. Anything else gets a bit flipped after the Ethernet header.
+    (P3's authentication tag, over UDP or raw ESP) exists for; so a complete
+    UDP/TCP/ICMP checksum is patched by the RFC 1624 incremental update
+    (HC' = ~(~HC + ~m + m')). A frame whose checksum is still to be computed
+    (NEEDS_CSUM) needs no patch; ESP has no checksum. Anything that is not
+    an IP packet with a payload gets a bit flipped after the Ethernet header.
     """
     hdr_flags = frame[0]
-    offsets = _transport_offsets(frame, VNET_HDR_LEN)
+    offsets = _ip_payload(frame, VNET_HDR_LEN)
     if offsets is None:
         start = VNET_HDR_LEN + ETH_HLEN
         if len(frame) <= start:
@@ -315,13 +320,15 @@ def _flip_payload_bit(frame: bytearray, rng: random.Random) -> None:
         bit = rng.randrange((len(frame) - start) * 8)
         frame[start + bit // 8] ^= 1 << (bit % 8)
         return
-    l4, payload, csum_at = offsets
-    bit = rng.randrange((len(frame) - payload) * 8)
+    l4, payload, end, csum_at = offsets
+    bit = rng.randrange((end - payload) * 8)
     at = payload + bit // 8
     word_at = l4 + ((at - l4) & ~1)  # the 16-bit word holding the byte, aligned to the L4 start
-    old_word = (frame[word_at] << 8) | (frame[word_at + 1] if word_at + 1 < len(frame) else 0)
+    old_word = (frame[word_at] << 8) | (frame[word_at + 1] if word_at + 1 < end else 0)
     frame[at] ^= 1 << (bit % 8)
-    new_word = (frame[word_at] << 8) | (frame[word_at + 1] if word_at + 1 < len(frame) else 0)
+    new_word = (frame[word_at] << 8) | (frame[word_at + 1] if word_at + 1 < end else 0)
+    if csum_at is None:
+        return
     if hdr_flags & VIRTIO_NET_HDR_F_NEEDS_CSUM:
         return
     (old_csum,) = struct.unpack_from("!H", frame, csum_at)

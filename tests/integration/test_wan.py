@@ -120,6 +120,21 @@ def test_corruption_flips_one_payload_bit_and_keeps_the_checksum_valid() -> None
             assert _transport_checksum_ok(version, proto, bytes(damaged)), name
 
 
+def test_corruption_of_esp_damages_the_payload_not_the_ip_header() -> None:
+    import random
+
+    rng = random.Random(12)
+    esp = struct.pack("!II", 0x1000, 1) + bytes(range(100))
+    for version, build in ((4, _ipv4), (6, _ipv6)):
+        frame = _frame(version, build(50, esp))
+        header_end = len(frame) - len(esp)
+        for _ in range(50):
+            damaged = bytearray(frame)
+            _flip_payload_bit(damaged, rng)
+            assert damaged[:header_end] == frame[:header_end]  # the IP header (and its checksum) intact
+            assert _bits_differing(frame, bytes(damaged)) == 1
+
+
 def _checksum_span(version: int, proto: int, frame_len: int) -> range:
     l4 = VNET_HDR_LEN + 14 + (20 if version == 4 else 40)
     at = l4 + {17: 6, 6: 16, 1: 2, 58: 2}[proto]
