@@ -15,8 +15,9 @@ Two parts:
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +25,7 @@ from p3hw.crypto.keys import CIPHERS, HP_KEY_BYTES, SaKeys, SessionKeys
 from p3hw.reasons import REASONS, P3Error
 
 #: The ABI stamp this Python code was written against (native/src/cpu.c).
-EXPECTED_ABI_VERSION = 2
+EXPECTED_ABI_VERSION = 3
 
 try:
     from p3hw import _dataplane  # type: ignore[attr-defined]
@@ -205,6 +206,11 @@ class Routes:
 
     def count(self, family: int) -> int:
         return int(self._lib.p3dp_route_count(self._table, family))
+
+    @property
+    def table(self) -> Any:
+        """The native table, for the worker."""
+        return self._table
 
 
 # ---------------------------------------------------------------- dataplane
@@ -568,3 +574,162 @@ class Dataplane:
             elapsed += time.perf_counter() - start
             count += n
         return count, elapsed
+
+
+# ---------------------------------------------------------------- flow tracking (native/src/flows.c)
+
+@dataclass(frozen=True)
+class Terminated:
+    """What p3dp_flows_terminate wrote for one peer (spec §2.1.7 login termination)."""
+
+    tcp_flows_reset: int = 0
+    tcp_resets: int = 0
+    icmp_unreachables: int = 0
+    flows_silent: int = 0
+
+
+class FlowTable:
+    """Flows through the tunnels, kept so a lost session can reset them (docs/flows.md)."""
+
+    TERMINATE_BATCH = 256
+
+    def __init__(self, capacity: int = 65536, tcp_idle_ms: int = 3 * 3600 * 1000,
+                 other_idle_ms: int = 180 * 1000) -> None:
+        self._ffi, self._lib = native()
+        ptr = self._lib.p3dp_flows_new(capacity, tcp_idle_ms, other_idle_ms)
+        if ptr == self._ffi.NULL:
+            raise P3Error("DP_BAD_ARGUMENT", f"cannot make a flow table of {capacity} flows")
+        self.table: Any = self._ffi.gc(ptr, self._lib.p3dp_flows_free)
+
+    def observe(self, peer: int, packet: bytes, from_lan: bool, now_ms: int) -> int:
+        """Show one inner packet to the tracker (tests and tools; the worker calls the C directly)."""
+        direction = self._lib.P3DP_FLOW_FROM_LAN if from_lan else self._lib.P3DP_FLOW_TO_LAN
+        return check(self._lib.p3dp_flows_observe(self.table, peer, packet, len(packet), direction, now_ms),
+                     "flow observe")
+
+    def live(self, peer: int, now_ms: int) -> int:
+        return int(self._lib.p3dp_flows_count(self.table, peer, now_ms))
+
+    def forget(self, peer: int) -> int:
+        return int(self._lib.p3dp_flows_forget(self.table, peer))
+
+    def terminate(self, peer: int, now_ms: int) -> tuple[list[bytes], Terminated]:
+        """The RSTs and ICMP unreachables to write toward the LAN for *peer*'s live flows."""
+        ffi, lib = self._ffi, self._lib
+        batch = self.TERMINATE_BATCH
+        out = ffi.new("uint8_t[]", batch * lib.P3DP_FLOWS_MAX_PACKET)
+        lens = ffi.new("size_t[]", batch)
+        done = ffi.new("p3dp_flows_terminated *")
+        packets: list[bytes] = []
+        totals = dict.fromkeys(("tcp_flows_reset", "tcp_resets", "icmp_unreachables", "flows_silent"), 0)
+        while True:
+            n = check(lib.p3dp_flows_terminate(self.table, peer, now_ms, out, len(out), lens, batch, done),
+                      "flow terminate")
+            buf, offset = ffi.buffer(out), 0
+            for i in range(n):
+                packets.append(bytes(buf[offset:offset + lens[i]]))
+                offset += lens[i]
+            for key in totals:
+                totals[key] += int(getattr(done, key))
+            if done.flows_remaining == 0 or n == 0:
+                return packets, Terminated(**totals)
+
+
+# ---------------------------------------------------------------- the packet worker (native/src/worker.c)
+
+@dataclass(frozen=True)
+class WorkerMessage:
+    """A packet the worker hands to the control plane."""
+
+    kind: str          # "ike" (behind the non-ESP marker) or "control" (opened, to this P3 system)
+    peer: int | None   # the session it came through (control only)
+    addr: str          # the sender's outer address
+    port: int          # its UDP port (0 for raw ESP)
+    data: bytes
+
+
+@dataclass(frozen=True)
+class WorkerStats:
+    lan_rx_packets: int
+    lan_tx_packets: int
+    wan_rx_packets: int
+    wan_tx_packets: int
+    no_route_drops: int
+    control_queue_drops: int
+    io_errors: int
+
+
+class Worker:
+    """The native packet worker: moves every data packet, no Python on the way.
+
+    It owns *dataplane* while it runs; change SAs and peers only inside
+    ``with worker.paused():`` (the worker parks between two bursts).
+    """
+
+    MESSAGE_ROOM = 65536
+
+    def __init__(self, dataplane: Dataplane, routes: Routes, flows: FlowTable | None, *, lan_fd: int,
+                 wan_fd: int, esp_fd: int = -1, esp_family: int = 4) -> None:
+        self._ffi, self._lib = native()
+        cfg = self._ffi.new("p3dp_worker_config *")
+        cfg.lan_fd, cfg.wan_fd, cfg.esp_fd, cfg.esp_family = lan_fd, wan_fd, esp_fd, esp_family
+        # keep what the C side points at alive as long as the worker
+        self._dataplane, self._routes, self._flows = dataplane, routes, flows
+        flows_ptr = flows.table if flows is not None else self._ffi.NULL
+        ptr = self._lib.p3dp_worker_new(dataplane.ctx, routes.table, flows_ptr, cfg)
+        if ptr == self._ffi.NULL:
+            raise P3Error("DP_BAD_ARGUMENT", "cannot create the packet worker (descriptors or memory)")
+        self._ptr: Any = ptr
+        self._buf = self._ffi.new("uint8_t[]", self.MESSAGE_ROOM)
+        self._info = self._ffi.new("p3dp_worker_msg *")
+
+    @property
+    def notify_fd(self) -> int:
+        """Readable when the worker has messages for the control plane."""
+        return int(self._lib.p3dp_worker_notify_fd(self._ptr))
+
+    def start(self) -> None:
+        check(self._lib.p3dp_worker_start(self._ptr), "worker start")
+
+    def stop(self) -> None:
+        self._lib.p3dp_worker_stop(self._ptr)
+
+    def close(self) -> None:
+        if self._ptr is not None:
+            self._lib.p3dp_worker_free(self._ptr)
+            self._ptr = None
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Park the worker between two bursts while the control plane changes the dataplane."""
+        check(self._lib.p3dp_worker_pause(self._ptr), "worker pause")
+        try:
+            yield
+        finally:
+            self._lib.p3dp_worker_resume(self._ptr)
+
+    def receive(self) -> list[WorkerMessage]:
+        """Drain the messages waiting for the control plane."""
+        messages = []
+        while True:
+            n = check(self._lib.p3dp_worker_recv(self._ptr, self._buf, self.MESSAGE_ROOM, self._info), "worker recv")
+            if n == 0:
+                return messages
+            info = self._info
+            family = int(info.family)
+            packed = bytes(self._ffi.buffer(info.addr, 16 if family == 6 else 4))
+            addr = str(ipaddress.ip_address(packed)) if family in (4, 6) else ""
+            kind = KIND_NAMES.get(int(info.kind), "data")
+            peer = None if info.peer == 0xFFFFFFFF else int(info.peer)
+            messages.append(WorkerMessage(kind, peer, addr, int(info.port), bytes(self._ffi.buffer(self._buf, n))))
+
+    def send(self, addr: str, port: int, data: bytes, *, via_esp: bool = False) -> None:
+        """Send bytes as they are to (addr, port) through the WAN socket (IKE, sealed control packets)."""
+        family, packed = _addr_bytes(addr)
+        check(self._lib.p3dp_worker_send(self._ptr, 1 if via_esp else 0, family, packed, port, data, len(data)),
+              f"send to {addr}")
+
+    def stats(self) -> WorkerStats:
+        raw = self._ffi.new("p3dp_worker_stats *")
+        self._lib.p3dp_worker_get_stats(self._ptr, raw)
+        return WorkerStats(**{name: int(getattr(raw, name)) for name in WorkerStats.__dataclass_fields__})

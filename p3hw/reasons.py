@@ -70,6 +70,7 @@ _CATALOGUE: tuple[Reason, ...] = (
     Reason("P3-E214", "DP_BAD_ARGUMENT", "the dataplane was called with an invalid argument"),
     Reason("P3-E215", "DP_CRYPTO_ENGINE", "the crypto engine failed an operation"),
     Reason("P3-E216", "DP_NOT_BUILT", "the native dataplane extension is not built or does not match this version"),
+    Reason("P3-E217", "DP_ROUTE_NOT_FOUND", "no route with exactly this prefix is installed"),
     # 3xx initial exchange
     Reason("P3-E300", "IKE_MALFORMED", "an IKE message is truncated or has a malformed length or payload"),
     Reason("P3-E301", "IKE_UNSUPPORTED_CRITICAL", "an IKE message has an unknown payload marked critical"),

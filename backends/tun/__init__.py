@@ -60,15 +60,21 @@ def configure(name: str, addresses: Iterable[IPInterface], mtu: int,
                 if getattr(exc, "code", None) != errno.EEXIST:
                     raise P3Error("OS_ERROR", f"cannot address {name}: {exc}") from None
         ipr.link("set", index=index, state="up")
-        for network in routes:
-            add_route(ipr, index, network)
+    for network in routes:
+        add_route(name, network)
 
 
-def add_route(ipr: object, index: int, network: IPNetwork) -> None:
-    """Route *network* into the TUN (replacing any route to the same prefix)."""
-    family = 10 if network.version == 6 else 2
-    ipr.route("replace", dst=str(network.network_address), dst_len=network.prefixlen,  # type: ignore[attr-defined]
-              oif=index, family=family)
+def add_route(name: str, network: IPNetwork) -> None:
+    """Route *network* into the TUN *name* (replacing any route to the same prefix)."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        found = ipr.link_lookup(ifname=name)
+        if not found:
+            raise P3Error("OS_ERROR", f"TUN interface {name!r} vanished")
+        family = 10 if network.version == 6 else 2
+        ipr.route("replace", dst=str(network.network_address), dst_len=network.prefixlen,
+                  oif=found[0], family=family)
 
 
 def remove_route(name: str, network: IPNetwork) -> None:

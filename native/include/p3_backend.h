@@ -69,4 +69,44 @@ struct p3_crypto_engine {
 void *p3_aesni_engine_new(size_t scratch_bytes);
 extern const struct p3_crypto_engine p3_aesni_engine;
 
+/* ---- Packet I/O backends (backends/tun, backends/udp, backends/esp) ----
+ * A burst in, a burst out; the worker (native/src/worker.c) drives them.
+ * The descriptors are opened by the control plane (Python: TUN through
+ * /dev/net/tun and pyroute2, sockets bound to port 5653) and handed over. */
+enum { P3_IO_TUN = 1, P3_IO_UDP = 2, P3_IO_ESP = 3 };
+enum { P3_IO_MAX_BURST = 64 };
+
+struct p3_iobuf {
+    uint8_t *data;
+    uint32_t len;
+    uint32_t cap;
+    uint8_t family;     /* WAN: peer's address family, 4 or 6 */
+    uint16_t port;      /* WAN: peer's UDP port, host order (0 for ESP) */
+    uint8_t addr[16];   /* WAN: peer's address, network order */
+};
+
+struct p3_io;
+
+struct p3_io_ops {
+    const char *name;
+    /* Receive up to n packets without blocking; returns the count (0: none
+     * ready) or a negative reason. */
+    int (*rx_burst)(struct p3_io *io, struct p3_iobuf *bufs, unsigned n);
+    /* Send n packets; returns how many left, or a negative reason. */
+    int (*tx_burst)(struct p3_io *io, struct p3_iobuf *bufs, unsigned n);
+};
+
+struct p3_io {
+    const struct p3_io_ops *ops;
+    int fd;
+    int family;          /* the socket's family: 4 or 6 (a v6 socket may be dual-stack) */
+    uint32_t open_flags; /* flags the worker passes to p3dp_open_burst for this input */
+    void *state;         /* the backend's own (mmsghdr arrays, ...) */
+};
+
+extern const struct p3_io_ops p3_io_tun_ops, p3_io_udp_ops, p3_io_esp_ops;
+/* Bind fd to the backend of that kind; family matters for ESP (4 or 6). */
+int p3_io_open(struct p3_io *io, int kind, int fd, int family);
+void p3_io_close(struct p3_io *io);
+
 #endif /* P3_BACKEND_H */

@@ -209,7 +209,7 @@ void p3dp_routes_free(p3dp_routes *routes);
  * out of range, family, peer > P3DP_ROUTE_PEER_MAX), -213 table full. */
 int p3dp_route_add(p3dp_routes *routes, int family, const uint8_t *prefix,
                    unsigned int prefix_len, uint32_t peer);
-/* -210 when the exact prefix is not present. */
+/* -217 (DP_ROUTE_NOT_FOUND) when the exact prefix is not present. */
 int p3dp_route_del(p3dp_routes *routes, int family, const uint8_t *prefix,
                    unsigned int prefix_len);
 /* The peer of the longest matching prefix, or P3DP_NO_PEER. */
@@ -224,9 +224,6 @@ size_t p3dp_route_count(const p3dp_routes *routes, int family);
  * into one 32-bit entry so a lookup is one load per trie level. */
 enum { P3DP_NO_PEER = 0xffffffff, P3DP_ROUTE_PEER_MAX = 0x7ffffffe };
 
-/* P3DP_CDEF_END */
-
-/* P3DP_FLOWS_PENDING: moved inside the cdef block once integrated. */
 /* --- Flow tracking for login termination (native/src/flows.c) ---------
  * Spec §2.1.7; decisions in docs/flows.md. The dataplane shows every inner
  * packet it tunnels (the bare IP packet, no virtio-net header) to
@@ -308,8 +305,64 @@ size_t p3dp_flows_observe_burst(p3dp_flows *flows, const p3dp_pkt *pkts, size_t 
  * v4_code <= 15 and v6_code <= 7. */
 int p3dp_flows_set_unreachable_codes(p3dp_flows *flows, unsigned int v4_code, unsigned int v6_code);
 
+/* --- Packet worker (native/src/worker.c) -------------------------------
+ * Bursts LAN (TUN) -> route -> seal -> WAN (UDP or raw ESP) and WAN ->
+ * open -> LAN or the control plane. One thread owns the context while it
+ * runs: the control plane changes SAs and peers only between
+ * p3dp_worker_pause() and p3dp_worker_resume() (the worker parks between
+ * two bursts; its fast path reads one atomic flag). IKE messages and
+ * control-channel packets go to the control plane through a ring whose
+ * eventfd is p3dp_worker_notify_fd(). */
+typedef struct p3dp_worker p3dp_worker;
 
+typedef struct p3dp_worker_config {
+    int lan_fd;        /* TUN (IFF_TUN | IFF_NO_PI), non-blocking */
+    int wan_fd;        /* UDP socket bound to the P3 port, non-blocking */
+    int esp_fd;        /* raw IP protocol 50 socket for the ESP transport, or -1 */
+    int esp_family;    /* 4 or 6: the raw socket's family */
+} p3dp_worker_config;
 
+typedef struct p3dp_worker_msg {
+    uint32_t len;
+    uint32_t peer;     /* P3DP_KIND_CONTROL: the session it came through */
+    uint8_t kind;      /* P3DP_KIND_CONTROL or P3DP_KIND_IKE */
+    uint8_t family;    /* sender's outer address */
+    uint16_t port;
+    uint8_t addr[16];
+} p3dp_worker_msg;
+
+typedef struct p3dp_worker_stats {
+    uint64_t lan_rx_packets;
+    uint64_t lan_tx_packets;
+    uint64_t wan_rx_packets;
+    uint64_t wan_tx_packets;
+    uint64_t no_route_drops;       /* LAN packets no remote subnet matched */
+    uint64_t control_queue_drops;  /* the control plane's queue was full */
+    uint64_t io_errors;
+} p3dp_worker_stats;
+
+/* NULL on bad descriptors or no memory. routes and flows (may be NULL) must
+ * outlive the worker. */
+p3dp_worker *p3dp_worker_new(p3dp_ctx *ctx, const p3dp_routes *routes, p3dp_flows *flows,
+                             const p3dp_worker_config *cfg);
+void p3dp_worker_free(p3dp_worker *w);
+int p3dp_worker_start(p3dp_worker *w);
+void p3dp_worker_stop(p3dp_worker *w);
+/* Park the worker between bursts (returns when it is parked); every pause
+ * must be followed by a resume. Without a running thread both are no-ops
+ * apart from serializing control-plane callers. */
+int p3dp_worker_pause(p3dp_worker *w);
+void p3dp_worker_resume(p3dp_worker *w);
+int p3dp_worker_notify_fd(const p3dp_worker *w);
+/* Take one message for the control plane: its length, 0 when none, -205 if
+ * cap is too small. */
+int p3dp_worker_recv(p3dp_worker *w, uint8_t *buf, size_t cap, p3dp_worker_msg *info);
+/* Send bytes as they are out of the WAN socket (via_esp: the raw ESP one). */
+int p3dp_worker_send(p3dp_worker *w, int via_esp, int family, const uint8_t *addr, uint16_t port,
+                     const uint8_t *data, uint32_t len);
+void p3dp_worker_get_stats(const p3dp_worker *w, p3dp_worker_stats *out);
+
+/* P3DP_CDEF_END */
 
 #ifdef __cplusplus
 }

@@ -62,7 +62,7 @@
 #define MAX_ROUTES_PER_FAMILY (1u << 21)
 
 enum {
-    ERR_NOT_FOUND = -210,  /* P3-E210: no such prefix (delete) */
+    ERR_NOT_FOUND = -217,  /* P3-E217: no such prefix (delete) */
     ERR_TABLE_FULL = -213, /* P3-E213 DP_TABLE_FULL */
     ERR_BAD_ARG = -214     /* P3-E214 DP_BAD_ARGUMENT */
 };
