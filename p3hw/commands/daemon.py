@@ -1,0 +1,41 @@
+"""``p3hw primary -c FILE`` and ``p3hw secondary -c FILE``: run a gateway in the foreground.
+
+systemd-friendly: no forking, logs to stderr and syslog, exits on SIGTERM
+after telling its peers (SHUTDOWN) and removing its routes; SIGHUP reloads
+the configuration. A configuration with errors is refused with every error
+listed (file:line: P3-Exxx ...), exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+
+from p3hw.config import load_config
+from p3hw.log import setup_logging
+from p3hw.reasons import P3Error
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--config", required=True, help="configuration file (spec Appendix A)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def run(args: argparse.Namespace) -> int:
+    role = args._path[0]
+    config = load_config(args.config, role=role)
+    missing = [r for r in config.remotes if r.psk_file is None]
+    if missing:
+        ids = ", ".join(f"{r.id}/psk_file" for r in missing)
+        raise P3Error("CONFIG_MISSING_VALUE", f"{args.config}: the daemon needs a pre-shared key per remote: add {ids}",
+                      hint="'p3hw setup' writes one; the file must be mode 0600")
+    if os.geteuid() != 0:
+        raise P3Error("NEED_ROOT", f"p3hw {role} needs root (CAP_NET_ADMIN) for its TUN interface and routes")
+    logger = setup_logging(ident=f"p3hw-{role}", facility=config.local.log_facility,
+                           level=logging.DEBUG if args.verbose else logging.INFO)
+    from p3hw.runtime.gateway import Gateway
+
+    gateway = Gateway(config, logger, config_path=args.config)
+    return asyncio.run(gateway.run())

@@ -1,0 +1,568 @@
+"""The gateway daemon: wires the sans-I/O machines to the native worker.
+
+One asyncio loop per gateway. The native worker (native/src/worker.c) moves
+every data packet; this loop only sees IKE messages and control-channel
+packets (through the worker's queue, an eventfd on the loop) and timers.
+It executes what the machines return: install and remove SAs (with the
+worker paused between two bursts), seal and send control packets, terminate
+enterprise connections, log with reason codes.
+
+Roles differ only in who starts the initial exchange (spec §2.1.2: the
+secondary dials, the primary never does) and in recovery (the secondary
+retries with the 5 s-step backoff of §2.1.7).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+
+from p3hw.backends import tun as tun_backend
+from p3hw.backends.esp import open_esp
+from p3hw.backends.udp import open_udp
+from p3hw.config import Config, RemoteHost, load_config, read_psk
+from p3hw.constants import NON_ESP_MARKER
+from p3hw.crypto.keys import SessionKeys, cipher_name
+from p3hw.crypto.keysource import SoftwareKeySource
+from p3hw.dataplane import Dataplane, FlowTable, PeerConfig, Routes, Worker
+from p3hw.log import failure
+from p3hw.protocol.control import SendControlPacket
+from p3hw.protocol.handshake import (
+    HandshakeEstablished,
+    HandshakeFailed,
+    InitiatorHandshake,
+    MessageDropped,
+    PeerPolicy,
+    ResponderHandshake,
+)
+from p3hw.protocol.recovery import (
+    Reconnect,
+    Recovery,
+    ScheduleReconnect,
+    SyslogMessage,
+    TerminateEnterpriseConnections,
+)
+from p3hw.protocol.rekey import InstallInboundSa, InstallOutboundSa, RekeyCompleted, RemoveInboundSa
+from p3hw.protocol.session import Session, SessionConfig, SessionLost
+from p3hw.reasons import P3Error
+from p3hw.wire.ike import Identity
+
+#: Outer path MTU assumed for the WAN (bytes); the TUN MTU leaves room for
+#: the largest P3 overhead (IPv6 40 + UDP 8 + P3 16 + ICV 16 + trailer 3).
+WAN_MTU = 1500
+TUN_MTU = 1400
+#: Flow table size and idle timeouts for login termination (docs/flows.md).
+FLOW_CAPACITY = 65536
+FLOW_TCP_IDLE_MS = 3 * 3600 * 1000
+FLOW_OTHER_IDLE_MS = 180 * 1000
+#: Longest the loop sleeps without a timer, so a stop request is seen soon.
+MAX_SLEEP_S = 0.5
+
+
+@dataclass
+class PeerState:
+    """Everything the daemon knows about one remote host."""
+
+    remote: RemoteHost
+    peer_id: int
+    session: Session | None = None
+    handshake: InitiatorHandshake | None = None
+    recovery: Recovery | None = None
+    outer_addr: str = ""
+    outer_port: int = 0
+    established_at: float | None = None
+    rekeys_completed: int = 0
+    last_rekey_at: float | None = None
+    sessions_started: int = 0
+    in_dataplane: bool = False
+    losses: list[str] = field(default_factory=list)
+
+    @property
+    def state(self) -> str:
+        if self.session is not None and self.session.lost is None:
+            return "established"
+        if self.handshake is not None:
+            return "connecting"
+        if self.recovery is not None and self.recovery.reconnect_at_s is not None:
+            return "waiting"
+        return "down"
+
+
+class Gateway:
+    """A primary or secondary gateway running in the foreground."""
+
+    def __init__(self, config: Config, logger: logging.Logger, *, config_path: str | None = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.role = config.role
+        self.log = logger
+        self.key_source = SoftwareKeySource()
+        self.peers: dict[int, PeerState] = {}
+        self.peer_by_address: dict[str, PeerState] = {}
+        self.responder: ResponderHandshake | None = None
+        self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.dp: Dataplane | None = None
+        self.routes: Routes | None = None
+        self.flows: FlowTable | None = None
+        self.worker: Worker | None = None
+        self.tun_fd = -1
+        self.udp = None
+        self.esp = None
+        self._kernel_routes: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        self._used_p3_ids: set[int] = set()
+
+    # ------------------------------------------------------------ set-up
+
+    @property
+    def local_address(self) -> str:
+        return str(self.config.local.address)
+
+    def _open_io(self) -> None:
+        local = self.config.local
+        self.dp = Dataplane()
+        self.dp.set_local_address(self.local_address)
+        self.routes = Routes()
+        self.flows = FlowTable(FLOW_CAPACITY, FLOW_TCP_IDLE_MS, FLOW_OTHER_IDLE_MS)
+        self.tun_fd = tun_backend.open_tun(local.interface)
+        port = local.port if self.role == "primary" else self._secondary_port()
+        self.udp = open_udp(local.address, port)
+        esp_fd, esp_family = -1, local.address.version
+        if local.transport == "esp":
+            self.esp = open_esp(local.address)
+            esp_fd = self.esp.fileno()
+        tun_backend.configure(local.interface, [], TUN_MTU)
+        self.worker = Worker(self.dp, self.routes, self.flows, lan_fd=self.tun_fd, wan_fd=self.udp.fileno(),
+                             esp_fd=esp_fd, esp_family=esp_family)
+        self.worker.start()
+
+    def _secondary_port(self) -> int:
+        ports = {r.port for r in self.config.remotes}
+        return ports.pop() if len(ports) == 1 else 0
+
+    def _add_remote(self, remote: RemoteHost) -> PeerState:
+        peer = PeerState(remote=remote, peer_id=remote.id)
+        self.peers[remote.id] = peer
+        self.peer_by_address[str(remote.address)] = peer
+        assert self.routes is not None
+        for subnet in remote.subnets:
+            self.routes.add(str(subnet), remote.id)
+            tun_backend.add_route(self.config.local.interface, subnet)
+            self._kernel_routes.append(subnet)
+        if self.role == "secondary":
+            peer.recovery = Recovery("secondary", str(remote.address))
+        return peer
+
+    def _remove_remote(self, peer: PeerState, now: float) -> None:
+        if peer.session is not None and peer.session.lost is None:
+            peer.session.shutdown(now, "P3-E504", "remote removed from the configuration")
+            self._run_session_actions(peer, now)
+        self._teardown_peer_dataplane(peer)
+        assert self.routes is not None
+        for subnet in peer.remote.subnets:
+            try:
+                self.routes.delete(str(subnet))
+            except P3Error:
+                pass
+            tun_backend.remove_route(self.config.local.interface, subnet)
+        if self.flows is not None:
+            self.flows.forget(peer.peer_id)
+        self.peers.pop(peer.peer_id, None)
+        self.peer_by_address.pop(str(peer.remote.address), None)
+
+    # ------------------------------------------------------------ the loop
+
+    async def run(self) -> int:
+        self._loop = asyncio.get_running_loop()
+        self._open_io()
+        assert self.worker is not None
+        self._loop.add_reader(self.worker.notify_fd, self._on_worker_packets)
+        for sig, handler in ((signal.SIGTERM, self.request_stop), (signal.SIGINT, self.request_stop),
+                             (signal.SIGHUP, self.request_reload)):
+            self._loop.add_signal_handler(sig, handler)
+        now = time.monotonic()
+        for remote in self.config.remotes:
+            peer = self._add_remote(remote)
+            if self.role == "secondary":
+                self._start_handshake(peer, now)
+        if self.role == "primary":
+            self.responder = self._make_responder()
+        self.log.info("p3hw %s up: address %s port %d, %d remote(s), transport %s, interface %s",
+                      self.role, self.local_address, self.udp.getsockname()[1], len(self.peers),
+                      self.config.local.transport, self.config.local.interface)
+        try:
+            while not self._stop.is_set():
+                self._handle_timers(time.monotonic())
+                delay = self._next_deadline(time.monotonic())
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
+                except TimeoutError:
+                    pass
+                if self._reload_requested:
+                    self._reload_requested = False
+                    self._reload()
+        finally:
+            self._shutdown()
+        return 0
+
+    _reload_requested = False
+
+    def request_stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def request_reload(self) -> None:
+        self._reload_requested = True
+        self._wake.set()
+
+    def _next_deadline(self, now: float) -> float:
+        deadlines = []
+        for peer in self.peers.values():
+            for machine in (peer.session, peer.handshake):
+                if machine is None:
+                    continue
+                timer = machine.get_timer() if isinstance(machine, Session) else machine.next_timer()
+                if timer is not None:
+                    deadlines.append(timer)
+            if peer.recovery is not None and peer.recovery.get_timer() is not None:
+                deadlines.append(peer.recovery.get_timer())
+        if self.responder is not None and self.responder.next_timer() is not None:
+            deadlines.append(self.responder.next_timer())
+        if not deadlines:
+            return MAX_SLEEP_S
+        return max(0.0, min(min(deadlines) - now, MAX_SLEEP_S))
+
+    def _handle_timers(self, now: float) -> None:
+        for peer in list(self.peers.values()):
+            if peer.handshake is not None:
+                timer = peer.handshake.next_timer()
+                if timer is not None and timer <= now:
+                    self._send_ike(peer.outer_addr or str(peer.remote.address), peer.remote.port,
+                                   peer.handshake.handle_timer(now))
+                    self._drain_handshake(peer, now)
+            if peer.session is not None and peer.session.lost is None:
+                timer = peer.session.get_timer()
+                if timer is not None and timer <= now:
+                    peer.session.handle_timer(now)
+                    self._run_session_actions(peer, now)
+            if peer.recovery is not None:
+                timer = peer.recovery.get_timer()
+                if timer is not None and timer <= now:
+                    self._run_recovery(peer, peer.recovery.handle_timer(now), now)
+        if self.responder is not None:
+            timer = self.responder.next_timer()
+            if timer is not None and timer <= now:
+                self.responder.handle_timer(now)
+
+    # ------------------------------------------------------------ packets from the worker
+
+    def _on_worker_packets(self) -> None:
+        assert self.worker is not None
+        now = time.monotonic()
+        for msg in self.worker.receive():
+            if msg.kind == "ike":
+                self._on_ike(msg.data, msg.addr, msg.port, now)
+            elif msg.kind == "control":
+                peer = self.peers.get(msg.peer)
+                if peer is not None and peer.session is not None:
+                    peer.session.receive_control_packet(msg.data, now)
+                    self._run_session_actions(peer, now)
+        self._wake.set()
+
+    def _on_ike(self, data: bytes, addr: str, port: int, now: float) -> None:
+        if self.role == "primary":
+            assert self.responder is not None
+            replies = self.responder.receive(data, now, peer_addr=(addr, port))
+            self._send_ike(addr, port, replies)
+            self._drain_responder(now)
+            return
+        peer = self.peer_by_address.get(addr)
+        if peer is None or peer.handshake is None:
+            return
+        self._send_ike(addr, port, peer.handshake.receive(data, now))
+        self._drain_handshake(peer, now)
+
+    def _send_ike(self, addr: str, port: int, messages: list[bytes]) -> None:
+        assert self.worker is not None
+        for message in messages:
+            self.worker.send(addr, port, NON_ESP_MARKER + message)
+
+    # ------------------------------------------------------------ initial exchange
+
+    def _psk(self, remote: RemoteHost) -> bytes:
+        if remote.psk_file is None:
+            raise P3Error("CONFIG_MISSING_VALUE", f"remote {remote.id} ({remote.address}) has no psk_file",
+                          hint=f"add '{remote.id}/psk_file = PATH' (a mode 0600 file)")
+        return read_psk(remote.psk_file)
+
+    def _allocate_p3_id(self) -> int:
+        while True:
+            candidate = int.from_bytes(os.urandom(4), "big")
+            if candidate and candidate not in self._used_p3_ids:
+                self._used_p3_ids.add(candidate)
+                return candidate
+
+    def _start_handshake(self, peer: PeerState, now: float) -> None:
+        remote = peer.remote
+        peer.handshake = InitiatorHandshake(
+            Identity.ip(self.local_address), self._psk(remote),
+            data_ciphers=(cipher_name(remote.key_type, remote.cipher),),
+            remote_identity=Identity.ip(str(remote.address)),
+            inbound_p3_id=self._allocate_p3_id(),
+        )
+        self._send_ike(str(remote.address), remote.port, peer.handshake.start(now))
+
+    def _drain_handshake(self, peer: PeerState, now: float) -> None:
+        assert peer.handshake is not None
+        while (event := peer.handshake.next_event()) is not None:
+            if isinstance(event, HandshakeEstablished):
+                peer.handshake = None
+                self._establish(peer, event, str(peer.remote.address), peer.remote.port, now)
+                if peer.recovery is not None:
+                    self._run_recovery(peer, peer.recovery.connected(now), now)
+                return
+            if isinstance(event, HandshakeFailed):
+                peer.handshake = None
+                failure(self.log, event.reason_code, f"initial exchange with {peer.remote.address}: {event.detail}")
+                if peer.recovery is not None:
+                    self._run_recovery(peer, peer.recovery.connect_failed(now, f"{event.reason_code} {event.detail}"), now)
+                return
+            if isinstance(event, MessageDropped):
+                self.log.debug("%s dropped IKE message: %s", event.reason_code, event.detail)
+
+    def _make_responder(self) -> ResponderHandshake:
+        def peer_for(identity: Identity) -> PeerPolicy | None:
+            peer = self.peer_by_address.get(str(identity))
+            if peer is None:
+                return None
+            remote = peer.remote
+            return PeerPolicy(psk=self._psk(remote), data_ciphers=(cipher_name(remote.key_type, remote.cipher),))
+
+        return ResponderHandshake(Identity.ip(self.local_address), peer_for, allocate_p3_id=self._allocate_p3_id)
+
+    def _drain_responder(self, now: float) -> None:
+        assert self.responder is not None
+        while (event := self.responder.next_event()) is not None:
+            addr, port = event.peer_addr if isinstance(event.peer_addr, tuple) else ("?", 0)
+            if isinstance(event, HandshakeEstablished):
+                peer = self.peer_by_address.get(str(event.peer_identity))
+                if peer is None:
+                    continue
+                if peer.session is not None and peer.session.lost is None:
+                    # The secondary started over (it lost us): the old session is gone.
+                    self._session_lost(peer, SessionLost("P3-E502", "the secondary re-established the session"), now)
+                self._establish(peer, event, addr, port, now)
+            elif isinstance(event, HandshakeFailed):
+                failure(self.log, event.reason_code, f"initial exchange from {addr} port {port}: {event.detail}")
+                peer = self._peer_by_outer(addr, port)
+                if peer is not None and peer.session is not None and peer.established_at == now:
+                    # Established, then refused by the secondary: withdraw what was installed.
+                    self._session_lost(peer, SessionLost(event.reason_code, event.detail), now)
+            elif isinstance(event, MessageDropped):
+                self.log.debug("%s dropped IKE message from %s: %s", event.reason_code, addr, event.detail)
+
+    def _peer_by_outer(self, addr: str, port: int) -> PeerState | None:
+        for peer in self.peers.values():
+            if peer.outer_addr == addr and peer.outer_port == port:
+                return peer
+        return None
+
+    # ------------------------------------------------------------ sessions
+
+    def _establish(self, peer: PeerState, event: HandshakeEstablished, addr: str, port: int, now: float) -> None:
+        assert self.dp is not None and self.worker is not None
+        keys: SessionKeys = event.keys
+        remote = peer.remote
+        peer.outer_addr, peer.outer_port = addr, port
+        encap = self.config.local.transport
+        with self.worker.paused():
+            if peer.in_dataplane:
+                self.dp.remove_peer(peer.peer_id)
+            self.dp.add_peer(PeerConfig(
+                peer_id=peer.peer_id, local_addr=self.local_address, remote_addr=addr, encap=encap,
+                local_port=self.udp.getsockname()[1], remote_port=port if encap == "udp" else 0, mtu=WAN_MTU,
+            ))
+            self.dp.install_session(peer.peer_id, keys)
+        peer.in_dataplane = True
+        peer.session = Session(
+            SessionConfig(
+                role=self.role, cipher=event.data_cipher, local_address=self.local_address,
+                peer_address=str(remote.address), rekey_wait_s=remote.rekey_wait_s, pfs=bool(remote.pfs),
+                heartbeat_time_s=remote.heartbeat_time_s, heartbeat_fail_s=remote.heartbeat_fail_s,
+                use_key_arrays=self.role == "primary" and remote.array_size > 0,
+                array_size=max(remote.array_size, 1),
+                data_array_time_s=remote.data_array_time_s, control_array_time_s=remote.control_array_time_s,
+            ) if self.role == "primary" else SessionConfig(
+                role=self.role, cipher=event.data_cipher, local_address=self.local_address,
+                peer_address=str(remote.address), heartbeat_time_s=remote.heartbeat_time_s,
+                heartbeat_fail_s=remote.heartbeat_fail_s,
+            ),
+            keys, self.key_source, now,
+        )
+        peer.established_at = now
+        peer.sessions_started += 1
+        self.log.info("session with %s (%s port %d) established: %s, P3 IDs in %#010x out %#010x",
+                      remote.address, addr, port, event.data_cipher, keys.inbound.p3_id, keys.outbound.p3_id)
+        self._run_session_actions(peer, now)
+
+    def _run_session_actions(self, peer: PeerState, now: float) -> None:
+        session = peer.session
+        if session is None or self.dp is None or self.worker is None:
+            return
+        # Actions can beget actions (outbound_installed answers with SWITCH): loop until quiet.
+        for _ in range(16):
+            actions = session.actions()
+            if not actions and session.lost is None:
+                return
+            for action in actions:
+                if isinstance(action, SendControlPacket):
+                    self._send_control(peer, action.packet)
+                elif isinstance(action, InstallInboundSa):
+                    with self.worker.paused():
+                        self.dp.add_inbound_sa(peer.peer_id, action.sa)
+                elif isinstance(action, InstallOutboundSa):
+                    with self.worker.paused():
+                        self.dp.add_outbound_sa(peer.peer_id, action.sa, 0)
+                        first_seq = self.dp.next_seq(peer.peer_id)
+                    session.outbound_installed(action.sa.p3_id, first_seq, now)
+                elif isinstance(action, RemoveInboundSa):
+                    with self.worker.paused():
+                        try:
+                            self.dp.remove_sa("in", peer.peer_id, action.p3_id)
+                        except P3Error:
+                            pass
+                elif isinstance(action, RekeyCompleted):
+                    peer.rekeys_completed += 1
+                    peer.last_rekey_at = now
+                    self.log.info("rekey %d with %s completed", action.rekey_id, peer.remote.address)
+                elif isinstance(action, SessionLost):
+                    pass
+            if session.lost is not None:
+                self._session_lost(peer, session.lost, now)
+                return
+
+    def _send_control(self, peer: PeerState, inner_packet: bytes) -> None:
+        assert self.dp is not None and self.worker is not None
+        with self.worker.paused():
+            sealed = self.dp.seal([(peer.peer_id, inner_packet)])[0]
+        if sealed.status != "OK":
+            failure(self.log, sealed.status, f"cannot seal a control packet for {peer.remote.address}",
+                    logging.WARNING)
+            return
+        self.worker.send(peer.outer_addr, peer.outer_port, sealed.data,
+                         via_esp=self.config.local.transport == "esp")
+
+    def _session_lost(self, peer: PeerState, lost: SessionLost, now: float) -> None:
+        peer.losses.append(lost.reason_code)
+        recovery = peer.recovery or Recovery("primary", str(peer.remote.address))
+        facts = dict(lost.facts)
+        facts["rekeys_completed"] = peer.rekeys_completed
+        self._run_recovery(peer, recovery.session_lost(now, lost.reason_code, lost.detail, facts), now)
+        self._teardown_peer_dataplane(peer)
+        peer.session = None
+
+    def _teardown_peer_dataplane(self, peer: PeerState) -> None:
+        if self.dp is None or self.worker is None:
+            return
+        if not peer.in_dataplane:
+            return
+        with self.worker.paused():
+            self.dp.remove_peer(peer.peer_id)
+        peer.in_dataplane = False
+
+    def _run_recovery(self, peer: PeerState, actions: list, now: float) -> None:
+        for action in actions:
+            if isinstance(action, TerminateEnterpriseConnections):
+                self._terminate_flows(peer)
+            elif isinstance(action, SyslogMessage):
+                level = {"err": logging.ERROR, "warning": logging.WARNING}.get(action.severity, logging.INFO)
+                self.log.log(level, "%s", action.message)
+            elif isinstance(action, ScheduleReconnect):
+                self.log.info("reconnecting to %s in %g s (attempt %d)", peer.remote.address, action.wait_s,
+                              action.attempt)
+            elif isinstance(action, Reconnect):
+                self._start_handshake(peer, now)
+
+    def _terminate_flows(self, peer: PeerState) -> None:
+        """Spec §2.1.7 1): reset every enterprise connection through the lost session."""
+        if self.flows is None:
+            return
+        packets, done = self.flows.terminate(peer.peer_id, int(time.monotonic() * 1000))
+        for packet in packets:
+            try:
+                os.write(self.tun_fd, packet)
+            except OSError:
+                break
+        self.log.info("terminated enterprise connections through %s: %d TCP resets, %d ICMP unreachables",
+                      peer.remote.address, done.tcp_resets, done.icmp_unreachables)
+        self.last_termination = done
+
+    last_termination = None
+
+    # ------------------------------------------------------------ reload and stop
+
+    def _reload(self) -> None:
+        """SIGHUP: added and removed remotes and subnets take effect; other sessions stay up."""
+        if self.config_path is None:
+            return
+        try:
+            new = load_config(self.config_path, role=self.role)
+        except Exception as exc:  # ConfigErrors: keep running on the old configuration
+            failure(self.log, "CONFIG_SYNTAX", f"reload refused, keeping the running configuration: {exc}")
+            return
+        now = time.monotonic()
+        old_by_id = {p.peer_id: p for p in self.peers.values()}
+        new_by_id = {r.id: r for r in new.remotes}
+        for peer_id, peer in old_by_id.items():
+            if peer_id not in new_by_id or new_by_id[peer_id] != peer.remote:
+                self._remove_remote(peer, now)
+        self.config = new
+        for peer_id, remote in new_by_id.items():
+            if peer_id not in self.peers:
+                peer = self._add_remote(remote)
+                if self.role == "secondary":
+                    self._start_handshake(peer, now)
+        self.log.info("configuration reloaded: %d remote(s)", len(self.peers))
+
+    def _shutdown(self) -> None:
+        now = time.monotonic()
+        for peer in list(self.peers.values()):
+            if peer.session is not None and peer.session.lost is None:
+                peer.session.shutdown(now, "P3-E504", f"{self.role} is stopping")
+                try:
+                    self._run_session_actions_no_loss(peer)
+                except P3Error:
+                    pass
+        if self._loop is not None and self.worker is not None:
+            self._loop.remove_reader(self.worker.notify_fd)
+        if self.worker is not None:
+            self.worker.stop()
+        for subnet in self._kernel_routes:
+            try:
+                tun_backend.remove_route(self.config.local.interface, subnet)
+            except Exception:  # noqa: BLE001 - best effort on the way out
+                pass
+        if self.tun_fd >= 0:
+            os.close(self.tun_fd)
+            self.tun_fd = -1
+        for sock in (self.udp, self.esp):
+            if sock is not None:
+                sock.close()
+        if self.worker is not None:
+            self.worker.close()
+        self.log.info("p3hw %s stopped", self.role)
+
+    def _run_session_actions_no_loss(self, peer: PeerState) -> None:
+        session = peer.session
+        if session is None:
+            return
+        for action in session.actions():
+            if isinstance(action, SendControlPacket):
+                self._send_control(peer, action.packet)
