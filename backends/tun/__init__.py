@@ -7,12 +7,15 @@ to the native worker (``backends/tun/tun.c``), which moves the packets.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import errno
 import fcntl
 import ipaddress
 import os
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 from p3hw.reasons import P3Error
 
@@ -23,6 +26,22 @@ IFF_MULTI_QUEUE = 0x0100
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+
+T = TypeVar("T")
+
+
+def _off_loop(fn: Callable[[], T]) -> T:
+    """Run a pyroute2 call where no asyncio loop runs in this thread.
+
+    pyroute2's synchronous IPRoute drives an event loop of its own, which it
+    cannot do inside the daemon's running loop; a short-lived thread can.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return fn()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(fn).result()
 
 
 def open_tun(name: str, multi_queue: bool = False) -> int:
@@ -42,7 +61,7 @@ def open_tun(name: str, multi_queue: bool = False) -> int:
     return fd
 
 
-def configure(name: str, addresses: Iterable[IPInterface], mtu: int,
+def _configure(name: str, addresses: Iterable[IPInterface], mtu: int,
               routes: Iterable[IPNetwork] = ()) -> None:
     """Address the interface, set its MTU, bring it up and route *routes* into it."""
     from pyroute2 import IPRoute
@@ -61,10 +80,10 @@ def configure(name: str, addresses: Iterable[IPInterface], mtu: int,
                     raise P3Error("OS_ERROR", f"cannot address {name}: {exc}") from None
         ipr.link("set", index=index, state="up")
     for network in routes:
-        add_route(name, network)
+        _add_route(name, network)
 
 
-def add_route(name: str, network: IPNetwork) -> None:
+def _add_route(name: str, network: IPNetwork) -> None:
     """Route *network* into the TUN *name* (replacing any route to the same prefix)."""
     from pyroute2 import IPRoute
 
@@ -77,7 +96,7 @@ def add_route(name: str, network: IPNetwork) -> None:
                   oif=found[0], family=family)
 
 
-def remove_route(name: str, network: IPNetwork) -> None:
+def _remove_route(name: str, network: IPNetwork) -> None:
     from pyroute2 import IPRoute
 
     with IPRoute() as ipr:
@@ -93,7 +112,7 @@ def remove_route(name: str, network: IPNetwork) -> None:
                 raise
 
 
-def delete(name: str) -> None:
+def _delete(name: str) -> None:
     """Remove the interface (closing its last descriptor also does)."""
     from pyroute2 import IPRoute
 
@@ -101,3 +120,24 @@ def delete(name: str) -> None:
         found = ipr.link_lookup(ifname=name)
         if found:
             ipr.link("del", index=found[0])
+
+
+def configure(name: str, addresses: Iterable[IPInterface], mtu: int, routes: Iterable[IPNetwork] = ()) -> None:
+    """Address the interface, set its MTU, bring it up and route *routes* into it."""
+    addresses, routes = list(addresses), list(routes)
+    _off_loop(lambda: _configure(name, addresses, mtu, routes))
+
+
+def add_route(name: str, network: IPNetwork) -> None:
+    """Route *network* into the TUN *name* (replacing any route to the same prefix)."""
+    _off_loop(lambda: _add_route(name, network))
+
+
+def remove_route(name: str, network: IPNetwork) -> None:
+    """Remove the route of *network* from the TUN *name*, if it is there."""
+    _off_loop(lambda: _remove_route(name, network))
+
+
+def delete(name: str) -> None:
+    """Remove the interface (closing its last descriptor also does)."""
+    _off_loop(lambda: _delete(name))

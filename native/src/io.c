@@ -34,6 +34,13 @@ int p3_io_open(struct p3_io *io, int kind, int fd, int family)
         return -214;
     }
     if (kind != P3_IO_TUN) {
+        /* The socket's own family decides how peer addresses are written
+         * (IPv4-mapped on an IPv6 socket). */
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0)
+            return -214;
+        io->family = ss.ss_family == AF_INET6 ? 6 : 4;
         io->state = calloc(1, sizeof(struct p3_io_msgs));
         if (!io->state)
             return -213;

@@ -21,6 +21,7 @@ from p3hw.reasons import P3Error
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", required=True, help="configuration file (spec Appendix A)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--status-file", help="rewrite this JSON file with the gateway's status twice a second")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,5 +38,5 @@ def run(args: argparse.Namespace) -> int:
                            level=logging.DEBUG if args.verbose else logging.INFO)
     from p3hw.runtime.gateway import Gateway
 
-    gateway = Gateway(config, logger, config_path=args.config)
+    gateway = Gateway(config, logger, config_path=args.config, status_file=args.status_file)
     return asyncio.run(gateway.run())

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import logging
 import os
 import signal
@@ -48,7 +49,7 @@ from p3hw.protocol.recovery import (
     TerminateEnterpriseConnections,
 )
 from p3hw.protocol.rekey import InstallInboundSa, InstallOutboundSa, RekeyCompleted, RemoveInboundSa
-from p3hw.protocol.session import Session, SessionConfig, SessionLost
+from p3hw.protocol.session import ConfigReceived, Session, SessionConfig, SessionLost
 from p3hw.reasons import P3Error
 from p3hw.wire.ike import Identity
 
@@ -62,6 +63,8 @@ FLOW_TCP_IDLE_MS = 3 * 3600 * 1000
 FLOW_OTHER_IDLE_MS = 180 * 1000
 #: Longest the loop sleeps without a timer, so a stop request is seen soon.
 MAX_SLEEP_S = 0.5
+#: How often --status-file is rewritten.
+STATUS_INTERVAL_S = 0.5
 
 
 @dataclass
@@ -76,11 +79,19 @@ class PeerState:
     outer_addr: str = ""
     outer_port: int = 0
     established_at: float | None = None
-    rekeys_completed: int = 0
+    rekeys_earlier_sessions: int = 0
     last_rekey_at: float | None = None
     sessions_started: int = 0
     in_dataplane: bool = False
     losses: list[str] = field(default_factory=list)
+
+    @property
+    def rekeys_completed(self) -> int:
+        """Rekeys completed with this remote, over every session since start."""
+        current = 0
+        if self.session is not None:
+            current = int(self.session.status()["rekeys_completed"])  # type: ignore[call-overload]
+        return self.rekeys_earlier_sessions + current
 
     @property
     def state(self) -> str:
@@ -96,9 +107,12 @@ class PeerState:
 class Gateway:
     """A primary or secondary gateway running in the foreground."""
 
-    def __init__(self, config: Config, logger: logging.Logger, *, config_path: str | None = None) -> None:
+    def __init__(self, config: Config, logger: logging.Logger, *, config_path: str | None = None,
+                 status_file: str | None = None) -> None:
         self.config = config
         self.config_path = config_path
+        self.status_file = status_file
+        self._status_written_at = 0.0
         self.role = config.role
         self.log = logger
         self.key_source = SoftwareKeySource()
@@ -199,6 +213,7 @@ class Gateway:
         try:
             while not self._stop.is_set():
                 self._handle_timers(time.monotonic())
+                self._maybe_write_status(time.monotonic())
                 delay = self._next_deadline(time.monotonic())
                 self._wake.clear()
                 try:
@@ -213,6 +228,45 @@ class Gateway:
         return 0
 
     _reload_requested = False
+
+    # ------------------------------------------------------------ status
+
+    def status(self) -> dict[str, object]:
+        """What an operator asks for (spec §2.1.1.1 2): sessions, keys, counters."""
+        now = time.monotonic()
+        peers = []
+        for peer in self.peers.values():
+            entry: dict[str, object] = {
+                "id": peer.peer_id, "address": str(peer.remote.address), "state": peer.state,
+                "subnets": [str(s) for s in peer.remote.subnets],
+                "outer": f"{peer.outer_addr}:{peer.outer_port}" if peer.outer_addr else "",
+                "since_s": round(now - peer.established_at, 3) if peer.established_at is not None else None,
+                "sessions_started": peer.sessions_started, "rekeys_completed": peer.rekeys_completed,
+                "losses": list(peer.losses),
+            }
+            if peer.in_dataplane and self.dp is not None:
+                entry["outbound_p3_id"] = self.dp.outbound_id(peer.peer_id)
+            peers.append(entry)
+        counters = self.dp.counters() if self.dp is not None else None
+        worker = self.worker.stats() if self.worker is not None else None
+        return {
+            "role": self.role, "address": self.local_address, "pid": os.getpid(), "peers": peers,
+            "dataplane": None if counters is None else {
+                "sealed_packets": counters.sealed_packets, "opened_packets": counters.opened_packets,
+                "control_packets": counters.control_packets, "drops": counters.drops,
+            },
+            "worker": None if worker is None else worker.__dict__,
+            "termination": None if self.last_termination is None else self.last_termination.__dict__,
+        }
+
+    def _maybe_write_status(self, now: float) -> None:
+        if self.status_file is None or now - self._status_written_at < STATUS_INTERVAL_S:
+            return
+        self._status_written_at = now
+        tmp = f"{self.status_file}.tmp"
+        with open(tmp, "w") as out:
+            json.dump(self.status(), out)
+        os.replace(tmp, self.status_file)
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -292,7 +346,12 @@ class Gateway:
     def _send_ike(self, addr: str, port: int, messages: list[bytes]) -> None:
         assert self.worker is not None
         for message in messages:
-            self.worker.send(addr, port, NON_ESP_MARKER + message)
+            try:
+                self.worker.send(addr, port, NON_ESP_MARKER + message)
+            except P3Error as exc:
+                # No route yet, address still tentative, ...: the exchange's own
+                # retransmission tries again.
+                self.log.warning("%s cannot send IKE to %s port %d: %s", exc.code, addr, port, exc.detail)
 
     # ------------------------------------------------------------ initial exchange
 
@@ -410,7 +469,28 @@ class Gateway:
         peer.sessions_started += 1
         self.log.info("session with %s (%s port %d) established: %s, P3 IDs in %#010x out %#010x",
                       remote.address, addr, port, event.data_cipher, keys.inbound.p3_id, keys.outbound.p3_id)
+        if self.role == "primary":
+            # The liveness timers are primary-side keywords (Appendix A 1); the
+            # secondary learns them through the control channel.
+            peer.session.send_config(json.dumps({"heartbeat_time_s": remote.heartbeat_time_s,
+                                                 "heartbeat_fail_s": remote.heartbeat_fail_s}), now)
         self._run_session_actions(peer, now)
+
+    def _apply_peer_settings(self, peer: PeerState, settings: str) -> None:
+        """Secondary: take the primary's heartbeat timers (sent as CONFIG after the handshake)."""
+        if self.role != "secondary" or peer.session is None:
+            return
+        try:
+            values = json.loads(settings)
+            heartbeat_time_s = float(values["heartbeat_time_s"])
+            heartbeat_fail_s = float(values["heartbeat_fail_s"])
+        except (ValueError, KeyError, TypeError):
+            failure(self.log, "CTL_MALFORMED", f"unusable settings from {peer.remote.address}: {settings[:80]!r}",
+                    logging.WARNING)
+            return
+        if 0 < heartbeat_time_s <= 86400 and 0 < heartbeat_fail_s <= 86400:
+            peer.session.liveness.heartbeat_time_s = heartbeat_time_s
+            peer.session.liveness.heartbeat_fail_s = heartbeat_fail_s
 
     def _run_session_actions(self, peer: PeerState, now: float) -> None:
         session = peer.session
@@ -439,9 +519,10 @@ class Gateway:
                         except P3Error:
                             pass
                 elif isinstance(action, RekeyCompleted):
-                    peer.rekeys_completed += 1
                     peer.last_rekey_at = now
                     self.log.info("rekey %d with %s completed", action.rekey_id, peer.remote.address)
+                elif isinstance(action, ConfigReceived):
+                    self._apply_peer_settings(peer, action.settings)
                 elif isinstance(action, SessionLost):
                     pass
             if session.lost is not None:
@@ -456,8 +537,11 @@ class Gateway:
             failure(self.log, sealed.status, f"cannot seal a control packet for {peer.remote.address}",
                     logging.WARNING)
             return
-        self.worker.send(peer.outer_addr, peer.outer_port, sealed.data,
-                         via_esp=self.config.local.transport == "esp")
+        try:
+            self.worker.send(peer.outer_addr, peer.outer_port, sealed.data,
+                             via_esp=self.config.local.transport == "esp")
+        except P3Error as exc:  # the control channel retransmits
+            self.log.warning("%s cannot send a control packet to %s: %s", exc.code, peer.outer_addr, exc.detail)
 
     def _session_lost(self, peer: PeerState, lost: SessionLost, now: float) -> None:
         peer.losses.append(lost.reason_code)
@@ -466,6 +550,7 @@ class Gateway:
         facts["rekeys_completed"] = peer.rekeys_completed
         self._run_recovery(peer, recovery.session_lost(now, lost.reason_code, lost.detail, facts), now)
         self._teardown_peer_dataplane(peer)
+        peer.rekeys_earlier_sessions = peer.rekeys_completed
         peer.session = None
 
     def _teardown_peer_dataplane(self, peer: PeerState) -> None:
@@ -540,6 +625,9 @@ class Gateway:
                     self._run_session_actions_no_loss(peer)
                 except P3Error:
                     pass
+        self._status_written_at = 0.0
+        if self.status_file is not None:
+            self._maybe_write_status(time.monotonic() + STATUS_INTERVAL_S)
         if self._loop is not None and self.worker is not None:
             self._loop.remove_reader(self.worker.notify_fd)
         if self.worker is not None:
