@@ -119,6 +119,8 @@ _CATALOGUE: tuple[Reason, ...] = (
     Reason("P3-E703", "ADMIN_EXISTS", "the group or user already exists"),
     Reason("P3-E704", "ADMIN_UNREACHABLE", "the daemon's admin socket cannot be reached"),
     Reason("P3-E705", "ENROLL_PENDING", "the secondary is enrolled anonymously and awaits approval"),
+    Reason("P3-E706", "ADMIN_NOT_LIVE", "this setting cannot change while the daemon runs; write it with --permanent and reload"),
+    Reason("P3-E707", "ADMIN_STORE", "the admin store (SQLite) cannot be opened, migrated or written"),
     # 9xx host system and internal
     Reason("P3-E900", "NEED_ROOT", "the operation needs root (CAP_NET_ADMIN)"),
     Reason("P3-E901", "OS_ERROR", "the operating system refused an operation"),
