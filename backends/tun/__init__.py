@@ -23,6 +23,7 @@ TUNSETIFF = 0x400454CA
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 IFF_MULTI_QUEUE = 0x0100
+TUN_QUEUE_PACKETS = 10000
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -71,7 +72,9 @@ def _configure(name: str, addresses: Iterable[IPInterface], mtu: int,
         if not found:
             raise P3Error("OS_ERROR", f"TUN interface {name!r} vanished")
         index = found[0]
-        ipr.link("set", index=index, mtu=mtu)
+        # A deep queue, like a NIC ring: bursts from the LAN wait for the worker
+        # instead of being dropped by the kernel at the default 500 packets.
+        ipr.link("set", index=index, mtu=mtu, txqlen=TUN_QUEUE_PACKETS)
         for iface in addresses:
             try:
                 ipr.addr("add", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen)
