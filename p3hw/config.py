@@ -49,6 +49,10 @@ DEFAULT_LOG_FACILITY = "daemon"
 DEFAULT_KEY_TYPE = "AES128"
 DEFAULT_CIPHER = "gcm"
 DEFAULT_PFS = 1
+#: A token failure stops key generation unless software keys are allowed (docs/hardware.md).
+DEFAULT_KEY_FALLBACK = "none"
+#: PKCS#11 v2.40 §3.2 CK_TOKEN_INFO: a token label is 32 octets, blank padded.
+MAX_TOKEN_LABEL_BYTES = 32
 #: Largest value accepted for any period in seconds (one year).
 MAX_PERIOD_S = 365 * 86400
 #: Key-array indexes travel as 16-bit numbers in control messages.
@@ -222,6 +226,21 @@ def _period(value: str) -> int:
     return _int_in(1, MAX_PERIOD_S)(value)
 
 
+def _absolute_path(value: str) -> str:
+    path = _path(value)
+    if not path.startswith("/"):
+        raise _BadValue("CONFIG_VALUE_OUT_OF_RANGE", f"{_show(value)} is not an absolute path",
+                        "name the PKCS#11 library by its full path, e.g. /usr/lib/softhsm/libsofthsm2.so")
+    return path
+
+
+def _token_label(value: str) -> str:
+    if len(value.encode("utf-8", "replace")) > MAX_TOKEN_LABEL_BYTES or "\x00" in value:
+        raise _BadValue("CONFIG_VALUE_OUT_OF_RANGE", f"{_show(value)} is not a PKCS#11 token label",
+                        f"a token label is at most {MAX_TOKEN_LABEL_BYTES} octets")
+    return value
+
+
 # --- The keyword tables -------------------------------------------------------
 
 BOTH = frozenset(ROLES)
@@ -263,6 +282,15 @@ LOCAL_KEYWORDS: dict[str, Keyword] = {k.name: k for k in (
     Keyword("interface", "interface", _interface, DEFAULT_INTERFACE, BOTH, extension=True),
     Keyword("admin_socket", "admin_socket", _socket_path, DEFAULT_ADMIN_SOCKET, BOTH, extension=True),
     Keyword("log_facility", "log_facility", _facility, DEFAULT_LOG_FACILITY, BOTH, extension=True),
+    # Hardware key generation (key_generation = 2, docs/hardware.md). Only the
+    # primary generates keys (spec §4.2), so these are primary keywords.
+    Keyword("pkcs11_module", "pkcs11_module", _absolute_path, None, PRIMARY_ONLY, extension=True),
+    Keyword("pkcs11_token", "pkcs11_token", _token_label, None, PRIMARY_ONLY, extension=True),
+    Keyword("pkcs11_pin_file", "pkcs11_pin_file", _path, None, PRIMARY_ONLY, extension=True),
+    Keyword("key_fallback", "key_fallback", _choice("none", "software", fold_case=True), DEFAULT_KEY_FALLBACK,
+            PRIMARY_ONLY, extension=True),
+    Keyword("hardware_rng", "hardware_rng", _choice("pkcs11", "cpu", fold_case=True), None, PRIMARY_ONLY,
+            extension=True),
 )}
 
 #: Remote section (Appendix A 1 and 2, plus extensions). subnet/mask take an index.
@@ -330,6 +358,13 @@ class LocalHost:
     interface: str
     admin_socket: str
     log_facility: str
+    pkcs11_module: str | None = None
+    pkcs11_token: str | None = None
+    #: never the PIN itself: a mode-0600 file, or P3HW_PKCS11_PIN in the environment
+    pkcs11_pin_file: Path | None = None
+    key_fallback: str = DEFAULT_KEY_FALLBACK
+    #: "pkcs11" when a module is configured, else "cpu" (RDSEED/RDRAND)
+    hardware_rng: str = "cpu"
     origins: dict[str, Origin] = field(default_factory=dict, repr=False, compare=False)
 
     def origin(self, attr: str) -> Origin:
@@ -372,7 +407,8 @@ class RemoteHost:
 
 _LOCAL_ATTRS = ("ip", "address", "port", "key_generation", "rekey_wait_s", "array_size", "data_array_time_s",
                 "control_array_time_s", "heartbeat_time_s", "heartbeat_fail_s", "cluster_state", "load_balance",
-                "transport", "interface", "admin_socket", "log_facility")
+                "transport", "interface", "admin_socket", "log_facility", "pkcs11_module", "pkcs11_token",
+                "pkcs11_pin_file", "key_fallback", "hardware_rng")
 _REMOTE_ATTRS = ("ip", "address", "port", "key_type", "cipher", "pfs", "psk_file", "rekey_wait_s",
                  "array_size", "data_array_time_s", "control_array_time_s", "heartbeat_time_s", "heartbeat_fail_s")
 _ATTR_TO_LOCAL_KEYWORD = {k.attr: k.name for k in LOCAL_KEYWORDS.values()}
@@ -711,7 +747,40 @@ class _Parser:
                        f"address {address} is IPv{address.version} but ip = {resolved['ip']}",
                        "make ip and address the same IP version")
             return None
+        if not self.check_hardware(resolved, origins, values, end_line):
+            return None
         return LocalHost(**resolved, origins=origins)
+
+    def check_hardware(self, resolved: dict[str, Any], origins: dict[str, Origin],
+                       values: dict[str, tuple[Any, int]], end_line: int) -> bool:
+        """The PKCS#11 keywords hang together; the PIN file is a secret file (docs/hardware.md)."""
+        ok = True
+        module = resolved["pkcs11_module"]
+        if module is not None and resolved["pkcs11_token"] is None and "pkcs11_token" not in values:
+            self.error(origins["pkcs11_module"].line or end_line, "CONFIG_MISSING_VALUE",
+                       "pkcs11_module is set but pkcs11_token is not",
+                       "add 'pkcs11_token = LABEL' (the label given to softhsm2-util --init-token or the HSM)")
+            ok = False
+        for attr in ("pkcs11_token", "pkcs11_pin_file"):
+            if resolved[attr] is not None and module is None and "pkcs11_module" not in values:
+                self.error(origins[attr].line or end_line, "CONFIG_MISSING_VALUE",
+                           f"{attr} is set but pkcs11_module is not",
+                           "add 'pkcs11_module = /path/to/the/pkcs11/library.so'")
+                ok = False
+        if resolved["pkcs11_pin_file"] is not None:
+            line = origins["pkcs11_pin_file"].line or end_line
+            before = len(self.errors)
+            resolved["pkcs11_pin_file"] = self.check_secret_file(resolved["pkcs11_pin_file"], line,
+                                                                 "pkcs11_pin_file")
+            ok = ok and len(self.errors) == before
+        if resolved["hardware_rng"] is None:
+            resolved["hardware_rng"] = "pkcs11" if module is not None else "cpu"
+        elif resolved["hardware_rng"] == "pkcs11" and module is None and "pkcs11_module" not in values:
+            self.error(origins["hardware_rng"].line or end_line, "CONFIG_MISSING_VALUE",
+                       "hardware_rng = pkcs11 but no pkcs11_module is configured",
+                       "add pkcs11_module and pkcs11_token, or use 'hardware_rng = cpu'")
+            ok = False
+        return ok
 
     def build_remotes(self, entries: list[_RemoteEntry], local: LocalHost | None, role: str,
                       how: str) -> list[RemoteHost]:
