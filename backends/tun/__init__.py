@@ -20,9 +20,14 @@ from typing import TypeVar
 from p3hw.reasons import P3Error
 
 TUNSETIFF = 0x400454CA
+TUNSETOFFLOAD = 0x400454D0
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 IFF_MULTI_QUEUE = 0x0100
+IFF_VNET_HDR = 0x4000
+TUN_F_CSUM = 0x01
+TUN_F_TSO4 = 0x02
+TUN_F_TSO6 = 0x04
 TUN_QUEUE_PACKETS = 10000
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -45,20 +50,31 @@ def _off_loop(fn: Callable[[], T]) -> T:
         return pool.submit(fn).result()
 
 
-def open_tun(name: str, multi_queue: bool = False) -> int:
-    """Create (or attach to) the TUN interface *name*; return a non-blocking descriptor."""
+def open_tun(name: str, multi_queue: bool = False, offloads: bool = True) -> int:
+    """Create (or attach to) the TUN interface *name*; return a non-blocking descriptor.
+
+    With *offloads* the kernel hands over TCP super-segments (TSO) and
+    unfinished checksums behind a virtio-net header; the native TUN backend
+    cuts and finishes them (backends/tun/tun.c).
+    """
     try:
         fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise P3Error("TUN_UNAVAILABLE", f"cannot open /dev/net/tun: {exc.strerror}",
                       hint="load the tun module; run as root") from None
-    flags = IFF_TUN | IFF_NO_PI | (IFF_MULTI_QUEUE if multi_queue else 0)
+    flags = IFF_TUN | IFF_NO_PI | (IFF_MULTI_QUEUE if multi_queue else 0) | (IFF_VNET_HDR if offloads else 0)
     try:
         fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), flags))
     except OSError as exc:
         os.close(fd)
         reason = "NEED_ROOT" if exc.errno == errno.EPERM else "TUN_UNAVAILABLE"
         raise P3Error(reason, f"cannot create TUN interface {name!r}: {exc.strerror}") from None
+    if offloads:
+        try:
+            fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
+        except OSError as exc:
+            os.close(fd)
+            raise P3Error("TUN_UNAVAILABLE", f"TUN offloads refused on {name!r}: {exc.strerror}") from None
     return fd
 
 

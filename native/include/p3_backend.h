@@ -108,5 +108,8 @@ extern const struct p3_io_ops p3_io_tun_ops, p3_io_udp_ops, p3_io_esp_ops;
 /* Bind fd to the backend of that kind; family matters for ESP (4 or 6). */
 int p3_io_open(struct p3_io *io, int kind, int fd, int family);
 void p3_io_close(struct p3_io *io);
+/* TUN: notices IFF_VNET_HDR (TSO super-segments in, cut here) on the descriptor. */
+int p3_io_tun_setup(struct p3_io *io);
+void p3_io_tun_teardown(struct p3_io *io);
 
 #endif /* P3_BACKEND_H */

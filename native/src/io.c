@@ -19,7 +19,7 @@ int p3_io_open(struct p3_io *io, int kind, int fd, int family)
     switch (kind) {
     case P3_IO_TUN:
         io->ops = &p3_io_tun_ops;
-        break;
+        return p3_io_tun_setup(io);
     case P3_IO_UDP:
         io->ops = &p3_io_udp_ops;
         break;
@@ -50,6 +50,8 @@ int p3_io_open(struct p3_io *io, int kind, int fd, int family)
 
 void p3_io_close(struct p3_io *io)
 {
+    if (io->ops == &p3_io_tun_ops)
+        p3_io_tun_teardown(io);
     free(io->state);
     io->state = NULL;
 }
