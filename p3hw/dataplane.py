@@ -25,7 +25,7 @@ from p3hw.crypto.keys import CIPHERS, HP_KEY_BYTES, SaKeys, SessionKeys
 from p3hw.reasons import REASONS, P3Error
 
 #: The ABI stamp this Python code was written against (native/src/cpu.c).
-EXPECTED_ABI_VERSION = 3
+EXPECTED_ABI_VERSION = 4
 
 try:
     from p3hw import _dataplane  # type: ignore[attr-defined]
@@ -733,3 +733,23 @@ class Worker:
         raw = self._ffi.new("p3dp_worker_stats *")
         self._lib.p3dp_worker_get_stats(self._ptr, raw)
         return WorkerStats(**{name: int(getattr(raw, name)) for name in WorkerStats.__dataclass_fields__})
+
+
+# ---------------------------------------------------------------- hardware RNG
+
+RNG_SOURCES = {"rdseed": 1, "rdrand": 2}
+
+
+def rng_fill(source: str, length: int, max_retries: int) -> tuple[bytes, int]:
+    """*length* octets from the CPU's RDSEED or RDRAND and the number of CF = 0 retries it took.
+
+    P3-E605 when the CPU lacks the instruction, P3-E604 when a word still
+    failed after *max_retries* retries (backends/rng/rng.c).
+    """
+    ffi, lib = native()
+    if source not in RNG_SOURCES or not 0 < length <= 1 << 20 or not 0 <= max_retries <= 1 << 20:
+        raise P3Error("RNG_UNAVAILABLE", f"bad hardware RNG request: {source} {length} octets")
+    out = ffi.new("uint8_t[]", length)
+    retries = ffi.new("uint64_t *")
+    check(lib.p3dp_rng_fill(RNG_SOURCES[source], out, length, max_retries, retries), f"{source} of {length} octets")
+    return bytes(ffi.buffer(out, length)), int(retries[0])

@@ -362,6 +362,18 @@ int p3dp_worker_send(p3dp_worker *w, int via_esp, int family, const uint8_t *add
                      const uint8_t *data, uint32_t len);
 void p3dp_worker_get_stats(const p3dp_worker *w, p3dp_worker_stats *out);
 
+/* --- Hardware RNG (backends/rng/rng.c) --- */
+enum {
+    P3DP_RNG_RDSEED = 1,             /* conditioned entropy source output */
+    P3DP_RNG_RDRAND = 2,             /* the DRBG it reseeds */
+    P3DP_RNG_E_HEALTH = 604,         /* returned negated: the source kept failing (P3-E604) */
+    P3DP_RNG_E_UNAVAILABLE = 605     /* returned negated: the CPU lacks the instruction (P3-E605) */
+};
+/* Fill out[0..len) from RDSEED or RDRAND, retrying each 64-bit step at most
+ * max_retries times when the CPU reports no data (CF = 0). Returns len, or
+ * -604 / -605; *retries_used (if not NULL) counts the CF = 0 steps. */
+int p3dp_rng_fill(int source, uint8_t *out, size_t len, uint32_t max_retries, uint64_t *retries_used);
+
 /* P3DP_CDEF_END */
 
 #ifdef __cplusplus
