@@ -7,6 +7,7 @@ which moves bursts with recvmmsg/sendmmsg.
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 
 from p3hw.reasons import P3Error
@@ -14,6 +15,7 @@ from p3hw.reasons import P3Error
 SOCKET_BUFFER_BYTES = 8 * 1024 * 1024
 SO_RCVBUFFORCE = 33
 SO_SNDBUFFORCE = 32
+UDP_GRO = 104
 
 
 def open_udp(address: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int) -> socket.socket:
@@ -23,6 +25,12 @@ def open_udp(address: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int) 
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         grow_buffers(sock)
+        try:
+            # Trains of datagrams arrive whole; the native backend splits them.
+            if not os.environ.get("P3HW_NO_UDP_GRO"):
+                sock.setsockopt(socket.IPPROTO_UDP, UDP_GRO, 1)
+        except OSError:
+            pass
         sock.bind((str(address), port))
     except OSError as exc:
         sock.close()

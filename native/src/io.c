@@ -41,9 +41,17 @@ int p3_io_open(struct p3_io *io, int kind, int fd, int family)
         if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0)
             return -214;
         io->family = ss.ss_family == AF_INET6 ? 6 : 4;
-        io->state = calloc(1, sizeof(struct p3_io_msgs));
-        if (!io->state)
+        struct p3_io_msgs *m = calloc(1, sizeof(*m));
+        if (!m)
             return -213;
+        m->rx_mem = malloc((size_t)P3_IO_RX_MSGS * P3_IO_RX_BYTES);
+        if (!m->rx_mem) {
+            free(m);
+            return -213;
+        }
+        /* UDP_SEGMENT trains for the UDP transport; raw ESP sends one by one. */
+        m->gso = kind == P3_IO_UDP;
+        io->state = m;
     }
     return 0;
 }
@@ -52,6 +60,8 @@ void p3_io_close(struct p3_io *io)
 {
     if (io->ops == &p3_io_tun_ops)
         p3_io_tun_teardown(io);
+    else if (io->state)
+        free(((struct p3_io_msgs *)io->state)->rx_mem);
     free(io->state);
     io->state = NULL;
 }

@@ -26,7 +26,7 @@
 #include <unistd.h>
 
 enum {
-    WORKER_BURST = 32,
+    WORKER_BURST = 64,
     WORKER_BUF_BYTES = 65536,
     RING_SLOTS = 256,
     RING_SLOT_BYTES = 16384
