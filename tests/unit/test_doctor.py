@@ -1,0 +1,127 @@
+"""``p3hw doctor`` on this machine, and on doctored ELF files: clear answers, never a crash."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from p3hw import dataplane
+from p3hw.commands import doctor
+
+HAS_DPDK = doctor.dpdk_drivers()[0] is not None
+
+
+def run_doctor(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "p3hw.cli", "doctor", *args], capture_output=True, text=True,
+                          timeout=60, check=False)
+
+
+def by_name(found: list[dict[str, object]]) -> dict[str, dict[str, object]]:
+    return {c["name"]: c for c in found}  # type: ignore[misc]
+
+
+def test_doctor_explains_this_machine_as_json() -> None:
+    out = run_doctor("--json")
+    assert out.returncode == 0, out.stderr
+    found = by_name(json.loads(out.stdout))
+    native = found["native dataplane"]
+    assert native["ok"] is True and native["abi"] == dataplane.EXPECTED_ABI_VERSION
+    assert "p3dp_abi_version" in str(native["detail"])
+    for name in ("cpu aes-ni", "cpu rng", "tun", "privileges", "softhsm2", "pkcs11 module", "dpdk drivers"):
+        assert name in found and found[name]["detail"] and found[name]["needed_by"], name
+    assert found["cpu aes-ni"]["ok"] is dataplane.cpu_features()["aesni"]
+
+
+@pytest.mark.skipif(not HAS_DPDK, reason="no DPDK drivers installed")
+def test_doctor_lists_the_dpdk_test_vdevs_from_their_pmd_info() -> None:
+    drivers = by_name(doctor.checks())["dpdk drivers"]["drivers"]
+    names = {d["name"] for d in drivers}  # type: ignore[attr-defined]
+    assert set(doctor.WANTED_PMDS) <= names
+    ring = next(d for d in drivers if d["name"] == "net_ring")  # type: ignore[attr-defined]
+    assert ring["file"].startswith("librte_net_ring.so")
+
+
+@pytest.mark.parametrize("what", ["text", "truncated", "not-pkcs11", "empty"])
+def test_a_doctored_pkcs11_module_is_refused_by_its_elf_without_loading(tmp_path: Path, what: str) -> None:
+    path = tmp_path / "libvendor-pkcs11.so"
+    if what == "text":
+        path.write_text("#!/bin/sh\necho I am not a library\n")
+    elif what == "truncated":
+        path.write_bytes(Path(doctor.SOFTHSM_MODULE).read_bytes()[:2048]
+                         if os.path.exists(doctor.SOFTHSM_MODULE) else b"\x7fELF\x02\x01\x01")
+    elif what == "not-pkcs11":
+        shutil.copy(os.path.realpath(sys.executable), path)
+    else:
+        path.write_bytes(b"")
+    out = run_doctor("--json", "--pkcs11-module", str(path))
+    assert out.returncode == 0 and "Traceback" not in out.stderr
+    module = by_name(json.loads(out.stdout))["pkcs11 module"]
+    assert module["ok"] is False
+    assert str(module["detail"]).startswith("P3-E600") and str(path) in str(module["detail"])
+
+
+def _patched_extension(tmp_path: Path, stamp: int) -> Path:
+    original = doctor.extension_path()
+    assert original is not None
+    copy = tmp_path / Path(original).name
+    data = bytearray(Path(original).read_bytes())
+    current = doctor.static_abi_stamp(original)
+    assert current == dataplane.EXPECTED_ABI_VERSION
+    old = b"\xb8" + current.to_bytes(4, "little") + b"\xc3"
+    assert data.count(old) >= 1
+    # Patch the function's own bytes, found through its symbol, not the first look-alike.
+    from elftools.elf.elffile import ELFFile
+
+    with open(original, "rb") as handle:
+        elf = ELFFile(handle)
+        symbol = next(s for s in elf.get_section_by_name(".dynsym").iter_symbols() if s.name == "p3dp_abi_version")
+        segment = next(s for s in elf.iter_segments() if s["p_type"] == "PT_LOAD"
+                       and s["p_vaddr"] <= symbol["st_value"] < s["p_vaddr"] + s["p_filesz"])
+        offset = segment["p_offset"] + symbol["st_value"] - segment["p_vaddr"]
+    at = data.index(old, offset)
+    data[at + 1:at + 5] = stamp.to_bytes(4, "little")
+    copy.write_bytes(bytes(data))
+    return copy
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the static stamp reader knows x86-64 code")
+def test_an_extension_with_another_abi_stamp_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    doctored = _patched_extension(tmp_path, 99)
+    assert doctor.static_abi_stamp(str(doctored)) == 99
+    monkeypatch.setattr(doctor, "extension_path", lambda: str(doctored))
+    [native] = doctor.check_extension()
+    assert native["ok"] is False and str(native["detail"]).startswith("P3-E610")
+    assert native["abi"] == 99
+
+
+def test_a_truncated_extension_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    original = doctor.extension_path()
+    assert original is not None
+    broken = tmp_path / "_dataplane.abi3.so"
+    broken.write_bytes(Path(original).read_bytes()[:3000])
+    monkeypatch.setattr(doctor, "extension_path", lambda: str(broken))
+    [native] = doctor.check_extension()
+    assert native["ok"] is False and str(native["detail"]).startswith("P3-E610")
+
+
+@pytest.mark.skipif(not HAS_DPDK, reason="no DPDK drivers installed")
+def test_a_damaged_dpdk_driver_is_reported_and_the_others_still_listed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source_dir = doctor.dpdk_drivers()[0]
+    assert source_dir is not None
+    pmds = tmp_path / "pmds-23.0"
+    pmds.mkdir()
+    ring = os.path.realpath(os.path.join(source_dir, "librte_net_ring.so"))
+    shutil.copy(ring, pmds / "librte_net_ring.so")
+    (pmds / "librte_net_broken.so").write_bytes(Path(ring).read_bytes()[:1500])
+    monkeypatch.setattr(doctor, "DPDK_PMD_GLOBS", (str(tmp_path / "pmds-*"),))
+    directory, drivers = doctor.dpdk_drivers()
+    assert directory == str(pmds)
+    assert [d["name"] for d in drivers if "error" not in d] == ["net_ring"]
+    assert [d["file"] for d in drivers if "error" in d] == ["librte_net_broken.so"]
