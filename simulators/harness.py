@@ -1,120 +1,110 @@
-"""Two session machines (primary, secondary) joined by two simulated links, in virtual time.
+"""Two session machines (primary, secondary) joined by two simulated links, in virtual time,
+carrying real packets sealed and opened by two native dataplane contexts.
 
-Each side carries a seq-numbered data stream to the other during the whole
-run. Where the native dataplane will seal and open packets (issue 4 item 8
-wires it in), this harness uses `ModelDataplane`: a pure-Python model of
-"which SAs does each side hold", which seals a packet by recording the SA
-(ID and keys) it used and opens it only if the receiver holds an inbound
-SA with that ID *and the same keys*, inside a 1024-packet anti-replay
-window. Control packets travel the same way (sealed with the data SA), so
-a control message is lost exactly as a data packet would be.
+Each side owns a `p3hw.dataplane.Dataplane` (one peer: the other side).
+What crosses the links are whole outer IP packets as the dataplane writes
+them (``seal(..., with_ip=True)``) and as the receiving dataplane reads them
+(``open(..., with_ip=True)``):
+
+* a seq-numbered data stream each way (inner IPv4/UDP packets between the
+  two sites' LANs, the stream counter in the payload), sealed during the
+  whole run;
+* the control messages of the sessions (`SendControlPacket`: an inner packet
+  addressed to the peer's P3 address), sealed like data; the receiving
+  dataplane classifies them as ``control`` by their inner destination and
+  the harness hands the opened inner packet to the receiving `Session`;
+* optionally the initial exchange (`handshake=True`): the secondary's
+  `InitiatorHandshake` and the primary's `ResponderHandshake` talk IKEv2 over
+  the same links, behind the non-ESP marker (RFC 3948), and each IKE message
+  is recognised by the receiving dataplane (``kind == "ike"``). The sessions
+  then start from the keys that exchange produced. The IKE datagrams are
+  recorded (`ike_capture`, `write_ike_pcap`) as a pcap a dissector can read.
+
+The sessions' actions are executed on the dataplanes the way the runtime
+does (p3hw/runtime/gateway.py): `InstallInboundSa` -> ``add_inbound_sa``,
+`InstallOutboundSa` -> ``add_outbound_sa(sa, 0)`` then
+``outbound_installed(p3_id, next_seq)``, `RemoveInboundSa` -> ``remove_sa``,
+`SessionLost` -> the peer is removed from that side's dataplane.
+
+The link sees only bytes; to let tests drop "the first SWITCH" each packet
+also carries a tap record (what the sender knew when it sent it: data or
+control, message type and id, stream counter), the way a capture filter
+would be told. The receiver never looks at the tap.
 
 What it measures (`HarnessReport`): data packets sent, delivered, dropped
-by the link, rejected at the receiver (by reason), deliveries out of
-order, control messages rejected, rekeys completed, sessions lost (with the
-recovery actions taken), and `key_mismatch_violations`: moments when one
-side sealed with an SA the other could not open for longer than the grace
-period while both sessions were alive.
+by the link, refused by the receiving dataplane (by reason), delivered out
+of order, control packets refused, rekeys completed, sessions lost (with the
+recovery actions taken), the dataplanes' own drop counters, and
+`key_mismatch_violations`: moments when one side sealed with an SA the other
+did not hold for longer than the grace period while both sessions were
+alive.
 """
 
 from __future__ import annotations
 
 import random
+import struct
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from p3hw.constants import DEFAULT_PORT
 from p3hw.crypto.keys import CONTROL_KEY_BYTES, HP_KEY_BYTES, SaKeys, SessionKeys, material_length
 from p3hw.crypto.keysource import KeySource, SoftwareKeySource
+from p3hw.dataplane import Dataplane, Opened, PeerConfig
 from p3hw.protocol.control import SendControlPacket
+from p3hw.protocol.handshake import (
+    HandshakeEstablished,
+    HandshakeFailed,
+    IkeProposalConfig,
+    InitiatorHandshake,
+    PeerPolicy,
+    ResponderHandshake,
+)
 from p3hw.protocol.recovery import Recovery, RecoveryAction
 from p3hw.protocol.rekey import InstallInboundSa, InstallOutboundSa, RekeyCompleted, RemoveInboundSa
 from p3hw.protocol.session import Session, SessionAction, SessionConfig, SessionLost
+from p3hw.reasons import P3Error
 from p3hw.wire.control import MsgType
+from p3hw.wire.ike import Identity
+from p3hw.wire.pcap import CapturedDatagram, ike_datagram, udp_packet, write_pcap
 
 from .link import Link, LinkConfig
 
-REPLAY_WINDOW = 1024
+#: The peer id each side's dataplane gives the other side (one session each).
+PEER_ID = 1
+#: Outer (WAN) addresses of the two gateways, documentation ranges (RFC 5737).
+PRIMARY_OUTER = ("192.0.2.1", DEFAULT_PORT)
+SECONDARY_OUTER = ("198.51.100.2", DEFAULT_PORT)
+#: The data stream runs between one host on each site's LAN.
+PRIMARY_LAN_HOST = "10.1.0.10"
+SECONDARY_LAN_HOST = "10.2.0.10"
+STREAM_PORT = 9000
+STREAM_MAGIC = b"P3HS"
+STREAM_PAYLOAD_BYTES = 48
+#: Inbound SAs each dataplane can hold at once (old ones wait out the grace period).
+MAX_INBOUND_SAS = 256
+#: Give up on an initial exchange that has not finished after this long (virtual s).
+HANDSHAKE_LIMIT_S = 120.0
+IKE_SA_INIT, IKE_AUTH = 34, 35
+NEW_SA_FIRST_SEQ = 1
 
 
 @dataclass(frozen=True)
-class SealedPacket:
-    """What crosses the link: the SA it was sealed with, and its contents."""
+class WirePacket:
+    """What crosses the link: a whole outer IP packet, plus the sender's tap record."""
 
-    p3_id: int
-    sa: SaKeys
-    seq: int
-    stream_seq: int = 0  # data packets: the stream's own counter
-    control: bytes = b""  # control packets: the inner packet
-    msg_type: MsgType | None = None  # control packets: for drop rules and logs
+    data: bytes
+    kind: str  # "data" | "control" | "ike" (tap: what the sender sent)
+    stream_seq: int = 0  # data: the stream's own counter
+    msg_type: MsgType | None = None  # control: for drop rules and logs
     msg_id: int = 0
+    ike_exchange: int = 0  # ike: exchange type (34 IKE_SA_INIT, 35 IKE_AUTH)
+    ike_response: bool = False
 
     @property
     def is_control(self) -> bool:
-        return self.msg_type is not None
-
-
-class ModelDataplane:
-    """The SA state of one side's dataplane (stand-in until the native one is wired).
-
-    The interface the harness uses — `seal`, `open`, `install_inbound`,
-    `install_outbound` (returns the first seq sealed with the new SA),
-    `remove_inbound`, `outbound`, `inbound` — is what an adapter over
-    p3hw.dataplane must offer to run these tests on real sealed packets.
-    """
-
-    def __init__(self, outbound: SaKeys, inbound: SaKeys) -> None:
-        self.outbound: SaKeys | None = outbound
-        self.inbound: dict[int, SaKeys] = {inbound.p3_id: inbound}
-        self.next_seq = 1  # per direction, continuous across SAs
-        self._replay: dict[int, tuple[int, int]] = {}
-        self.removed_ids: set[int] = set()
-        self.installed: list[SaKeys] = [inbound]  # history, in order
-        self.install_errors: list[str] = []
-
-    def seal(self, **contents: object) -> SealedPacket:
-        assert self.outbound is not None
-        seq = self.next_seq
-        self.next_seq += 1
-        return SealedPacket(self.outbound.p3_id, self.outbound, seq, **contents)  # type: ignore[arg-type]
-
-    def install_inbound(self, sa: SaKeys) -> None:
-        if sa.p3_id in self.inbound or sa.p3_id in self.removed_ids:
-            self.install_errors.append(f"P3 ID {sa.p3_id} installed twice (IDs must never be reused)")
-        self.inbound[sa.p3_id] = sa
-        self.installed.append(sa)
-
-    def install_outbound(self, sa: SaKeys) -> int:
-        """Seal with *sa* from now on; the first sequence number it will use."""
-        self.outbound = sa
-        return self.next_seq
-
-    def remove_inbound(self, p3_id: int) -> None:
-        if self.inbound.pop(p3_id, None) is None:
-            self.install_errors.append(f"removal of P3 ID {p3_id}, which is not installed")
-        self.removed_ids.add(p3_id)
-        self._replay.pop(p3_id, None)
-
-    def open(self, packet: SealedPacket) -> str:
-        """'ok', or why the native dataplane would reject it (reason names)."""
-        sa = self.inbound.get(packet.p3_id)
-        if sa is None:
-            return "DP_UNKNOWN_ID"
-        if sa != packet.sa:
-            return "DP_AUTH_FAILED"
-        highest, bitmap = self._replay.get(packet.p3_id, (0, 0))
-        if packet.seq > highest:
-            shift = packet.seq - highest
-            bitmap = ((bitmap << shift) | 1) & ((1 << REPLAY_WINDOW) - 1)
-            highest = packet.seq
-        else:
-            offset = highest - packet.seq
-            if offset >= REPLAY_WINDOW:
-                return "DP_TOO_OLD"
-            if bitmap >> offset & 1:
-                return "DP_REPLAY"
-            bitmap |= 1 << offset
-        self._replay[packet.p3_id] = (highest, bitmap)
-        return "ok"
+        return self.kind == "control"
 
 
 @dataclass
@@ -126,11 +116,136 @@ class DropControl:
     count: int = 1
     dropped: int = 0
 
-    def __call__(self, packet: SealedPacket) -> bool:
+    def __call__(self, packet: WirePacket) -> bool:
         if packet.msg_type is self.msg_type and self.dropped < self.count:
             self.dropped += 1
             return True
         return False
+
+
+@dataclass
+class DropIke:
+    """A link drop rule: drop the first *count* IKE messages of one exchange type and direction."""
+
+    exchange_type: int
+    response: bool
+    count: int = 1
+    dropped: int = 0
+
+    def __call__(self, packet: WirePacket) -> bool:
+        if (packet.kind == "ike" and packet.ike_exchange == self.exchange_type
+                and packet.ike_response == self.response and self.dropped < self.count):
+            self.dropped += 1
+            return True
+        return False
+
+
+def stream_packet(src: str, dst: str, stream_seq: int) -> bytes:
+    """One inner packet of the data stream: IPv4/UDP, the counter in the payload."""
+    payload = STREAM_MAGIC + struct.pack("!Q", stream_seq)
+    payload += bytes(STREAM_PAYLOAD_BYTES - len(payload))
+    return udp_packet((src, STREAM_PORT), (dst, STREAM_PORT), payload)
+
+
+def stream_seq_of(inner: bytes) -> int | None:
+    """The stream counter of an opened inner packet, or None if it is not one of ours."""
+    if not inner:
+        return None
+    offset = (inner[0] & 0x0F) * 4 + 8 if inner[0] >> 4 == 4 else 40 + 8
+    payload = inner[offset:offset + len(STREAM_MAGIC) + 8]
+    if len(payload) != len(STREAM_MAGIC) + 8 or not payload.startswith(STREAM_MAGIC):
+        return None
+    return int(struct.unpack("!Q", payload[len(STREAM_MAGIC):])[0])
+
+
+class SideDataplane:
+    """One side's native dataplane context with its one peer, and the harness's
+    record of what it installed there (for the key-mismatch invariant and tests)."""
+
+    def __init__(self, local_outer: tuple[str, int], remote_outer: tuple[str, int], p3_address: str) -> None:
+        self.local_outer, self.remote_outer = local_outer, remote_outer
+        self.dp = Dataplane(max_peers=4, max_inbound_sas=MAX_INBOUND_SAS)
+        self.dp.set_local_address(p3_address)
+        self.dp.add_peer(PeerConfig(PEER_ID, local_outer[0], remote_outer[0], local_port=local_outer[1],
+                                    remote_port=remote_outer[1]))
+        self.outbound: SaKeys | None = None  # what the next packet is sealed with
+        self.inbound: dict[int, SaKeys] = {}  # inbound SAs installed and not removed
+        self.installed: list[SaKeys] = []  # inbound SAs, in installation order
+        self.removed_ids: set[int] = set()
+        self.install_errors: list[str] = []
+        self.seal_failures: Counter[str] = Counter()
+        self.torn_down = False
+        self._expect_first: tuple[int, int] | None = None  # (p3_id, first seq) promised to the session
+
+    def install_session(self, keys: SessionKeys) -> None:
+        self.dp.install_session(PEER_ID, keys)
+        self.outbound = keys.outbound
+        self.inbound = {keys.inbound.p3_id: keys.inbound}
+        self.installed = [keys.inbound]
+
+    def install_inbound(self, sa: SaKeys) -> None:
+        if sa.p3_id in self.inbound or sa.p3_id in self.removed_ids:
+            self.install_errors.append(f"P3 ID {sa.p3_id:#x} installed twice (IDs must never be reused)")
+        try:
+            self.dp.add_inbound_sa(PEER_ID, sa)
+        except P3Error as error:
+            self.install_errors.append(f"add_inbound_sa {sa.p3_id:#x}: {error.message()}")
+            return
+        self.inbound[sa.p3_id] = sa
+        self.installed.append(sa)
+
+    def install_outbound(self, sa: SaKeys) -> int:
+        """Seal with *sa* from the next packet on (switch_after_seq 0); its first seq."""
+        try:
+            self.dp.add_outbound_sa(PEER_ID, sa, 0)
+        except P3Error as error:
+            self.install_errors.append(f"add_outbound_sa {sa.p3_id:#x}: {error.message()}")
+            return 0
+        self.outbound = sa
+        if self.dp.outbound_id(PEER_ID) == sa.p3_id:
+            first_seq = self.dp.next_seq(PEER_ID)
+        else:
+            # Pending until the next seal: p3dp_peer_next_seq still reports the
+            # *current* SA's counter, and a new SA starts at seq 1
+            # (docs/dataplane.md, SAs). seal() checks the promise on the first packet.
+            first_seq = NEW_SA_FIRST_SEQ
+        self._expect_first = (sa.p3_id, first_seq)
+        return first_seq
+
+    def remove_inbound(self, p3_id: int) -> None:
+        try:
+            self.dp.remove_sa("in", PEER_ID, p3_id)
+        except P3Error as error:
+            self.install_errors.append(f"remove_sa {p3_id:#x}: {error.message()}")
+        self.inbound.pop(p3_id, None)
+        self.removed_ids.add(p3_id)
+
+    def tear_down(self) -> None:
+        """The session is lost: the runtime removes the peer (and all its SAs)."""
+        if not self.torn_down:
+            self.dp.remove_peer(PEER_ID)
+            self.torn_down = True
+
+    def seal(self, inner: bytes) -> bytes | None:
+        """The outer IP packet carrying *inner*, or None (counted) if the dataplane refused."""
+        sealed = self.dp.seal([(PEER_ID, inner)], with_ip=True)[0]
+        if sealed.status != "OK":
+            self.seal_failures[sealed.status] += 1
+            return None
+        if self._expect_first is not None:
+            # The first packet after a switch must use the SA and seq we told the session.
+            if (sealed.p3_id, sealed.seq) != self._expect_first:
+                self.install_errors.append(
+                    f"first packet after the switch sealed with {sealed.p3_id:#x}/{sealed.seq}, "
+                    f"promised {self._expect_first[0]:#x}/{self._expect_first[1]}")
+            self._expect_first = None
+        return sealed.data
+
+    def open(self, packets: list[bytes]) -> list[Opened]:
+        return self.dp.open(packets, with_ip=True)
+
+    def holds(self, sa: SaKeys) -> bool:
+        return self.inbound.get(sa.p3_id) == sa
 
 
 @dataclass
@@ -142,17 +257,21 @@ class StreamStats:
     highest: int = 0
     highest_arrived: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
+    corrupted: int = 0  # opened, but not the stream packet that was sent
 
 
 @dataclass
 class Side:
     name: str
     session: Session
-    dataplane: ModelDataplane
+    dataplane: SideDataplane
     recovery: Recovery
     stream: StreamStats = field(default_factory=StreamStats)  # what this side RECEIVED
     next_stream_seq: int = 1
-    control_rejected: Counter[str] = field(default_factory=Counter)
+    control_delivered: int = 0
+    control_rejected: Counter[str] = field(default_factory=Counter)  # while its session was alive
+    control_after_loss: int = 0  # control packets reaching it after its session was lost
+    misclassified: int = 0  # the dataplane called a data packet control or the reverse
     rekeys_completed: list[RekeyCompleted] = field(default_factory=list)
     lost: SessionLost | None = None
     recovery_actions: list[RecoveryAction] = field(default_factory=list)
@@ -178,12 +297,19 @@ class HarnessReport:
     key_mismatch_violations: int
     sessions_lost: list[str]
     install_errors: list[str]
+    #: Both dataplanes' own drop counters (reason name -> packets), data and control.
+    dataplane_drops: dict[str, int] = field(default_factory=dict)
+    data_duplicated_by_link: int = 0
+    control_delivered: int = 0
+    seal_failures: dict[str, int] = field(default_factory=dict)
+    misclassified: int = 0
+    corrupted: int = 0
 
 
 def make_initial_keys(cipher: str, source: KeySource, primary_inbound_id: int = 0x100,
                       secondary_inbound_id: int = 0x200) -> tuple[SessionKeys, SessionKeys]:
-    """The two sides' keys as the initial exchange would leave them (its output
-    shape, p3hw.crypto.keys; the handshake itself is tested elsewhere)."""
+    """The two sides' keys in the shape the initial exchange leaves them
+    (p3hw.crypto.keys), for runs that skip the exchange (handshake=False)."""
     length = material_length(cipher)
     p_to_s = SaKeys.from_material(secondary_inbound_id, cipher, source.random_bytes(length))
     s_to_p = SaKeys.from_material(primary_inbound_id, cipher, source.random_bytes(length))
@@ -195,7 +321,7 @@ def make_initial_keys(cipher: str, source: KeySource, primary_inbound_id: int = 
 
 
 class Harness:
-    """Primary and secondary, two links, two data streams, one virtual clock."""
+    """Primary and secondary, two native dataplanes, two links, two data streams, one virtual clock."""
 
     def __init__(
         self,
@@ -207,6 +333,12 @@ class Harness:
         data_interval_s: float = 0.002,
         cipher: str = "aes-256-gcm",
         key_source: KeySource | None = None,
+        *,
+        handshake: bool = False,
+        psk: bytes = b"harness pre-shared key",
+        ike_proposals: IkeProposalConfig | None = None,
+        primary_outer: tuple[str, int] = PRIMARY_OUTER,
+        secondary_outer: tuple[str, int] = SECONDARY_OUTER,
     ) -> None:
         self.now = 0.0
         self.rng = random.Random(seed)
@@ -218,35 +350,113 @@ class Harness:
             heartbeat_fail_s=primary_config.heartbeat_fail_s, retransmit_s=primary_config.retransmit_s,
         )
         self.grace_s = min(primary_config.grace_s, secondary_config.grace_s)
-        keys_p, keys_s = make_initial_keys(primary_config.cipher, self.key_source)
+        self.primary_outer, self.secondary_outer = primary_outer, secondary_outer
+        self.to_secondary: Link[WirePacket] = Link(to_secondary or LinkConfig(), random.Random(self.rng.random()), "p->s")
+        self.to_primary: Link[WirePacket] = Link(to_primary or LinkConfig(), random.Random(self.rng.random()), "s->p")
+        dp_p = SideDataplane(primary_outer, secondary_outer, primary_config.local_address)
+        dp_s = SideDataplane(secondary_outer, primary_outer, secondary_config.local_address)
+        self.ike_capture: list[CapturedDatagram] = []
+        self.handshake_results: tuple[HandshakeEstablished, HandshakeEstablished] | None = None
+        if handshake:
+            at_primary, at_secondary = self._run_handshake(dp_p, dp_s, psk, ike_proposals, primary_config.cipher)
+            self.handshake_results = (at_primary, at_secondary)
+            keys_p, keys_s = at_primary.keys, at_secondary.keys
+        else:
+            keys_p, keys_s = make_initial_keys(primary_config.cipher, self.key_source)
+        dp_p.install_session(keys_p)
+        dp_s.install_session(keys_s)
         self.primary = Side(
-            "primary", Session(primary_config, keys_p, self.key_source, self.now),
-            ModelDataplane(keys_p.outbound, keys_p.inbound), Recovery("primary", primary_config.peer_address),
+            "primary", Session(primary_config, keys_p, self.key_source, self.now), dp_p,
+            Recovery("primary", primary_config.peer_address),
         )
         self.secondary = Side(
-            "secondary", Session(secondary_config, keys_s, self.key_source, self.now),
-            ModelDataplane(keys_s.outbound, keys_s.inbound), Recovery("secondary", secondary_config.peer_address),
+            "secondary", Session(secondary_config, keys_s, self.key_source, self.now), dp_s,
+            Recovery("secondary", secondary_config.peer_address),
         )
-        self.to_secondary: Link[SealedPacket] = Link(to_secondary or LinkConfig(), random.Random(self.rng.random()), "p->s")
-        self.to_primary: Link[SealedPacket] = Link(to_primary or LinkConfig(), random.Random(self.rng.random()), "s->p")
         self.data_interval_s = data_interval_s
         self.data_running = data_interval_s > 0
-        self._next_data_s = {"primary": 0.0, "secondary": data_interval_s / 2}
+        self._next_data_s = {"primary": self.now, "secondary": self.now + data_interval_s / 2}
+        self._lan_hosts = {"primary": (PRIMARY_LAN_HOST, SECONDARY_LAN_HOST),
+                           "secondary": (SECONDARY_LAN_HOST, PRIMARY_LAN_HOST)}
         self._mismatch_since: dict[str, float | None] = {"p->s": None, "s->p": None}
         self.key_mismatch_violations = 0
+        self.data_duplicated_by_link = 0
         self._drain(self.primary)
         self._drain(self.secondary)
+
+    # --- the initial exchange ------------------------------------------------------------
+
+    def _send_ike(self, link: Link[WirePacket], src: tuple[str, int], dst: tuple[str, int], message: bytes) -> None:
+        datagram = ike_datagram(self.now, src, dst, message)
+        self.ike_capture.append(datagram)  # a capture on the sender's interface sees every transmission
+        exchange, flags = (message[18], message[19]) if len(message) >= 20 else (0, 0)
+        packet = WirePacket(udp_packet(src, dst, datagram.payload), "ike", ike_exchange=exchange,
+                            ike_response=bool(flags & 0x20))
+        link.send(packet, self.now)
+
+    def _receive_ike(self, dp: SideDataplane, packets: list[WirePacket]) -> list[bytes]:
+        if not packets:
+            return []
+        return [o.data for o in dp.open([p.data for p in packets]) if o.status == "OK" and o.kind == "ike"]
+
+    def _run_handshake(self, dp_p: SideDataplane, dp_s: SideDataplane, psk: bytes,
+                       proposals: IkeProposalConfig | None, cipher: str,
+                       ) -> tuple[HandshakeEstablished, HandshakeEstablished]:
+        """The secondary initiates (spec §2.1.2); both sides' IKE goes over the links."""
+        secondary_id, primary_id = Identity.ip(self.secondary_outer[0]), Identity.ip(self.primary_outer[0])
+        initiator = InitiatorHandshake(secondary_id, psk, data_ciphers=(cipher,), proposals=proposals,
+                                       remote_identity=primary_id)
+        responder = ResponderHandshake(primary_id, {secondary_id: PeerPolicy(psk, data_ciphers=(cipher,))}.get,
+                                       proposals=proposals)
+        for message in initiator.start(self.now):
+            self._send_ike(self.to_primary, self.secondary_outer, self.primary_outer, message)
+        results: dict[str, HandshakeEstablished] = {}
+        while len(results) < 2:
+            for name, machine in (("primary", responder), ("secondary", initiator)):
+                while (event := machine.next_event()) is not None:
+                    if isinstance(event, HandshakeFailed):
+                        raise P3Error(event.reason_code, f"initial exchange failed at the {name}: {event.detail}")
+                    if isinstance(event, HandshakeEstablished):
+                        results[name] = event
+            if len(results) == 2:
+                break
+            candidates = [t for t in (self.to_primary.next_arrival(), self.to_secondary.next_arrival(),
+                                      initiator.next_timer(), responder.next_timer()) if t is not None]
+            if not candidates or min(candidates) > HANDSHAKE_LIMIT_S:
+                raise P3Error("IKE_TIMEOUT", f"initial exchange unfinished after {self.now:.1f} virtual s")
+            self.now = max(self.now, min(candidates))
+            for request in self._receive_ike(dp_p, self.to_primary.pop_arrivals(self.now)):
+                for answer in responder.receive(request, self.now, self.secondary_outer):
+                    self._send_ike(self.to_secondary, self.primary_outer, self.secondary_outer, answer)
+            for answer in self._receive_ike(dp_s, self.to_secondary.pop_arrivals(self.now)):
+                for request in initiator.receive(answer, self.now):
+                    self._send_ike(self.to_primary, self.secondary_outer, self.primary_outer, request)
+            timer = initiator.next_timer()
+            if timer is not None and timer <= self.now:
+                for request in initiator.handle_timer(self.now):
+                    self._send_ike(self.to_primary, self.secondary_outer, self.primary_outer, request)
+            timer = responder.next_timer()
+            if timer is not None and timer <= self.now:
+                responder.handle_timer(self.now)
+        # IKE messages still in flight (retransmits) would reach a side that no longer listens.
+        self.to_primary.pop_arrivals(float("inf"))
+        self.to_secondary.pop_arrivals(float("inf"))
+        return results["primary"], results["secondary"]
+
+    def write_ike_pcap(self, path: str | Path) -> None:
+        """The initial exchange as sent (retransmissions included), for tshark / Wireshark."""
+        write_pcap(path, self.ike_capture)
 
     # --- plumbing ----------------------------------------------------------------------
 
     def _peer(self, side: Side) -> Side:
         return self.secondary if side is self.primary else self.primary
 
-    def _link_from(self, side: Side) -> Link[SealedPacket]:
+    def _link_from(self, side: Side) -> Link[WirePacket]:
         return self.to_secondary if side is self.primary else self.to_primary
 
     def _drain(self, side: Side) -> None:
-        """Execute the session's actions the way the runtime will."""
+        """Execute the session's actions the way the runtime does."""
         while True:
             actions = side.session.actions()
             if not actions:
@@ -259,8 +469,10 @@ class Harness:
         if isinstance(action, SendControlPacket):
             side.control_sent[action.msg_type.name] += 1
             if side.lost is None or action.msg_type in (MsgType.SHUTDOWN, MsgType.ACK):
-                packet = dp.seal(control=action.packet, msg_type=action.msg_type, msg_id=action.msg_id)
-                self._link_from(side).send(packet, self.now)
+                data = dp.seal(action.packet)
+                if data is not None:
+                    packet = WirePacket(data, "control", msg_type=action.msg_type, msg_id=action.msg_id)
+                    self._link_from(side).send(packet, self.now)
         elif isinstance(action, InstallInboundSa):
             dp.install_inbound(action.sa)
         elif isinstance(action, InstallOutboundSa):
@@ -272,44 +484,65 @@ class Harness:
             side.rekeys_completed.append(action)
         elif isinstance(action, SessionLost):
             side.lost = action
+            dp.tear_down()
             side.recovery_actions.extend(
                 side.recovery.session_lost(self.now, action.reason_code, action.detail, action.facts),
             )
         else:
             side.other_actions.append(action)
 
-    def _deliver(self, receiver: Side, packet: SealedPacket) -> None:
-        if receiver.lost is not None:
-            if not packet.is_control:
-                receiver.stream.rejected["SESSION_DOWN"] += 1  # its tunnel is down
-            return
-        verdict = receiver.dataplane.open(packet)
-        if packet.is_control:
-            if verdict != "ok":
-                receiver.control_rejected[verdict] += 1
-                return
-            receiver.session.receive_control_packet(packet.control, self.now)
-            self._drain(receiver)
-            return
-        stream = receiver.stream
-        link_reordered = packet.stream_seq < stream.highest_arrived
-        stream.highest_arrived = max(stream.highest_arrived, packet.stream_seq)
-        if verdict != "ok":
-            stream.rejected[verdict] += 1
-            return
-        stream.delivered += 1
-        if packet.stream_seq < stream.highest:
-            stream.out_of_order += 1
-            stream.link_reordered += link_reordered
-        stream.highest = max(stream.highest, packet.stream_seq)
+    def _deliver(self, receiver: Side, packets: list[WirePacket]) -> None:
+        """One receive burst: open everything that arrived now, then dispatch it."""
+        opened = receiver.dataplane.open([p.data for p in packets])
+        for packet, result in zip(packets, opened, strict=True):
+            if packet.kind == "ike":
+                continue  # a late retransmission of the initial exchange
+            if packet.is_control:
+                if receiver.lost is not None:
+                    receiver.control_after_loss += 1  # refused (no peer any more) or ignored
+                elif result.status != "OK":
+                    receiver.control_rejected[result.status] += 1
+                elif result.kind != "control":
+                    receiver.misclassified += 1
+                else:
+                    receiver.control_delivered += 1
+                    receiver.session.receive_control_packet(result.data, self.now)
+                    self._drain(receiver)
+                continue
+            stream = receiver.stream
+            link_reordered = packet.stream_seq < stream.highest_arrived
+            stream.highest_arrived = max(stream.highest_arrived, packet.stream_seq)
+            if result.status != "OK":
+                # A side whose session is lost has no peer in its dataplane any more.
+                down = receiver.lost is not None and result.status == "DP_UNKNOWN_SESSION"
+                stream.rejected["SESSION_DOWN" if down else result.status] += 1
+                continue
+            if result.kind != "data":
+                receiver.misclassified += 1
+                continue
+            if stream_seq_of(result.data) != packet.stream_seq:
+                stream.corrupted += 1
+                continue
+            stream.delivered += 1
+            if packet.stream_seq < stream.highest:
+                stream.out_of_order += 1
+                stream.link_reordered += link_reordered
+            stream.highest = max(stream.highest, packet.stream_seq)
 
     def _send_data(self, side: Side) -> None:
         if side.lost is not None or not self.data_running:
             return
-        packet = side.dataplane.seal(stream_seq=side.next_stream_seq)
+        src, dst = self._lan_hosts[side.name]
+        seq = side.next_stream_seq
+        data = side.dataplane.seal(stream_packet(src, dst, seq))
         side.next_stream_seq += 1
         self._peer(side).stream.sent += 1
-        self._link_from(side).send(packet, self.now)
+        if data is None:
+            return
+        link = self._link_from(side)
+        duplicated = link.stats.duplicated
+        link.send(WirePacket(data, "data", stream_seq=seq), self.now)
+        self.data_duplicated_by_link += link.stats.duplicated - duplicated
 
     def _check_keys(self) -> None:
         """Invariant: whatever one side seals with, the other can open (within grace)."""
@@ -319,8 +552,7 @@ class Harness:
                 self._mismatch_since[name] = None
                 continue
             sa = sender.dataplane.outbound
-            ok = sa is not None and receiver.dataplane.inbound.get(sa.p3_id) == sa
-            if ok:
+            if sa is not None and receiver.dataplane.holds(sa):
                 self._mismatch_since[name] = None
                 continue
             since = self._mismatch_since[name]
@@ -346,12 +578,13 @@ class Harness:
         """Process everything due at the next event time (not after *until_s*)."""
         at, timers = self._next_event_s()
         if at is None or at > until_s:
-            self.now = until_s
+            self.now = max(self.now, until_s)
             return False
         self.now = max(self.now, at)
         for link, receiver in ((self.to_secondary, self.secondary), (self.to_primary, self.primary)):
-            for packet in link.pop_arrivals(self.now):
-                self._deliver(receiver, packet)
+            arrivals = link.pop_arrivals(self.now)
+            if arrivals:
+                self._deliver(receiver, arrivals)
         for side in (self.primary, self.secondary):
             # Deliveries above only ever add timers in the future, and
             # handle_timer is harmless when nothing is due any more.
@@ -393,31 +626,52 @@ class Harness:
     # --- results -------------------------------------------------------------------------
 
     def report(self) -> HarnessReport:
-        streams = (self.primary.stream, self.secondary.stream)
+        sides = (self.primary, self.secondary)
         rejected: Counter[str] = Counter()
         control_rejected: Counter[str] = Counter()
-        for side in (self.primary, self.secondary):
+        drops: Counter[str] = Counter()
+        seal_failures: Counter[str] = Counter()
+        for side in sides:
             rejected.update(side.stream.rejected)
             control_rejected.update(side.control_rejected)
-        data_sent = sum(s.sent for s in streams)
-        delivered = sum(s.delivered for s in streams)
+            drops.update(side.dataplane.dp.counters().drops)
+            seal_failures.update(side.dataplane.seal_failures)
+        data_sent = sum(s.stream.sent for s in sides)
+        delivered = sum(s.stream.delivered for s in sides)
+        corrupted = sum(s.stream.corrupted for s in sides)
+        misclassified = sum(s.misclassified for s in sides)
+        arrived = delivered + sum(rejected.values()) + corrupted
         return HarnessReport(
             rekeys_completed=len(self.primary.rekeys_completed),
             data_sent=data_sent,
             data_delivered=delivered,
-            data_dropped_by_link=data_sent - delivered - sum(rejected.values()) - self._data_in_flight(),
+            data_dropped_by_link=(data_sent + self.data_duplicated_by_link - arrived - self._data_in_flight()
+                                  - sum(seal_failures.values())),
             data_rejected=dict(rejected),
-            data_out_of_order=sum(s.out_of_order for s in streams),
+            data_out_of_order=sum(s.stream.out_of_order for s in sides),
             rekey_rejected=sum(rejected[r] for r in ("DP_UNKNOWN_ID", "DP_AUTH_FAILED", "DP_TOO_OLD")),
-            rekey_out_of_order=sum(s.out_of_order - s.link_reordered for s in streams),
+            rekey_out_of_order=sum(s.stream.out_of_order - s.stream.link_reordered for s in sides),
             control_rejected=dict(control_rejected),
             key_mismatch_violations=self.key_mismatch_violations,
-            sessions_lost=[f"{s.name}: {s.lost.reason_code} {s.lost.detail}" for s in (self.primary, self.secondary) if s.lost],
+            sessions_lost=[f"{s.name}: {s.lost.reason_code} {s.lost.detail}" for s in sides if s.lost],
             install_errors=self.primary.dataplane.install_errors + self.secondary.dataplane.install_errors,
+            dataplane_drops=dict(drops),
+            data_duplicated_by_link=self.data_duplicated_by_link,
+            control_delivered=sum(s.control_delivered for s in sides),
+            seal_failures=dict(seal_failures),
+            misclassified=misclassified,
+            corrupted=corrupted,
         )
 
     def _data_in_flight(self) -> int:
         return sum(
             1 for link in (self.to_secondary, self.to_primary)
-            for _, _, packet in link._in_flight if not packet.is_control
+            for _, _, packet in link._in_flight if packet.kind == "data"
         )
+
+
+__all__ = [
+    "PEER_ID", "PRIMARY_OUTER", "SECONDARY_OUTER", "DropControl", "DropIke", "Harness", "HarnessReport",
+    "Side", "SideDataplane", "StreamStats", "WirePacket", "make_initial_keys", "stream_packet",
+    "stream_seq_of",
+]
