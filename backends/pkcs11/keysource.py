@@ -82,6 +82,11 @@ class Pkcs11KeySource:
         return value
 
 
+    def close(self) -> None:
+        """Give the token's sessions back (the key objects stay: they are the audit record)."""
+        self.pool.close()
+
+
 def _destroy(session: Any, label: str) -> None:
     for key in session.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: label}):
         key.destroy()

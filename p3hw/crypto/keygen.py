@@ -78,7 +78,7 @@ class PolicyKeySource:
 
     def _hardware_failed(self, error: P3Error, when: str) -> None:
         self.failures.append(error.code)
-        self.hardware = None
+        self._close_hardware()
         if not self.allow_software:
             failure(self.log, error.reason.name, f"hardware key source failed {when}: {error.detail} "
                     "(key_fallback = none: no keys until it works again)")
@@ -87,6 +87,20 @@ class PolicyKeySource:
         failure(self.log, error.reason.name, f"hardware key source failed {when}: {error.detail}; using software "
                 f"keys (key_fallback = software), retrying the hardware in {self._retry_s:.0f} s",
                 level=logging.WARNING)
+
+    def _close_hardware(self) -> None:
+        hardware, self.hardware = self.hardware, None
+        close = getattr(hardware, "close", None)
+        if close is not None:
+            try:
+                close()
+            except P3Error:
+                pass          # a failed device cannot be closed any better
+
+    def close(self) -> None:
+        """Release the hardware (a daemon's shutdown)."""
+        with self._lock:
+            self._close_hardware()
 
     def _try_hardware(self) -> None:
         try:

@@ -214,3 +214,18 @@ def test_missing_module_falls_back_at_start_up_when_allowed(token: softhsm.Token
     with pytest.raises(P3Error) as caught:
         make_key_source(parse_config(hardware_config(token, tmp_path, module=str(tmp_path / "gone.so"))))
     assert caught.value.code == "P3-E600"
+
+
+def test_pin_from_the_environment_when_no_pin_file(token: softhsm.Token, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = ("localstart\nrole = primary\nip = 4\naddress = 198.51.100.1\nkey_generation = 2\n"
+            f"pkcs11_module = {token.module}\npkcs11_token = {token.label}\nlocalend\n"
+            "1/address = 203.0.113.10\n1/subnet1 = 10.1.0.0\n1/mask1 = 255.255.0.0\n")
+    monkeypatch.delenv("P3HW_PKCS11_PIN", raising=False)
+    with pytest.raises(P3Error) as caught:
+        make_key_source(parse_config(text))
+    assert caught.value.code == "P3-E601" and "P3HW_PKCS11_PIN" in caught.value.detail
+    monkeypatch.setenv("P3HW_PKCS11_PIN", token.pin)
+    source = make_key_source(parse_config(text))
+    assert isinstance(source, PolicyKeySource) and source.name == "pkcs11"
+    assert len(source.random_bytes(32)) == 32
+    source.close()
