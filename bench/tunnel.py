@@ -40,6 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from p3hw.reasons import P3Error
 from p3hw.simulators.deployment import Deployment, Options
 from p3hw.simulators.netns import Topology
 
@@ -74,6 +75,7 @@ class PeerUnavailable(Exception):
 @dataclass
 class Udp:
     offered_mbit: int
+    sent_mbps: float            # what iperf3 managed to send (it shares the cores too)
     sent: int
     lost: int
     loss_pct: float
@@ -428,9 +430,10 @@ class Bench:
                 seconds = float(total["seconds"]) or float(self.udp_seconds)
                 # Delivered: data bits that reached the receiver per second.
                 delivered = max(sent - lost, 0) * UDP_PAYLOAD * 8 / seconds / 1e6
-                result.udp.append(Udp(rate, sent, lost, float(total["lost_percent"]), delivered, rekeys))
-        except PeerUnavailable as exc:
-            result.error = str(exc)
+                sent_mbps = sent * UDP_PAYLOAD * 8 / seconds / 1e6
+                result.udp.append(Udp(rate, sent_mbps, sent, lost, float(total["lost_percent"]), delivered, rekeys))
+        except (PeerUnavailable, subprocess.TimeoutExpired, OSError, KeyError, RuntimeError, TimeoutError) as exc:
+            result.error = str(exc) or type(exc).__name__
             print(f"tunnel bench: {path.name}: NOT MEASURED: {exc}", flush=True)
         finally:
             try:
@@ -473,7 +476,7 @@ def _udp_at(result: Result | None, rate: int) -> Udp | None:
 
 
 def render(results: list[Result], tcp_seconds: int, udp_seconds: int, udp_rates: tuple[int, ...], rekey_wait_s: int,
-           when: str, versions: dict[str, str]) -> str:
+           when: str, versions: dict[str, str], load: float | None = None) -> str:
     by_key = {r.key: r for r in results}
     p3 = by_key.get("p3hw-udp")
     plain = by_key.get("plain")
@@ -482,7 +485,8 @@ def render(results: list[Result], tcp_seconds: int, udp_seconds: int, udp_rates:
         "## Tunnel: single-stream TCP and fixed-rate UDP, LAN to LAN through each VPN",
         "",
         f"{when} UTC · {platform.machine()} · {os.cpu_count()} cores (both sites, both gateways and iperf3 share "
-        f"them) · kernel {platform.release()} · " + " · ".join(f"{k} {v}" for k, v in versions.items()),
+        f"them) · kernel {platform.release()} · " + " · ".join(f"{k} {v}" for k, v in versions.items())
+        + ("" if load is None else f" · load average {load:.2f} when the run began (other work shares the cores)"),
         "",
         "Setup: one two-site testbed (simulators/netns.py, `direct_wan=True`: the gateways' WAN ends are one veth "
         "pair), every path measured one after the other on the same namespaces in the same run. iperf3 from LAN-A's "
@@ -504,20 +508,20 @@ def render(results: list[Result], tcp_seconds: int, udp_seconds: int, udp_rates:
         rekeys = "" if r.tcp_rekeys is None else str(r.tcp_rekeys)
         lines.append(f"| {r.name} | {_fmt(r.tcp_mbps)} | {_ratio(r.tcp_mbps, p3 and p3.tcp_mbps)} | "
                      f"{_ratio(r.tcp_mbps, plain and plain.tcp_mbps)} | {rekeys} |")
-    lines += ["", "| path | UDP offered Mbit/s | delivered Mbit/s | lost datagrams | ÷ p3hw UDP | ÷ plain "
-              "| p3hw rekeys during the run |",
-              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines += ["", "| path | UDP offered Mbit/s | sent Mbit/s | delivered Mbit/s | lost datagrams | ÷ p3hw UDP "
+              "| ÷ plain | p3hw rekeys during the run |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for rate in udp_rates:
         for r in results:
             if r.error is not None:
-                lines.append(f"| {r.name} | {rate} | not measured (see above) | | | | |")
+                lines.append(f"| {r.name} | {rate} | not measured (see above) | | | | | |")
                 continue
             u = _udp_at(r, rate)
             if u is None:
                 continue
             p3u, plu = _udp_at(p3, rate), _udp_at(plain, rate)
             rekeys = "" if u.rekeys is None else str(u.rekeys)
-            lines.append(f"| {r.name} | {rate} | {u.delivered_mbps:,.0f} | {u.lost:,} of {u.sent:,} "
+            lines.append(f"| {r.name} | {rate} | {u.sent_mbps:,.0f} | {u.delivered_mbps:,.0f} | {u.lost:,} of {u.sent:,} "
                          f"({u.loss_pct:.3g} %) | {_ratio(u.delivered_mbps, p3u and p3u.delivered_mbps)} | "
                          f"{_ratio(u.delivered_mbps, plu and plu.delivered_mbps)} | {rekeys} |")
     lines += ["", "Targets (issue 5: p3hw UDP transport's TCP against the others' TCP, in this run):"]
@@ -584,10 +588,11 @@ PATHS = ("plain", "p3hw-udp", "p3hw-esp", "openvpn", "strongswan")
 def run(tcp_seconds: int = 10, udp_seconds: int = 10, udp_rates: tuple[int, ...] = UDP_RATES_MBIT,
         rekey_wait_s: int = 1, only: tuple[str, ...] = PATHS, write: bool = True) -> list[Result]:
     if os.geteuid() != 0:
-        raise SystemExit("p3hw bench tunnel: P3-E900 needs root (network namespaces)")
+        raise P3Error("NEED_ROOT", "the tunnel benchmark builds network namespaces", hint="run as root")
     if shutil.which("iperf3") is None:
-        raise SystemExit("p3hw bench tunnel: iperf3 is not installed (run packaging/bench-deps.sh)")
+        raise P3Error("OS_ERROR", "iperf3 is not installed", hint="run packaging/bench-deps.sh as root")
     when = f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M}"
+    load = os.getloadavg()[0]
     results: list[Result] = []
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="p3hw-bench-tunnel-"))
     with Topology.two_site(direct_wan=True, prefix="p3b") as topo:
@@ -606,7 +611,7 @@ def run(tcp_seconds: int = 10, udp_seconds: int = 10, udp_rates: tuple[int, ...]
                     results.append(bench.measure(factories[key]()))
         finally:
             bench.close()
-    text = render(results, tcp_seconds, udp_seconds, udp_rates, rekey_wait_s, when, _versions())
+    text = render(results, tcp_seconds, udp_seconds, udp_rates, rekey_wait_s, when, _versions(), load)
     print(text)
     print(f"\n(configs and logs of this run: {workdir})")
     if write:
