@@ -300,8 +300,9 @@ static int mergeable(const uint8_t *h, const struct tcp_view *hv, uint32_t merge
         return 0;
     }
     const uint8_t *ht = h + hv->l4_off, *bt = b + bv->l4_off;
-    /* ports; ack, data offset, window; urgent pointer and options */
-    return memcmp(ht, bt, 4) == 0 && memcmp(ht + 8, bt + 8, 8) == 0 &&
+    /* ports; ack and data offset; window; urgent pointer and options (the
+     * flags were checked by the caller: PSH may differ on the last) */
+    return memcmp(ht, bt, 4) == 0 && memcmp(ht + 8, bt + 8, 5) == 0 && memcmp(ht + 14, bt + 14, 2) == 0 &&
            memcmp(ht + 18, bt + 18, hv->hdr_len - hv->l4_off - 18) == 0;
 }
 
@@ -399,12 +400,18 @@ static int tun_tx(struct p3_io *io, struct p3_iobuf *bufs, unsigned n)
 
 int p3_io_tun_setup(struct p3_io *io)
 {
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof(ifr));
+    int vnet = ioctl(io->fd, TUNGETIFF, &ifr) == 0 && (ifr.ifr_flags & IFF_VNET_HDR);
+    return p3_io_tun_setup_vnet(io, vnet);
+}
+
+int p3_io_tun_setup_vnet(struct p3_io *io, int vnet)
+{
     struct tun_state *st = calloc(1, sizeof(*st));
     if (!st)
         return -213;
-    struct ifreq ifr;
-    memset(&ifr, 0, sizeof(ifr));
-    if (ioctl(io->fd, TUNGETIFF, &ifr) == 0 && (ifr.ifr_flags & IFF_VNET_HDR)) {
+    if (vnet) {
         st->vnet = 1;
         st->super = malloc(SUPER_BYTES);
         if (!st->super) {

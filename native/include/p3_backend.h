@@ -110,6 +110,8 @@ int p3_io_open(struct p3_io *io, int kind, int fd, int family);
 void p3_io_close(struct p3_io *io);
 /* TUN: notices IFF_VNET_HDR (TSO super-segments in, cut here) on the descriptor. */
 int p3_io_tun_setup(struct p3_io *io);
+/* The same with the virtio-net header forced on or off (tests use a socket pair). */
+int p3_io_tun_setup_vnet(struct p3_io *io, int vnet);
 void p3_io_tun_teardown(struct p3_io *io);
 
 #endif /* P3_BACKEND_H */
