@@ -229,7 +229,11 @@ class ServedTarget:
             self.store = Store(self.store_path)
             return await start_admin_server(self.target, self.socket_path, self.store)
 
-        self.server = asyncio.run_coroutine_threadsafe(start(), self.loop).result(timeout=30)
+        try:
+            self.server = asyncio.run_coroutine_threadsafe(start(), self.loop).result(timeout=30)
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def run(self, fn: Any, *args: Any) -> Any:

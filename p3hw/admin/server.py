@@ -78,6 +78,18 @@ class AdminTarget(Protocol):
     def reload(self) -> dict[str, Any] | Awaitable[dict[str, Any]]: ...
 
 
+def _socket_is_served(path: str) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
 async def _call(value: Any) -> dict[str, Any]:
     if inspect.isawaitable(value):
         value = await value
@@ -143,6 +155,9 @@ class AdminServer:
         os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", mode=0o750, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             if stat.S_ISSOCK(os.lstat(path).st_mode):
+                if _socket_is_served(path):
+                    raise P3Error("OS_ERROR", f"admin socket {path} is served by another running daemon",
+                                  "give each daemon its own admin_socket")
                 os.unlink(path)  # a stale socket of an earlier run
         # umask so the socket is never wider than 0660, not even between bind and chmod.
         old_umask = os.umask(0o117)

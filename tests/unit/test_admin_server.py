@@ -289,3 +289,23 @@ def test_several_requests_on_one_connection(served: ServedTarget) -> None:
             (length,) = struct.unpack(">I", sock.recv(4, socket.MSG_WAITALL))
             ids.append(json.loads(sock.recv(length, socket.MSG_WAITALL))["id"])
     assert ids == [7, 8]
+
+
+def test_a_second_daemon_cannot_take_a_served_socket(served: ServedTarget, tmp_path: Path) -> None:
+    other = FleetTarget(write_fleet_config(tmp_path / "other", 2))
+    with pytest.raises(Exception) as caught:
+        with ServedTarget(other, served.socket_path, str(tmp_path / "other.db")):
+            pass
+    assert "P3-E901" in str(caught.value)
+    assert raw_exchange(served.socket_path, body(protocol.request("whoami")))["ok"]
+
+
+def test_a_stale_socket_of_an_earlier_run_is_replaced(tmp_path: Path) -> None:
+    path = str(tmp_path / "stale.sock")
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(path)
+    stale.close()  # the file stays, nobody listens
+    target = FleetTarget(write_fleet_config(tmp_path / "fleet", 2))
+    with ServedTarget(target, path, str(tmp_path / "admin.db")):
+        assert raw_exchange(path, body(protocol.request("whoami")))["ok"]
+    assert not os.path.exists(path)
