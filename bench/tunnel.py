@@ -393,14 +393,21 @@ class Bench:
 
     def iperf(self, extra: list[str], seconds: int) -> dict[str, Any]:
         argv = ["iperf3", "-c", str(self.topo.b.host4), "-p", str(IPERF_PORT), "-t", str(seconds), "-J", *extra]
-        proc = self.topo.run(self.topo.a.lan_ns, argv, timeout=seconds + 60)
-        try:
-            data = json.loads(proc.stdout)
-        except ValueError as exc:
-            raise PeerUnavailable(f"iperf3 gave no JSON (exit {proc.returncode}): {proc.stderr.strip()[-300:]}") from exc
-        if "error" in data:
-            raise PeerUnavailable(f"iperf3: {data['error']}")
-        return dict(data)
+        for attempt in (1, 2):
+            proc = self.topo.run(self.topo.a.lan_ns, argv, timeout=seconds + 60)
+            try:
+                data = json.loads(proc.stdout)
+            except ValueError as exc:
+                raise PeerUnavailable(f"iperf3 gave no JSON (exit {proc.returncode}): "
+                                      f"{proc.stderr.strip()[-300:]}") from exc
+            # The server can still be closing the previous test: one more try.
+            if "error" in data and "busy" in str(data["error"]) and attempt == 1:
+                time.sleep(2.0)
+                continue
+            if "error" in data:
+                raise PeerUnavailable(f"iperf3: {data['error']}")
+            return dict(data)
+        raise AssertionError("unreachable")
 
     def measure(self, path: Path) -> Result:
         result = Result(path.key, path.name)
