@@ -511,9 +511,15 @@ class AdminServer:
         new_file_config = configfile.validate(new_text, path, self.target.role)
         if permanent:
             configfile.write_atomically(path, new_text)
+        running = self.target.config
         result = await _call(self.target.apply_config(effective_config(new_file_config, self.store), [key]))
         live = list(result.get("live", []))
         on_reload = list(result.get("on_reload", []))
+        if not permanent and key not in live:
+            # Neither in force now nor written anywhere: the change would silently vanish at the next reload.
+            await _call(self.target.apply_config(running, [key]))
+            raise P3Error("ADMIN_NOT_LIVE", f"{key} cannot change while the daemon runs",
+                          f"p3ctl config set {key} {value} --permanent, then reload (SIGHUP)")
         where = "and in " + path if permanent else "(not written: add --permanent to keep it)"
         when = "now" if key in live else "on reload or a new session"
         return {"key": key, "value": value, "permanent": permanent, "file": path if permanent else None,

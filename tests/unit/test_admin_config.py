@@ -155,7 +155,8 @@ def test_config_set_of_a_restart_setting_says_when_it_applies(served: ServedTarg
     code, result = ctl(served, capsys, "config", "set", "interface", "p3-9", "--permanent")
     assert code == 0 and result["on_reload"] == ["interface"] and result["live"] == []
     code = p3ctl.main(["--socket", served.socket_path, "config", "set", "interface", "p3-8"])
-    assert "on reload" in capsys.readouterr().out
+    assert code == p3ctl.EXIT_FAILED and capsys.readouterr().err.startswith("p3ctl: P3-E706 ")
+    assert served.target.config.local.interface == "p3-9"  # the running configuration is as it was
 
 
 # ------------------------------------------------------------------ enrollment (spec 2.1.1.1 1)
