@@ -45,6 +45,7 @@ from __future__ import annotations
 import random
 import struct
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -339,6 +340,7 @@ class Harness:
         ike_proposals: IkeProposalConfig | None = None,
         primary_outer: tuple[str, int] = PRIMARY_OUTER,
         secondary_outer: tuple[str, int] = SECONDARY_OUTER,
+        drop_rules: Sequence[Callable[[WirePacket], bool]] = (),
     ) -> None:
         self.now = 0.0
         self.rng = random.Random(seed)
@@ -353,6 +355,9 @@ class Harness:
         self.primary_outer, self.secondary_outer = primary_outer, secondary_outer
         self.to_secondary: Link[WirePacket] = Link(to_secondary or LinkConfig(), random.Random(self.rng.random()), "p->s")
         self.to_primary: Link[WirePacket] = Link(to_primary or LinkConfig(), random.Random(self.rng.random()), "s->p")
+        for rule in drop_rules:  # on both links, from the first packet (the handshake's) on
+            self.to_secondary.drop_rules.append(rule)
+            self.to_primary.drop_rules.append(rule)
         dp_p = SideDataplane(primary_outer, secondary_outer, primary_config.local_address)
         dp_s = SideDataplane(secondary_outer, primary_outer, secondary_config.local_address)
         self.ike_capture: list[CapturedDatagram] = []
