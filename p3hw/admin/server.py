@@ -303,8 +303,10 @@ class AdminServer:
                         return peer
         raise P3Error("ADMIN_NOT_FOUND", f"no session {name!r}", "p3ctl status lists the sessions")
 
-    def _select(self, args: dict[str, Any], default_all: bool) -> tuple[list[dict[str, Any]], str]:
-        peers = self._peers()
+    def _select(self, args: dict[str, Any], default_all: bool,
+                peers: list[dict[str, Any]] | None = None) -> tuple[list[dict[str, Any]], str]:
+        if peers is None:
+            peers = self._peers()
         chosen = [k for k in ("session", "group") if k in args] + (["all"] if args.get("all") else [])
         if len(chosen) > 1:
             raise protocol.malformed("name one of session, group or all")
@@ -323,7 +325,7 @@ class AdminServer:
 
     async def _status(self, _caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
         status = dict(self.target.status())
-        peers, scope = self._select(args, default_all=True)
+        peers, scope = self._select(args, default_all=True, peers=list(status.get("peers", [])))
         groups = self.store.groups_by_secondary()
         status["peers"] = [{**p, "groups": groups.get(int(p.get("id", -1)), [])} for p in peers]
         status["scope"] = scope

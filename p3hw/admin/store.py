@@ -25,6 +25,10 @@ from p3hw.reasons import P3Error
 #: Where the primary keeps its store when the configuration names none.
 DEFAULT_STORE_PATH = "/var/lib/p3hw/admin.db"
 DEFAULT_GROUP_PRIORITY = 100
+#: Audit records kept; older ones are pruned (a busy fleet writes one per request).
+AUDIT_KEEP = 1_000_000
+#: Pruning runs once per this many records written.
+AUDIT_PRUNE_EVERY = 1000
 #: Enrollment states.
 PENDING, APPROVED, REJECTED = "pending", "approved", "rejected"
 
@@ -345,9 +349,13 @@ class Store:
 
     def audit(self, uid: int | None, user: str, role: str | None, command: str, args: dict[str, Any],
               result: str, detail: str = "") -> None:
-        self._run("INSERT INTO audit (at, uid, user, role, command, args, result, detail) "
-                  "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                  (utc_now(), uid, user, role, command, json.dumps(args, sort_keys=True)[:4096], result, detail[:1024]))
+        cursor = self._run("INSERT INTO audit (at, uid, user, role, command, args, result, detail) "
+                           "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                           (utc_now(), uid, user, role, command, json.dumps(args, sort_keys=True)[:4096], result,
+                            detail[:1024]))
+        newest = int(cursor.lastrowid or 0)
+        if newest % AUDIT_PRUNE_EVERY == 0:
+            self._run("DELETE FROM audit WHERE id <= ?", (newest - AUDIT_KEEP,))
 
     def audit_log(self, limit: int = 100, command: str | None = None) -> list[dict[str, Any]]:
         limit = max(1, min(limit, 100000))

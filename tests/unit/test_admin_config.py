@@ -250,3 +250,39 @@ def test_metrics_text_is_well_formed() -> None:
 
 def test_store_file_is_private(served: ServedTarget) -> None:
     assert stat.S_IMODE(os.stat(served.store_path).st_mode) == 0o600
+
+
+def test_every_command_prints_a_human_answer(served: ServedTarget, capsys: pytest.CaptureFixture[str]) -> None:
+    served.run(served.store.add_enrollment, "198.18.9.12", 4, ["10.96.0.0/24"])
+    expectations = [
+        (["whoami"], "root (uid 0) is admin on the primary"),
+        (["status"], "198.18.0.2"),
+        (["status", "2"], "1 session(s), session 2"),
+        (["metrics"], "p3hw_up"),
+        (["group", "create", "west", "--priority", "5"], "group west created"),
+        (["group", "add", "west", "2", "3"], "2 secondary(ies) added to west"),
+        (["group", "list"], "west"),
+        (["group", "show", "west"], "members (2): 2,3"),
+        (["config", "set", "--group", "west", "heartbeat_time", "25"], "group west: heartbeat_time = 25"),
+        (["config", "get", "--group", "west"], "heartbeat_time = 25"),
+        (["config", "get", "--session", "2"], "heartbeat_time = 25    # group west"),
+        (["config", "get"], "rekey_wait = 3600    # local"),
+        (["config", "set", "rekey_wait", "1200"], "rekey_wait = 1200 now (not written"),
+        (["rekey", "--group", "west"], "rekey group west: 2 done, 0 refused"),
+        (["keyarray", "generate", "3"], "keyarray generate session 3: 1 done"),
+        (["shutdown", "3"], "shutdown session 3: 1 done"),
+        (["group", "remove", "west", "3"], "1 secondary(ies) removed from west"),
+        (["group", "delete", "west"], "group west deleted"),
+        (["user", "add", "bo", "--uid", "2000", "--role", "viewer"], "user bo (uid 2000) is viewer"),
+        (["user", "role", "bo", "operator"], "user bo is operator"),
+        (["user", "list"], "bo"),
+        (["user", "remove", "bo"], "user bo removed"),
+        (["enroll", "list"], "198.18.9.12"),
+        (["enroll", "reject", "1"], "enrollment 1 rejected"),
+        (["audit", "--limit", "3"], "user.remove"),
+    ]
+    for argv, expected in expectations:
+        code = p3ctl.main(["--socket", served.socket_path, *argv])
+        out, err = capsys.readouterr()
+        assert code == 0, (argv, err)
+        assert expected in out, (argv, out)

@@ -178,3 +178,16 @@ def test_edit_validates_before_writing(tmp_path: Path) -> None:
     assert str(config.remote(2).subnets[0]) == "10.2.0.0/24"
     assert "2/mask1 = 255.255.255.0" in path.read_text() and path.stat().st_mode & 0o777 == 0o640
     assert [p.name for p in tmp_path.iterdir()] == ["p.conf"]  # no temporary file left behind
+
+
+def test_audit_log_is_pruned_to_its_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from p3hw.admin import store as store_module
+
+    monkeypatch.setattr(store_module, "AUDIT_KEEP", 50)
+    monkeypatch.setattr(store_module, "AUDIT_PRUNE_EVERY", 20)
+    store = Store(str(tmp_path / "e.db"))
+    for n in range(120):
+        store.audit(0, "root", "admin", "status", {"n": n}, "ok")
+    kept = store.audit_log(limit=1000)
+    assert kept[0]["args"] == {"n": 119}
+    assert 50 <= len(kept) < 70  # pruned at record 100: ids 1..50 gone
