@@ -40,6 +40,7 @@ pytestmark = [pytest.mark.root, pytest.mark.netns,
 
 VIEWER_UID = VIEWER_GID = 4343
 SOCKET_WAIT_S = 15.0
+METRICS_PORT = 19190
 
 
 #: Sockets live outside pytest's 0700 temporary tree, so that a non-root user can be let in.
@@ -59,11 +60,14 @@ def remove_socket_dir(dep: Deployment) -> None:
 
 
 def give_each_daemon_its_admin_socket(dep: Deployment) -> None:
+    """Own socket and store per daemon; the primary also serves metrics (inside its namespace's loopback)."""
     for index, daemon in dep.daemons.items():
         sock, store = admin_paths(dep, index)
         text = daemon.config_path.read_text()
         text = configfile.set_value(text, "admin_socket", sock)
         text = configfile.set_value(text, "admin_store", store)
+        if index == 0:
+            text = configfile.set_value(text, "metrics_port", str(METRICS_PORT))
         daemon.config_path.write_text(text)
 
 
@@ -177,10 +181,16 @@ def test_malformed_requests_never_stop_the_daemon(star: tuple[Topology, Deployme
     assert p3ctl(sock, "whoami")[0] == 0
 
 
-def test_metrics_show_the_sessions(star: tuple[Topology, Deployment, str]) -> None:
-    _topo, _dep, sock = star
+def test_metrics_show_the_sessions_over_the_socket_and_http(star: tuple[Topology, Deployment, str]) -> None:
+    topo, _dep, sock = star
     code, text = p3ctl(sock, "metrics", as_json=False)
     assert code == 0 and 'p3hw_sessions{state="established"} 2' in text
+    scrape = topo.run(topo.primary.gw_ns, [sys.executable, "-c", "import urllib.request, sys; sys.stdout.write("
+                                           f"urllib.request.urlopen('http://127.0.0.1:{METRICS_PORT}/metrics', "
+                                           "timeout=10).read().decode())"])
+    assert scrape.returncode == 0, scrape.stderr
+    assert 'p3hw_sessions{state="established"} 2' in scrape.stdout
+    assert "p3hw_dataplane_sealed_packets_total" in scrape.stdout
 
 
 def test_group_shutdown_ends_only_its_members_sessions(star: tuple[Topology, Deployment, str]) -> None:
