@@ -28,8 +28,8 @@ from p3hw.backends.esp import open_esp
 from p3hw.backends.udp import open_udp
 from p3hw.config import Config, RemoteHost, load_config, read_psk
 from p3hw.constants import NON_ESP_MARKER
+from p3hw.crypto.keygen import make_key_source
 from p3hw.crypto.keys import SessionKeys, cipher_name
-from p3hw.crypto.keysource import SoftwareKeySource
 from p3hw.dataplane import Dataplane, FlowTable, PeerConfig, Routes, Worker
 from p3hw.log import failure
 from p3hw.protocol.control import SendControlPacket
@@ -115,7 +115,8 @@ class Gateway:
         self._status_written_at = 0.0
         self.role = config.role
         self.log = logger
-        self.key_source = SoftwareKeySource()
+        # Spec §4.2 / Appendix A key_generation: software, or the token (hardware).
+        self.key_source = make_key_source(config, logger)
         self.peers: dict[int, PeerState] = {}
         self.peer_by_address: dict[str, PeerState] = {}
         self.responder: ResponderHandshake | None = None
@@ -645,6 +646,9 @@ class Gateway:
                 sock.close()
         if self.worker is not None:
             self.worker.close()
+        close = getattr(self.key_source, "close", None)
+        if close is not None:
+            close()  # token sessions
         self.log.info("p3hw %s stopped", self.role)
 
     def _run_session_actions_no_loss(self, peer: PeerState) -> None:
