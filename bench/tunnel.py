@@ -60,8 +60,9 @@ IPERF_PORT = 5201
 #: Offered UDP rates: one every path here should carry, one near p3hw's limit.
 UDP_RATES_MBIT = (300, 1000)
 #: iperf3's UDP socket buffers (both ends): the default 208 KiB drops bursts at
-#: the receiver even on the plain path. net.core.rmem_max is not per namespace.
-UDP_SOCKET_BUFFER = "2M"
+#: the receiver even on the plain path. 4 MiB is this host's net.core.rmem_max,
+#: which is not per namespace (the benchmark leaves the host's value alone).
+UDP_SOCKET_BUFFER = "4M"
 CHARON = "/usr/lib/ipsec/charon"
 UP_TIMEOUT_S = 30.0
 # Issue 5 targets: p3hw TCP >= 4x OpenVPN and >= 5x strongSwan kernel-libipsec.
@@ -81,6 +82,12 @@ class Udp:
     loss_pct: float
     delivered_mbps: float
     rekeys: int | None = None   # p3hw only: rekeys completed during this run
+    kernel: dict[str, int] = field(default_factory=dict)   # kernel drop counters that moved
+
+    @property
+    def lost_at_receiver(self) -> int:
+        """Datagrams the receiving iperf3's own socket dropped (it was not scheduled in time)."""
+        return min(self.kernel.get("lan-b UdpRcvbufErrors", 0), self.lost)
 
 
 @dataclass
@@ -185,6 +192,7 @@ class P3hw(Path):
                 "sessions": int(peer.get("sessions_started", 0)),
                 "drops_a": dict((status.get("dataplane") or {}).get("drops") or {}),
                 "drops_b": dict((secondary.get("dataplane") or {}).get("drops") or {}),
+                "worker_a": dict(status.get("worker") or {}),
                 "worker_b": dict(secondary.get("worker") or {})}
 
     def during(self, result: Result, kind: str) -> Callable[[], int | None]:
@@ -201,6 +209,11 @@ class P3hw(Path):
                     delta = int(n) - int(before[side].get(reason, 0))
                     if delta:
                         drops[f"{side[-1]}:{reason}"] = delta
+            for side in ("worker_a", "worker_b"):
+                for name in ("no_route_drops", "control_queue_drops", "io_errors"):
+                    delta = int(now[side].get(name, 0)) - int(before[side].get(name, 0))
+                    if delta:
+                        drops[f"{side[-1]}:worker.{name}"] = delta
             if sessions:
                 result.notes.append(f"{kind}: {sessions} new sessions started (a session was lost)")
             if drops:
@@ -388,6 +401,35 @@ class Bench:
         for ns in self.topo.namespaces:
             self.topo.run(ns, ["ip", "tcp_metrics", "flush", "all"])
 
+    def kernel_counters(self) -> dict[str, int]:
+        """Where datagrams can vanish outside the VPN daemons: UDP socket
+        buffer overflows and interface drops, per namespace (gw-a, gw-b, lan-b)."""
+        counters: dict[str, int] = {}
+        for label, ns in (("gw-a", self.topo.a.gw_ns), ("gw-b", self.topo.b.gw_ns), ("lan-b", self.topo.b.lan_ns)):
+            snmp = self.topo.run(ns, ["cat", "/proc/net/snmp"]).stdout.splitlines()
+            udp = [line.split()[1:] for line in snmp if line.startswith("Udp:")]
+            if len(udp) == 2:
+                for name, value in zip(*udp, strict=False):
+                    if name in ("RcvbufErrors", "SndbufErrors", "InErrors", "MemErrors"):
+                        counters[f"{label} Udp{name}"] = int(value)
+            # Raw sockets (p3hw's ESP transport) count their overflows per socket.
+            raw = self.topo.run(ns, ["cat", "/proc/net/raw"]).stdout.splitlines()[1:]
+            counters[f"{label} raw socket drops"] = sum(int(line.split()[-1]) for line in raw if line.split())
+            try:
+                links = json.loads(self.topo.run(ns, ["ip", "-s", "-j", "link"]).stdout or "[]")
+            except ValueError:
+                links = []
+            for link in links:
+                stats = link.get("stats64") or {}
+                for direction in ("rx", "tx"):
+                    counters[f"{label} {link.get('ifname')} {direction}_dropped"] = \
+                        int((stats.get(direction) or {}).get("dropped", 0))
+        return counters
+
+    def counters_moved(self, before: dict[str, int]) -> dict[str, int]:
+        after = self.kernel_counters()
+        return {k: v - before.get(k, 0) for k, v in sorted(after.items()) if v - before.get(k, 0) > 0}
+
     def reachable(self) -> bool:
         return self.topo.ping(self.topo.a.lan_ns, self.topo.b.host4, count=3, interval_s=0.2).received > 0
 
@@ -428,17 +470,24 @@ class Bench:
             for rate in self.udp_rates:
                 self.flush_metrics()
                 print(f"tunnel bench: {path.name}: UDP {rate} Mbit/s offered, {self.udp_seconds} s", flush=True)
-                after = path.during(result, f"UDP {rate} Mbit/s")
+                kind = f"UDP {rate} Mbit/s"
+                after = path.during(result, kind)
+                kernel = self.kernel_counters()
                 udp = self.iperf(["-u", "-b", f"{rate}M", "-l", str(UDP_PAYLOAD), "-w", UDP_SOCKET_BUFFER],
                                  self.udp_seconds)
                 rekeys = after()
+                moved = self.counters_moved(kernel)
+                if moved:
+                    result.notes.append(f"{kind}: kernel drop counters moved: "
+                                        + ", ".join(f"{k} +{v}" for k, v in moved.items()))
                 total = udp["end"]["sum"]
                 sent, lost = int(total["packets"]), int(total["lost_packets"])
                 seconds = float(total["seconds"]) or float(self.udp_seconds)
                 # Delivered: data bits that reached the receiver per second.
                 delivered = max(sent - lost, 0) * UDP_PAYLOAD * 8 / seconds / 1e6
                 sent_mbps = sent * UDP_PAYLOAD * 8 / seconds / 1e6
-                result.udp.append(Udp(rate, sent_mbps, sent, lost, float(total["lost_percent"]), delivered, rekeys))
+                result.udp.append(Udp(rate, sent_mbps, sent, lost, float(total["lost_percent"]), delivered, rekeys,
+                                      moved))
         except (PeerUnavailable, subprocess.TimeoutExpired, OSError, KeyError, RuntimeError, TimeoutError) as exc:
             result.error = str(exc) or type(exc).__name__
             print(f"tunnel bench: {path.name}: NOT MEASURED: {exc}", flush=True)
@@ -499,7 +548,7 @@ def render(results: list[Result], tcp_seconds: int, udp_seconds: int, udp_rates:
         "pair), every path measured one after the other on the same namespaces in the same run. iperf3 from LAN-A's "
         f"host to LAN-B's host. TCP: one stream, {tcp_seconds} s, receiver's rate. UDP: {UDP_IP_OCTETS}-octet IP "
         f"datagrams ({UDP_PAYLOAD} octets of data) offered at fixed rates of {rates} Mbit/s for {udp_seconds} s "
-        f"each, {UDP_SOCKET_BUFFER}B socket buffers; delivered = data bits the receiver got per second; loss = "
+        f"each, {UDP_SOCKET_BUFFER}iB socket buffers; delivered = data bits the receiver got per second; loss = "
         "datagrams iperf3's receiver never saw. Every tunnel's inner MTU is "
         f"{TUNNEL_MTU}. TCP metrics are flushed (and not saved) between runs. p3hw runs with "
         f"`rekey_wait = {rekey_wait_s}` (rekeys during every run, counted in the tables). Ratios: to p3hw UDP "
@@ -515,13 +564,13 @@ def render(results: list[Result], tcp_seconds: int, udp_seconds: int, udp_rates:
         rekeys = "" if r.tcp_rekeys is None else str(r.tcp_rekeys)
         lines.append(f"| {r.name} | {_fmt(r.tcp_mbps)} | {_ratio(r.tcp_mbps, p3 and p3.tcp_mbps)} | "
                      f"{_ratio(r.tcp_mbps, plain and plain.tcp_mbps)} | {rekeys} |")
-    lines += ["", "| path | UDP offered Mbit/s | sent Mbit/s | delivered Mbit/s | lost datagrams | ÷ p3hw UDP "
-              "| ÷ plain | p3hw rekeys during the run |",
-              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines += ["", "| path | UDP offered Mbit/s | sent Mbit/s | delivered Mbit/s | lost datagrams "
+              "| of which the receiving socket dropped | ÷ p3hw UDP | ÷ plain | p3hw rekeys during the run |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for rate in udp_rates:
         for r in results:
             if r.error is not None:
-                lines.append(f"| {r.name} | {rate} | not measured (see above) | | | | | |")
+                lines.append(f"| {r.name} | {rate} | not measured (see above) | | | | | | |")
                 continue
             u = _udp_at(r, rate)
             if u is None:
@@ -529,7 +578,7 @@ def render(results: list[Result], tcp_seconds: int, udp_seconds: int, udp_rates:
             p3u, plu = _udp_at(p3, rate), _udp_at(plain, rate)
             rekeys = "" if u.rekeys is None else str(u.rekeys)
             lines.append(f"| {r.name} | {rate} | {u.sent_mbps:,.0f} | {u.delivered_mbps:,.0f} | {u.lost:,} of {u.sent:,} "
-                         f"({u.loss_pct:.3g} %) | {_ratio(u.delivered_mbps, p3u and p3u.delivered_mbps)} | "
+                         f"({u.loss_pct:.3g} %) | {u.lost_at_receiver:,} | {_ratio(u.delivered_mbps, p3u and p3u.delivered_mbps)} | "
                          f"{_ratio(u.delivered_mbps, plu and plu.delivered_mbps)} | {rekeys} |")
     lines += ["", "Targets (issue 5: p3hw UDP transport's TCP against the others' TCP, in this run):"]
     for key, factor in TARGETS.items():
@@ -553,6 +602,10 @@ def render(results: list[Result], tcp_seconds: int, udp_seconds: int, udp_rates:
         for u in r.udp:
             lost = ("**no datagram lost**" if u.lost == 0
                     else f"**{u.lost:,} of {u.sent:,} datagrams lost ({u.loss_pct:.3g} %)**")
+            if u.lost:
+                lost += (f": {u.lost_at_receiver:,} dropped by the receiving iperf3's socket (lan-b UdpRcvbufErrors: "
+                         f"the receiver not scheduled in time), {u.lost - u.lost_at_receiver:,} in or around the "
+                         "tunnel (see the notes)")
             lines.append(f"* {r.name}, UDP at {u.offered_mbit} Mbit/s across {u.rekeys} rekeys "
                          f"(rekey_wait = {rekey_wait_s}): {lost}")
     notes = [(r.name, n) for r in results for n in r.notes]
