@@ -271,6 +271,11 @@ class AdminServer:
         except P3Error as error:
             self._audit(caller, request, error.code, error.detail)
             return protocol.error_response(request.id, error)
+        except OSError as exc:  # the configuration directory is read-only, the disk is full, ...
+            error = P3Error("OS_ERROR", f"{request.cmd}: {exc.strerror or exc} ({exc.filename or 'no file'})",
+                            "see the daemon's log and the file's directory")
+            self._audit(caller, request, error.code, error.detail)
+            return protocol.error_response(request.id, error)
         except Exception as exc:
             log.exception("P3-E999 admin command %s failed", request.cmd)
             error = P3Error("INTERNAL", f"{request.cmd} failed: {type(exc).__name__}: {exc}", "see the daemon's log")
@@ -581,7 +586,10 @@ class AdminServer:
             lines += [f"{remote_id}/subnet{k} = {net.network_address}", f"{remote_id}/mask{k} = {net.netmask}"]
         lines.append(f"{remote_id}/psk_file = {psk_path.name}")
         # The credential (spec 2.1.1.1 1: "on approval gets its credentials"): a fresh pre-shared key, mode 0600.
-        fd = os.open(psk_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            fd = os.open(psk_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            raise P3Error("ADMIN_EXISTS", f"{psk_path} exists already", "remove it, or choose --remote-id") from None
         with os.fdopen(fd, "w") as out:
             out.write(secrets.token_hex(32) + "\n")
         try:

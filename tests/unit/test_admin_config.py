@@ -286,3 +286,18 @@ def test_every_command_prints_a_human_answer(served: ServedTarget, capsys: pytes
         out, err = capsys.readouterr()
         assert code == 0, (argv, err)
         assert expected in out, (argv, out)
+
+
+
+def test_enrollment_does_not_overwrite_an_existing_key_file(served: ServedTarget,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    path = Path(served.target.config_path or "")
+    before = path.read_bytes()
+    leftover = path.parent / "enrolled-6.psk"
+    leftover.write_text("someone else's key\n")
+    entry = served.run(served.store.add_enrollment, "198.18.9.13", 4, ["10.95.0.0/24"])
+    code, result = ctl(served, capsys, "enroll", "approve", str(entry))
+    assert code == p3ctl.EXIT_FAILED and result["error"]["code"] == "P3-E703"
+    assert leftover.read_text() == "someone else's key\n" and path.read_bytes() == before
+    code, result = ctl(served, capsys, "enroll", "approve", str(entry), "--remote-id", "40")
+    assert code == 0 and result["remote_id"] == 40
