@@ -28,6 +28,7 @@ from p3hw.backends.esp import open_esp
 from p3hw.backends.udp import open_udp
 from p3hw.config import Config, RemoteHost, load_config, read_psk
 from p3hw.constants import NON_ESP_MARKER
+from p3hw.crypto.keyarray import ArrayKind
 from p3hw.crypto.keygen import make_key_source
 from p3hw.crypto.keys import SessionKeys, cipher_name
 from p3hw.dataplane import Dataplane, FlowTable, PeerConfig, Routes, Worker
@@ -591,6 +592,101 @@ class Gateway:
         self.last_termination = done
 
     last_termination = None
+
+    # ------------------------------------------------------------ administration (p3hw/admin AdminTarget)
+
+    def _act(self, peer_ids: list[int], action: str) -> dict[str, object]:
+        """Run *action* on each established session named; say which were done and why not."""
+        now = time.monotonic()
+        done: list[int] = []
+        refused: dict[str, str] = {}
+        for peer_id in peer_ids:
+            peer = self.peers.get(peer_id)
+            if peer is None:
+                refused[str(peer_id)] = f"P3-E702 no remote {peer_id} in the configuration"
+                continue
+            session = peer.session
+            if session is None or session.lost is not None:
+                refused[str(peer_id)] = f"P3-E702 remote {peer_id} ({peer.remote.address}) has no session"
+                continue
+            try:
+                if action == "rekey":
+                    if not session.request_rekey(now):
+                        refused[str(peer_id)] = "P3-E406 a rekey is already under way"
+                        continue
+                elif action == "shutdown":
+                    session.shutdown(now, "P3-E504", "an administrator shut the session down")
+                elif action in ("generate", "flush", "flush+regenerate"):
+                    for kind in (ArrayKind.DATA, ArrayKind.CONTROL):
+                        if action == "generate":
+                            session.generate_key_array(kind, now)
+                        else:
+                            session.flush_key_array(kind, now, regenerate=action == "flush+regenerate")
+            except P3Error as exc:
+                refused[str(peer_id)] = exc.message()
+                continue
+            self._run_session_actions(peer, now)
+            done.append(peer_id)
+        self._wake.set()
+        return {"done": done, "refused": refused}
+
+    def rekey(self, peer_ids: list[int]) -> dict[str, object]:
+        """Forced rekeying (spec §2.1.1.1 Keys 2); only the primary rekeys (§2.1.6)."""
+        if self.role != "primary":
+            return {"done": [], "refused": {str(i): "P3-E406 only the primary initiates a rekey" for i in peer_ids}}
+        return self._act(peer_ids, "rekey")
+
+    def shutdown(self, peer_ids: list[int]) -> dict[str, object]:
+        """Session shutdown (spec §2.1.1.1 4): SHUTDOWN to the peer, connections terminated."""
+        return self._act(peer_ids, "shutdown")
+
+    def keyarray(self, op: str, peer_ids: list[int], regenerate: bool) -> dict[str, object]:
+        """Key arrays (spec §2.1.1.1 Keys 1 and 3): generate, or flush and optionally regenerate."""
+        if self.role != "primary":
+            return {"done": [], "refused": {str(i): "P3-E406 key arrays are the primary's" for i in peer_ids}}
+        if op not in ("generate", "flush"):
+            return {"done": [], "refused": {str(i): f"P3-E700 unknown key-array operation {op!r}" for i in peer_ids}}
+        return self._act(peer_ids, "flush+regenerate" if op == "flush" and regenerate else op)
+
+    def apply_config(self, config: Config, changed: list[str]) -> dict[str, object]:
+        """Make *config* the one in force; timers change live, the rest with the next session."""
+        live: list[str] = []
+        later: list[str] = []
+        by_id = {r.id: r for r in config.remotes}
+        now = time.monotonic()
+        for key in changed:
+            keyword = key.split("/", 1)[-1]
+            if keyword in ("rekey_wait", "heartbeat_time", "heartbeat_fail"):
+                live.append(key)
+            else:
+                later.append(key)
+        self.config = config
+        for peer in self.peers.values():
+            remote = by_id.get(peer.peer_id)
+            if remote is None:
+                continue
+            peer.remote = remote
+            session = peer.session
+            if session is None or session.lost is not None:
+                continue
+            if session.primary is not None and session.primary.rekey_wait_s != remote.rekey_wait_s:
+                session.primary.rekey_wait_s = remote.rekey_wait_s
+                session.primary.next_rekey_s = min(session.primary.next_rekey_s, now + remote.rekey_wait_s)
+            if self.role == "primary" and (session.liveness.heartbeat_time_s, session.liveness.heartbeat_fail_s) != (
+                    remote.heartbeat_time_s, remote.heartbeat_fail_s):
+                session.liveness.heartbeat_time_s = remote.heartbeat_time_s
+                session.liveness.heartbeat_fail_s = remote.heartbeat_fail_s
+                session.send_config(json.dumps({"heartbeat_time_s": remote.heartbeat_time_s,
+                                                "heartbeat_fail_s": remote.heartbeat_fail_s}), now)
+                self._run_session_actions(peer, now)
+        self._wake.set()
+        return {"live": live, "on_reload": later}
+
+    def reload(self) -> dict[str, object]:
+        """Re-read the configuration file, as SIGHUP does."""
+        before = len(self.peers)
+        self._reload()
+        return {"reloaded": True, "remotes_before": before, "remotes": len(self.peers)}
 
     # ------------------------------------------------------------ reload and stop
 
