@@ -244,7 +244,18 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("audit", help="the audit log, newest first")
     a.add_argument("--limit", type=int, default=50)
     a.add_argument("--command", dest="audit_command")
+    _json_after_command(parser)
     return parser
+
+
+def _json_after_command(parser: argparse.ArgumentParser) -> None:
+    """``p3ctl status --json`` as well as ``p3ctl --json status``: every command parser takes --json too."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in set(action.choices.values()):
+                child.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                                   help="print the result as JSON")
+                _json_after_command(child)
 
 
 def request_for(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:

@@ -309,3 +309,10 @@ def test_a_stale_socket_of_an_earlier_run_is_replaced(tmp_path: Path) -> None:
     with ServedTarget(target, path, str(tmp_path / "admin.db")):
         assert raw_exchange(path, body(protocol.request("whoami")))["ok"]
     assert not os.path.exists(path)
+
+
+def test_json_flag_may_follow_the_command(served: ServedTarget, capsys: pytest.CaptureFixture[str]) -> None:
+    assert p3ctl.main(["--socket", served.socket_path, "status", "2", "--json"]) == 0
+    assert [p["id"] for p in json.loads(capsys.readouterr().out)["peers"]] == [2]
+    assert p3ctl.main(["--socket", served.socket_path, "group", "list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"groups": [], "summary": "0 group(s)"}
