@@ -38,6 +38,8 @@ SOCKET_MODE = 0o660
 SOCKET_GROUP = "p3hw"
 #: A client that starts a frame must finish it within this time.
 FRAME_TIMEOUT_S = 10.0
+#: A connection that sends nothing for this long is closed (it holds one of MAX_CONNECTIONS).
+IDLE_TIMEOUT_S = 300.0
 #: Connections served at once; more wait in the listen backlog.
 MAX_CONNECTIONS = 64
 
@@ -217,10 +219,12 @@ class AdminServer:
     async def _serve_one(self, caller: Caller, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         """Read, run and answer one request; False when the connection should close."""
         try:
-            header = await reader.readexactly(protocol.HEADER_BYTES)
+            header = await asyncio.wait_for(reader.readexactly(protocol.HEADER_BYTES), IDLE_TIMEOUT_S)
         except asyncio.IncompleteReadError as exc:
             if exc.partial:
                 await self._refuse(caller, writer, protocol.malformed("truncated frame header"))
+            return False
+        except TimeoutError:
             return False
         try:
             length = protocol.frame_length(header, protocol.MAX_REQUEST_BYTES)
