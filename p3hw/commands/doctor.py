@@ -25,8 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from p3hw import dataplane
-from p3hw.backends.pkcs11.elf import ElfProblem, check_pkcs11_module, read_elf
 from p3hw.reasons import P3Error
+
+# pyelftools is imported inside the checks, so that the rest of the CLI
+# (which imports every command module) works where it is not installed.
 
 #: Where Debian's dpdk package installs its drivers ("pmds-<ABI>").
 DPDK_PMD_GLOBS = ("/usr/lib/x86_64-linux-gnu/dpdk/pmds-*", "/usr/lib/aarch64-linux-gnu/dpdk/pmds-*",
@@ -88,6 +90,8 @@ def static_abi_stamp(path: str) -> int | None:
 
 def check_extension() -> list[dict[str, Any]]:
     needed = "every gateway (packet worker, AES-NI engine)"
+    from p3hw.backends.pkcs11.elf import ElfProblem, read_elf
+
     path = extension_path()
     if path is None:
         return [_check("native dataplane", False, "P3-E208 p3hw/_dataplane*.so is not built; run 'make build'",
@@ -223,6 +227,8 @@ def check_pkcs11(module: str | None) -> list[dict[str, Any]]:
         found.append(_check("pkcs11 module", False, "no PKCS#11 module given (--pkcs11-module PATH)",
                             "key_generation = 2 with pkcs11_module"))
         return found
+    from p3hw.backends.pkcs11.elf import check_pkcs11_module
+
     try:
         info = check_pkcs11_module(target)   # ELF only: the library is not loaded
     except P3Error as exc:
@@ -269,6 +275,17 @@ def check_kernel() -> list[dict[str, Any]]:
 
 def checks(pkcs11_module: str | None = None) -> list[dict[str, Any]]:
     """Each check: name, ok, detail, needed_by (and data for --json)."""
+    try:
+        import elftools  # noqa: F401
+    except ImportError:
+        try:
+            native = _check("native dataplane", True, f"ABI {dataplane.abi_version()} (not read from the ELF file)",
+                            "every gateway")
+        except P3Error as exc:
+            native = _check("native dataplane", False, exc.message(), "every gateway")
+        return [native, _check("pyelftools", False, "pyelftools is not installed: no ELF checks "
+                               "(pip install pyelftools)", "doctor's driver, module and ABI checks"),
+                *check_kernel()]
     found = check_extension()
     if found[0]["ok"]:
         found += check_cpu()

@@ -34,7 +34,8 @@ HARDWARE_REASONS = frozenset({"PKCS11_MODULE", "PKCS11_PIN", "PKCS11_TOKEN", "PK
 def open_hardware_source(local: LocalHost) -> KeySource:
     """The hardware KeySource the local section names; reason-coded P3Error when it cannot be opened."""
     if local.hardware_rng == "pkcs11":
-        from p3hw.backends.pkcs11 import Pkcs11KeySource, TokenPool, read_pin
+        from p3hw.backends.pkcs11.keysource import Pkcs11KeySource
+        from p3hw.backends.pkcs11.token import TokenPool, read_pin
 
         if local.pkcs11_module is None or local.pkcs11_token is None:
             raise P3Error("PKCS11_MODULE", "hardware_rng = pkcs11 needs pkcs11_module and pkcs11_token")

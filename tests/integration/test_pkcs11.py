@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from p3hw.backends.pkcs11 import Pkcs11KeySource, TokenPool, token_keys
+from p3hw.backends.pkcs11.keysource import Pkcs11KeySource, token_keys
+from p3hw.backends.pkcs11.token import TokenPool
 from p3hw.config import parse_config
 from p3hw.crypto.keyarray import ArrayKind
 from p3hw.crypto.keygen import PolicyKeySource, make_key_source

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from p3hw.backends.pkcs11 import TokenPool, token_keys
+from p3hw.backends.pkcs11.keysource import token_keys
+from p3hw.backends.pkcs11.token import TokenPool
 from p3hw.simulators import softhsm
 
 pytestmark = [pytest.mark.hsm, pytest.mark.root, pytest.mark.netns, pytest.mark.slow,
