@@ -11,6 +11,7 @@ tokendir created for the process.
 
 from __future__ import annotations
 
+import atexit
 import os
 import secrets
 import shutil
@@ -88,6 +89,7 @@ def process_conf() -> Path:
         conf.write_text(f"directories.tokendir = {tokendir}\nobjectstore.backend = file\nlog.level = ERROR\n"
                         "slots.removable = false\n")
         _process_conf = conf
+        atexit.register(remove_process_tokens)
     os.environ["SOFTHSM2_CONF"] = str(_process_conf)
     return _process_conf
 

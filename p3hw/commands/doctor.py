@@ -47,7 +47,10 @@ _MOV_EAX_RET = re.compile(rb"\xb8(....)\xc3", re.DOTALL)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--pkcs11-module", metavar="PATH", default=None,
-                        help=f"check this PKCS#11 library's ELF exports (default: {SOFTHSM_MODULE} if installed)")
+                        help=f"check this PKCS#11 library's ELF exports (default: the configuration's "
+                        f"pkcs11_module, else {SOFTHSM_MODULE} if installed)")
+    parser.add_argument("-c", "--config", metavar="FILE", default=None,
+                        help="also check what this configuration's key generation needs")
 
 
 def _check(name: str, ok: bool, detail: str, needed_by: str, **extra: Any) -> dict[str, Any]:
@@ -295,8 +298,32 @@ def checks(pkcs11_module: str | None = None) -> list[dict[str, Any]]:
     return found
 
 
+def check_config(path: str) -> tuple[list[dict[str, Any]], str | None]:
+    """What the configuration's key generation asks for; and its pkcs11_module, to check like any module."""
+    from p3hw.config import load_config
+
+    needed = f"{path}: key_generation"
+    try:
+        local = load_config(path).local
+    except P3Error as exc:
+        return [_check("configuration", False, exc.message().splitlines()[0], needed)], None
+    if local.key_generation != 2:
+        return [_check("key generation", True, "key_generation = 1: the OS CSPRNG, no hardware needed", needed)], None
+    policy = f"key_fallback = {local.key_fallback}"
+    if local.hardware_rng == "pkcs11":
+        return [_check("key generation", True, f"key_generation = 2 from token {local.pkcs11_token!r} "
+                       f"({policy}); see 'pkcs11 module'", needed)], local.pkcs11_module
+    return [_check("key generation", True, f"key_generation = 2 from the CPU RNG ({policy}); see 'cpu rng'",
+                   needed)], None
+
+
 def run(args: argparse.Namespace) -> int:
-    found = checks(args.pkcs11_module)
+    module = args.pkcs11_module
+    configured: list[dict[str, Any]] = []
+    if args.config:
+        configured, config_module = check_config(args.config)
+        module = module or config_module
+    found = checks(module) + configured
     if args.json:
         print(json.dumps(found, indent=2))
     else:

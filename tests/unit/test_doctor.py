@@ -125,3 +125,16 @@ def test_a_damaged_dpdk_driver_is_reported_and_the_others_still_listed(
     assert directory == str(pmds)
     assert [d["name"] for d in drivers if "error" not in d] == ["net_ring"]
     assert [d["file"] for d in drivers if "error" in d] == ["librte_net_broken.so"]
+
+
+def test_doctor_checks_the_module_a_configuration_names(tmp_path: Path) -> None:
+    config = tmp_path / "primary.conf"
+    config.write_text("localstart\nrole = primary\nip = 4\naddress = 198.51.100.1\nkey_generation = 2\n"
+                      f"pkcs11_module = {os.path.realpath(sys.executable)}\npkcs11_token = p3hw\nlocalend\n"
+                      "1/address = 203.0.113.10\n1/subnet1 = 10.1.0.0\n1/mask1 = 255.255.0.0\n")
+    out = run_doctor("--json", "-c", str(config))
+    assert out.returncode == 0 and "Traceback" not in out.stderr
+    found = by_name(json.loads(out.stdout))
+    assert found["key generation"]["ok"] is True and "token 'p3hw'" in str(found["key generation"]["detail"])
+    module = found["pkcs11 module"]
+    assert module["ok"] is False and "does not export C_GetFunctionList" in str(module["detail"])
