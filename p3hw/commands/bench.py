@@ -27,6 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-write", action="store_true", help="print only; leave bench/results.md alone")
     tunnel = parser.add_argument_group("tunnel suite (root; bench/tunnel.py)")
     tunnel.add_argument("--tcp-seconds", type=int, default=10, help="iperf3 TCP run per path (default 10)")
+    tunnel.add_argument("--tcp-runs", type=int, default=3,
+                        help="TCP runs per path; the median counts (default 3)")
     tunnel.add_argument("--udp-seconds", type=int, default=10, help="iperf3 UDP run per path and rate (default 10)")
     tunnel.add_argument("--udp-rates", default="300,1000",
                         help="offered UDP rates in Mbit/s, comma-separated (default 300,1000)")
@@ -85,8 +87,8 @@ def _tunnel_options(args: argparse.Namespace) -> dict[str, object] | None:
     if not paths or any(p not in known for p in paths):
         print(f"p3hw bench: --paths takes some of {', '.join(known)}, got {args.paths!r}")
         return None
-    if args.tcp_seconds <= 0 or args.udp_seconds <= 0 or args.rekey_wait < 1:
-        print("p3hw bench: --tcp-seconds and --udp-seconds must be positive, --rekey-wait at least 1")
+    if args.tcp_seconds <= 0 or args.udp_seconds <= 0 or args.tcp_runs < 1 or args.rekey_wait < 1:
+        print("p3hw bench: --tcp-seconds and --udp-seconds must be positive, --tcp-runs and --rekey-wait at least 1")
         return None
     return {"tcp_seconds": args.tcp_seconds, "udp_seconds": args.udp_seconds, "udp_rates": rates,
-            "rekey_wait_s": args.rekey_wait, "only": paths}
+            "rekey_wait_s": args.rekey_wait, "only": paths, "tcp_runs": args.tcp_runs}
