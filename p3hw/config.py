@@ -45,6 +45,7 @@ DEFAULT_KEY_GENERATION = 1
 DEFAULT_TRANSPORT = "udp"
 DEFAULT_INTERFACE = "p3-0"
 DEFAULT_ADMIN_SOCKET = "/run/p3hw/admin.sock"
+DEFAULT_ADMIN_STORE = "/var/lib/p3hw/admin.db"
 DEFAULT_LOG_FACILITY = "daemon"
 DEFAULT_KEY_TYPE = "AES128"
 DEFAULT_CIPHER = "gcm"
@@ -281,6 +282,9 @@ LOCAL_KEYWORDS: dict[str, Keyword] = {k.name: k for k in (
             extension=True),
     Keyword("interface", "interface", _interface, DEFAULT_INTERFACE, BOTH, extension=True),
     Keyword("admin_socket", "admin_socket", _socket_path, DEFAULT_ADMIN_SOCKET, BOTH, extension=True),
+    # The admin store (docs/admin.md) and the opt-in Prometheus endpoint on loopback (0 = off).
+    Keyword("admin_store", "admin_store", _path, DEFAULT_ADMIN_STORE, BOTH, extension=True),
+    Keyword("metrics_port", "metrics_port", _int_in(0, 65535), 0, BOTH, extension=True),
     Keyword("log_facility", "log_facility", _facility, DEFAULT_LOG_FACILITY, BOTH, extension=True),
     # Hardware key generation (key_generation = 2, docs/hardware.md). Only the
     # primary generates keys (spec §4.2), so these are primary keywords.
@@ -357,6 +361,8 @@ class LocalHost:
     transport: str
     interface: str
     admin_socket: str
+    admin_store: str
+    metrics_port: int
     log_facility: str
     pkcs11_module: str | None = None
     pkcs11_token: str | None = None
@@ -407,7 +413,7 @@ class RemoteHost:
 
 _LOCAL_ATTRS = ("ip", "address", "port", "key_generation", "rekey_wait_s", "array_size", "data_array_time_s",
                 "control_array_time_s", "heartbeat_time_s", "heartbeat_fail_s", "cluster_state", "load_balance",
-                "transport", "interface", "admin_socket", "log_facility", "pkcs11_module", "pkcs11_token",
+                "transport", "interface", "admin_socket", "admin_store", "metrics_port", "log_facility", "pkcs11_module", "pkcs11_token",
                 "pkcs11_pin_file", "key_fallback", "hardware_rng")
 _REMOTE_ATTRS = ("ip", "address", "port", "key_type", "cipher", "pfs", "psk_file", "rekey_wait_s",
                  "array_size", "data_array_time_s", "control_array_time_s", "heartbeat_time_s", "heartbeat_fail_s")

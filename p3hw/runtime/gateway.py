@@ -23,6 +23,9 @@ import signal
 import time
 from dataclasses import dataclass, field
 
+from p3hw.admin.metrics import start_metrics_server
+from p3hw.admin.server import effective_config, start_admin_server
+from p3hw.admin.store import Store
 from p3hw.backends import tun as tun_backend
 from p3hw.backends.esp import open_esp
 from p3hw.backends.udp import open_udp
@@ -209,6 +212,7 @@ class Gateway:
                 self._start_handshake(peer, now)
         if self.role == "primary":
             self.responder = self._make_responder()
+        await self._start_admin()
         self.log.info("p3hw %s up: address %s port %d, %d remote(s), transport %s, interface %s",
                       self.role, self.local_address, self.udp.getsockname()[1], len(self.peers),
                       self.config.local.transport, self.config.local.interface)
@@ -226,8 +230,34 @@ class Gateway:
                     self._reload_requested = False
                     self._reload()
         finally:
+            await self._stop_admin()
             self._shutdown()
         return 0
+
+    async def _start_admin(self) -> None:
+        """The admin socket (p3ctl, docs/admin.md) and the opt-in metrics endpoint; the gateway runs on without them."""
+        self.admin = None
+        self.metrics_server = None
+        try:
+            store = Store(self.config.local.admin_store)
+            self.config = effective_config(self.config, store)  # group settings and overrides on top of the file
+            for peer in self.peers.values():
+                peer.remote = self.config.remote(peer.peer_id)
+            self.admin = await start_admin_server(self, self.config.local.admin_socket, store)
+        except P3Error as exc:
+            failure(self.log, exc.reason.name, f"admin socket {self.config.local.admin_socket} not served: {exc.detail}")
+        if self.config.local.metrics_port:
+            try:
+                self.metrics_server = await start_metrics_server(self.status, self.config.local.metrics_port)
+            except OSError as exc:
+                failure(self.log, "OS_ERROR", f"metrics port {self.config.local.metrics_port} not served: {exc}")
+
+    async def _stop_admin(self) -> None:
+        if self.admin is not None:
+            await self.admin.close()
+            self.admin.store.close()
+        if self.metrics_server is not None:
+            self.metrics_server.close()
 
     _reload_requested = False
 
@@ -699,6 +729,8 @@ class Gateway:
         except Exception as exc:  # ConfigErrors: keep running on the old configuration
             failure(self.log, "CONFIG_SYNTAX", f"reload refused, keeping the running configuration: {exc}")
             return
+        if getattr(self, "admin", None) is not None:  # group settings and overrides stay on top (docs/admin.md)
+            new = effective_config(new, self.admin.store)
         now = time.monotonic()
         old_by_id = {p.peer_id: p for p in self.peers.values()}
         new_by_id = {r.id: r for r in new.remotes}

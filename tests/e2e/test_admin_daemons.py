@@ -4,11 +4,6 @@ A star of one primary and two secondaries (simulators/deployment.py); every
 daemon gets its own admin socket and store. The p3ctl command line runs as a
 real process; actions are checked on the daemons' status (counters, P3 IDs,
 session states seen from both ends) and on traffic through the tunnels.
-
-Until the Gateway implements p3hw.admin.server.AdminTarget and serves the
-admin socket (and the ``admin_store`` keyword exists), these tests are
-expected to fail: they are marked xfail(strict=True), so they turn into
-failures the moment they pass and the mark must go.
 """
 
 from __future__ import annotations
@@ -35,8 +30,7 @@ from p3hw.simulators.deployment import Deployment, Options
 from p3hw.simulators.fleet import call_as
 from p3hw.simulators.netns import Topology
 
-pytestmark = [pytest.mark.root, pytest.mark.netns,
-              pytest.mark.xfail(strict=True, reason="needs Gateway AdminTarget (integrator)")]
+pytestmark = [pytest.mark.root, pytest.mark.netns]
 
 VIEWER_UID = VIEWER_GID = 4343
 SOCKET_WAIT_S = 15.0
