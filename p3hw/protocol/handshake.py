@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from enum import Enum
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
 
@@ -483,14 +483,14 @@ def _check_certificate_and_signature(credentials: CertificateCredentials | None,
     try:
         certificate = x509.load_der_x509_certificate(cert.cert_data)
         public_key = certificate.public_key()
-    except ValueError:
-        raise refuse("the certificate does not parse") from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise refuse("the certificate does not parse, or its key type is unknown") from None
     issuers = [a for a in credentials.trust_anchors if a.subject == certificate.issuer]
     for anchor in issuers:
         try:
             certificate.verify_directly_issued_by(anchor)
             break
-        except (ValueError, TypeError, InvalidSignature):
+        except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
             continue
     else:
         raise refuse("the certificate is not signed by a trusted CA")
@@ -501,6 +501,8 @@ def _check_certificate_and_signature(credentials: CertificateCredentials | None,
     if not isinstance(public_key, ec.EllipticCurvePublicKey) or public_key.curve.name != "secp256r1":
         raise refuse("the certificate key is not ECDSA P-256")
     data = auth.auth_data
+    if not data:
+        raise refuse("AUTH payload is empty")
     id_length = data[0]
     if data[1:1 + id_length] != ECDSA_SHA256_ALGORITHM_ID:
         raise refuse("AUTH signature algorithm is not ecdsa-with-SHA256")
