@@ -87,7 +87,11 @@ class PeerState:
     last_rekey_at: float | None = None
     sessions_started: int = 0
     in_dataplane: bool = False
+    #: packets and bytes of SAs already gone (the live SAs' are added in status)
+    done_in: list[int] = field(default_factory=lambda: [0, 0])
+    done_out: list[int] = field(default_factory=lambda: [0, 0])
     losses: list[str] = field(default_factory=list)
+    live_inbound: set[int] = field(default_factory=set)
 
     @property
     def rekeys_completed(self) -> int:
@@ -278,6 +282,17 @@ class Gateway:
             }
             if peer.in_dataplane and self.dp is not None:
                 entry["outbound_p3_id"] = self.dp.outbound_id(peer.peer_id)
+            session = peer.session
+            if session is not None and session.lost is None:
+                entry["inbound_p3_id"] = session.status()["inbound_p3_id"]
+                entry["key_type"] = session.config.cipher
+                if session.primary is not None:
+                    entry["next_rekey_s"] = round(max(0.0, session.primary.next_rekey_s - now), 3)
+            entry["key_source"] = "hardware" if self.config.local.key_generation == 2 else "software"
+            if peer.last_rekey_at is not None:
+                entry["last_rekey_s"] = round(now - peer.last_rekey_at, 3)
+            (entry["packets_in"], entry["packets_out"],
+             entry["bytes_in"], entry["bytes_out"]) = self._live_counts(peer)
             peers.append(entry)
         counters = self.dp.counters() if self.dp is not None else None
         worker = self.worker.stats() if self.worker is not None else None
@@ -482,6 +497,7 @@ class Gateway:
             ))
             self.dp.install_session(peer.peer_id, keys)
         peer.in_dataplane = True
+        peer.live_inbound = {keys.inbound.p3_id}
         peer.session = Session(
             SessionConfig(
                 role=self.role, cipher=event.data_cipher, local_address=self.local_address,
@@ -539,13 +555,17 @@ class Gateway:
                 elif isinstance(action, InstallInboundSa):
                     with self.worker.paused():
                         self.dp.add_inbound_sa(peer.peer_id, action.sa)
+                    peer.live_inbound.add(action.sa.p3_id)
                 elif isinstance(action, InstallOutboundSa):
                     with self.worker.paused():
+                        self._retire_sa_counters(peer, "out", self.dp.outbound_id(peer.peer_id))
                         self.dp.add_outbound_sa(peer.peer_id, action.sa, 0)
                         first_seq = self.dp.next_seq(peer.peer_id)
                     session.outbound_installed(action.sa.p3_id, first_seq, now)
                 elif isinstance(action, RemoveInboundSa):
+                    peer.live_inbound.discard(action.p3_id)
                     with self.worker.paused():
+                        self._retire_sa_counters(peer, "in", action.p3_id)
                         try:
                             self.dp.remove_sa("in", peer.peer_id, action.p3_id)
                         except P3Error:
@@ -560,6 +580,41 @@ class Gateway:
             if session.lost is not None:
                 self._session_lost(peer, session.lost, now)
                 return
+
+    def _retire_sa_counters(self, peer: PeerState, direction: str, p3_id: int) -> None:
+        """Keep an SA's counts in the peer's totals before it goes (call with the worker paused)."""
+        assert self.dp is not None
+        try:
+            counters = self.dp.sa_counters(direction, peer.peer_id, p3_id)
+        except P3Error:
+            return
+        totals = peer.done_in if direction == "in" else peer.done_out
+        if direction == "in":
+            totals[0] += counters.opened_packets
+            totals[1] += counters.opened_bytes
+        else:
+            totals[0] += counters.sealed_packets
+            totals[1] += counters.sealed_bytes
+
+    def _live_counts(self, peer: PeerState) -> tuple[int, int, int, int]:
+        """Packets and bytes in and out of *peer* since the gateway started."""
+        packets_in, bytes_in = peer.done_in
+        packets_out, bytes_out = peer.done_out
+        if self.dp is not None and peer.in_dataplane and peer.session is not None:
+            for p3_id in peer.live_inbound:
+                try:
+                    c = self.dp.sa_counters("in", peer.peer_id, p3_id)
+                except P3Error:
+                    continue
+                packets_in += c.opened_packets
+                bytes_in += c.opened_bytes
+            try:
+                c = self.dp.sa_counters("out", peer.peer_id, self.dp.outbound_id(peer.peer_id))
+                packets_out += c.sealed_packets
+                bytes_out += c.sealed_bytes
+            except P3Error:
+                pass
+        return packets_in, packets_out, bytes_in, bytes_out
 
     def _send_control(self, peer: PeerState, inner_packet: bytes) -> None:
         assert self.dp is not None and self.worker is not None
@@ -591,7 +646,11 @@ class Gateway:
         if not peer.in_dataplane:
             return
         with self.worker.paused():
+            for p3_id in peer.live_inbound:
+                self._retire_sa_counters(peer, "in", p3_id)
+            self._retire_sa_counters(peer, "out", self.dp.outbound_id(peer.peer_id))
             self.dp.remove_peer(peer.peer_id)
+        peer.live_inbound = set()
         peer.in_dataplane = False
 
     def _run_recovery(self, peer: PeerState, actions: list, now: float) -> None:
