@@ -42,6 +42,7 @@ alive.
 
 from __future__ import annotations
 
+import functools
 import random
 import struct
 from collections import Counter
@@ -141,11 +142,25 @@ class DropIke:
         return False
 
 
+@functools.lru_cache(maxsize=16)
+def _stream_headers(src: str, dst: str) -> bytes:
+    """IP and UDP headers of the stream between two LAN hosts (lengths fixed, so built once)."""
+    packet = udp_packet((src, STREAM_PORT), (dst, STREAM_PORT), bytes(STREAM_PAYLOAD_BYTES))
+    headers = packet[:len(packet) - STREAM_PAYLOAD_BYTES]
+    if headers[0] >> 4 == 4:
+        # UDP checksum 0 = none (RFC 768, IPv4 only): the header stays valid whatever the counter.
+        headers = headers[:-2] + b"\x00\x00"
+    return headers
+
+
 def stream_packet(src: str, dst: str, stream_seq: int) -> bytes:
-    """One inner packet of the data stream: IPv4/UDP, the counter in the payload."""
+    """One inner packet of the data stream: IP/UDP, the counter in the payload."""
     payload = STREAM_MAGIC + struct.pack("!Q", stream_seq)
     payload += bytes(STREAM_PAYLOAD_BYTES - len(payload))
-    return udp_packet((src, STREAM_PORT), (dst, STREAM_PORT), payload)
+    headers = _stream_headers(src, dst)
+    if headers[0] >> 4 == 6:  # IPv6 needs the checksum (RFC 8200 §8.1)
+        return udp_packet((src, STREAM_PORT), (dst, STREAM_PORT), payload)
+    return headers + payload
 
 
 def stream_seq_of(inner: bytes) -> int | None:
