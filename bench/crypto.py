@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import datetime
 import os
-import pathlib
 import platform
 import re
 import subprocess
 from dataclasses import dataclass
 
 from p3hw import dataplane
+from p3hw.commands.bench import write_section
 from p3hw.crypto.keys import SaKeys, material_length
 from p3hw.dataplane import Dataplane, PeerConfig
 
@@ -29,8 +29,6 @@ SIZES = (64, 512, 1400)
 # Simple IMIX (7:4:1), inner sizes capped so the largest fits a 1500-octet path.
 IMIX = ((64, 7), (576, 4), (1400, 1))
 CIPHERS = ("aes-128-gcm", "aes-256-gcm")
-RESULTS = pathlib.Path(__file__).resolve().parent / "results.md"
-BEGIN, END = "<!-- bench:crypto:begin -->", "<!-- bench:crypto:end -->"
 
 
 @dataclass
@@ -112,7 +110,7 @@ def run(seconds: float = 2.0, openssl_seconds: int = 3, write: bool = True) -> l
     text = render(rows, seconds, openssl_seconds)
     print(text)
     if write:
-        write_section(text)
+        write_section("crypto", text)
     return rows
 
 
@@ -151,14 +149,3 @@ def render(rows: list[Row], seconds: float, openssl_seconds: int) -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str, path: pathlib.Path = RESULTS) -> None:
-    """Replace (or append) this suite's section of bench/results.md."""
-    block = f"{BEGIN}\n{text}\n{END}"
-    old = path.read_text() if path.exists() else "# p3hw benchmark results\n"
-    if BEGIN in old and END in old:
-        before, rest = old.split(BEGIN, 1)
-        after = rest.split(END, 1)[1]
-        new = before + block + after
-    else:
-        new = old.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(new)

@@ -10,17 +10,30 @@ from types import ModuleType
 
 from p3hw.reasons import P3Error
 
-SUITES = ("crypto", "tunnel")
+SUITES = ("crypto", "lpm", "tunnel")
 NOT_YET = [
-    "lpm: route lookups with 10,000 IPv4 and 10,000 IPv6 prefixes (needs route.c)",
     "engines and DPDK forwarding (needs the hardware backends)",
 ]
 BENCH_DIR = pathlib.Path(__file__).resolve().parents[2] / "bench"
+RESULTS = BENCH_DIR / "results.md"
+
+
+def write_section(suite: str, text: str, path: pathlib.Path = RESULTS) -> None:
+    """bench/results.md is shared by the suites: replace (or append) *suite*'s marked section."""
+    begin, end = f"<!-- bench:{suite}:begin -->", f"<!-- bench:{suite}:end -->"
+    block = f"{begin}\n{text}\n{end}"
+    old = path.read_text() if path.exists() else "# p3hw benchmark results\n"
+    if begin in old and end in old:
+        before, rest = old.split(begin, 1)
+        new = before + block + rest.split(end, 1)[1]
+    else:
+        new = old.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(new)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("suite", nargs="?", default="all",
-                        help="which benchmark: crypto, tunnel or all (default: all)")
+                        help="which benchmark: crypto, lpm, tunnel or all (default: all)")
     parser.add_argument("--seconds", type=float, default=2.0, help="seconds per P3 measurement (default 2)")
     parser.add_argument("--openssl-seconds", type=int, default=3,
                         help="seconds per 'openssl speed' run (default 3)")
@@ -64,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
     for suite in suites:
         if suite == "tunnel":
             _load(suite).run(**(tunnel_options or {}), write=not args.no_write)
+        elif suite == "lpm":
+            _load(suite).run(write=not args.no_write)
         else:
             _load(suite).run(seconds=args.seconds, openssl_seconds=args.openssl_seconds, write=not args.no_write)
     if args.suite == "all":
