@@ -352,6 +352,7 @@ class Harness:
         *,
         handshake: bool = False,
         psk: bytes = b"harness pre-shared key",
+        secondary_psk: bytes | None = None,  # what the secondary uses, if not *psk* (a misconfiguration)
         ike_proposals: IkeProposalConfig | None = None,
         primary_outer: tuple[str, int] = PRIMARY_OUTER,
         secondary_outer: tuple[str, int] = SECONDARY_OUTER,
@@ -378,7 +379,8 @@ class Harness:
         self.ike_capture: list[CapturedDatagram] = []
         self.handshake_results: tuple[HandshakeEstablished, HandshakeEstablished] | None = None
         if handshake:
-            at_primary, at_secondary = self._run_handshake(dp_p, dp_s, psk, ike_proposals, primary_config.cipher)
+            at_primary, at_secondary = self._run_handshake(dp_p, dp_s, psk, psk if secondary_psk is None else secondary_psk,
+                                                           ike_proposals, primary_config.cipher)
             self.handshake_results = (at_primary, at_secondary)
             keys_p, keys_s = at_primary.keys, at_secondary.keys
         else:
@@ -419,12 +421,12 @@ class Harness:
             return []
         return [o.data for o in dp.open([p.data for p in packets]) if o.status == "OK" and o.kind == "ike"]
 
-    def _run_handshake(self, dp_p: SideDataplane, dp_s: SideDataplane, psk: bytes,
+    def _run_handshake(self, dp_p: SideDataplane, dp_s: SideDataplane, psk: bytes, secondary_psk: bytes,
                        proposals: IkeProposalConfig | None, cipher: str,
                        ) -> tuple[HandshakeEstablished, HandshakeEstablished]:
         """The secondary initiates (spec §2.1.2); both sides' IKE goes over the links."""
         secondary_id, primary_id = Identity.ip(self.secondary_outer[0]), Identity.ip(self.primary_outer[0])
-        initiator = InitiatorHandshake(secondary_id, psk, data_ciphers=(cipher,), proposals=proposals,
+        initiator = InitiatorHandshake(secondary_id, secondary_psk, data_ciphers=(cipher,), proposals=proposals,
                                        remote_identity=primary_id)
         responder = ResponderHandshake(primary_id, {secondary_id: PeerPolicy(psk, data_ciphers=(cipher,))}.get,
                                        proposals=proposals)

@@ -15,6 +15,8 @@ Impairments (per packet, independently):
 
 `drop_rules` lets a test drop chosen packets (e.g. "the first REKEY"):
 each rule is called with the item and returns True to drop it.
+`alter_rules` let a test change a packet in flight (a flipped bit): each is
+called with the item and returns the item to deliver instead (or the same).
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ class Link(Generic[T]):
     rng: random.Random
     name: str = "link"
     drop_rules: list[Callable[[T], bool]] = field(default_factory=list)
+    alter_rules: list[Callable[[T], T]] = field(default_factory=list)
     stats: LinkStats = field(default_factory=LinkStats)
     _in_flight: list[tuple[float, int, T]] = field(default_factory=list)
     _order: int = 0
@@ -93,6 +96,8 @@ class Link(Generic[T]):
         if self.config.loss and self.rng.random() < self.config.loss:
             self.stats.dropped_random += 1
             return False
+        for alter in self.alter_rules:
+            item = alter(item)
         self._enqueue(self._arrival(now), item)
         if self.config.duplicate and self.rng.random() < self.config.duplicate:
             self.stats.duplicated += 1
