@@ -413,6 +413,15 @@ class Bench:
         """Where datagrams can vanish outside the VPN daemons: UDP socket
         buffer overflows and interface drops, per namespace (gw-a, gw-b, lan-b)."""
         counters: dict[str, int] = {}
+        # Packets a TUN write or veth hands to a full per-CPU backlog
+        # (net.core.netdev_max_backlog) are dropped and counted only here,
+        # machine-wide (other work on the machine can add to it).
+        try:
+            softnet = pathlib.Path("/proc/net/softnet_stat").read_text().split("\n")
+            counters["machine-wide softnet backlog drops"] = sum(int(line.split()[1], 16)
+                                                                 for line in softnet if line.split())
+        except (OSError, IndexError, ValueError):
+            pass
         for label, ns in (("gw-a", self.topo.a.gw_ns), ("gw-b", self.topo.b.gw_ns), ("lan-b", self.topo.b.lan_ns)):
             snmp = self.topo.run(ns, ["cat", "/proc/net/snmp"]).stdout.splitlines()
             udp = [line.split()[1:] for line in snmp if line.startswith("Udp:")]
