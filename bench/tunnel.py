@@ -696,7 +696,10 @@ def run(tcp_seconds: int = 10, udp_seconds: int = 10, udp_rates: tuple[int, ...]
             bench.close()
     text = render(results, tcp_seconds, udp_seconds, udp_rates, rekey_wait_s, when, _versions(), load, tcp_runs)
     print(text)
-    print(f"\n(configs and logs of this run: {workdir})")
+    if any(r.error for r in results):
+        print(f"\n(configs and logs of this run, kept because a path failed: {workdir})")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)    # configs, keys and logs of a clean run
     if write:
         write_section(text)
     return results
