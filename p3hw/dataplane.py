@@ -25,7 +25,7 @@ from p3hw.crypto.keys import CIPHERS, HP_KEY_BYTES, SaKeys, SessionKeys
 from p3hw.reasons import REASONS, P3Error
 
 #: The ABI stamp this Python code was written against (native/src/cpu.c).
-EXPECTED_ABI_VERSION = 4
+EXPECTED_ABI_VERSION = 5
 
 try:
     from p3hw import _dataplane  # type: ignore[attr-defined]
@@ -266,6 +266,51 @@ class Opened:
     seq: int
 
 
+#: Engine names (config keyword ``crypto_engine``) -> P3DP_ENGINE_* (docs/engines.md).
+ENGINE_IDS = {"none": 0, "aesni": 1, "accel-sim": 2, "pkcs11": 3}
+ENGINE_NAMES = {v: k for k, v in ENGINE_IDS.items()}
+#: Fault kinds of a lookaside engine -> P3DP_FAULT_*.
+FAULT_IDS = {"none": 0, "error": 1, "timeout": 2, "corrupt": 3, "gone": 4}
+FAULT_NAMES = {v: k for k, v in FAULT_IDS.items()}
+
+
+@dataclass(frozen=True)
+class EngineParams:
+    """How a crypto engine is started (p3dp_engine_params)."""
+
+    latency_us: int = 0           # accel-sim: doorbell to completion, per op
+    max_ops_per_s: int = 0        # accel-sim: throughput cap (0: none)
+    timeout_us: int = 0           # an op not completed by then is a timeout fault (0: 100 ms)
+    recover_ms: int = 0           # probe a failed engine this often and go back to it (0: never)
+    ring_slots: int = 0           # accel-sim: descriptor ring slots, a power of two (0: 1024)
+    module_path: str = ""         # pkcs11
+    token_label: str = ""         # pkcs11
+    pin: str = ""                 # pkcs11 (not kept by the engine after login)
+
+
+@dataclass(frozen=True)
+class EngineStatus:
+    """Which engine runs the crypto and what happened to it (docs/engines.md)."""
+
+    engine: str
+    fallback: str
+    on_fallback: bool
+    reason: str | None            # "P3-E609" once the engine has failed, else None
+    last_fault: str               # none | error | timeout | corrupt | gone
+    failovers: int
+    recoveries: int
+    rerun_ops: int
+    engine_ops: int
+    fallback_ops: int
+    faults: dict[str, int]        # faulted ops by kind (non-zero only)
+    forged_opens: int             # auth failures the fallback confirmed (real forgeries)
+
+    @property
+    def active(self) -> str:
+        """The engine new ops go to."""
+        return self.fallback if self.on_fallback else self.engine
+
+
 def _addr_bytes(addr: str) -> tuple[int, bytes]:
     try:
         ip = ipaddress.ip_address(addr)
@@ -316,6 +361,52 @@ class Dataplane:
         if self._ctx is None:
             raise P3Error("DP_BAD_ARGUMENT", "the dataplane is closed")
         return self._ctx
+
+    # -- crypto engine (docs/engines.md)
+
+    def set_engine(self, kind: str, params: EngineParams | None = None, fallback: str = "aesni") -> None:
+        """Choose the crypto engine and its fallback (``aesni`` or ``none``) before any peer is added."""
+        if kind not in ENGINE_IDS or kind == "none":
+            raise P3Error("DP_BAD_ARGUMENT", f"unknown crypto engine {kind!r} (aesni, accel-sim, pkcs11)")
+        if fallback not in ("aesni", "none"):
+            raise P3Error("DP_BAD_ARGUMENT", f"crypto fallback must be aesni or none, got {fallback!r}")
+        if self._peers:
+            raise P3Error("DP_BAD_ARGUMENT", "choose the crypto engine before adding peers")
+        p = params or EngineParams()
+        ffi = self._ffi
+        raw = ffi.new("p3dp_engine_params *")
+        for name in ("latency_us", "max_ops_per_s", "timeout_us", "recover_ms", "ring_slots"):
+            value = getattr(p, name)
+            if not isinstance(value, int) or not 0 <= value <= 0xFFFFFFFF:
+                raise P3Error("DP_BAD_ARGUMENT", f"engine parameter {name} out of range: {value!r}")
+            setattr(raw, name, value)
+        keep = [ffi.new("char[]", getattr(p, name).encode()) for name in ("module_path", "token_label", "pin")]
+        raw.module_path, raw.token_label, raw.pin = keep
+        try:
+            check(self._lib.p3dp_ctx_set_engine(self.ctx, ENGINE_IDS[kind], raw, ENGINE_IDS[fallback]),
+                  f"start crypto engine {kind}")
+        finally:
+            ffi.memmove(keep[2], b"\0" * len(p.pin), len(p.pin))
+
+    def engine_status(self) -> EngineStatus:
+        raw = self._ffi.new("p3dp_engine_status *")
+        self._lib.p3dp_ctx_engine_status(self.ctx, raw)
+        faults = {FAULT_NAMES[i]: int(raw.faults[i]) for i in range(1, len(raw.faults)) if raw.faults[i]}
+        return EngineStatus(
+            engine=ENGINE_NAMES.get(int(raw.engine), "?"), fallback=ENGINE_NAMES.get(int(raw.fallback), "?"),
+            on_fallback=bool(raw.on_fallback), reason=f"P3-E{-int(raw.reason):03d}" if raw.reason else None,
+            last_fault=FAULT_NAMES.get(int(raw.last_fault), "?"), failovers=int(raw.failovers),
+            recoveries=int(raw.recoveries), rerun_ops=int(raw.rerun_ops), engine_ops=int(raw.engine_ops),
+            fallback_ops=int(raw.fallback_ops), faults=faults, forged_opens=int(raw.forged_opens))
+
+    def inject_fault(self, fault: str, after_ops: int = 0, count: int = 1) -> None:
+        """Accelerator simulator only: after *after_ops* good ops, the next *count* ops get *fault*
+        (``gone``: the device is gone until ``inject_fault("none")``)."""
+        if fault not in FAULT_IDS:
+            raise P3Error("DP_BAD_ARGUMENT", f"unknown fault {fault!r} ({', '.join(FAULT_IDS)})")
+        if not (0 <= after_ops <= 0xFFFFFFFF and 0 <= count <= 0xFFFFFFFF):
+            raise P3Error("DP_BAD_ARGUMENT", "after_ops and count are 32-bit counts")
+        check(self._lib.p3dp_accel_inject(self.ctx, FAULT_IDS[fault], after_ops, count), f"inject {fault}")
 
     # -- configuration
 

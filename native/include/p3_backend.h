@@ -42,7 +42,9 @@ struct p3_crypto_op {
     uint32_t stream_len;          /* sum of seg[].len */
     uint8_t op;                   /* P3_CRYPTO_SEAL / P3_CRYPTO_OPEN */
     uint8_t nseg;
-    int16_t status;               /* set by the engine: 0 or -reason (-202 auth, -215 engine) */
+    int16_t status;               /* set by the engine: 0 or -reason (-202 auth, -215 engine,
+                                     -609 a lookaside device fault) */
+    uint8_t fault;                /* with -609: P3DP_FAULT_* (error, timeout, corrupt, gone) */
     void *user;                   /* the caller's packet */
     struct p3_crypto_seg seg[P3_CRYPTO_MAX_SEGS];
 };
@@ -61,7 +63,26 @@ struct p3_crypto_engine {
     /* Return up to n completed ops, in enqueue order. */
     uint16_t (*dequeue)(void *engine, struct p3_crypto_op **ops, uint16_t n);
     void (*engine_free)(void *engine);
+    /* Lookaside engines: 0 when the device is present and passes a
+     * known-answer op, else -609. NULL for synchronous engines (always ready).
+     * The dataplane probes it to return from the fallback (docs/engines.md). */
+    int (*health)(void *engine);
 };
+
+/* Fault kinds a lookaside engine reports with status -609 (P3-E609). */
+enum { P3_FAULT_NONE = 0, P3_FAULT_ERROR = 1, P3_FAULT_TIMEOUT = 2, P3_FAULT_CORRUPT = 3,
+       P3_FAULT_GONE = 4, P3_FAULT_KINDS = 5 };
+
+/* The accelerator simulator (backends/accel/accel.c, docs/engines.md): a
+ * software crypto device behind descriptor rings in shared memory, served by
+ * its own thread, with latency, a throughput cap and injected faults.
+ * AES-GCM only. NULL on bad parameters or no memory. */
+struct p3dp_engine_params;
+void *p3_accel_engine_new(const struct p3dp_engine_params *params);
+/* Arm a fault: after `after_ops` good ops the next `count` ops fail with
+ * `fault` (P3_FAULT_GONE: the device is gone until P3_FAULT_NONE is armed). */
+void p3_accel_inject(void *engine, uint32_t fault, uint32_t after_ops, uint32_t count);
+extern const struct p3_crypto_engine p3_accel_engine;
 
 /* The AES-NI engine (backends/aesni/aesni.c): OpenSSL EVP, synchronous.
  * scratch_bytes sizes its bounce buffer for ciphers that need one contiguous

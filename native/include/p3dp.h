@@ -374,6 +374,65 @@ enum {
  * -604 / -605; *retries_used (if not NULL) counts the CF = 0 steps. */
 int p3dp_rng_fill(int source, uint8_t *out, size_t len, uint32_t max_retries, uint64_t *retries_used);
 
+/* --- Crypto engines and failover (native/src/ctx.c, backends/accel, docs/engines.md) ---
+ * A context seals and opens through one engine; with a fallback engine
+ * configured, an op the engine fails (error completion, timeout, corrupted
+ * output, device gone) is re-run on the fallback, the engine is marked
+ * failed (P3-E609 ACCEL_FAULT) and later ops go straight to the fallback.
+ * With recover_ms, the engine is probed (known-answer op) that often and
+ * used again once it passes. Every SA holds state for both engines,
+ * prepared at install; both are wiped at removal. */
+enum {
+    P3DP_ENGINE_NONE = 0,       /* fallback only: no fallback */
+    P3DP_ENGINE_AESNI = 1,      /* OpenSSL EVP, synchronous (the default) */
+    P3DP_ENGINE_ACCEL_SIM = 2,  /* the accelerator simulator (lookaside, AES-GCM) */
+    P3DP_ENGINE_PKCS11 = 3      /* a PKCS#11 token, CKM_AES_GCM (lookaside, AES-GCM) */
+};
+
+enum {
+    P3DP_FAULT_NONE = 0,
+    P3DP_FAULT_ERROR = 1,       /* the device completed the op with an error */
+    P3DP_FAULT_TIMEOUT = 2,     /* no completion within timeout_us: the device was reset */
+    P3DP_FAULT_CORRUPT = 3,     /* output failed its completion checksum, or open's auth
+                                   failed on the engine but passed on the fallback */
+    P3DP_FAULT_GONE = 4         /* the device disappeared */
+};
+
+typedef struct p3dp_engine_params {
+    uint32_t latency_us;        /* accel-sim: doorbell to completion, per op */
+    uint32_t max_ops_per_s;     /* accel-sim: throughput cap (0: none) */
+    uint32_t timeout_us;        /* an op not completed by then is a timeout fault (0: 100000) */
+    uint32_t recover_ms;        /* probe a failed engine this often and return to it (0: never) */
+    uint32_t ring_slots;        /* accel-sim: descriptor ring size, power of two (0: 1024) */
+    const char *module_path;    /* pkcs11: the module to dlopen */
+    const char *token_label;    /* pkcs11 */
+    const char *pin;            /* pkcs11: user PIN (not kept after login) */
+} p3dp_engine_params;
+
+typedef struct p3dp_engine_status {
+    uint32_t engine;            /* P3DP_ENGINE_* in use as the primary */
+    uint32_t fallback;          /* P3DP_ENGINE_* or NONE */
+    uint32_t on_fallback;       /* 1: the engine failed, ops go to the fallback */
+    int32_t reason;             /* 0, or -609 (ACCEL_FAULT) once the engine has failed */
+    uint32_t last_fault;        /* P3DP_FAULT_* of the latest fault */
+    uint64_t failovers;         /* moves from the engine to the fallback */
+    uint64_t recoveries;        /* returns from the fallback to the engine */
+    uint64_t rerun_ops;         /* ops re-run on the fallback after the engine failed them */
+    uint64_t engine_ops;        /* ops completed by the engine */
+    uint64_t fallback_ops;      /* ops completed by the fallback (re-runs included) */
+    uint64_t faults[5];         /* faulted ops by P3DP_FAULT_* */
+    uint64_t forged_opens;      /* open auth failures confirmed by the fallback (real forgeries) */
+} p3dp_engine_status;
+
+/* Choose the engine (P3DP_ENGINE_*) and fallback (AESNI or NONE) before any
+ * peer is added (-214 otherwise). -215 when the engine cannot start, -211
+ * when it was not built in, pkcs11: -600..-603. */
+int p3dp_ctx_set_engine(p3dp_ctx *ctx, uint32_t engine, const p3dp_engine_params *params, uint32_t fallback);
+void p3dp_ctx_engine_status(const p3dp_ctx *ctx, p3dp_engine_status *out);
+/* Accelerator simulator only (-214 otherwise): after after_ops good ops, the
+ * next count ops get fault (P3DP_FAULT_GONE: gone until FAULT_NONE is armed). */
+int p3dp_accel_inject(p3dp_ctx *ctx, uint32_t fault, uint32_t after_ops, uint32_t count);
+
 /* P3DP_CDEF_END */
 
 #ifdef __cplusplus

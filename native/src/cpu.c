@@ -3,7 +3,7 @@
 
 #include <cpuid.h>
 
-#define P3DP_ABI_VERSION 4u
+#define P3DP_ABI_VERSION 5u
 
 uint32_t p3dp_abi_version(void)
 {

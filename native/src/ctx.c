@@ -11,6 +11,7 @@
 #include <openssl/crypto.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static const uint32_t default_buckets[] = { 64, 128, 256, 512, 1024 };
 
@@ -72,6 +73,8 @@ p3dp_ctx *p3dp_ctx_new(uint32_t max_peers, uint32_t max_inbound_sas)
     ctx->sa_by_id = calloc(sh, sizeof(uint32_t));
     ctx->engine = &p3_aesni_engine;
     ctx->engine_state = p3_aesni_engine_new(P3DP_MAX_FRAME_BYTES + 64);
+    ctx->engine_kind = P3DP_ENGINE_AESNI;
+    ctx->fallback_kind = P3DP_ENGINE_NONE;
     if (!ctx->peers || !ctx->peer_by_id || !ctx->peer_by_addr || !ctx->in_sas || !ctx->sa_by_id ||
         !ctx->engine_state) {
         p3dp_ctx_free(ctx);
@@ -82,10 +85,19 @@ p3dp_ctx *p3dp_ctx_new(uint32_t max_peers, uint32_t max_inbound_sas)
     return ctx;
 }
 
-static void sa_wipe(p3dp_ctx *ctx, struct p3dp_sa *sa)
+void p3dp_sa_crypto_free(p3dp_ctx *ctx, struct p3dp_sa *sa)
 {
     if (sa->crypto)
         ctx->engine->sa_free(ctx->engine_state, sa->crypto);
+    if (sa->crypto_fb)
+        ctx->fallback->sa_free(ctx->fallback_state, sa->crypto_fb);
+    sa->crypto = NULL;
+    sa->crypto_fb = NULL;
+}
+
+static void sa_wipe(p3dp_ctx *ctx, struct p3dp_sa *sa)
+{
+    p3dp_sa_crypto_free(ctx, sa);
     OPENSSL_cleanse(sa, sizeof(*sa));
 }
 
@@ -121,6 +133,8 @@ void p3dp_ctx_free(p3dp_ctx *ctx)
                 sa_wipe(ctx, &ctx->in_sas[i]);
     if (ctx->engine_state)
         ctx->engine->engine_free(ctx->engine_state);
+    if (ctx->fallback_state)
+        ctx->fallback->engine_free(ctx->fallback_state);
     free(ctx->peers);
     free(ctx->peer_by_id);
     free(ctx->peer_by_addr);
@@ -390,6 +404,17 @@ static int sa_fill(p3dp_ctx *ctx, struct p3dp_sa *sa, const p3dp_sa_config *cfg,
                                      cfg->key, cfg->salt, cfg->auth_key);
     if (!sa->crypto)
         return -215;
+    if (ctx->fallback) {
+        /* The fallback's state is ready before the first packet: a failover
+         * never expands a key on the packet path, and no key is kept. */
+        sa->crypto_fb = ctx->fallback->sa_new(ctx->fallback_state, cfg->cipher,
+                                              direction == P3DP_DIR_OUT ? P3_CRYPTO_SEAL : P3_CRYPTO_OPEN,
+                                              cfg->key, cfg->salt, cfg->auth_key);
+        if (!sa->crypto_fb) {
+            p3dp_sa_crypto_free(ctx, sa);
+            return -215;
+        }
+    }
     sa->p3_id = cfg->p3_id;
     sa->peer_id = cfg->peer_id;
     sa->cipher = cfg->cipher;
@@ -528,4 +553,111 @@ int p3dp_sa_set_next_seq(p3dp_ctx *ctx, uint32_t peer_id, uint32_t p3_id, uint64
         return -214;   /* a seq is never used twice under one key */
     sa->next_seq = seq;
     return 0;
+}
+
+/* ---- crypto engines (docs/engines.md) ---- */
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static int engine_start(uint32_t kind, const p3dp_engine_params *params,
+                        const struct p3_crypto_engine **engine, void **state)
+{
+    switch (kind) {
+    case P3DP_ENGINE_AESNI:
+        *engine = &p3_aesni_engine;
+        *state = p3_aesni_engine_new(P3DP_MAX_FRAME_BYTES + 64);
+        return *state ? 0 : -215;
+    case P3DP_ENGINE_ACCEL_SIM:
+        *engine = &p3_accel_engine;
+        *state = p3_accel_engine_new(params);
+        return *state ? 0 : -215;
+    default:
+        return -211;
+    }
+}
+
+int p3dp_ctx_set_engine(p3dp_ctx *ctx, uint32_t engine, const p3dp_engine_params *params, uint32_t fallback)
+{
+    const struct p3_crypto_engine *e = NULL, *f = NULL;
+    void *es = NULL, *fs = NULL;
+    int rc;
+
+    if (!ctx || (fallback != P3DP_ENGINE_NONE && fallback != P3DP_ENGINE_AESNI))
+        return -214;
+    if (engine == P3DP_ENGINE_AESNI)
+        fallback = P3DP_ENGINE_NONE;       /* nothing to fall back to but itself */
+    for (uint32_t i = 0; i < ctx->max_peers; i++)
+        if (ctx->peers[i].in_use)
+            return -214;                   /* SAs hold engine state: choose before peers */
+    rc = engine_start(engine, params, &e, &es);
+    if (rc)
+        return rc;
+    if (fallback != P3DP_ENGINE_NONE && (rc = engine_start(fallback, params, &f, &fs)) != 0) {
+        e->engine_free(es);
+        return rc;
+    }
+    ctx->engine->engine_free(ctx->engine_state);
+    if (ctx->fallback_state)
+        ctx->fallback->engine_free(ctx->fallback_state);
+    ctx->engine = e;
+    ctx->engine_state = es;
+    ctx->fallback = f;
+    ctx->fallback_state = fs;
+    ctx->engine_kind = engine;
+    ctx->fallback_kind = fallback;
+    ctx->on_fallback = 0;
+    ctx->recover_ms = params ? params->recover_ms : 0;
+    memset(&ctx->engine_status, 0, sizeof(ctx->engine_status));
+    return 0;
+}
+
+void p3dp_ctx_engine_status(const p3dp_ctx *ctx, p3dp_engine_status *out)
+{
+    *out = ctx->engine_status;
+    out->engine = ctx->engine_kind;
+    out->fallback = ctx->fallback_kind;
+    out->on_fallback = (uint32_t)ctx->on_fallback;
+}
+
+int p3dp_accel_inject(p3dp_ctx *ctx, uint32_t fault, uint32_t after_ops, uint32_t count)
+{
+    if (!ctx || ctx->engine != &p3_accel_engine || fault > P3DP_FAULT_GONE)
+        return -214;
+    p3_accel_inject(ctx->engine_state, fault, after_ops, count);
+    return 0;
+}
+
+void p3dp_engine_fault(p3dp_ctx *ctx, unsigned fault)
+{
+    p3dp_engine_status *s = &ctx->engine_status;
+    if (fault < P3_FAULT_KINDS)
+        s->faults[fault]++;
+    s->last_fault = fault;
+    s->reason = -609;
+    if (ctx->fallback && !ctx->on_fallback) {
+        ctx->on_fallback = 1;
+        s->failovers++;
+        ctx->next_probe_ms = now_ms() + ctx->recover_ms;
+    }
+}
+
+void p3dp_engine_poll(p3dp_ctx *ctx)
+{
+    uint64_t t;
+    if (!ctx->on_fallback || !ctx->recover_ms || !ctx->engine->health)
+        return;
+    t = now_ms();
+    if (t < ctx->next_probe_ms)
+        return;
+    if (ctx->engine->health(ctx->engine_state) == 0) {
+        ctx->on_fallback = 0;
+        ctx->engine_status.recoveries++;
+    } else {
+        ctx->next_probe_ms = t + ctx->recover_ms;
+    }
 }

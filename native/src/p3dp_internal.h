@@ -25,7 +25,8 @@ struct p3dp_sa {
     uint32_t cipher;
     int direction;
     int in_use;
-    struct p3_crypto_sa *crypto;
+    struct p3_crypto_sa *crypto;      /* the engine's state */
+    struct p3_crypto_sa *crypto_fb;   /* the fallback engine's, prepared at install too */
     uint64_t obfs_k0, obfs_k1;    /* SipHash key of the rotation (spec §2.1.5) */
     uint64_t next_seq;            /* outbound */
     struct p3dp_replay replay;    /* inbound */
@@ -60,6 +61,13 @@ struct p3dp_ctx {
     p3dp_counters counters;
     const struct p3_crypto_engine *engine;
     void *engine_state;
+    const struct p3_crypto_engine *fallback;   /* NULL: none (docs/engines.md) */
+    void *fallback_state;
+    uint32_t engine_kind, fallback_kind;       /* P3DP_ENGINE_* */
+    int on_fallback;                           /* the engine failed: ops go to the fallback */
+    uint32_t recover_ms;                       /* probe interval back to the engine (0: never) */
+    uint64_t next_probe_ms;
+    p3dp_engine_status engine_status;
     struct p3_crypto_op ops[P3DP_BURST_CHUNK];
 };
 
@@ -69,6 +77,13 @@ struct p3dp_peer *p3dp_find_peer_by_addr(const p3dp_ctx *ctx, int family, const 
                                          uint16_t port);
 struct p3dp_sa *p3dp_find_inbound_sa(const p3dp_ctx *ctx, uint32_t p3_id);
 void p3dp_count_drop(p3dp_counters *c, int status);
+/* Wipe and free an SA's engine states (both engines). */
+void p3dp_sa_crypto_free(p3dp_ctx *ctx, struct p3dp_sa *sa);
+/* Engine failover (ctx.c): a fault of kind P3DP_FAULT_* moves the context
+ * to the fallback; the poll, at each burst, returns to the engine once it
+ * passes its health probe (if recover_ms). */
+void p3dp_engine_fault(p3dp_ctx *ctx, unsigned fault);
+void p3dp_engine_poll(p3dp_ctx *ctx);
 
 /* hp.c: header protection (DESIGN.md §3, RFC 9001 §5.4 style). */
 struct p3dp_hp;

@@ -32,6 +32,8 @@ struct seal_job {
     uint8_t *p3;
     uint32_t frame_len;
     uint32_t outer_bytes;
+    uint32_t rot;
+    uint8_t next_header;
 };
 
 struct open_job {
@@ -281,6 +283,32 @@ static void put_rotated(uint8_t *ct, uint32_t frame_len, uint32_t rot, uint32_t 
         memcpy(ct, src + first, len - first);
 }
 
+/* The plaintext frame, rotated, at its place in the output: padding from the
+ * packet's own bytes (spec §2.1.5 step 2: the inner packet repeated; cover
+ * traffic without payload uses its unmasked header), trailer, inner packet.
+ * Written again before a failover re-run: an in-place engine may have left
+ * anything in the buffer. */
+static void seal_write_frame(const struct seal_job *job)
+{
+    const p3dp_pkt *pkt = job->pkt;
+    uint32_t inner_len = pkt->in_len, frame_len = job->frame_len, rot = job->rot;
+    uint32_t pad_len = frame_len - inner_len - 3;
+    uint8_t *ct = job->p3 + P3DP_P3_HEADER_BYTES, trailer[3];
+    const uint8_t *src = inner_len ? pkt->in_buf : job->p3;
+    uint32_t src_len = inner_len ? inner_len : P3DP_P3_HEADER_BYTES;
+    uint32_t done = 0;
+
+    while (done < pad_len) {
+        uint32_t chunk = pad_len - done < src_len ? pad_len - done : src_len;
+        put_rotated(ct, frame_len, rot, inner_len + done, src, chunk);
+        done += chunk;
+    }
+    put16(trailer, (uint16_t)pad_len);
+    trailer[2] = job->next_header;
+    put_rotated(ct, frame_len, rot, frame_len - 3, trailer, 3);
+    put_rotated(ct, frame_len, rot, 0, pkt->in_buf, inner_len);
+}
+
 static struct p3dp_sa *current_outbound(struct p3dp_peer *peer, struct p3dp_sa **retired, size_t *nretired)
 {
     struct p3dp_sa *cur = peer->out_current;
@@ -302,8 +330,8 @@ static int seal_prepare(p3dp_ctx *ctx, p3dp_pkt *pkt, uint32_t flags, struct p3_
 {
     struct p3dp_peer *peer = p3dp_find_peer(ctx, pkt->peer);
     struct p3dp_sa *sa;
-    uint32_t inner_len = pkt->in_len, frame_len, pad_len, outer, total, rot;
-    uint8_t *p3, *ct, trailer[3];
+    uint32_t inner_len = pkt->in_len, frame_len, outer, total, rot;
+    uint8_t *p3, *ct;
     uint64_t seq;
     int next_header;
 
@@ -344,41 +372,27 @@ static int seal_prepare(p3dp_ctx *ctx, p3dp_pkt *pkt, uint32_t flags, struct p3_
     ct = p3 + P3DP_P3_HEADER_BYTES;
     rot = p3dp_rotation(sa, seq, frame_len);
 
-    /* Padding from the packet's own bytes (spec §2.1.5 step 2): the inner
-     * packet repeated; cover traffic without payload uses its header. */
-    pad_len = frame_len - inner_len - 3;
-    {
-        const uint8_t *src = inner_len ? pkt->in_buf : p3;
-        uint32_t src_len = inner_len ? inner_len : P3DP_P3_HEADER_BYTES;
-        uint32_t done = 0;
-        while (done < pad_len) {
-            uint32_t chunk = pad_len - done < src_len ? pad_len - done : src_len;
-            put_rotated(ct, frame_len, rot, inner_len + done, src, chunk);
-            done += chunk;
-        }
-    }
-    put16(trailer, (uint16_t)pad_len);
-    trailer[2] = (uint8_t)next_header;
-    put_rotated(ct, frame_len, rot, frame_len - 3, trailer, 3);
-
-    put_rotated(ct, frame_len, rot, 0, pkt->in_buf, inner_len);
+    job->pkt = pkt;
+    job->p3 = p3;
+    job->frame_len = frame_len;
+    job->rot = rot;
+    job->next_header = (uint8_t)next_header;
+    seal_write_frame(job);
 
     memcpy(op->aad, p3, 16);
-    op->sa = sa->crypto;
+    op->sa = ctx->on_fallback ? sa->crypto_fb : sa->crypto;
     op->seq = seq;
     op->tag = ct + frame_len;
     op->stream_len = frame_len;
     op->op = P3_CRYPTO_SEAL;
     op->nseg = 1;
     op->status = 0;
+    op->fault = 0;
     op->user = job;
     op->seg[0] = (struct p3_crypto_seg){ ct, ct, frame_len };
 
-    job->pkt = pkt;
     job->peer = peer;
     job->sa = sa;
-    job->p3 = p3;
-    job->frame_len = frame_len;
     job->outer_bytes = outer;
     pkt->p3_id = sa->p3_id;
     pkt->seq = seq;
@@ -415,23 +429,109 @@ static int seal_finish(p3dp_ctx *ctx, struct p3_crypto_op *op, uint32_t flags)
     return 1;
 }
 
-/* Runs the prepared ops through the engine and finishes them in order. */
-static size_t run_ops(p3dp_ctx *ctx, struct p3_crypto_op **ops, uint16_t n, uint32_t flags, int sealing);
 static int open_finish(p3dp_ctx *ctx, struct p3_crypto_op *op);
 
+static int finish(p3dp_ctx *ctx, struct p3_crypto_op *op, uint32_t flags, int sealing)
+{
+    return sealing ? seal_finish(ctx, op, flags) : open_finish(ctx, op);
+}
+
+static struct p3dp_sa *op_sa(const struct p3_crypto_op *op, int sealing)
+{
+    return sealing ? ((struct seal_job *)op->user)->sa : ((struct open_job *)op->user)->sa;
+}
+
+/* One op through the fallback engine, waited for. */
+static void run_on_fallback(p3dp_ctx *ctx, struct p3_crypto_op *op, int sealing)
+{
+    struct p3_crypto_op *done = NULL;
+
+    op->sa = op_sa(op, sealing)->crypto_fb;
+    op->status = 0;
+    op->fault = 0;
+    if (ctx->fallback->enqueue(ctx->fallback_state, &op, 1) != 1) {
+        op->status = -215;
+        return;
+    }
+    while (ctx->fallback->dequeue(ctx->fallback_state, &done, 1) == 0)
+        ;
+    ctx->engine_status.fallback_ops++;
+}
+
+/* The engine failed this op (docs/engines.md): re-run it on the fallback so
+ * the packet is not lost. A seal frame is written again first (an in-place
+ * engine may have left anything there); the same key, seq and plaintext give
+ * the same ciphertext, and the engine's output was never sent. An open that
+ * failed authentication on the engine is only a forgery if the fallback
+ * agrees; if the fallback opens it, the engine corrupted it. */
+static void rerun_on_fallback(p3dp_ctx *ctx, struct p3_crypto_op *op, int sealing)
+{
+    int engine_rc = op->status;
+    unsigned fault = op->fault;
+
+    if (sealing)
+        seal_write_frame(op->user);
+    run_on_fallback(ctx, op, sealing);
+    ctx->engine_status.rerun_ops++;
+    if (engine_rc == -202) {
+        if (op->status == -202) {
+            ctx->engine_status.forged_opens++;
+            return;
+        }
+        fault = P3_FAULT_CORRUPT;
+    }
+    p3dp_engine_fault(ctx, fault ? fault : P3_FAULT_ERROR);
+}
+
+static int engine_failed_op(const struct p3_crypto_op *op, int sealing)
+{
+    return op->status == -609 || op->status == -215 || (!sealing && op->status == -202);
+}
+
+/* Runs the prepared ops through the engine and finishes them in order. With
+ * a fallback, an op the engine fails is re-run there before it is finished,
+ * and once the engine has failed, the ops not yet given to it go straight to
+ * the fallback (after the ones in flight are back, so order holds). */
 static size_t run_ops(p3dp_ctx *ctx, struct p3_crypto_op **ops, uint16_t n, uint32_t flags, int sealing)
 {
     struct p3_crypto_op *done[P3DP_BURST_CHUNK];
+    int on_fallback = ctx->on_fallback;
+    const struct p3_crypto_engine *eng = on_fallback ? ctx->fallback : ctx->engine;
+    void *state = on_fallback ? ctx->fallback_state : ctx->engine_state;
+    int guarded = !on_fallback && ctx->fallback;
+    uint64_t *completed = on_fallback ? &ctx->engine_status.fallback_ops : &ctx->engine_status.engine_ops;
     uint16_t queued = 0, finished = 0;
     size_t ok = 0;
 
     while (finished < n) {
         uint16_t got;
-        if (queued < n)
-            queued += ctx->engine->enqueue(ctx->engine_state, ops + queued, (uint16_t)(n - queued));
-        got = ctx->engine->dequeue(ctx->engine_state, done, (uint16_t)(n - finished));
-        for (uint16_t i = 0; i < got; i++)
-            ok += (size_t)(sealing ? seal_finish(ctx, done[i], flags) : open_finish(ctx, done[i]));
+        if (queued < n) {
+            if (guarded && ctx->on_fallback) {
+                if (finished == queued) {
+                    for (uint16_t i = queued; i < n; i++) {
+                        run_on_fallback(ctx, ops[i], sealing);
+                        ok += (size_t)finish(ctx, ops[i], flags, sealing);
+                    }
+                    return ok;
+                }
+            } else {
+                queued += eng->enqueue(state, ops + queued, (uint16_t)(n - queued));
+            }
+        }
+        got = eng->dequeue(state, done, (uint16_t)(n - finished));
+        for (uint16_t i = 0; i < got; i++) {
+            struct p3_crypto_op *op = done[i];
+            if (guarded && engine_failed_op(op, sealing)) {
+                rerun_on_fallback(ctx, op, sealing);
+            } else if (op->status == -609) {
+                /* No fallback: the packet is lost, the fault recorded. */
+                p3dp_engine_fault(ctx, op->fault);
+                op->status = -215;
+            } else {
+                (*completed)++;
+            }
+            ok += (size_t)finish(ctx, op, flags, sealing);
+        }
         finished += got;
     }
     return ok;
@@ -443,6 +543,7 @@ size_t p3dp_seal_burst(p3dp_ctx *ctx, p3dp_pkt *pkts, size_t n, uint32_t flags)
 
     if (!ctx || (!pkts && n))
         return 0;
+    p3dp_engine_poll(ctx);
     for (size_t base = 0; base < n; base += P3DP_BURST_CHUNK) {
         struct seal_job jobs[P3DP_BURST_CHUNK];
         struct p3_crypto_op *ops[P3DP_BURST_CHUNK];
@@ -465,7 +566,7 @@ size_t p3dp_seal_burst(p3dp_ctx *ctx, p3dp_pkt *pkts, size_t n, uint32_t flags)
         ok += run_ops(ctx, ops, nops, flags, 1);
         for (size_t i = 0; i < nretired; i++) {
             struct p3dp_sa *sa = retired[i];
-            ctx->engine->sa_free(ctx->engine_state, sa->crypto);
+            p3dp_sa_crypto_free(ctx, sa);
             OPENSSL_cleanse(sa, sizeof(*sa));
             free(sa);
         }
@@ -563,13 +664,14 @@ static int open_prepare(p3dp_ctx *ctx, p3dp_pkt *pkt, uint32_t flags, struct p3_
     memcpy(op->aad, p3, 4);
     p3dp_put_be32(op->aad + 4, p3_id);
     p3dp_put_be64(op->aad + 8, seq);
-    op->sa = sa->crypto;
+    op->sa = ctx->on_fallback ? sa->crypto_fb : sa->crypto;
     op->seq = seq;
     op->tag = (uint8_t *)(uintptr_t)(p3 + P3DP_P3_HEADER_BYTES + frame_len);   /* read only */
     op->stream_len = frame_len;
     op->op = P3_CRYPTO_OPEN;
     op->nseg = 0;
     op->status = 0;
+    op->fault = 0;
     op->user = job;
     /* Ciphertext octet j is frame octet (j + rot) mod F: decrypt straight
      * into place, undoing the rotation without a copy. */
@@ -649,6 +751,7 @@ size_t p3dp_open_burst(p3dp_ctx *ctx, p3dp_pkt *pkts, size_t n, uint32_t flags)
 
     if (!ctx || (!pkts && n))
         return 0;
+    p3dp_engine_poll(ctx);
     for (size_t base = 0; base < n; base += P3DP_BURST_CHUNK) {
         struct open_job jobs[P3DP_BURST_CHUNK];
         struct p3_crypto_op *ops[P3DP_BURST_CHUNK];
