@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from p3hw.crypto.keys import CIPHERS, HP_KEY_BYTES, SaKeys, SessionKeys
+from p3hw.log import failure
 from p3hw.reasons import REASONS, P3Error
 
 #: The ABI stamp this Python code was written against (native/src/cpu.c).
@@ -665,6 +667,41 @@ class Dataplane:
             elapsed += time.perf_counter() - start
             count += n
         return count, elapsed
+
+
+class EngineWatch:
+    """Turns crypto-engine changes into log lines that carry their reason code (spec §5.1).
+
+    The dataplane moves to the fallback engine on its own (docs/engines.md);
+    the control plane calls :meth:`poll` now and then (the gateway's
+    housekeeping tick) and logs what happened since the last call.
+    """
+
+    def __init__(self, dataplane: Dataplane, logger: logging.Logger) -> None:
+        self._dataplane = dataplane
+        self._logger = logger
+        self._last = dataplane.engine_status()
+
+    def poll(self) -> list[str]:
+        now = self._dataplane.engine_status()
+        last, lines = self._last, []
+        lost = sum(now.faults.values()) - sum(last.faults.values())
+        if now.failovers > last.failovers:
+            lines.append(failure(self._logger, "ACCEL_FAULT",
+                                 f"crypto engine {now.engine} failed ({now.last_fault}); traffic moved to "
+                                 f"{now.fallback}, {now.rerun_ops - last.rerun_ops} ops re-run there "
+                                 f"(failovers {now.failovers})"))
+        elif lost > 0 and now.fallback == "none":
+            lines.append(failure(self._logger, "ACCEL_FAULT",
+                                 f"crypto engine {now.engine} failed {lost} ops ({now.last_fault}); "
+                                 "no fallback engine is configured, those packets were dropped"))
+        if now.recoveries > last.recoveries:
+            line = (f"crypto engine back on {now.engine} after its health probe passed "
+                    f"(recoveries {now.recoveries})")
+            self._logger.info(line)
+            lines.append(line)
+        self._last = now
+        return lines
 
 
 # ---------------------------------------------------------------- flow tracking (native/src/flows.c)
