@@ -560,7 +560,9 @@ class Gateway:
                     with self.worker.paused():
                         self._retire_sa_counters(peer, "out", self.dp.outbound_id(peer.peer_id))
                         self.dp.add_outbound_sa(peer.peer_id, action.sa, 0)
-                        first_seq = self.dp.next_seq(peer.peer_id)
+                    # A new outbound SA seals from seq 1 (DESIGN.md §3); it takes over with
+                    # the next packet, so next_seq() would still name the old SA's counter.
+                    first_seq = 1
                     session.outbound_installed(action.sa.p3_id, first_seq, now)
                 elif isinstance(action, RemoveInboundSa):
                     peer.live_inbound.discard(action.p3_id)
