@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +162,7 @@ def network(site: Site, family: int) -> ipaddress.IPv4Network | ipaddress.IPv6Ne
     return site.lan4 if family == 4 else site.lan6
 
 
+@contextmanager
 def deployed(topo: Topology, workdir: Path, options: Options, timeout_s: float = 30.0) -> Iterator[Deployment]:
     """Write the configurations, start every daemon, wait until all sessions are up; stop them after."""
     dep = Deployment(topo, workdir, options)
@@ -171,3 +173,13 @@ def deployed(topo: Topology, workdir: Path, options: Options, timeout_s: float =
         yield dep
     finally:
         dep.stop()
+
+
+def wait_for(dep: Deployment, predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Like ``Deployment.wait``, for when a daemon is down on purpose (that one fails on any exited daemon)."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            logs = "\n".join(f"--- site {i} ({d.role})\n{d.log()[-2000:]}" for i, d in dep.daemons.items())
+            raise TimeoutError(f"timed out after {timeout_s:g} s waiting for {what}\n{logs}")
+        time.sleep(0.1)

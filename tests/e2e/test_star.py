@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.root, pytest.mark.netns]
 def star(stale_testbeds_removed: list[str], tmp_path_factory: pytest.TempPathFactory
          ) -> Iterator[tuple[Topology, Deployment]]:
     with Topology.star(3) as topo:
-        for dep in deployed(topo, tmp_path_factory.mktemp("star"), Options()):
+        with deployed(topo, tmp_path_factory.mktemp("star"), Options()) as dep:
             yield topo, dep
 
 

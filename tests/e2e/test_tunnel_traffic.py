@@ -35,7 +35,8 @@ def tunnel(request: pytest.FixtureRequest, topo: Topology, tmp_path_factory: pyt
            ) -> Iterator[Deployment]:
     family, transport = request.param
     workdir: Path = tmp_path_factory.mktemp(f"ipv{family}-{transport}")
-    yield from deployed(topo, workdir, Options(family=family, transport=transport))
+    with deployed(topo, workdir, Options(family=family, transport=transport)) as dep:
+        yield dep
 
 
 def test_ping_crosses_the_tunnel_both_ways(topo: Topology, tunnel: Deployment) -> None:
