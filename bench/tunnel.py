@@ -220,6 +220,15 @@ class P3hw(Path):
                     delta = int(now[side].get(name, 0)) - int(before[side].get(name, 0))
                     if delta:
                         drops[f"{side[-1]}:worker.{name}"] = delta
+            if kind.startswith("UDP"):
+                def moved(side: str, name: str) -> int:
+                    return int(now[side].get(name, 0)) - int(before[side].get(name, 0))
+                # Where in the path the datagrams went (LAN-A -> LAN-B is primary -> secondary).
+                result.notes.append(
+                    f"{kind}: p3hw workers: primary read {moved('worker_a', 'lan_rx_packets'):,} from its TUN and "
+                    f"sent {moved('worker_a', 'wan_tx_packets'):,}; secondary received "
+                    f"{moved('worker_b', 'wan_rx_packets'):,} and wrote {moved('worker_b', 'lan_tx_packets'):,} "
+                    "to its TUN")
             if sessions:
                 result.notes.append(f"{kind}: {sessions} new sessions started (a session was lost)")
             if drops:
