@@ -30,13 +30,14 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
 
-enum { DEFAULT_SLOTS = 1024, DEFAULT_TIMEOUT_US = 100000, IDLE_SPINS = 2000 };
+enum { DEFAULT_SLOTS = 1024, DEFAULT_TIMEOUT_US = 100000, IDLE_POLL_NS = 200000 };
 enum { CPL_OK = 0, CPL_AUTH = 1, CPL_ERROR = 2 };
 
 struct p3_crypto_sa {
@@ -234,7 +235,7 @@ static void *device_main(void *arg)
 {
     struct accel_engine *e = arg;
     struct accel_shared *sh = e->sh;
-    unsigned idle = 0;
+    uint64_t idle_since = 0;
 
     while (!atomic_load(&sh->stop)) {
         uint32_t req = atomic_load_explicit(&sh->reset_req, memory_order_acquire);
@@ -260,7 +261,12 @@ static void *device_main(void *arg)
         atomic_store(&sh->present, 1);
         tail = atomic_load_explicit(&sh->sq_tail, memory_order_acquire);
         if (e->hung || e->dev_head == tail) {
-            if (++idle < IDLE_SPINS)
+            /* Poll the ring for a while (a device polls its doorbell
+             * register), then park until the doorbell rings. */
+            uint64_t t = now_ns();
+            if (!idle_since)
+                idle_since = t;
+            if (t - idle_since < IDLE_POLL_NS)
                 continue;
             /* Park on the doorbell (bounded, so reset and stop are seen). */
             pthread_mutex_lock(&e->bell_lock);
@@ -279,7 +285,7 @@ static void *device_main(void *arg)
             pthread_mutex_unlock(&e->bell_lock);
             continue;
         }
-        idle = 0;
+        idle_since = 0;
         d = e->sq[e->dev_head & e->mask];
         op = d.op;
         fault = device_next_fault(sh);
@@ -373,7 +379,10 @@ static uint16_t accel_enqueue(void *engine, struct p3_crypto_op **ops, uint16_t 
         taken++;
     }
     if (present && taken) {
-        atomic_store_explicit(&e->sh->sq_tail, e->sq_next, memory_order_release);
+        /* seq_cst store then load, and the device does the same on
+         * sleeping then sq_tail (Dekker): one of the two sees the other, so
+         * a doorbell is never lost. */
+        atomic_store(&e->sh->sq_tail, e->sq_next);
         if (atomic_load(&e->sh->sleeping)) {       /* the doorbell */
             pthread_mutex_lock(&e->bell_lock);
             pthread_cond_signal(&e->bell);
@@ -426,6 +435,8 @@ static uint16_t accel_dequeue(void *engine, struct p3_crypto_op **ops, uint16_t 
         }
         break;
     }
+    if (!given && e->head != e->tail)
+        sched_yield();      /* waiting on the device: let its thread have this core if it shares it */
     return given;
 }
 
