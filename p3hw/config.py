@@ -52,6 +52,10 @@ DEFAULT_CIPHER = "gcm"
 DEFAULT_PFS = 1
 #: A token failure stops key generation unless software keys are allowed (docs/hardware.md).
 DEFAULT_KEY_FALLBACK = "none"
+#: Crypto engine of the dataplane and what takes over when it fails (docs/engines.md).
+CRYPTO_ENGINES = ("aesni", "accel-sim")
+DEFAULT_CRYPTO_ENGINE = "aesni"
+DEFAULT_CRYPTO_FALLBACK = "aesni"
 #: PKCS#11 v2.40 §3.2 CK_TOKEN_INFO: a token label is 32 octets, blank padded.
 MAX_TOKEN_LABEL_BYTES = 32
 #: Largest value accepted for any period in seconds (one year).
@@ -295,6 +299,12 @@ LOCAL_KEYWORDS: dict[str, Keyword] = {k.name: k for k in (
             PRIMARY_ONLY, extension=True),
     Keyword("hardware_rng", "hardware_rng", _choice("pkcs11", "cpu", fold_case=True), None, PRIMARY_ONLY,
             extension=True),
+    # The dataplane's crypto engine and its fallback (docs/engines.md): each
+    # gateway runs its own dataplane, so both roles choose.
+    Keyword("crypto_engine", "crypto_engine", _choice(*CRYPTO_ENGINES, fold_case=True), DEFAULT_CRYPTO_ENGINE,
+            BOTH, extension=True),
+    Keyword("crypto_fallback", "crypto_fallback", _choice("aesni", "none", fold_case=True),
+            DEFAULT_CRYPTO_FALLBACK, BOTH, extension=True),
 )}
 
 #: Remote section (Appendix A 1 and 2, plus extensions). subnet/mask take an index.
@@ -371,6 +381,8 @@ class LocalHost:
     key_fallback: str = DEFAULT_KEY_FALLBACK
     #: "pkcs11" when a module is configured, else "cpu" (RDSEED/RDRAND)
     hardware_rng: str = "cpu"
+    crypto_engine: str = DEFAULT_CRYPTO_ENGINE
+    crypto_fallback: str = DEFAULT_CRYPTO_FALLBACK
     origins: dict[str, Origin] = field(default_factory=dict, repr=False, compare=False)
 
     def origin(self, attr: str) -> Origin:
@@ -414,7 +426,7 @@ class RemoteHost:
 _LOCAL_ATTRS = ("ip", "address", "port", "key_generation", "rekey_wait_s", "array_size", "data_array_time_s",
                 "control_array_time_s", "heartbeat_time_s", "heartbeat_fail_s", "cluster_state", "load_balance",
                 "transport", "interface", "admin_socket", "admin_store", "metrics_port", "log_facility", "pkcs11_module", "pkcs11_token",
-                "pkcs11_pin_file", "key_fallback", "hardware_rng")
+                "pkcs11_pin_file", "key_fallback", "hardware_rng", "crypto_engine", "crypto_fallback")
 _REMOTE_ATTRS = ("ip", "address", "port", "key_type", "cipher", "pfs", "psk_file", "rekey_wait_s",
                  "array_size", "data_array_time_s", "control_array_time_s", "heartbeat_time_s", "heartbeat_fail_s")
 _ATTR_TO_LOCAL_KEYWORD = {k.attr: k.name for k in LOCAL_KEYWORDS.values()}
@@ -874,6 +886,11 @@ class _Parser:
             take(attr, getattr(local, attr), local.origin(attr))  # default -> local -> remote
 
         ok = True
+        if local.crypto_engine == "accel-sim" and resolved["cipher"] != "gcm":
+            self.error(origins["cipher"].line or first_line, "CONFIG_VALUE_OUT_OF_RANGE",
+                       f"remote {remote_id} uses {resolved['cipher']} but crypto_engine = accel-sim does AES-GCM only",
+                       "use cipher = gcm for this remote, or crypto_engine = aesni (docs/engines.md)")
+            ok = False
         address: Address = resolved["address"]
         ip_line = origins["ip"].line or first_line
         if resolved["ip"] != local.ip:
