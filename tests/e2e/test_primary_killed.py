@@ -59,12 +59,12 @@ def aftermath(stale_testbeds_removed: list[str], tmp_path_factory: pytest.TempPa
             port = next_port()
             server = Traffic(in_ns(topo, a.lan_ns), ["tcp-echo", "--port", str(port)])
             client = Traffic(in_ns(topo, b.lan_ns), ["tcp-hold", "--to", host(a, 4), "--port", str(port),
-                                                     "--timeout-s", "60"], ready="CONNECTED")
+                                                     "--timeout-s", "30"], ready="CONNECTED")
             # Let the secondary see the flow both ways, and the primary's CONFIG
             # (heartbeat timers) arrive, before the kill.
             time.sleep(0.5)
             dep.stop_daemon(0, signal.SIGKILL)
-            held = client.result(90)
+            held = client.result(60)
             secondary = dep.daemons[1]
             wait_for(dep, lambda: "terminated enterprise connections" in secondary.log()
                      and "P3-E500" in secondary.log(), 30, "the secondary to log the loss")
