@@ -32,6 +32,7 @@ lint: bootstrap
 	@$(MAKE) -s -C native strict
 
 bench: build
+	@bash packaging/bench-deps.sh
 	@$(PY) -m p3hw.cli bench all
 
 demo: build

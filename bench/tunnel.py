@@ -41,14 +41,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from p3hw.commands.bench import write_section
 from p3hw.reasons import P3Error
 from p3hw.simulators.deployment import Deployment, Options
 from p3hw.simulators.netns import Topology
 
 BENCH_DIR = pathlib.Path(__file__).resolve().parent
 PEERS_DIR = BENCH_DIR / "peers"
-RESULTS = BENCH_DIR / "results.md"
-BEGIN, END = "<!-- bench:tunnel:begin -->", "<!-- bench:tunnel:end -->"
 
 #: Inner MTU of every tunnel here: p3hw's TUN (runtime/gateway.py TUN_MTU),
 #: charon's fixed kernel-libipsec MTU, and OpenVPN's tun-mtu set to match.
@@ -647,19 +646,6 @@ def render(results: list[Result], tcp_seconds: int, udp_seconds: int, udp_rates:
     return "\n".join(lines)
 
 
-def write_section(text: str, path: pathlib.Path = RESULTS) -> None:
-    """Replace (or append) this suite's section of bench/results.md; other sections stay as they are."""
-    block = f"{BEGIN}\n{text}\n{END}"
-    old = path.read_text() if path.exists() else "# p3hw benchmark results\n"
-    if BEGIN in old and END in old:
-        before, rest = old.split(BEGIN, 1)
-        after = rest.split(END, 1)[1]
-        new = before + block + after
-    else:
-        new = old.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(new)
-
-
 def _versions() -> dict[str, str]:
     def first_line(argv: list[str]) -> str:
         try:
@@ -710,7 +696,7 @@ def run(tcp_seconds: int = 10, udp_seconds: int = 10, udp_rates: tuple[int, ...]
     else:
         shutil.rmtree(workdir, ignore_errors=True)    # configs, keys and logs of a clean run
     if write:
-        write_section(text)
+        write_section("tunnel", text)
     return results
 
 
