@@ -112,7 +112,10 @@ SessionAction = (
 
 
 class Session:
-    def __init__(self, config: SessionConfig, keys: SessionKeys, key_source: KeySource, now: float) -> None:
+    def __init__(self, config: SessionConfig, keys: SessionKeys, key_source: KeySource, now: float,
+                 id_allocator: IdAllocator | None = None) -> None:
+        """*id_allocator* gives this side's new inbound P3 IDs; a gateway with many
+        sessions in one dataplane passes one that keeps IDs unique across them."""
         if config.role not in _ROLE_CODES:
             raise P3Error("DP_BAD_ARGUMENT", f"session role must be primary or secondary, not {config.role!r}")
         self.config = config
@@ -124,7 +127,7 @@ class Session:
         )
         self.liveness = Liveness(now, config.heartbeat_time_s, config.heartbeat_fail_s)
         self.key_source = key_source
-        inbound_ids = IdAllocator(keys.inbound.p3_id)
+        inbound_ids = id_allocator or IdAllocator(keys.inbound.p3_id)
         self._events: list[SessionAction] = []
         self._heartbeat_echo = 0
         self._array_generation = {ArrayKind.DATA: 0, ArrayKind.CONTROL: 0}

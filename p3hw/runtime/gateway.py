@@ -92,6 +92,7 @@ class PeerState:
     done_out: list[int] = field(default_factory=lambda: [0, 0])
     losses: list[str] = field(default_factory=list)
     live_inbound: set[int] = field(default_factory=set)
+    used_p3_ids: set[int] = field(default_factory=set)
 
     @property
     def rekeys_completed(self) -> int:
@@ -110,6 +111,16 @@ class PeerState:
         if self.recovery is not None and self.recovery.reconnect_at_s is not None:
             return "waiting"
         return "down"
+
+
+class _PeerIds:
+    """The session's inbound P3 ID allocator: random, unique in the gateway, never reused in the session."""
+
+    def __init__(self, gateway: Gateway, peer: PeerState) -> None:
+        self.gateway, self.peer = gateway, peer
+
+    def allocate(self) -> int:
+        return self.gateway._allocate_p3_id(self.peer.used_p3_ids)
 
 
 class Gateway:
@@ -139,7 +150,9 @@ class Gateway:
         self.udp = None
         self.esp = None
         self._kernel_routes: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
-        self._used_p3_ids: set[int] = set()
+        # Inbound P3 IDs live in this gateway's dataplane: one table for every
+        # session, so an ID must be unique across sessions (DESIGN.md §3).
+        self._live_p3_ids: set[int] = set()
 
     # ------------------------------------------------------------ set-up
 
@@ -408,11 +421,15 @@ class Gateway:
                           hint=f"add '{remote.id}/psk_file = PATH' (a mode 0600 file)")
         return read_psk(remote.psk_file)
 
-    def _allocate_p3_id(self) -> int:
+    def _allocate_p3_id(self, used_in_session: set[int] | None = None) -> int:
+        """A random inbound P3 ID no live session holds and (given its set) this session never had."""
         while True:
             candidate = int.from_bytes(os.urandom(4), "big")
-            if candidate and candidate not in self._used_p3_ids:
-                self._used_p3_ids.add(candidate)
+            if candidate and candidate not in self._live_p3_ids and (
+                    used_in_session is None or candidate not in used_in_session):
+                self._live_p3_ids.add(candidate)
+                if used_in_session is not None:
+                    used_in_session.add(candidate)
                 return candidate
 
     def _start_handshake(self, peer: PeerState, now: float) -> None:
@@ -498,6 +515,8 @@ class Gateway:
             self.dp.install_session(peer.peer_id, keys)
         peer.in_dataplane = True
         peer.live_inbound = {keys.inbound.p3_id}
+        peer.used_p3_ids = {keys.inbound.p3_id}
+        self._live_p3_ids.add(keys.inbound.p3_id)
         peer.session = Session(
             SessionConfig(
                 role=self.role, cipher=event.data_cipher, local_address=self.local_address,
@@ -511,7 +530,7 @@ class Gateway:
                 peer_address=str(remote.address), heartbeat_time_s=remote.heartbeat_time_s,
                 heartbeat_fail_s=remote.heartbeat_fail_s,
             ),
-            keys, self.key_source, now,
+            keys, self.key_source, now, id_allocator=_PeerIds(self, peer),
         )
         peer.established_at = now
         peer.sessions_started += 1
@@ -566,6 +585,7 @@ class Gateway:
                     session.outbound_installed(action.sa.p3_id, first_seq, now)
                 elif isinstance(action, RemoveInboundSa):
                     peer.live_inbound.discard(action.p3_id)
+                    self._live_p3_ids.discard(action.p3_id)
                     with self.worker.paused():
                         self._retire_sa_counters(peer, "in", action.p3_id)
                         try:
@@ -652,6 +672,7 @@ class Gateway:
                 self._retire_sa_counters(peer, "in", p3_id)
             self._retire_sa_counters(peer, "out", self.dp.outbound_id(peer.peer_id))
             self.dp.remove_peer(peer.peer_id)
+        self._live_p3_ids.difference_update(peer.live_inbound)
         peer.live_inbound = set()
         peer.in_dataplane = False
 
