@@ -402,13 +402,19 @@ class Dataplane:
             fallback_ops=int(raw.fallback_ops), faults=faults, forged_opens=int(raw.forged_opens))
 
     def inject_fault(self, fault: str, after_ops: int = 0, count: int = 1) -> None:
-        """Accelerator simulator only: after *after_ops* good ops, the next *count* ops get *fault*
+        """Lookaside engines (accel-sim, pkcs11): after *after_ops* good ops, the next *count* ops get *fault*
         (``gone``: the device is gone until ``inject_fault("none")``)."""
         if fault not in FAULT_IDS:
             raise P3Error("DP_BAD_ARGUMENT", f"unknown fault {fault!r} ({', '.join(FAULT_IDS)})")
         if not (0 <= after_ops <= 0xFFFFFFFF and 0 <= count <= 0xFFFFFFFF):
             raise P3Error("DP_BAD_ARGUMENT", "after_ops and count are 32-bit counts")
         check(self._lib.p3dp_accel_inject(self.ctx, FAULT_IDS[fault], after_ops, count), f"inject {fault}")
+
+    def pkcs11_sealed_keys(self) -> tuple[int, int]:
+        """PKCS#11 engine: (SA keys that are sensitive, non-extractable token objects, all SA keys)."""
+        sealed, total = self._ffi.new("uint32_t *"), self._ffi.new("uint32_t *")
+        check(self._lib.p3dp_pkcs11_sealed_keys(self.ctx, sealed, total), "pkcs11 key check")
+        return int(sealed[0]), int(total[0])
 
     # -- configuration
 

@@ -43,7 +43,9 @@ enum { CPL_OK = 0, CPL_AUTH = 1, CPL_ERROR = 2 };
 struct p3_crypto_sa {
     uint32_t cipher;
     int direction;
-    EVP_CIPHER_CTX *cipher_ctx;   /* the device's session: keyed once at install */
+    EVP_CIPHER_CTX *cipher_ctx;   /* the simulated device's session: keyed once at install */
+    unsigned long token_key;      /* PKCS#11: the key object in the token */
+    int has_token_key;
     uint8_t salt[4];
 };
 
@@ -82,6 +84,7 @@ struct accel_pending {
 };
 
 struct accel_engine {
+    struct p3_p11 *token;         /* PKCS#11 engine: the token does the crypto; NULL: simulated */
     struct accel_shared *sh;
     struct accel_desc *sq;        /* in the shared region */
     struct accel_cpl *cq;
@@ -157,7 +160,7 @@ static void put_be64(uint8_t *p, uint64_t v)
 
 /* RFC 4106 AES-GCM on the device's session; tag_flip flips a bit of the tag
  * the device read (the corrupted-input fault). Returns CPL_*. */
-static uint32_t device_gcm(struct p3_crypto_op *op, int tag_flip)
+static uint32_t device_gcm(struct accel_engine *e, struct p3_crypto_op *op, int tag_flip)
 {
     EVP_CIPHER_CTX *c = op->sa->cipher_ctx;
     uint8_t iv[12], tag[16], last[16];
@@ -167,6 +170,10 @@ static uint32_t device_gcm(struct p3_crypto_op *op, int tag_flip)
         return CPL_ERROR;
     memcpy(iv, op->sa->salt, 4);
     put_be64(iv + 4, op->seq);
+    if (e->token) {
+        int rc = p3_p11_gcm(e->token, op->sa->token_key, iv, op, tag_flip);
+        return rc == 0 ? CPL_OK : rc == -202 ? CPL_AUTH : CPL_ERROR;
+    }
     if (!EVP_CipherInit_ex(c, NULL, NULL, NULL, iv, -1))
         return CPL_ERROR;
     if (op->op == P3_CRYPTO_OPEN) {
@@ -310,7 +317,7 @@ static void *device_main(void *arg)
             e->cq[e->dev_head & e->mask].checksum = 0;
         } else {
             int flip_tag = fault == P3_FAULT_CORRUPT && op->op == P3_CRYPTO_OPEN;
-            code = device_gcm(op, flip_tag);
+            code = device_gcm(e, op, flip_tag);
             e->cq[e->dev_head & e->mask].checksum = code == CPL_OK ? op_checksum(op) : 0;
             if (fault == P3_FAULT_CORRUPT && op->op == P3_CRYPTO_SEAL && op->nseg)
                 op->seg[0].dst[op->seg[0].len / 2] ^= 0x04;   /* after the checksum: a bad DMA write */
@@ -442,9 +449,11 @@ static uint16_t accel_dequeue(void *engine, struct p3_crypto_op **ops, uint16_t 
 
 static void accel_sa_free(void *engine, struct p3_crypto_sa *sa)
 {
-    (void)engine;
+    struct accel_engine *e = engine;
     if (!sa)
         return;
+    if (sa->has_token_key)
+        p3_p11_key_free(e->token, sa->token_key);   /* destroyed in the token */
     EVP_CIPHER_CTX_free(sa->cipher_ctx);   /* cleanses the expanded key */
     OPENSSL_cleanse(sa, sizeof(*sa));
     free(sa);
@@ -458,9 +467,9 @@ static struct p3_crypto_sa *accel_sa_new(void *engine, uint32_t cipher, int dire
     const EVP_CIPHER *evp = cipher == P3DP_AES_128_GCM ? EVP_aes_128_gcm()
                           : cipher == P3DP_AES_256_GCM ? EVP_aes_256_gcm() : NULL;
     int enc = direction == P3_CRYPTO_SEAL;
+    struct accel_engine *e = engine;
     struct p3_crypto_sa *sa;
 
-    (void)engine;
     (void)auth_key;
     if (!evp || (direction != P3_CRYPTO_SEAL && direction != P3_CRYPTO_OPEN))
         return NULL;
@@ -470,6 +479,15 @@ static struct p3_crypto_sa *accel_sa_new(void *engine, uint32_t cipher, int dire
     sa->cipher = cipher;
     sa->direction = direction;
     memcpy(sa->salt, salt, 4);
+    if (e->token) {
+        /* The key goes into the token and nowhere else on this side. */
+        if (p3_p11_key_new(e->token, key, cipher == P3DP_AES_256_GCM ? 32 : 16, enc, &sa->token_key)) {
+            free(sa);
+            return NULL;
+        }
+        sa->has_token_key = 1;
+        return sa;
+    }
     sa->cipher_ctx = EVP_CIPHER_CTX_new();
     if (!sa->cipher_ctx || !EVP_CipherInit_ex(sa->cipher_ctx, evp, NULL, key, NULL, enc)) {
         accel_sa_free(engine, sa);
@@ -520,6 +538,7 @@ static void accel_engine_free(void *engine)
         pthread_join(e->thread, NULL);
     }
     accel_sa_free(e, e->kat_sa);
+    p3_p11_close(e->token);
     if (e->sh) {
         pthread_mutex_destroy(&e->sh->fault_lock);
         munmap(e->sh, e->region_bytes);
@@ -546,18 +565,23 @@ static int kat_reference(const uint8_t *key, const uint8_t *salt, const uint8_t 
     return ok ? 0 : -1;
 }
 
-void *p3_accel_engine_new(const struct p3dp_engine_params *params)
+static void *engine_new(const struct p3dp_engine_params *params, struct p3_p11 *token)
 {
     static const uint8_t kat_key[16] = { 0x50, 0x33, 0x2d, 0x4b, 0x41, 0x54, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 };
     static const uint8_t kat_salt[4] = { 0xca, 0xfe, 0xba, 0xbe };
     struct accel_engine *e;
     uint32_t slots = params && params->ring_slots ? params->ring_slots : DEFAULT_SLOTS;
 
-    if (slots < 2 || slots > 65536 || (slots & (slots - 1)))
+    if (slots < 2 || slots > 65536 || (slots & (slots - 1))) {
+        p3_p11_close(token);
         return NULL;
+    }
     e = calloc(1, sizeof(*e));
-    if (!e)
+    if (!e) {
+        p3_p11_close(token);
         return NULL;
+    }
+    e->token = token;
     pthread_mutex_init(&e->bell_lock, NULL);
     pthread_cond_init(&e->bell, NULL);
     e->slots = slots;
@@ -590,6 +614,34 @@ void *p3_accel_engine_new(const struct p3dp_engine_params *params)
     return e;
 }
 
+void *p3_accel_engine_new(const struct p3dp_engine_params *params)
+{
+    return engine_new(params, NULL);
+}
+
+void *p3_pkcs11_engine_new(const struct p3dp_engine_params *params, int *err)
+{
+    struct p3_p11 *token;
+    void *e;
+    if (!params) {
+        *err = -600;
+        return NULL;
+    }
+    token = p3_p11_open(params->module_path, params->token_label, params->pin, err);
+    if (!token)
+        return NULL;
+    e = engine_new(params, token);
+    if (!e)
+        *err = -603;
+    return e;
+}
+
+int p3_pkcs11_sa_sealed_in(void *engine, struct p3_crypto_sa *sa)
+{
+    struct accel_engine *e = engine;
+    return e->token && sa && sa->has_token_key && p3_p11_key_sealed_in(e->token, sa->token_key);
+}
+
 void p3_accel_inject(void *engine, uint32_t fault, uint32_t after_ops, uint32_t count)
 {
     struct accel_engine *e = engine;
@@ -606,6 +658,16 @@ void p3_accel_inject(void *engine, uint32_t fault, uint32_t after_ops, uint32_t 
             nap_us(50);
     }
 }
+
+const struct p3_crypto_engine p3_pkcs11_engine = {
+    .name = "pkcs11",
+    .sa_new = accel_sa_new,
+    .sa_free = accel_sa_free,
+    .enqueue = accel_enqueue,
+    .dequeue = accel_dequeue,
+    .engine_free = accel_engine_free,
+    .health = accel_health,
+};
 
 const struct p3_crypto_engine p3_accel_engine = {
     .name = "accel-sim",

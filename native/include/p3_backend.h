@@ -84,6 +84,25 @@ void *p3_accel_engine_new(const struct p3dp_engine_params *params);
 void p3_accel_inject(void *engine, uint32_t fault, uint32_t after_ops, uint32_t count);
 extern const struct p3_crypto_engine p3_accel_engine;
 
+/* The PKCS#11 engine (docs/engines.md): the same lookaside driver and worker
+ * thread as the simulator, the crypto done by a token through C_Encrypt /
+ * C_Decrypt with CKM_AES_GCM. NULL with *err = -600 (module), -601 (PIN),
+ * -602 (token), -603 (operation) or -211 (not built in). */
+void *p3_pkcs11_engine_new(const struct p3dp_engine_params *params, int *err);
+extern const struct p3_crypto_engine p3_pkcs11_engine;
+/* 1 when the SA's key is a sensitive, non-extractable token object, else 0. */
+int p3_pkcs11_sa_sealed_in(void *engine, struct p3_crypto_sa *sa);
+
+/* The token side (backends/pkcs11_engine/pkcs11_engine.c). */
+struct p3_p11;
+struct p3_p11 *p3_p11_open(const char *module, const char *label, const char *pin, int *err);
+void p3_p11_close(struct p3_p11 *t);
+int p3_p11_key_new(struct p3_p11 *t, const uint8_t *key, size_t len, int encrypt, unsigned long *handle);
+void p3_p11_key_free(struct p3_p11 *t, unsigned long handle);
+int p3_p11_key_sealed_in(struct p3_p11 *t, unsigned long handle);
+int p3_p11_gcm(struct p3_p11 *t, unsigned long handle, const uint8_t *iv, struct p3_crypto_op *op,
+               int tag_flip);
+
 /* The AES-NI engine (backends/aesni/aesni.c): OpenSSL EVP, synchronous.
  * scratch_bytes sizes its bounce buffer for ciphers that need one contiguous
  * stream (CCM). Returns the engine state for the vtable's calls. */

@@ -429,9 +429,13 @@ typedef struct p3dp_engine_status {
  * when it was not built in, pkcs11: -600..-603. */
 int p3dp_ctx_set_engine(p3dp_ctx *ctx, uint32_t engine, const p3dp_engine_params *params, uint32_t fallback);
 void p3dp_ctx_engine_status(const p3dp_ctx *ctx, p3dp_engine_status *out);
-/* Accelerator simulator only (-214 otherwise): after after_ops good ops, the
+/* Lookaside engines only (accel-sim, pkcs11; -214 otherwise): after after_ops good ops, the
  * next count ops get fault (P3DP_FAULT_GONE: gone until FAULT_NONE is armed). */
 int p3dp_accel_inject(p3dp_ctx *ctx, uint32_t fault, uint32_t after_ops, uint32_t count);
+/* PKCS#11 engine only (-214 otherwise): of the context's *total SA keys,
+ * *sealed are token objects with CKA_SENSITIVE true and CKA_EXTRACTABLE
+ * false whose CKA_VALUE the token refuses to read out. */
+int p3dp_pkcs11_sealed_keys(const p3dp_ctx *ctx, uint32_t *sealed, uint32_t *total);
 
 /* P3DP_CDEF_END */
 

@@ -576,6 +576,12 @@ static int engine_start(uint32_t kind, const p3dp_engine_params *params,
         *engine = &p3_accel_engine;
         *state = p3_accel_engine_new(params);
         return *state ? 0 : -215;
+    case P3DP_ENGINE_PKCS11: {
+        int err = -603;
+        *engine = &p3_pkcs11_engine;
+        *state = p3_pkcs11_engine_new(params, &err);
+        return *state ? 0 : err;
+    }
     default:
         return -211;
     }
@@ -626,7 +632,8 @@ void p3dp_ctx_engine_status(const p3dp_ctx *ctx, p3dp_engine_status *out)
 
 int p3dp_accel_inject(p3dp_ctx *ctx, uint32_t fault, uint32_t after_ops, uint32_t count)
 {
-    if (!ctx || ctx->engine != &p3_accel_engine || fault > P3DP_FAULT_GONE)
+    if (!ctx || (ctx->engine != &p3_accel_engine && ctx->engine != &p3_pkcs11_engine) ||
+        fault > P3DP_FAULT_GONE)
         return -214;
     p3_accel_inject(ctx->engine_state, fault, after_ops, count);
     return 0;
@@ -660,4 +667,30 @@ void p3dp_engine_poll(p3dp_ctx *ctx)
     } else {
         ctx->next_probe_ms = t + ctx->recover_ms;
     }
+}
+
+int p3dp_pkcs11_sealed_keys(const p3dp_ctx *ctx, uint32_t *sealed, uint32_t *total)
+{
+    uint32_t s = 0, n = 0;
+    if (!ctx || ctx->engine != &p3_pkcs11_engine)
+        return -214;
+    for (uint32_t i = 0; i < ctx->max_sas; i++)
+        if (ctx->in_sas[i].in_use) {
+            n++;
+            s += (uint32_t)p3_pkcs11_sa_sealed_in(ctx->engine_state, ctx->in_sas[i].crypto);
+        }
+    for (uint32_t i = 0; i < ctx->max_peers; i++) {
+        const struct p3dp_peer *peer = &ctx->peers[i];
+        const struct p3dp_sa *out[2] = { peer->out_current, peer->out_pending };
+        if (!peer->in_use)
+            continue;
+        for (int k = 0; k < 2; k++)
+            if (out[k]) {
+                n++;
+                s += (uint32_t)p3_pkcs11_sa_sealed_in(ctx->engine_state, out[k]->crypto);
+            }
+    }
+    *sealed = s;
+    *total = n;
+    return 0;
 }

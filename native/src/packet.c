@@ -462,8 +462,8 @@ static void run_on_fallback(p3dp_ctx *ctx, struct p3_crypto_op *op, int sealing)
  * the packet is not lost. A seal frame is written again first (an in-place
  * engine may have left anything there); the same key, seq and plaintext give
  * the same ciphertext, and the engine's output was never sent. An open that
- * failed authentication on the engine is only a forgery if the fallback
- * agrees; if the fallback opens it, the engine corrupted it. */
+ * failed on the engine is only a forgery if the fallback agrees; if the
+ * fallback opens it, the engine corrupted it. */
 static void rerun_on_fallback(p3dp_ctx *ctx, struct p3_crypto_op *op, int sealing)
 {
     int engine_rc = op->status;
@@ -473,13 +473,15 @@ static void rerun_on_fallback(p3dp_ctx *ctx, struct p3_crypto_op *op, int sealin
         seal_write_frame(op->user);
     run_on_fallback(ctx, op, sealing);
     ctx->engine_status.rerun_ops++;
-    if (engine_rc == -202) {
-        if (op->status == -202) {
-            ctx->engine_status.forged_opens++;
-            return;
-        }
-        fault = P3_FAULT_CORRUPT;
+    if (!sealing && op->status == -202) {
+        /* The fallback says forged: it is, whatever the engine said. Not
+         * blamed on the engine, so forged packets cannot push traffic off
+         * it (a token may report a bad tag as a general error). */
+        ctx->engine_status.forged_opens++;
+        return;
     }
+    if (engine_rc == -202)
+        fault = P3_FAULT_CORRUPT;
     p3dp_engine_fault(ctx, fault ? fault : P3_FAULT_ERROR);
 }
 

@@ -1,0 +1,313 @@
+/*
+ * pkcs11_engine.c — the token side of the PKCS#11 crypto engine
+ * (docs/engines.md): a PKCS#11 module loaded with dlopen, the SA keys as
+ * session objects that cannot leave the token (CKA_SENSITIVE true,
+ * CKA_EXTRACTABLE false), and AES-GCM seal/open with C_Encrypt / C_Decrypt
+ * and CKM_AES_GCM (PKCS#11 v2.40 §2.10.x: CK_GCM_PARAMS, output =
+ * ciphertext ‖ tag).
+ *
+ * The ring, the worker thread that makes the calls (so the packet worker
+ * never blocks in the token), faults and failover are the lookaside driver
+ * of backends/accel/accel.c; this file only talks to the token.
+ *
+ * Two sessions: one for key objects (the control path, under a mutex) and
+ * one for crypto (only the engine's worker thread). The module is initialized
+ * with CKF_OS_LOCKING_OK; if the process had already initialized it (the
+ * key source, python-pkcs11), it is left initialized at close.
+ */
+#include "p3dp.h"
+#include "p3_backend.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__has_include)
+#if __has_include(<p11-kit-1/p11-kit/pkcs11.h>)
+#define P3_HAVE_PKCS11 1
+#endif
+#endif
+
+#ifdef P3_HAVE_PKCS11
+
+#include <dlfcn.h>
+#include <openssl/crypto.h>
+#include <p11-kit-1/p11-kit/pkcs11.h>
+#include <pthread.h>
+
+struct p3_p11 {
+    void *lib;
+    CK_FUNCTION_LIST_PTR f;
+    CK_SESSION_HANDLE admin, crypto;
+    int admin_open, crypto_open, finalize_at_close;
+    pthread_mutex_t admin_lock;
+    uint8_t *in, *out;            /* the worker thread's gather/scatter buffers */
+    size_t room;
+};
+
+static int pin_error(CK_RV rv)
+{
+    return rv == CKR_PIN_INCORRECT || rv == CKR_PIN_LOCKED || rv == CKR_PIN_INVALID ||
+           rv == CKR_PIN_LEN_RANGE || rv == CKR_PIN_EXPIRED;
+}
+
+void p3_p11_close(struct p3_p11 *t)
+{
+    if (!t)
+        return;
+    if (t->f) {
+        if (t->crypto_open)
+            t->f->C_CloseSession(t->crypto);
+        if (t->admin_open) {
+            t->f->C_Logout(t->admin);
+            t->f->C_CloseSession(t->admin);
+        }
+        if (t->finalize_at_close)
+            t->f->C_Finalize(NULL);
+    }
+    if (t->lib)
+        dlclose(t->lib);
+    if (t->in)
+        OPENSSL_cleanse(t->in, t->room);
+    if (t->out)
+        OPENSSL_cleanse(t->out, t->room);
+    free(t->in);
+    free(t->out);
+    pthread_mutex_destroy(&t->admin_lock);
+    free(t);
+}
+
+/* The slot whose token carries this label (CK_TOKEN_INFO.label is 32
+ * octets, blank padded), or -602. */
+static int find_slot(struct p3_p11 *t, const char *label, CK_SLOT_ID *slot)
+{
+    CK_SLOT_ID slots[64];
+    CK_ULONG n = 64;
+    char want[32];
+    size_t len = strlen(label);
+
+    if (len > 32 || t->f->C_GetSlotList(CK_TRUE, slots, &n) != CKR_OK)
+        return -602;
+    memset(want, ' ', sizeof(want));
+    memcpy(want, label, len);
+    for (CK_ULONG i = 0; i < n && i < 64; i++) {
+        CK_TOKEN_INFO info;
+        if (t->f->C_GetTokenInfo(slots[i], &info) == CKR_OK && memcmp(info.label, want, 32) == 0) {
+            *slot = slots[i];
+            return 0;
+        }
+    }
+    return -602;
+}
+
+struct p3_p11 *p3_p11_open(const char *module, const char *label, const char *pin, int *err)
+{
+    struct p3_p11 *t = calloc(1, sizeof(*t));
+    CK_C_GetFunctionList get_list;
+    CK_C_INITIALIZE_ARGS args;
+    CK_SLOT_ID slot = 0;
+    CK_RV rv;
+
+    *err = -603;
+    if (!t)
+        return NULL;
+    pthread_mutex_init(&t->admin_lock, NULL);
+    if (!module || !*module || !label || !pin) {
+        *err = -600;
+        goto fail;
+    }
+    t->room = P3DP_MAX_FRAME_BYTES + 64;
+    t->in = malloc(t->room);
+    t->out = malloc(t->room);
+    if (!t->in || !t->out)
+        goto fail;
+    /* doctor and the config check verify the ELF exports first; here a
+     * wrong file is still only an error, never a crash. */
+    t->lib = dlopen(module, RTLD_NOW | RTLD_LOCAL);
+    *err = -600;
+    if (!t->lib)
+        goto fail;
+    get_list = (CK_C_GetFunctionList)(uintptr_t)dlsym(t->lib, "C_GetFunctionList");
+    if (!get_list || get_list(&t->f) != CKR_OK || !t->f) {
+        t->f = NULL;
+        goto fail;
+    }
+    memset(&args, 0, sizeof(args));
+    args.flags = CKF_OS_LOCKING_OK;
+    rv = t->f->C_Initialize(&args);
+    if (rv == CKR_OK)
+        t->finalize_at_close = 1;
+    else if (rv != CKR_CRYPTOKI_ALREADY_INITIALIZED)
+        goto fail;
+    if ((*err = find_slot(t, label, &slot)) != 0)
+        goto fail;
+    *err = -603;
+    if (t->f->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &t->admin) != CKR_OK)
+        goto fail;
+    t->admin_open = 1;
+    if (t->f->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &t->crypto) != CKR_OK)
+        goto fail;
+    t->crypto_open = 1;
+    rv = t->f->C_Login(t->admin, CKU_USER, (CK_UTF8CHAR_PTR)(uintptr_t)pin, (CK_ULONG)strlen(pin));
+    if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) {
+        *err = pin_error(rv) ? -601 : -603;
+        goto fail;
+    }
+    *err = 0;
+    return t;
+fail:
+    p3_p11_close(t);
+    return NULL;
+}
+
+/* The SA key as a session object of the token: usable for one direction,
+ * never readable again (CKA_SENSITIVE, CKA_EXTRACTABLE false). */
+int p3_p11_key_new(struct p3_p11 *t, const uint8_t *key, size_t len, int encrypt, unsigned long *handle)
+{
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    CK_KEY_TYPE type = CKK_AES;
+    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+    CK_OBJECT_HANDLE h;
+    CK_ATTRIBUTE tmpl[] = {
+        { CKA_CLASS, &cls, sizeof(cls) },
+        { CKA_KEY_TYPE, &type, sizeof(type) },
+        { CKA_TOKEN, &no, sizeof(no) },
+        { CKA_PRIVATE, &yes, sizeof(yes) },
+        { CKA_SENSITIVE, &yes, sizeof(yes) },
+        { CKA_EXTRACTABLE, &no, sizeof(no) },
+        { CKA_ENCRYPT, encrypt ? &yes : &no, sizeof(yes) },
+        { CKA_DECRYPT, encrypt ? &no : &yes, sizeof(yes) },
+        { CKA_VALUE, (void *)(uintptr_t)key, (CK_ULONG)len },
+    };
+    CK_RV rv;
+
+    pthread_mutex_lock(&t->admin_lock);
+    rv = t->f->C_CreateObject(t->admin, tmpl, sizeof(tmpl) / sizeof(tmpl[0]), &h);
+    pthread_mutex_unlock(&t->admin_lock);
+    if (rv != CKR_OK)
+        return -603;
+    *handle = h;
+    return 0;
+}
+
+void p3_p11_key_free(struct p3_p11 *t, unsigned long handle)
+{
+    pthread_mutex_lock(&t->admin_lock);
+    t->f->C_DestroyObject(t->admin, handle);
+    pthread_mutex_unlock(&t->admin_lock);
+}
+
+/* Whether the key object's attributes say it cannot leave the token. */
+int p3_p11_key_sealed_in(struct p3_p11 *t, unsigned long handle)
+{
+    CK_BBOOL extractable = CK_TRUE, sensitive = CK_FALSE;
+    CK_ATTRIBUTE q[] = {
+        { CKA_EXTRACTABLE, &extractable, sizeof(extractable) },
+        { CKA_SENSITIVE, &sensitive, sizeof(sensitive) },
+    };
+    uint8_t value[32];
+    CK_ATTRIBUTE v = { CKA_VALUE, value, sizeof(value) };
+    CK_RV rv, rv_value;
+
+    pthread_mutex_lock(&t->admin_lock);
+    rv = t->f->C_GetAttributeValue(t->admin, handle, q, 2);
+    rv_value = t->f->C_GetAttributeValue(t->admin, handle, &v, 1);
+    pthread_mutex_unlock(&t->admin_lock);
+    OPENSSL_cleanse(value, sizeof(value));
+    return rv == CKR_OK && extractable == CK_FALSE && sensitive == CK_TRUE &&
+           rv_value == CKR_ATTRIBUTE_SENSITIVE;
+}
+
+/* One RFC 4106 op in the token, on the worker thread: the segments are
+ * gathered (open: the tag appended, as C_Decrypt wants ciphertext ‖ tag),
+ * the token called, the result scattered back. 0, -202 or -609. tag_flip
+ * is the injected corrupted-input fault (backends/accel/accel.c). */
+int p3_p11_gcm(struct p3_p11 *t, unsigned long handle, const uint8_t *iv, struct p3_crypto_op *op, int tag_flip)
+{
+    CK_GCM_PARAMS gcm;
+    CK_MECHANISM mech = { CKM_AES_GCM, &gcm, sizeof(gcm) };
+    CK_ULONG out_len = (CK_ULONG)t->room;
+    size_t at = 0;
+    CK_RV rv;
+
+    if (op->stream_len + 16 > t->room)
+        return -609;
+    for (unsigned i = 0; i < op->nseg; i++) {
+        memcpy(t->in + at, op->seg[i].src, op->seg[i].len);
+        at += op->seg[i].len;
+    }
+    memset(&gcm, 0, sizeof(gcm));
+    gcm.pIv = (CK_BYTE_PTR)(uintptr_t)iv;
+    gcm.ulIvLen = 12;
+    gcm.ulIvBits = 96;
+    gcm.pAAD = op->aad;
+    gcm.ulAADLen = 16;
+    gcm.ulTagBits = 128;
+    if (op->op == P3_CRYPTO_SEAL) {
+        rv = t->f->C_EncryptInit(t->crypto, &mech, handle);
+        if (rv == CKR_OK)
+            rv = t->f->C_Encrypt(t->crypto, t->in, (CK_ULONG)at, t->out, &out_len);
+        if (rv != CKR_OK || out_len != at + 16)
+            return -609;
+        memcpy(op->tag, t->out + at, 16);
+    } else {
+        memcpy(t->in + at, op->tag, 16);
+        if (tag_flip)
+            t->in[at + 5] ^= 0x10;      /* the simulator's corrupted-input fault */
+        rv = t->f->C_DecryptInit(t->crypto, &mech, handle);
+        if (rv != CKR_OK)
+            return -609;
+        rv = t->f->C_Decrypt(t->crypto, t->in, (CK_ULONG)at + 16, t->out, &out_len);
+        /* A bad tag is CKR_ENCRYPTED_DATA_INVALID in PKCS#11 v3.0 terms, but
+         * SoftHSM2 2.6 says CKR_GENERAL_ERROR: any failed C_Decrypt is an
+         * authentication failure here, and the dataplane confirms it on the
+         * fallback before calling the packet forged (docs/engines.md). */
+        if (rv != CKR_OK)
+            return -202;
+        if (out_len != at)
+            return -609;
+    }
+    at = 0;
+    for (unsigned i = 0; i < op->nseg; i++) {
+        memcpy(op->seg[i].dst, t->out + at, op->seg[i].len);
+        at += op->seg[i].len;
+    }
+    return 0;
+}
+
+#else /* no PKCS#11 header at build time: the engine is compiled out */
+
+struct p3_p11 {
+    int unused;
+};
+
+struct p3_p11 *p3_p11_open(const char *module, const char *label, const char *pin, int *err)
+{
+    (void)module; (void)label; (void)pin;
+    *err = -211;
+    return NULL;
+}
+
+void p3_p11_close(struct p3_p11 *t) { (void)t; }
+
+int p3_p11_key_new(struct p3_p11 *t, const uint8_t *key, size_t len, int encrypt, unsigned long *handle)
+{
+    (void)t; (void)key; (void)len; (void)encrypt; (void)handle;
+    return -211;
+}
+
+void p3_p11_key_free(struct p3_p11 *t, unsigned long handle) { (void)t; (void)handle; }
+
+int p3_p11_key_sealed_in(struct p3_p11 *t, unsigned long handle)
+{
+    (void)t; (void)handle;
+    return 0;
+}
+
+int p3_p11_gcm(struct p3_p11 *t, unsigned long handle, const uint8_t *iv, struct p3_crypto_op *op, int tag_flip)
+{
+    (void)t; (void)handle; (void)iv; (void)op; (void)tag_flip;
+    return -609;
+}
+
+#endif
