@@ -53,7 +53,7 @@ DEFAULT_PFS = 1
 #: A token failure stops key generation unless software keys are allowed (docs/hardware.md).
 DEFAULT_KEY_FALLBACK = "none"
 #: Crypto engine of the dataplane and what takes over when it fails (docs/engines.md).
-CRYPTO_ENGINES = ("aesni", "accel-sim")
+CRYPTO_ENGINES = ("aesni", "accel-sim", "pkcs11")
 DEFAULT_CRYPTO_ENGINE = "aesni"
 DEFAULT_CRYPTO_FALLBACK = "aesni"
 #: PKCS#11 v2.40 §3.2 CK_TOKEN_INFO: a token label is 32 octets, blank padded.
@@ -791,6 +791,12 @@ class _Parser:
             resolved["pkcs11_pin_file"] = self.check_secret_file(resolved["pkcs11_pin_file"], line,
                                                                  "pkcs11_pin_file")
             ok = ok and len(self.errors) == before
+        if resolved["crypto_engine"] == "pkcs11" and module is None and "pkcs11_module" not in values:
+            self.error(origins["crypto_engine"].line or end_line, "CONFIG_MISSING_VALUE",
+                       "crypto_engine = pkcs11 but no pkcs11_module is configured",
+                       "add pkcs11_module, pkcs11_token and the PIN (pkcs11_pin_file or P3HW_PKCS11_PIN); "
+                       "they are primary keywords, so a secondary uses aesni or accel-sim")
+            ok = False
         if resolved["hardware_rng"] is None:
             resolved["hardware_rng"] = "pkcs11" if module is not None else "cpu"
         elif resolved["hardware_rng"] == "pkcs11" and module is None and "pkcs11_module" not in values:
@@ -886,9 +892,10 @@ class _Parser:
             take(attr, getattr(local, attr), local.origin(attr))  # default -> local -> remote
 
         ok = True
-        if local.crypto_engine == "accel-sim" and resolved["cipher"] != "gcm":
+        if local.crypto_engine != "aesni" and resolved["cipher"] != "gcm":
             self.error(origins["cipher"].line or first_line, "CONFIG_VALUE_OUT_OF_RANGE",
-                       f"remote {remote_id} uses {resolved['cipher']} but crypto_engine = accel-sim does AES-GCM only",
+                       f"remote {remote_id} uses {resolved['cipher']} but crypto_engine = {local.crypto_engine} "
+                       "does AES-GCM only",
                        "use cipher = gcm for this remote, or crypto_engine = aesni (docs/engines.md)")
             ok = False
         address: Address = resolved["address"]

@@ -50,3 +50,14 @@ def test_simulator_refuses_a_remote_that_is_not_gcm() -> None:
     assert errors[0].line == 10 and errors[0].reason.name == "CONFIG_VALUE_OUT_OF_RANGE"
     assert "GCM only" in str(errors[0])
     assert parse_config(config() + "1/cipher = ccm\n").remotes[0].cipher == "ccm"   # AES-NI takes any
+
+
+def test_pkcs11_engine_needs_the_token_keywords() -> None:
+    errors = errors_of(config("crypto_engine = pkcs11\n"))
+    assert len(errors) == 1 and errors[0].reason.name == "CONFIG_MISSING_VALUE" and errors[0].line == 5
+    assert "pkcs11_module" in str(errors[0])
+    text = config("key_generation = 2\npkcs11_module = /usr/lib/softhsm/libsofthsm2.so\npkcs11_token = gw\n"
+                  "crypto_engine = pkcs11\n")
+    assert parse_config(text).local.crypto_engine == "pkcs11"
+    secondary = errors_of(config("crypto_engine = pkcs11\n", role="secondary"))
+    assert secondary[0].reason.name == "CONFIG_MISSING_VALUE"
