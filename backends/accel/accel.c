@@ -21,6 +21,11 @@
  * acknowledge at an op boundary, so after it nothing writes into the
  * packets' buffers any more.
  *
+ * The PKCS#11 engine is this driver with a token as the crypto core: the
+ * device thread calls C_Encrypt / C_Decrypt (backends/pkcs11_engine) instead
+ * of OpenSSL, and session create / free put the key into the token and
+ * destroy it there.
+ *
  * Threading: one host thread drives an engine instance (the ctx's owner);
  * the device thread touches an op's buffers only while that op is in flight.
  */
