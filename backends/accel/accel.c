@@ -100,6 +100,7 @@ struct accel_engine {
     struct accel_pending *pend;
     uint32_t head, tail;          /* pending ops, submission order */
     uint32_t sq_next;
+    uint32_t empty_polls;
     /* device side */
     pthread_t thread;
     int thread_started;
@@ -126,20 +127,36 @@ static void nap_us(unsigned us)
     nanosleep(&ts, NULL);
 }
 
-/* FNV-1a over 64-bit words: a cheap completion checksum that catches flipped
- * bits in transit. It is not a MAC: a device computing a wrong result and
- * checksumming it is not caught here (docs/engines.md). */
+/* FNV-1a style over 64-bit words in four independent lanes (the multiply
+ * chains run in parallel), folded at the end: a cheap completion checksum
+ * that catches flipped bits in transit. It is not a MAC: a device computing
+ * a wrong result and checksumming it is not caught here (docs/engines.md). */
 static uint64_t sum_bytes(uint64_t h, const uint8_t *p, size_t len)
 {
+    const uint64_t prime = 0x100000001b3ULL;
+    uint64_t lane[4] = { h, h ^ 0x9e3779b97f4a7c15ULL, h ^ 0xc2b2ae3d27d4eb4fULL, h ^ 0x165667b19e3779f9ULL };
+
+    while (len >= 32) {
+        for (int i = 0; i < 4; i++) {
+            uint64_t w;
+            memcpy(&w, p + 8 * i, 8);
+            lane[i] = (lane[i] ^ w) * prime;
+        }
+        p += 32;
+        len -= 32;
+    }
+    h = lane[0];
+    for (int i = 1; i < 4; i++)
+        h = (h ^ lane[i]) * prime;
     while (len >= 8) {
         uint64_t w;
         memcpy(&w, p, 8);
-        h = (h ^ w) * 0x100000001b3ULL;
+        h = (h ^ w) * prime;
         p += 8;
         len -= 8;
     }
     while (len--)
-        h = (h ^ *p++) * 0x100000001b3ULL;
+        h = (h ^ *p++) * prime;
     return h;
 }
 
@@ -447,8 +464,8 @@ static uint16_t accel_dequeue(void *engine, struct p3_crypto_op **ops, uint16_t 
         }
         break;
     }
-    if (!given && e->head != e->tail)
-        sched_yield();      /* waiting on the device: let its thread have this core if it shares it */
+    if (!given && e->head != e->tail && ++e->empty_polls % 64 == 0)
+        sched_yield();      /* still waiting on the device: let its thread have this core if it shares it */
     return given;
 }
 
