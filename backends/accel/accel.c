@@ -42,7 +42,9 @@
 #include <sys/mman.h>
 #include <time.h>
 
-enum { DEFAULT_SLOTS = 1024, DEFAULT_TIMEOUT_US = 100000, IDLE_POLL_NS = 200000 };
+/* An idle device parks for at most PARK_NS: the doorbell, a reset, stop and
+ * an injected fault all wake it sooner. */
+enum { DEFAULT_SLOTS = 1024, DEFAULT_TIMEOUT_US = 100000, IDLE_POLL_NS = 200000, PARK_NS = 10000000 };
 enum { CPL_OK = 0, CPL_AUTH = 1, CPL_ERROR = 2 };
 
 struct p3_crypto_sa {
@@ -303,7 +305,7 @@ static void *device_main(void *arg)
             if (atomic_load(&sh->sq_tail) == e->dev_head || e->hung) {
                 struct timespec ts;
                 clock_gettime(CLOCK_REALTIME, &ts);
-                ts.tv_nsec += 1000000;
+                ts.tv_nsec += PARK_NS;
                 if (ts.tv_nsec >= 1000000000) {
                     ts.tv_sec++;
                     ts.tv_nsec -= 1000000000;
@@ -674,6 +676,9 @@ void p3_accel_inject(void *engine, uint32_t fault, uint32_t after_ops, uint32_t 
     sh->fault_count = fault == P3_FAULT_NONE ? 0 : (count ? count : 1);
     atomic_store_explicit(&sh->fault_armed, fault != P3_FAULT_NONE, memory_order_release);
     pthread_mutex_unlock(&sh->fault_lock);
+    pthread_mutex_lock(&e->bell_lock);
+    pthread_cond_signal(&e->bell);
+    pthread_mutex_unlock(&e->bell_lock);
     if (fault == P3_FAULT_NONE) {
         /* The device is back: wait until it says so, so the next probe sees it. */
         while (!atomic_load(&sh->present))
