@@ -490,11 +490,30 @@ static int engine_failed_op(const struct p3_crypto_op *op, int sealing)
     return op->status == -609 || op->status == -215 || (!sealing && op->status == -202);
 }
 
-/* Runs the prepared ops through the engine and finishes them in order. With
+/* A lookaside engine gets ops in batches of this many while the rest of the
+ * chunk is still being prepared, so the device and the host overlap. */
+enum { EARLY_BATCH = 16 };
+
+/* Whether ops go to the engine before the chunk is fully prepared. */
+static int enqueue_early(const p3dp_ctx *ctx)
+{
+    return !ctx->on_fallback && ctx->engine->health != NULL;
+}
+
+static uint16_t early_enqueue(p3dp_ctx *ctx, struct p3_crypto_op **ops, uint16_t nops, uint16_t queued)
+{
+    if (nops - queued < EARLY_BATCH)
+        return queued;
+    return (uint16_t)(queued + ctx->engine->enqueue(ctx->engine_state, ops + queued, (uint16_t)(nops - queued)));
+}
+
+/* Runs the prepared ops (the first `queued` already enqueued on the engine
+ * by the prepare loop) through the engine and finishes them in order. With
  * a fallback, an op the engine fails is re-run there before it is finished,
  * and once the engine has failed, the ops not yet given to it go straight to
  * the fallback (after the ones in flight are back, so order holds). */
-static size_t run_ops(p3dp_ctx *ctx, struct p3_crypto_op **ops, uint16_t n, uint32_t flags, int sealing)
+static size_t run_ops(p3dp_ctx *ctx, struct p3_crypto_op **ops, uint16_t n, uint16_t queued, uint32_t flags,
+                      int sealing)
 {
     struct p3_crypto_op *done[P3DP_BURST_CHUNK];
     int on_fallback = ctx->on_fallback;
@@ -502,7 +521,7 @@ static size_t run_ops(p3dp_ctx *ctx, struct p3_crypto_op **ops, uint16_t n, uint
     void *state = on_fallback ? ctx->fallback_state : ctx->engine_state;
     int guarded = !on_fallback && ctx->fallback;
     uint64_t *completed = on_fallback ? &ctx->engine_status.fallback_ops : &ctx->engine_status.engine_ops;
-    uint16_t queued = 0, finished = 0;
+    uint16_t finished = 0;
     size_t ok = 0;
 
     while (finished < n) {
@@ -551,7 +570,8 @@ size_t p3dp_seal_burst(p3dp_ctx *ctx, p3dp_pkt *pkts, size_t n, uint32_t flags)
         struct p3_crypto_op *ops[P3DP_BURST_CHUNK];
         struct p3dp_sa *retired[P3DP_BURST_CHUNK];
         size_t nretired = 0, m = n - base < P3DP_BURST_CHUNK ? n - base : P3DP_BURST_CHUNK;
-        uint16_t nops = 0;
+        uint16_t nops = 0, queued = 0;
+        int early = enqueue_early(ctx);
 
         for (size_t i = 0; i < m; i++) {
             p3dp_pkt *pkt = &pkts[base + i];
@@ -564,8 +584,10 @@ size_t p3dp_seal_burst(p3dp_ctx *ctx, p3dp_pkt *pkts, size_t n, uint32_t flags)
                 continue;
             }
             ops[nops++] = op;
+            if (early)
+                queued = early_enqueue(ctx, ops, nops, queued);
         }
-        ok += run_ops(ctx, ops, nops, flags, 1);
+        ok += run_ops(ctx, ops, nops, queued, flags, 1);
         for (size_t i = 0; i < nretired; i++) {
             struct p3dp_sa *sa = retired[i];
             p3dp_sa_crypto_free(ctx, sa);
@@ -758,7 +780,8 @@ size_t p3dp_open_burst(p3dp_ctx *ctx, p3dp_pkt *pkts, size_t n, uint32_t flags)
         struct open_job jobs[P3DP_BURST_CHUNK];
         struct p3_crypto_op *ops[P3DP_BURST_CHUNK];
         size_t m = n - base < P3DP_BURST_CHUNK ? n - base : P3DP_BURST_CHUNK;
-        uint16_t nops = 0;
+        uint16_t nops = 0, queued = 0;
+        int early = enqueue_early(ctx);
 
         for (size_t i = 0; i < m; i++) {
             p3dp_pkt *pkt = &pkts[base + i];
@@ -774,8 +797,10 @@ size_t p3dp_open_burst(p3dp_ctx *ctx, p3dp_pkt *pkts, size_t n, uint32_t flags)
                 continue;
             }
             ops[nops++] = op;
+            if (early)
+                queued = early_enqueue(ctx, ops, nops, queued);
         }
-        ok += run_ops(ctx, ops, nops, 0, 0);
+        ok += run_ops(ctx, ops, nops, queued, 0, 0);
     }
     return ok;
 }
