@@ -104,8 +104,9 @@ def render(rows: list[Row], seconds: float) -> str:
         "Size = inner IP packet octets (IMIX = 64×7, 576×4, 1400×1, time-weighted). Full P3 path (bucket padding, "
         "rotation, AEAD, header protection, anti-replay, outer IPv4+UDP). accel-sim = the accelerator simulator "
         "with no latency or cap configured: its AES runs on the device thread (a second core), so the numbers "
-        "are the lookaside path's own cost (descriptor ring, doorbell, completion checksum, waiting per chunk of "
-        "64), not a hardware figure. pkcs11 = SoftHSM2 2.6 (software token: OpenSSL inside, plus the PKCS#11 "
+        "are the lookaside path's own cost (descriptor ring, doorbell, completion checksum on both sides, cache "
+        "lines crossing cores; ops handed over in batches of 16 while a chunk of 64 is framed), not a hardware "
+        "figure. pkcs11 = SoftHSM2 2.6 (software token: OpenSSL inside, plus the PKCS#11 "
         "call, a gather/scatter copy and the worker thread per op). The DPDK cryptodevs are not measured here.",
         "",
         "| engine | size | seal pps | open pps | seal ÷ AES-NI | open ÷ AES-NI |",
