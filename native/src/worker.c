@@ -12,8 +12,10 @@
  * Control-channel and IKE packets go to Python through a single-producer
  * single-consumer ring, signalled by an eventfd (p3dp_worker_notify_fd).
  */
+#define _GNU_SOURCE /* struct mmsghdr in io_internal.h */
 #include "p3dp.h"
 #include "p3dp_internal.h"
+#include "io_internal.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -22,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -442,17 +445,15 @@ void p3dp_worker_get_stats(const p3dp_worker *w, p3dp_worker_stats *out)
 int p3dp_worker_send(p3dp_worker *w, int via_esp, int family, const uint8_t *addr, uint16_t port,
                      const uint8_t *data, uint32_t len)
 {
+    /* Called from the control plane's thread while the worker may be inside
+     * tx_burst: the backends' mmsg arrays belong to the worker, so this is
+     * one plain sendto with its own address (sockets are thread-safe). */
     struct p3_io *out = via_esp && w->has_esp ? &w->esp : &w->wan;
-    struct p3_iobuf b;
-    memset(&b, 0, sizeof(b));
-    b.data = (uint8_t *)data;
-    b.len = len;
-    b.cap = len;
-    b.family = (uint8_t)family;
-    b.port = port;
-    memcpy(b.addr, addr, family == 6 ? 16 : 4);
-    int sent = out->ops->tx_burst(out, &b, 1);
-    return sent == 1 ? 0 : -901;
+    if (family != 4 && family != 6)
+        return -214;
+    struct sockaddr_storage ss;
+    socklen_t sl = p3_io_sockaddr(&ss, out->family, family, addr, out == &w->esp ? 0 : port);
+    return sendto(out->fd, data, len, 0, (struct sockaddr *)&ss, sl) == (ssize_t)len ? 0 : -901;
 }
 
 void p3dp_worker_free(p3dp_worker *w)

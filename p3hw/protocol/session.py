@@ -302,7 +302,7 @@ class Session:
                 self.channel.send_request(MsgType.HEARTBEAT, {"echo": self._heartbeat_echo}, now, retransmit=False)
             elif action is LivenessAction.PEER_LOST:
                 silent_s = now - self.liveness.last_heard_s
-                self._lose("P3-E500", f"no answer to heartbeats for {self.config.heartbeat_fail_s:g} s (silent for {silent_s:.1f} s)")
+                self._lose("P3-E500", f"no answer to heartbeats for {self.liveness.heartbeat_fail_s:g} s (silent for {silent_s:.1f} s)")
         self._collect()
 
     # --- dispatch -------------------------------------------------------------------

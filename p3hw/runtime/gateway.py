@@ -34,7 +34,7 @@ from p3hw.constants import NON_ESP_MARKER
 from p3hw.crypto.keyarray import ArrayKind
 from p3hw.crypto.keygen import make_key_source
 from p3hw.crypto.keys import SessionKeys, cipher_name
-from p3hw.dataplane import Dataplane, FlowTable, PeerConfig, Routes, Worker
+from p3hw.dataplane import Dataplane, FlowTable, PeerConfig, Routes, Terminated, Worker
 from p3hw.log import failure
 from p3hw.protocol.control import SendControlPacket
 from p3hw.protocol.handshake import (
@@ -67,6 +67,8 @@ FLOW_TCP_IDLE_MS = 3 * 3600 * 1000
 FLOW_OTHER_IDLE_MS = 180 * 1000
 #: Longest the loop sleeps without a timer, so a stop request is seen soon.
 MAX_SLEEP_S = 0.5
+#: struct virtio_net_hdr, in front of every packet on a TUN with offloads.
+VNET_HDR_BYTES = 10
 #: How often --status-file is rewritten.
 STATUS_INTERVAL_S = 0.5
 
@@ -147,6 +149,7 @@ class Gateway:
         self.flows: FlowTable | None = None
         self.worker: Worker | None = None
         self.tun_fd = -1
+        self.tun_offloads = True
         self.udp = None
         self.esp = None
         self._kernel_routes: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
@@ -166,7 +169,7 @@ class Gateway:
         self.dp.set_local_address(self.local_address)
         self.routes = Routes()
         self.flows = FlowTable(FLOW_CAPACITY, FLOW_TCP_IDLE_MS, FLOW_OTHER_IDLE_MS)
-        self.tun_fd = tun_backend.open_tun(local.interface)
+        self.tun_fd = tun_backend.open_tun(local.interface, offloads=self.tun_offloads)
         port = local.port if self.role == "primary" else self._secondary_port()
         self.udp = open_udp(local.address, port)
         esp_fd, esp_family = -1, local.address.version
@@ -297,7 +300,9 @@ class Gateway:
                 entry["outbound_p3_id"] = self.dp.outbound_id(peer.peer_id)
             session = peer.session
             if session is not None and session.lost is None:
-                entry["inbound_p3_id"] = session.status()["inbound_p3_id"]
+                session_status = session.status()
+                entry["inbound_p3_id"] = session_status["inbound_p3_id"]
+                entry["control_retransmissions"] = session_status["control_retransmissions"]
                 entry["key_type"] = session.config.cipher
                 if session.primary is not None:
                     entry["next_rekey_s"] = round(max(0.0, session.primary.next_rekey_s - now), 3)
@@ -657,7 +662,14 @@ class Gateway:
         recovery = peer.recovery or Recovery("primary", str(peer.remote.address))
         facts = dict(lost.facts)
         facts["rekeys_completed"] = peer.rekeys_completed
-        self._run_recovery(peer, recovery.session_lost(now, lost.reason_code, lost.detail, facts), now)
+        # Spec §2.1.7: connections are terminated at once, and the one failure
+        # line carries what was done with the other facts.
+        done = self._terminate_flows(peer)
+        facts["tcp_flows_reset"] = done.tcp_flows_reset
+        facts["tcp_resets"] = done.tcp_resets
+        facts["icmp_unreachables"] = done.icmp_unreachables
+        actions = recovery.session_lost(now, lost.reason_code, lost.detail, facts)
+        self._run_recovery(peer, [a for a in actions if not isinstance(a, TerminateEnterpriseConnections)], now)
         self._teardown_peer_dataplane(peer)
         peer.rekeys_earlier_sessions = peer.rekeys_completed
         peer.session = None
@@ -689,19 +701,20 @@ class Gateway:
             elif isinstance(action, Reconnect):
                 self._start_handshake(peer, now)
 
-    def _terminate_flows(self, peer: PeerState) -> None:
+    def _terminate_flows(self, peer: PeerState) -> Terminated:
         """Spec §2.1.7 1): reset every enterprise connection through the lost session."""
         if self.flows is None:
-            return
+            return Terminated()
         packets, done = self.flows.terminate(peer.peer_id, int(time.monotonic() * 1000))
+        # The TUN carries a virtio-net header (offloads): "no offload" for these.
+        header = bytes(VNET_HDR_BYTES) if self.tun_offloads else b""
         for packet in packets:
             try:
-                os.write(self.tun_fd, packet)
+                os.write(self.tun_fd, header + packet)
             except OSError:
                 break
-        self.log.info("terminated enterprise connections through %s: %d TCP resets, %d ICMP unreachables",
-                      peer.remote.address, done.tcp_resets, done.icmp_unreachables)
         self.last_termination = done
+        return done
 
     last_termination = None
 

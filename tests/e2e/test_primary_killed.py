@@ -66,8 +66,10 @@ def aftermath(stale_testbeds_removed: list[str], tmp_path_factory: pytest.TempPa
             dep.stop_daemon(0, signal.SIGKILL)
             held = client.result(60)
             secondary = dep.daemons[1]
-            wait_for(dep, lambda: "terminated enterprise connections" in secondary.log()
+            wait_for(dep, lambda: "tcp_resets=" in secondary.log()
                      and "P3-E500" in secondary.log(), 30, "the secondary to log the loss")
+            # the status file is rewritten twice a second: wait for the one after the loss
+            wait_for(dep, lambda: bool((secondary.status() or {}).get("termination")), 5, "the status after the loss")
             status_at_loss = secondary.status() or {}
             log_at_loss = secondary.log()
             wait_for(dep, lambda: "(attempt 2)" in secondary.log(), 60, "the second reconnection to be scheduled")
@@ -83,9 +85,6 @@ def aftermath(stale_testbeds_removed: list[str], tmp_path_factory: pytest.TempPa
             yield Aftermath(topo, dep, held, log_at_loss, log_at_retries, status_at_loss, reestablished, ping_after)
 
 
-@pytest.mark.xfail(strict=True, reason="gateway._terminate_flows writes the RST into the TUN without the virtio-net "
-                                       "header the TUN now expects (IFF_VNET_HDR): the kernel eats its first 10 "
-                                       "octets and drops it, so the LAN socket times out")
 def test_lan_tcp_connection_is_reset_not_left_to_time_out(aftermath: Aftermath) -> None:
     assert aftermath.held["outcome"] == "reset", aftermath.held
     assert aftermath.held["errno"] == "ECONNRESET", aftermath.held
@@ -97,15 +96,10 @@ def test_loss_is_logged_with_its_reason_code_peer_and_facts(aftermath: Aftermath
     assert line is not None, aftermath.log_at_loss[-2000:]
     for fact in (f"peer={primary}", "role=secondary", "time_s=", "control_sent=", "rekeys_completed="):
         assert fact in line.group(0), line.group(0)
-    resets = re.search(rf"terminated enterprise connections through {re.escape(primary)}: (\d+) TCP resets",
-                       aftermath.log_at_loss)
-    assert resets is not None and int(resets.group(1)) >= 1, aftermath.log_at_loss[-2000:]
     assert aftermath.status_at_loss["termination"]["tcp_resets"] >= 1, aftermath.status_at_loss
     assert "P3-E500" in aftermath.status_at_loss["peers"][0]["losses"], aftermath.status_at_loss
 
 
-@pytest.mark.xfail(strict=True, reason="the P3-E500 line does not carry the termination counts; they are on a "
-                                       "separate line without a reason code (spec §2.1.7 2, issue 5)")
 def test_loss_line_itself_carries_the_termination_counts(aftermath: Aftermath) -> None:
     line = re.search(r"^.* P3-E500 .*$", aftermath.log_at_loss, re.M)
     assert line is not None

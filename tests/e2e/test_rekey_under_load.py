@@ -44,14 +44,10 @@ def rekeying(stale_testbeds_removed: list[str], tmp_path_factory: pytest.TempPat
             yield topo, dep
 
 
-# Not strict: a race, seen in about one run of six. p3dp_worker_send (the
-# control plane's sends of IKE and sealed control packets) calls the WAN
-# backend's tx_burst from the Python thread while the worker thread may be in
-# the same tx_burst on the same struct p3_io (shared tx_msgs/tx_iov/tx_names):
-# data packets are lost or sent twice (DP_REPLAY at the peer), some mangled
-# (DP_BAD_HEADER, DP_AUTH_FAILED), control packets lost (rekeys retransmit).
-@pytest.mark.xfail(strict=False, reason="control-plane sends race the worker's WAN tx_burst (worker.c "
-                                        "p3dp_worker_send): rare loss/DP_REPLAY at rekeys")
+# This test found a race: the control plane's sends (IKE, sealed control
+# packets) shared the worker's sendmmsg arrays, so at rekeys data packets
+# were lost or sent twice (DP_REPLAY), some mangled (DP_AUTH_FAILED).
+# p3dp_worker_send now uses its own sendto.
 def test_rekey_every_second_loses_and_reorders_nothing(rekeying: tuple[Topology, Deployment]) -> None:
     topo, dep = rekeying
     a, b = topo.a, topo.b
