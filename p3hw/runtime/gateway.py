@@ -28,13 +28,14 @@ from p3hw.admin.server import effective_config, start_admin_server
 from p3hw.admin.store import Store
 from p3hw.backends import tun as tun_backend
 from p3hw.backends.esp import open_esp
+from p3hw.backends.pkcs11.token import read_pin
 from p3hw.backends.udp import open_udp
 from p3hw.config import Config, RemoteHost, load_config, read_psk
 from p3hw.constants import NON_ESP_MARKER
 from p3hw.crypto.keyarray import ArrayKind
 from p3hw.crypto.keygen import make_key_source
 from p3hw.crypto.keys import SessionKeys, cipher_name
-from p3hw.dataplane import Dataplane, FlowTable, PeerConfig, Routes, Terminated, Worker
+from p3hw.dataplane import Dataplane, EngineParams, EngineWatch, FlowTable, PeerConfig, Routes, Terminated, Worker
 from p3hw.log import failure
 from p3hw.protocol.control import SendControlPacket
 from p3hw.protocol.handshake import (
@@ -67,6 +68,8 @@ FLOW_TCP_IDLE_MS = 3 * 3600 * 1000
 FLOW_OTHER_IDLE_MS = 180 * 1000
 #: Longest the loop sleeps without a timer, so a stop request is seen soon.
 MAX_SLEEP_S = 0.5
+#: A failed crypto engine is probed this often, and taken back when it answers right.
+ENGINE_RECOVER_MS = 30_000
 #: struct virtio_net_hdr, in front of every packet on a TUN with offloads.
 VNET_HDR_BYTES = 10
 #: How often --status-file is rewritten.
@@ -167,6 +170,7 @@ class Gateway:
         local = self.config.local
         self.dp = Dataplane()
         self.dp.set_local_address(self.local_address)
+        self._set_crypto_engine()
         self.routes = Routes()
         self.flows = FlowTable(FLOW_CAPACITY, FLOW_TCP_IDLE_MS, FLOW_OTHER_IDLE_MS)
         self.tun_fd = tun_backend.open_tun(local.interface, offloads=self.tun_offloads)
@@ -180,6 +184,18 @@ class Gateway:
         self.worker = Worker(self.dp, self.routes, self.flows, lan_fd=self.tun_fd, wan_fd=self.udp.fileno(),
                              esp_fd=esp_fd, esp_family=esp_family)
         self.worker.start()
+
+    def _set_crypto_engine(self) -> None:
+        """Appendix A extension crypto_engine: AES-NI, the accelerator, or the HSM (docs/engines.md)."""
+        local = self.config.local
+        assert self.dp is not None
+        self.engine_watch = EngineWatch(self.dp, self.log)
+        if local.crypto_engine == "aesni":
+            return
+        pin = read_pin(local.pkcs11_pin_file) if local.crypto_engine == "pkcs11" else ""
+        self.dp.set_engine(local.crypto_engine, EngineParams(
+            recover_ms=ENGINE_RECOVER_MS, module_path=local.pkcs11_module or "",
+            token_label=local.pkcs11_token or "", pin=pin), local.crypto_fallback)
 
     def _secondary_port(self) -> int:
         ports = {r.port for r in self.config.remotes}
@@ -239,6 +255,7 @@ class Gateway:
         try:
             while not self._stop.is_set():
                 self._handle_timers(time.monotonic())
+                self.engine_watch.poll()  # logs P3-E609 when the engine fails over or comes back
                 self._maybe_write_status(time.monotonic())
                 delay = self._next_deadline(time.monotonic())
                 self._wake.clear()
