@@ -338,6 +338,8 @@ class Gateway:
                 "control_packets": counters.control_packets, "drops": counters.drops,
             },
             "worker": None if worker is None else worker.__dict__,
+            "engine": None if self.dp is None else {**self.dp.engine_status().__dict__,
+                                                    "active": self.dp.engine_status().active},
             "termination": None if self.last_termination is None else self.last_termination.__dict__,
         }
 
