@@ -232,7 +232,12 @@ def test_metrics_over_the_socket_and_http(served: ServedTarget, capsys: pytest.C
             urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10)
         assert missing.value.code == 404
     finally:
-        http.close()
+        # The server belongs to the served loop's thread: close it there (asyncio is not thread-safe).
+        async def stop() -> None:
+            http.close()
+            await http.wait_closed()
+
+        asyncio.run_coroutine_threadsafe(stop(), served.loop).result(10)
 
 
 def test_metrics_text_is_well_formed() -> None:
