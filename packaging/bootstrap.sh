@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
-    build-essential pkg-config libssl-dev python3-venv python3-dev
+    build-essential pkg-config libssl-dev openssl python3-venv python3-dev
     softhsm2 libsofthsm2 opensc
     libdpdk-dev dpdk
     iproute2 iputils-ping iperf3 tshark ethtool
