@@ -92,9 +92,12 @@ def _status_line(deployment: object, elapsed_s: float) -> None:
     rekeys = sum(p["rekeys_completed"] for p in peers)
     dp = status["dataplane"] or {}
     drops = sum((dp.get("drops") or {}).values())
-    sys.stdout.write(f"\r[{elapsed_s:5.1f} s] sessions {up}/{len(peers)}  rekeys {rekeys:4d}  "
+    # One line rewritten in place on a terminal; one line a second into a log.
+    start = "\r" if sys.stdout.isatty() else ""
+    end = "" if sys.stdout.isatty() else "\n"
+    sys.stdout.write(f"{start}[{elapsed_s:5.1f} s] sessions {up}/{len(peers)}  rekeys {rekeys:4d}  "
                      f"sealed {dp.get('sealed_packets', 0):9d}  opened {dp.get('opened_packets', 0):9d}  "
-                     f"drops {drops}")
+                     f"drops {drops}{end}")
     sys.stdout.flush()
 
 
