@@ -99,7 +99,9 @@ p3dp_worker *p3dp_worker_new(p3dp_ctx *ctx, const p3dp_routes *routes, p3dp_flow
     w->flows = flows;
     w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     w->notify_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    w->buffers = malloc((size_t)4 * WORKER_BURST * WORKER_BUF_BYTES);
+    /* LAN in, WAN out, LAN out. WAN in needs none: the socket backends
+     * receive into their own memory and point wan_in[] at it. */
+    w->buffers = malloc((size_t)3 * WORKER_BURST * WORKER_BUF_BYTES);
     w->ring = calloc(RING_SLOTS, sizeof(struct ring_slot));
     if (w->wake_fd < 0 || w->notify_fd < 0 || !w->buffers || !w->ring ||
         p3_io_open(&w->lan, P3_IO_TUN, cfg->lan_fd, 0) != 0 ||
@@ -116,8 +118,7 @@ p3dp_worker *p3dp_worker_new(p3dp_ctx *ctx, const p3dp_routes *routes, p3dp_flow
     }
     bind_buffers(w->lan_in, w->buffers);
     bind_buffers(w->wan_out, w->buffers + (size_t)1 * WORKER_BURST * WORKER_BUF_BYTES);
-    bind_buffers(w->wan_in, w->buffers + (size_t)2 * WORKER_BURST * WORKER_BUF_BYTES);
-    bind_buffers(w->lan_out, w->buffers + (size_t)3 * WORKER_BURST * WORKER_BUF_BYTES);
+    bind_buffers(w->lan_out, w->buffers + (size_t)2 * WORKER_BURST * WORKER_BUF_BYTES);
     pthread_mutex_init(&w->park_lock, NULL);
     pthread_cond_init(&w->park_cond, NULL);
     pthread_mutex_init(&w->caller_lock, NULL);
@@ -310,7 +311,7 @@ static void wan_to_lan(p3dp_worker *w, struct p3_io *in)
             w->stats.lan_tx_packets += (uint64_t)written;
     }
     /* lan_out[].data may now point into pkts' out buffers: restore them. */
-    bind_buffers(w->lan_out, w->buffers + (size_t)3 * WORKER_BURST * WORKER_BUF_BYTES);
+    bind_buffers(w->lan_out, w->buffers + (size_t)2 * WORKER_BURST * WORKER_BUF_BYTES);
 }
 
 /* ---- the loop ---------------------------------------------------------- */
