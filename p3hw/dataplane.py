@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +28,7 @@ from p3hw.log import failure
 from p3hw.reasons import REASONS, P3Error
 
 #: The ABI stamp this Python code was written against (native/src/cpu.c).
-EXPECTED_ABI_VERSION = 5
+EXPECTED_ABI_VERSION = 6
 
 try:
     from p3hw import _dataplane  # type: ignore[attr-defined]
@@ -269,11 +270,17 @@ class Opened:
 
 
 #: Engine names (config keyword ``crypto_engine``) -> P3DP_ENGINE_* (docs/engines.md).
-ENGINE_IDS = {"none": 0, "aesni": 1, "accel-sim": 2, "pkcs11": 3}
+ENGINE_IDS = {"none": 0, "aesni": 1, "accel-sim": 2, "pkcs11": 3, "cryptodev": 4}
 ENGINE_NAMES = {v: k for k, v in ENGINE_IDS.items()}
 #: Fault kinds of a lookaside engine -> P3DP_FAULT_*.
 FAULT_IDS = {"none": 0, "error": 1, "timeout": 2, "corrupt": 3, "gone": 4}
 FAULT_NAMES = {v: k for k, v in FAULT_IDS.items()}
+#: The DPDK cryptodev engine's own library (`make -C native dpdk`), dlopened by set_engine("cryptodev").
+CRYPTODEV_LIBRARY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "build",
+                                 "libp3dpdk_crypto.so")
+#: EAL arguments when none are configured: no hugepages, no shared runtime files (several DPDK
+#: processes can run side by side), no PCI scan, the OpenSSL software crypto device.
+DEFAULT_EAL_ARGS = "--no-huge -m 256 --no-shconf --no-pci --no-telemetry --log-level=*:warning --vdev=crypto_openssl0"
 
 
 @dataclass(frozen=True)
@@ -288,6 +295,7 @@ class EngineParams:
     module_path: str = ""         # pkcs11
     token_label: str = ""         # pkcs11
     pin: str = ""                 # pkcs11 (not kept by the engine after login)
+    eal_args: str = ""            # cryptodev: EAL arguments, used once per process ("": DEFAULT_EAL_ARGS)
 
 
 @dataclass(frozen=True)
@@ -369,7 +377,8 @@ class Dataplane:
     def set_engine(self, kind: str, params: EngineParams | None = None, fallback: str = "aesni") -> None:
         """Choose the crypto engine and its fallback (``aesni`` or ``none``) before any peer is added."""
         if kind not in ENGINE_IDS or kind == "none":
-            raise P3Error("DP_BAD_ARGUMENT", f"unknown crypto engine {kind!r} (aesni, accel-sim, pkcs11)")
+            raise P3Error("DP_BAD_ARGUMENT",
+                          f"unknown crypto engine {kind!r} (aesni, accel-sim, pkcs11, cryptodev)")
         if fallback not in ("aesni", "none"):
             raise P3Error("DP_BAD_ARGUMENT", f"crypto fallback must be aesni or none, got {fallback!r}")
         if self._peers:
@@ -383,7 +392,16 @@ class Dataplane:
                 raise P3Error("DP_BAD_ARGUMENT", f"engine parameter {name} out of range: {value!r}")
             setattr(raw, name, value)
         keep = [ffi.new("char[]", getattr(p, name).encode()) for name in ("module_path", "token_label", "pin")]
-        raw.module_path, raw.token_label, raw.pin = keep
+        if kind == "cryptodev":
+            library = p.module_path or CRYPTODEV_LIBRARY
+            if not os.path.exists(library):
+                raise P3Error("CRYPTODEV", f"the DPDK cryptodev engine is not built here ({library} is missing; "
+                              "`make -C native dpdk` builds it where DPDK is installed)")
+            # DPDK's EAL is initialised once per process: only the first cryptodev engine's arguments count.
+            keep[0] = ffi.new("char[]", library.encode())
+            keep.append(ffi.new("char[]", (p.eal_args or DEFAULT_EAL_ARGS).encode()))
+            raw.eal_args = keep[3]
+        raw.module_path, raw.token_label, raw.pin = keep[:3]
         try:
             check(self._lib.p3dp_ctx_set_engine(self.ctx, ENGINE_IDS[kind], raw, ENGINE_IDS[fallback]),
                   f"start crypto engine {kind}")

@@ -386,7 +386,8 @@ enum {
     P3DP_ENGINE_NONE = 0,       /* fallback only: no fallback */
     P3DP_ENGINE_AESNI = 1,      /* OpenSSL EVP, synchronous (the default) */
     P3DP_ENGINE_ACCEL_SIM = 2,  /* the accelerator simulator (lookaside, AES-GCM) */
-    P3DP_ENGINE_PKCS11 = 3      /* a PKCS#11 token, CKM_AES_GCM (lookaside, AES-GCM) */
+    P3DP_ENGINE_PKCS11 = 3,     /* a PKCS#11 token, CKM_AES_GCM (lookaside, AES-GCM) */
+    P3DP_ENGINE_CRYPTODEV = 4   /* a DPDK cryptodev (lookaside, AES-GCM; build/libp3dpdk_crypto.so) */
 };
 
 enum {
@@ -404,9 +405,10 @@ typedef struct p3dp_engine_params {
     uint32_t timeout_us;        /* an op not completed by then is a timeout fault (0: 100000) */
     uint32_t recover_ms;        /* probe a failed engine this often and return to it (0: never) */
     uint32_t ring_slots;        /* accel-sim: descriptor ring size, power of two (0: 1024) */
-    const char *module_path;    /* pkcs11: the module to dlopen */
+    const char *module_path;    /* pkcs11: the module to dlopen; cryptodev: libp3dpdk_crypto.so */
     const char *token_label;    /* pkcs11 */
     const char *pin;            /* pkcs11: user PIN (not kept after login) */
+    const char *eal_args;       /* cryptodev: DPDK EAL arguments (used once per process) */
 } p3dp_engine_params;
 
 typedef struct p3dp_engine_status {
@@ -426,7 +428,7 @@ typedef struct p3dp_engine_status {
 
 /* Choose the engine (P3DP_ENGINE_*) and fallback (AESNI or NONE) before any
  * peer is added (-214 otherwise). -215 when the engine cannot start, -211
- * when it was not built in, pkcs11: -600..-603. */
+ * when it was not built in, pkcs11: -600..-603, cryptodev: -608. */
 int p3dp_ctx_set_engine(p3dp_ctx *ctx, uint32_t engine, const p3dp_engine_params *params, uint32_t fallback);
 void p3dp_ctx_engine_status(const p3dp_ctx *ctx, p3dp_engine_status *out);
 /* Lookaside engines only (accel-sim, pkcs11; -214 otherwise): after after_ops good ops, the

@@ -564,6 +564,10 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+/* backends/dpdk/cryptodev_load.c: dlopens build/libp3dpdk_crypto.so (0 or -608). */
+int p3_cryptodev_engine_start(const p3dp_engine_params *params, const struct p3_crypto_engine **engine,
+                              void **state);
+
 static int engine_start(uint32_t kind, const p3dp_engine_params *params,
                         const struct p3_crypto_engine **engine, void **state)
 {
@@ -582,6 +586,8 @@ static int engine_start(uint32_t kind, const p3dp_engine_params *params,
         *state = p3_pkcs11_engine_new(params, &err);
         return *state ? 0 : err;
     }
+    case P3DP_ENGINE_CRYPTODEV:
+        return p3_cryptodev_engine_start(params, engine, state);
     default:
         return -211;
     }
