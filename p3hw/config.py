@@ -53,9 +53,15 @@ DEFAULT_PFS = 1
 #: A token failure stops key generation unless software keys are allowed (docs/hardware.md).
 DEFAULT_KEY_FALLBACK = "none"
 #: Crypto engine of the dataplane and what takes over when it fails (docs/engines.md).
-CRYPTO_ENGINES = ("aesni", "accel-sim", "pkcs11")
+CRYPTO_ENGINES = ("aesni", "accel-sim", "pkcs11", "cryptodev")
 DEFAULT_CRYPTO_ENGINE = "aesni"
 DEFAULT_CRYPTO_FALLBACK = "aesni"
+#: EAL arguments of the DPDK cryptodev engine: no hugepages, no shared runtime files, no PCI scan, the
+#: OpenSSL software crypto device. An appliance names its device instead (e.g. -a 0000:3d:01.0 for QAT).
+DEFAULT_DPDK_EAL_ARGS = "--no-huge -m 256 --no-shconf --no-pci --no-telemetry --vdev=crypto_openssl0"
+#: The engine passes at most this many EAL arguments (backends/dpdk/src/cryptodev.c MAX_ARGS less argv[0]).
+MAX_EAL_ARGS = 62
+MAX_EAL_ARGS_BYTES = 1024
 #: PKCS#11 v2.40 §3.2 CK_TOKEN_INFO: a token label is 32 octets, blank padded.
 MAX_TOKEN_LABEL_BYTES = 32
 #: Largest value accepted for any period in seconds (one year).
@@ -246,6 +252,21 @@ def _token_label(value: str) -> str:
     return value
 
 
+def _eal_args(value: str) -> str:
+    """DPDK EAL arguments, split on blanks (no shell quoting: an argument cannot contain a blank)."""
+    words = value.split()
+    if not words:
+        raise _BadValue("CONFIG_MISSING_VALUE", "dpdk_eal_args is empty",
+                        f"write EAL arguments, e.g. {DEFAULT_DPDK_EAL_ARGS}")
+    if not value.isascii() or not all(w.isprintable() for w in words) or any(q in value for q in "\"'"):
+        raise _BadValue("CONFIG_VALUE_OUT_OF_RANGE", f"{_show(value)} are not plain EAL arguments",
+                        "use printable ASCII arguments separated by blanks, without quotes")
+    if len(words) > MAX_EAL_ARGS or len(value.encode()) > MAX_EAL_ARGS_BYTES:
+        raise _BadValue("CONFIG_VALUE_OUT_OF_RANGE", "too many EAL arguments",
+                        f"at most {MAX_EAL_ARGS} arguments and {MAX_EAL_ARGS_BYTES} octets")
+    return " ".join(words)
+
+
 # --- The keyword tables -------------------------------------------------------
 
 BOTH = frozenset(ROLES)
@@ -305,6 +326,8 @@ LOCAL_KEYWORDS: dict[str, Keyword] = {k.name: k for k in (
             BOTH, extension=True),
     Keyword("crypto_fallback", "crypto_fallback", _choice("aesni", "none", fold_case=True),
             DEFAULT_CRYPTO_FALLBACK, BOTH, extension=True),
+    # crypto_engine = cryptodev: the EAL arguments that bring the crypto device up (docs/engines.md).
+    Keyword("dpdk_eal_args", "dpdk_eal_args", _eal_args, DEFAULT_DPDK_EAL_ARGS, BOTH, extension=True),
 )}
 
 #: Remote section (Appendix A 1 and 2, plus extensions). subnet/mask take an index.
@@ -383,6 +406,7 @@ class LocalHost:
     hardware_rng: str = "cpu"
     crypto_engine: str = DEFAULT_CRYPTO_ENGINE
     crypto_fallback: str = DEFAULT_CRYPTO_FALLBACK
+    dpdk_eal_args: str = DEFAULT_DPDK_EAL_ARGS
     origins: dict[str, Origin] = field(default_factory=dict, repr=False, compare=False)
 
     def origin(self, attr: str) -> Origin:
@@ -426,7 +450,8 @@ class RemoteHost:
 _LOCAL_ATTRS = ("ip", "address", "port", "key_generation", "rekey_wait_s", "array_size", "data_array_time_s",
                 "control_array_time_s", "heartbeat_time_s", "heartbeat_fail_s", "cluster_state", "load_balance",
                 "transport", "interface", "admin_socket", "admin_store", "metrics_port", "log_facility", "pkcs11_module", "pkcs11_token",
-                "pkcs11_pin_file", "key_fallback", "hardware_rng", "crypto_engine", "crypto_fallback")
+                "pkcs11_pin_file", "key_fallback", "hardware_rng", "crypto_engine", "crypto_fallback",
+                "dpdk_eal_args")
 _REMOTE_ATTRS = ("ip", "address", "port", "key_type", "cipher", "pfs", "psk_file", "rekey_wait_s",
                  "array_size", "data_array_time_s", "control_array_time_s", "heartbeat_time_s", "heartbeat_fail_s")
 _ATTR_TO_LOCAL_KEYWORD = {k.attr: k.name for k in LOCAL_KEYWORDS.values()}
