@@ -31,7 +31,7 @@ SCENARIO = r"""
 import json, sys
 from p3hw.dataplane import Dataplane, EngineParams
 from p3hw.reasons import P3Error
-from simulators.accelerator import A_ADDR, B_PEER_AT_A, Stream, keys, site_pair, stream_packet
+from p3hw.simulators.accelerator import A_ADDR, B_PEER_AT_A, Stream, keys, site_pair, stream_packet
 
 req = json.loads(sys.argv[1])
 params = EngineParams(timeout_us=2_000_000, eal_args=req["eal"])
