@@ -52,6 +52,7 @@ enum {
     MAX_QPS = 8,
     QP_DESCRIPTORS = 2048,
     MAX_INFLIGHT = 256,           /* ops one engine keeps on its queue pair */
+    REFUSED_MAX = 64,
     SESSIONS = 8192,              /* two per SA direction pair, shared by all engines */
     TAG_LEN = 16,
     AAD_LEN = 16,                 /* Flags ‖ ID ‖ seq (DESIGN.md wire format) */
@@ -93,6 +94,8 @@ struct cdev_engine {
         uint64_t t_ns;
     } pending[MAX_INFLIGHT];      /* ops in flight, in enqueue order */
     uint32_t head, tail;
+    struct p3_crypto_op *refused[64];  /* handed back as faults without reaching the device */
+    uint16_t nrefused;
 };
 
 static uint64_t now_ns(void)
@@ -281,17 +284,37 @@ static int fill(struct cdev_engine *e, struct rte_crypto_op *cop, struct p3_cryp
     return 0;
 }
 
+/* Nothing of ours is on the device and it takes nothing (it is gone, or
+ * every slot is held by ops abandoned after a timeout): the ops are handed
+ * back at once as faults, so the dataplane re-runs them on the fallback (or
+ * drops them with a reason) instead of waiting for a device that will not
+ * answer. */
+static uint16_t refuse(struct cdev_engine *e, struct p3_crypto_op **ops, uint16_t n)
+{
+    uint16_t k = 0;
+    while (k < n && e->nrefused < REFUSED_MAX) {
+        ops[k]->status = -609;
+        ops[k]->fault = e->stale ? P3_FAULT_TIMEOUT : P3_FAULT_GONE;
+        e->refused[e->nrefused++] = ops[k++];
+    }
+    return k;
+}
+
 static uint16_t cdev_enqueue(void *engine, struct p3_crypto_op **ops, uint16_t n)
 {
     struct cdev_engine *e = engine;
     struct rte_crypto_op *cops[64];
     uint16_t room = (uint16_t)(MAX_INFLIGHT - e->inflight - e->stale), done, filled = 0;
+    if (n == 0)
+        return 0;
+    if (e->nrefused)
+        return e->inflight ? 0 : refuse(e, ops, n);   /* keep the order: refused ones come back first */
     if (n > room)
         n = room;
     if (n > 64)
         n = 64;
     if (n == 0 || rte_crypto_op_bulk_alloc(e->op_pool, RTE_CRYPTO_OP_TYPE_SYMMETRIC, cops, n) != n)
-        return 0;
+        return e->inflight ? 0 : refuse(e, ops, n ? n : 1);
     while (filled < n && fill(e, cops[filled], ops[filled]) == 0)
         filled++;
     done = rte_cryptodev_enqueue_burst((uint8_t)e->dev, e->qp, cops, filled);
@@ -307,6 +330,8 @@ static uint16_t cdev_enqueue(void *engine, struct p3_crypto_op **ops, uint16_t n
             e->pending[e->tail++ % MAX_INFLIGHT].t_ns = t;
         }
         e->inflight += done;
+    } else if (e->inflight == 0) {
+        return refuse(e, ops, n);
     }
     return done;
 }
@@ -344,6 +369,14 @@ static uint16_t cdev_dequeue(void *engine, struct p3_crypto_op **ops, uint16_t n
     uint16_t got, out = 0;
     if (n > 64)
         n = 64;
+    if (e->nrefused && n) {
+        /* Only made while nothing was in flight: they are next in order. */
+        uint16_t k = e->nrefused < n ? e->nrefused : n;
+        memcpy(ops, e->refused, k * sizeof(ops[0]));
+        memmove(e->refused, e->refused + k, (size_t)(e->nrefused - k) * sizeof(ops[0]));
+        e->nrefused = (uint16_t)(e->nrefused - k);
+        return k;
+    }
     if (e->inflight + e->stale == 0 || n == 0)
         return 0;
     got = rte_cryptodev_dequeue_burst((uint8_t)e->dev, e->qp, cops, n);
