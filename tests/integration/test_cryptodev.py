@@ -73,6 +73,20 @@ elif req["scenario"] == "stream":
         dp = a if eng_a == "cryptodev" else b
         out[name] = {"sent": r.sent, "delivered": r.delivered, "lost": r.lost, "out_of_order": r.out_of_order,
                      "duplicates": r.duplicates, "statuses": r.statuses, "status": dp.engine_status().__dict__}
+elif req["scenario"] == "many":
+    # More engines over time than the device has queue pairs: each closed
+    # context gives its queue pair and pools back.
+    sa = keys("aes-128-gcm")
+    out["rounds"] = 0
+    for _ in range(12):
+        a, b = site_pair("cryptodev", params, sa=sa)
+        stream = Stream(a, b)
+        stream.burst(32)
+        if not stream.report.clean or stream.report.delivered != 32:
+            break
+        a.close()
+        b.close()
+        out["rounds"] += 1
 elif req["scenario"] == "start":
     dp = Dataplane(2, 4)
     try:
@@ -140,6 +154,13 @@ def test_cryptodev_and_aesni_contexts_exchange_a_stream_with_zero_loss(cryptodev
         assert r["lost"] == [] and r["out_of_order"] == 0 and r["duplicates"] == 0 and r["statuses"] == {}
         assert r["status"]["engine"] == "cryptodev" and r["status"]["fallback_ops"] == 0
         assert r["status"]["engine_ops"] >= 315
+
+
+@pytest.mark.dpdk
+@pytest.mark.root
+def test_closed_cryptodev_contexts_give_their_queue_pairs_back(cryptodev_library: str) -> None:
+    got = run_scenario("many", f"{BASE_EAL} --vdev={VDEVS['openssl']}")["result"]
+    assert got["rounds"] == 12
 
 
 @pytest.mark.dpdk

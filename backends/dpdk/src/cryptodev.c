@@ -525,10 +525,12 @@ static struct cdev_engine *engine_new(const struct p3dp_engine_params *params)
     e->qp = qp;
     e->timeout_ns = (uint64_t)(params && params->timeout_us ? params->timeout_us : 100000u) * 1000u;
     snprintf(name, sizeof(name), "p3_ops%u", g.pools);
-    e->op_pool = rte_crypto_op_pool_create(name, RTE_CRYPTO_OP_TYPE_SYMMETRIC, 2 * MAX_INFLIGHT, 0, OP_PRIV,
+    /* In flight plus abandoned never exceed MAX_INFLIGHT, and without a
+     * per-lcore cache a pool of that size never runs dry. */
+    e->op_pool = rte_crypto_op_pool_create(name, RTE_CRYPTO_OP_TYPE_SYMMETRIC, MAX_INFLIGHT, 0, OP_PRIV,
                                            socket);
     snprintf(name, sizeof(name), "p3_mbuf%u", g.pools++);
-    e->mbuf_pool = rte_pktmbuf_pool_create(name, 2 * MAX_INFLIGHT, 0, 0, MBUF_ROOM, socket);
+    e->mbuf_pool = rte_pktmbuf_pool_create(name, MAX_INFLIGHT, 0, 0, MBUF_ROOM, socket);
     if (!e->op_pool || !e->mbuf_pool) {
         say("no memory for the crypto op and mbuf pools (raise -m in the EAL arguments)");
         rte_mempool_free(e->op_pool);
