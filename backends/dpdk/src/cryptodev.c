@@ -163,12 +163,19 @@ static int device_up(const char *eal_args)
     rc = sched_getaffinity(0, sizeof(cpus), &cpus);
     optind = 1;
     if (rte_eal_init(argc, argv) < 0) {
-        fprintf(stderr, "p3hw cryptodev: EAL initialisation failed: %s\n", rte_strerror(rte_errno));
+        if (rte_errno != EALREADY) {
+            fprintf(stderr, "p3hw cryptodev: EAL initialisation failed: %s\n", rte_strerror(rte_errno));
+            free(copy);
+            return -608;
+        }
+        /* Another part of this process (the DPDK I/O backend) brought the
+         * EAL up: its arguments must have brought the crypto device too. */
+        say("the EAL was already initialised in this process; using the crypto devices it has");
         free(copy);
-        return -608;
-    }
-    if (rc == 0)
+        copy = NULL;
+    } else if (rc == 0) {
         sched_setaffinity(0, sizeof(cpus), &cpus);
+    }
     /* argv strings may be kept by the EAL: copy is not freed. */
     for (uint8_t d = 0; d < rte_cryptodev_count(); d++)
         if (gcm_capable(d)) {
