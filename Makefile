@@ -19,6 +19,7 @@ bootstrap:
 build: bootstrap
 	@mkdir -p build
 	@$(PY) setup.py -q build_ext --inplace >build/build_ext.log 2>&1 || { cat build/build_ext.log; exit 1; }
+	@$(MAKE) -s -C native dpdk
 
 # Native unit tests under AddressSanitizer and UBSan (native/tests/).
 native-tests: bootstrap

@@ -193,9 +193,10 @@ class Gateway:
         if local.crypto_engine == "aesni":
             return
         pin = read_pin(local.pkcs11_pin_file) if local.crypto_engine == "pkcs11" else ""
+        hsm = local.crypto_engine == "pkcs11"
         self.dp.set_engine(local.crypto_engine, EngineParams(
-            recover_ms=ENGINE_RECOVER_MS, module_path=local.pkcs11_module or "",
-            token_label=local.pkcs11_token or "", pin=pin), local.crypto_fallback)
+            recover_ms=ENGINE_RECOVER_MS, module_path=(local.pkcs11_module or "") if hsm else "",
+            token_label=local.pkcs11_token or "", pin=pin, eal_args=local.dpdk_eal_args), local.crypto_fallback)
 
     def _secondary_port(self) -> int:
         ports = {r.port for r in self.config.remotes}
