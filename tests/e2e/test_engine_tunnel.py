@@ -1,5 +1,6 @@
-"""A gateway whose crypto runs on the accelerator (crypto_engine = accel-sim)
-interoperates with one on AES-NI: the wire format does not depend on the engine."""
+"""A gateway whose crypto runs on a lookaside engine (the accelerator simulator,
+a DPDK crypto device) interoperates with one on AES-NI: the wire format does
+not depend on the engine."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from p3hw.simulators.netns import Topology
 pytestmark = [pytest.mark.root, pytest.mark.netns]
 
 
-def test_primary_on_the_accelerator_carries_traffic_to_a_secondary_on_aesni(tmp_path: Path) -> None:
-    options = Options(rekey_wait_s=1, extra_primary_lines=["crypto_engine = accel-sim", "crypto_fallback = aesni"])
+@pytest.mark.parametrize("engine", ["accel-sim", pytest.param("cryptodev", marks=pytest.mark.dpdk)])
+def test_primary_on_a_lookaside_engine_carries_traffic_to_a_secondary_on_aesni(engine: str, tmp_path: Path) -> None:
+    options = Options(rekey_wait_s=1, extra_primary_lines=[f"crypto_engine = {engine}", "crypto_fallback = aesni"])
     with Topology.two_site() as topo, Deployment(topo, tmp_path, options) as dep:
         dep.wait_established(20)
         dep.wait(lambda: (dep.peer_status(0) or {}).get("rekeys_completed", 0) >= 2, 20, "two rekeys")
@@ -22,7 +24,7 @@ def test_primary_on_the_accelerator_carries_traffic_to_a_secondary_on_aesni(tmp_
         assert result.received == 10, result.output
         primary, secondary = dep.daemons[0].status(), dep.daemons[1].status()
         assert primary is not None and secondary is not None
-        assert primary["engine"]["engine"] == "accel-sim" and primary["engine"]["active"] == "accel-sim"
+        assert primary["engine"]["engine"] == engine and primary["engine"]["active"] == engine
         assert primary["engine"]["engine_ops"] > 0 and primary["engine"]["failovers"] == 0
         assert secondary["engine"]["engine"] == "aesni"
         assert primary["dataplane"]["drops"] == {} and secondary["dataplane"]["drops"] == {}
