@@ -130,6 +130,9 @@ class Session:
         inbound_ids = id_allocator or IdAllocator(keys.inbound.p3_id)
         self._events: list[SessionAction] = []
         self._heartbeat_echo = 0
+        self._heartbeat_sent_s: float | None = None
+        #: the round trip of the last answered heartbeat (spec §2.1.1.1 status), None before one
+        self.heartbeat_rtt_s: float | None = None
         self._array_generation = {ArrayKind.DATA: 0, ArrayKind.CONTROL: 0}
         self._array_chunks_unacked: dict[int, tuple[ArrayKind, int]] = {}
         self.schedules = {
@@ -275,6 +278,7 @@ class Session:
             "control_rejected": self.channel.rejected,
             "key_arrays": {kind.name.lower(): array.generation for kind, array in arrays.items() if array is not None},
             "last_heard_s": self.liveness.last_heard_s,
+            "heartbeat_rtt_ms": None if self.heartbeat_rtt_s is None else round(self.heartbeat_rtt_s * 1000, 3),
         }
 
     # --- time -----------------------------------------------------------------------
@@ -299,6 +303,7 @@ class Session:
             action = self.liveness.poll(now)
             if action is LivenessAction.SEND_HEARTBEAT:
                 self._heartbeat_echo += 1
+                self._heartbeat_sent_s = now
                 self.channel.send_request(MsgType.HEARTBEAT, {"echo": self._heartbeat_echo}, now, retransmit=False)
             elif action is LivenessAction.PEER_LOST:
                 silent_s = now - self.liveness.last_heard_s
@@ -367,6 +372,11 @@ class Session:
             })
 
     def _on_response(self, request: ControlMessage, response: ControlMessage, now: float) -> None:
+        if request.msg_type is MsgType.HEARTBEAT and self._heartbeat_sent_s is not None \
+                and request.int_field("echo") == self._heartbeat_echo:
+            # Heartbeats are sent once (no retransmission), so the answer times the last one.
+            self.heartbeat_rtt_s = now - self._heartbeat_sent_s
+            return
         if self.primary is not None and request.msg_type in (MsgType.REKEY, MsgType.SWITCH):
             self.primary.on_response(request, response, now)
         elif request.msg_type is MsgType.KEY_ARRAY:

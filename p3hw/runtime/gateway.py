@@ -321,6 +321,7 @@ class Gateway:
                 session_status = session.status()
                 entry["inbound_p3_id"] = session_status["inbound_p3_id"]
                 entry["control_retransmissions"] = session_status["control_retransmissions"]
+                entry["heartbeat_rtt_ms"] = session_status["heartbeat_rtt_ms"]
                 entry["key_type"] = session.config.cipher
                 if session.primary is not None:
                     entry["next_rekey_s"] = round(max(0.0, session.primary.next_rekey_s - now), 3)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from p3hw.protocol.liveness import Liveness, LivenessAction
 from p3hw.protocol.recovery import ScheduleReconnect, SyslogMessage, TerminateEnterpriseConnections
 from p3hw.protocol.session import SessionConfig
 from p3hw.simulators.harness import Harness
+from p3hw.simulators.link import LinkConfig
 from p3hw.wire.control import MsgType
 
 
@@ -86,3 +89,16 @@ def test_shutdown_from_the_peer_ends_the_session_with_e501() -> None:
     assert harness.primary.lost is not None and harness.primary.lost.reason_code == "P3-E504"
     assert harness.secondary.lost is not None and harness.secondary.lost.reason_code == "P3-E501"
     assert harness.primary.control_sent[MsgType.SHUTDOWN.name] == 1
+
+
+def test_heartbeat_round_trip_is_measured_over_the_link() -> None:
+    """Status shows the heartbeat RTT (spec §2.1.1.1): twice the one-way delay of the link."""
+    config = SessionConfig("primary", "aes-256-gcm", "10.255.0.1", "10.255.0.2", heartbeat_time_s=2.0,
+                           heartbeat_fail_s=10.0)
+    harness = Harness(primary_config=config, data_interval_s=0.0, to_secondary=LinkConfig(delay_s=0.030),
+                      to_primary=LinkConfig(delay_s=0.020))
+    assert harness.secondary.session.status()["heartbeat_rtt_ms"] is None
+    # Idle past heartbeat_time: the secondary (last to hear) sends one; its answer resets the primary's clock.
+    harness.run_until(3.0)
+    assert harness.secondary.control_sent["HEARTBEAT"] == 1
+    assert harness.secondary.session.status()["heartbeat_rtt_ms"] == pytest.approx(50.0, abs=0.5)
