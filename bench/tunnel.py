@@ -69,6 +69,20 @@ UP_TIMEOUT_S = 30.0
 TARGETS = {"openvpn": 4.0, "strongswan": 5.0}
 
 
+def stop_processes(procs: list[subprocess.Popen[Any]]) -> None:
+    """SIGTERM every process, wait up to 10 s each, then SIGKILL; empties *procs*."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    procs.clear()
+
+
 class PeerUnavailable(Exception):
     """A path could not be brought up; the message says exactly why."""
 
@@ -296,16 +310,7 @@ class OpenVpn(Path):
                           and (self.workdir / f"{x}.log").read_text().strip())
 
     def down(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        self.procs.clear()
+        stop_processes(self.procs)
 
 
 class StrongSwan(Path):
@@ -377,16 +382,7 @@ class StrongSwan(Path):
         return ""
 
     def down(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        self.procs.clear()
+        stop_processes(self.procs)
 
 
 # -- measuring -----------------------------------------------------------------
