@@ -7,7 +7,7 @@ the lookaside path itself: ring, doorbell, completion checksum, and a second
 core doing the AES), and PKCS#11 on a SoftHSM2 token (C_Encrypt/C_Decrypt
 with CKM_AES_GCM on the engine's worker thread), when SoftHSM2 is installed, and
 the DPDK cryptodev engine on the crypto_openssl and crypto_aesni_gcm virtual
-devices when build/libp3dpdk_crypto.so is built (each in its own process:
+devices when build/libp3dpdk.so is built (each in its own process:
 the EAL starts once per process). Sizes 64 and 1400 octets (inner IP packet) and IMIX
 (64×7, 576×4, 1400×1, time-weighted). AES-128-GCM, bursts of 256 (the
 dataplane cuts them into chunks of 64 ops per enqueue).

@@ -277,7 +277,7 @@ FAULT_IDS = {"none": 0, "error": 1, "timeout": 2, "corrupt": 3, "gone": 4}
 FAULT_NAMES = {v: k for k, v in FAULT_IDS.items()}
 #: The DPDK cryptodev engine's own library (`make -C native dpdk`), dlopened by set_engine("cryptodev").
 CRYPTODEV_LIBRARY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "build",
-                                 "libp3dpdk_crypto.so")
+                                 "libp3dpdk.so")
 #: EAL arguments when none are configured: no hugepages, no shared runtime files (several DPDK
 #: processes can run side by side), no PCI scan, the OpenSSL software crypto device.
 DEFAULT_EAL_ARGS = "--no-huge -m 256 --no-shconf --no-pci --no-telemetry --log-level=*:warning --vdev=crypto_openssl0"

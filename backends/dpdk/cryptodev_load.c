@@ -3,7 +3,7 @@
  * (docs/engines.md, "The DPDK cryptodev engine").
  *
  * The engine itself (backends/dpdk/src/cryptodev.c) is its own shared
- * library, build/libp3dpdk_crypto.so, so that DPDK headers and flags stay out
+ * library, build/libp3dpdk.so, so that DPDK headers and flags stay out
  * of this extension; it is loaded here at set_engine time and hands over its
  * vtable through p3_cryptodev_open(). A machine built without DPDK has no
  * library: the engine then reports itself unavailable (P3-E608, DESIGN.md §2).
@@ -24,7 +24,7 @@ int p3_cryptodev_engine_start(const struct p3dp_engine_params *params, const str
                               void **state)
 {
     const char *path = params && params->module_path && *params->module_path ? params->module_path
-                                                                               : "libp3dpdk_crypto.so";
+                                                                               : "libp3dpdk.so";
     void *lib;
     cryptodev_open_fn open_fn;
 

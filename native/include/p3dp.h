@@ -387,7 +387,7 @@ enum {
     P3DP_ENGINE_AESNI = 1,      /* OpenSSL EVP, synchronous (the default) */
     P3DP_ENGINE_ACCEL_SIM = 2,  /* the accelerator simulator (lookaside, AES-GCM) */
     P3DP_ENGINE_PKCS11 = 3,     /* a PKCS#11 token, CKM_AES_GCM (lookaside, AES-GCM) */
-    P3DP_ENGINE_CRYPTODEV = 4   /* a DPDK cryptodev (lookaside, AES-GCM; build/libp3dpdk_crypto.so) */
+    P3DP_ENGINE_CRYPTODEV = 4   /* a DPDK cryptodev (lookaside, AES-GCM; build/libp3dpdk.so) */
 };
 
 enum {
@@ -405,7 +405,7 @@ typedef struct p3dp_engine_params {
     uint32_t timeout_us;        /* an op not completed by then is a timeout fault (0: 100000) */
     uint32_t recover_ms;        /* probe a failed engine this often and return to it (0: never) */
     uint32_t ring_slots;        /* accel-sim: descriptor ring size, power of two (0: 1024) */
-    const char *module_path;    /* pkcs11: the module to dlopen; cryptodev: libp3dpdk_crypto.so */
+    const char *module_path;    /* pkcs11: the module to dlopen; cryptodev: libp3dpdk.so */
     const char *token_label;    /* pkcs11 */
     const char *pin;            /* pkcs11: user PIN (not kept after login) */
     const char *eal_args;       /* cryptodev: DPDK EAL arguments (used once per process) */

@@ -564,7 +564,7 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-/* backends/dpdk/cryptodev_load.c: dlopens build/libp3dpdk_crypto.so (0 or -608). */
+/* backends/dpdk/cryptodev_load.c: dlopens build/libp3dpdk.so (0 or -608). */
 int p3_cryptodev_engine_start(const p3dp_engine_params *params, const struct p3_crypto_engine **engine,
                               void **state);
 

@@ -204,7 +204,7 @@ def test_failing_cryptodev_gives_p3_e608_not_a_crash(cryptodev_library: str, eal
 def test_missing_cryptodev_library_reports_itself_unavailable(tmp_path: Path) -> None:
     dp = Dataplane(2, 4)
     with pytest.raises(P3Error) as missing:
-        dp.set_engine("cryptodev", EngineParams(module_path=str(tmp_path / "libp3dpdk_crypto.so")))
+        dp.set_engine("cryptodev", EngineParams(module_path=str(tmp_path / "libp3dpdk.so")))
     assert missing.value.code == "P3-E608" and "not built" in str(missing.value)
     # A library that is not the cryptodev engine is refused by its missing entry point, without DPDK.
     not_ours = tmp_path / "not_ours.so"

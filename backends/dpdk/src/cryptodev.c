@@ -5,7 +5,7 @@
  * (crypto_openssl or crypto_aesni_gcm virtual devices in tests, QAT or
  * another PMD on an appliance — the code does not name the driver).
  *
- * Built on its own (build/libp3dpdk_crypto.so) so DPDK headers and flags
+ * Built on its own (build/libp3dpdk.so) so DPDK headers and flags
  * never reach the main extension; ctx.c dlopens it at set_engine time and
  * takes the vtable from p3_cryptodev_open(), the one exported function.
  *
