@@ -20,15 +20,12 @@
  * The device therefore never writes into a packet: an op abandoned after a
  * timeout can complete later without harm (its mbuf is freed then).
  */
-#define _GNU_SOURCE               /* sched_{get,set}affinity */
 /* rte_cryptodev_sym_session_pool_create is still "experimental" in DPDK
  * 22.11 (the only way to make a session pool there). */
 #define ALLOW_EXPERIMENTAL_API
 
 #include <errno.h>
-#include <getopt.h>
 #include <pthread.h>
-#include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,9 +43,9 @@
 
 #include "p3dp.h"
 #include "p3_backend.h"
+#include "eal.h"
 
 enum {
-    MAX_ARGS = 64,
     MAX_QPS = 8,
     QP_DESCRIPTORS = 2048,
     MAX_INFLIGHT = 256,           /* ops one engine keeps on its queue pair */
@@ -68,7 +65,7 @@ enum {
 /* One device for the process, set up with the EAL. */
 static struct {
     pthread_mutex_t lock;
-    int eal_state;                /* 0 not tried, 1 up, -1 failed (cannot retry) */
+    int eal_state;                /* the device: 0 not tried, 1 up, -1 failed (cannot retry) */
     int dev;
     uint16_t nb_qps;
     uint8_t qp_used[MAX_QPS];
@@ -110,20 +107,6 @@ static void say(const char *what)
     fprintf(stderr, "p3hw cryptodev: %s\n", what);
 }
 
-/* Splits args on blanks into argv (argv[0] is a program name). */
-static int split_args(char *args, char **argv)
-{
-    int argc = 0;
-    argv[argc++] = (char *)"p3hw";
-    for (char *save = NULL, *tok = strtok_r(args, " \t\n", &save); tok; tok = strtok_r(NULL, " \t\n", &save)) {
-        if (argc >= MAX_ARGS - 1)
-            return -1;
-        argv[argc++] = tok;
-    }
-    argv[argc] = NULL;
-    return argc;
-}
-
 static int gcm_capable(int dev)
 {
     const struct rte_cryptodev_symmetric_capability *cap;
@@ -139,9 +122,6 @@ static int gcm_capable(int dev)
  * and started. Caller holds g.lock. 0 or -608. */
 static int device_up(const char *eal_args)
 {
-    char *copy, *argv[MAX_ARGS];
-    int argc, rc;
-    cpu_set_t cpus;
     struct rte_cryptodev_info info;
     struct rte_cryptodev_config conf = { .socket_id = SOCKET_ID_ANY };
     struct rte_cryptodev_qp_conf qconf = { .nb_descriptors = QP_DESCRIPTORS };
@@ -149,34 +129,10 @@ static int device_up(const char *eal_args)
     if (g.eal_state)
         return g.eal_state > 0 ? 0 : -608;
     g.eal_state = -1;
-    copy = strdup(eal_args && *eal_args ? eal_args : "--no-huge -m 256 --no-shconf --no-pci");
-    if (!copy)
+    /* Shared with the port backend (eal.c): whichever starts first brings
+     * the EAL up with the one dpdk_eal_args of the configuration. */
+    if (p3_dpdk_eal_up(eal_args, "cryptodev") != 0)
         return -608;
-    argc = split_args(copy, argv);
-    if (argc < 0) {
-        say("too many EAL arguments");
-        free(copy);
-        return -608;
-    }
-    /* EAL pins the calling thread to its main lcore; the control plane's
-     * thread keeps the CPUs it had. */
-    rc = sched_getaffinity(0, sizeof(cpus), &cpus);
-    optind = 1;
-    if (rte_eal_init(argc, argv) < 0) {
-        if (rte_errno != EALREADY) {
-            fprintf(stderr, "p3hw cryptodev: EAL initialisation failed: %s\n", rte_strerror(rte_errno));
-            free(copy);
-            return -608;
-        }
-        /* Another part of this process (the DPDK I/O backend) brought the
-         * EAL up: its arguments must have brought the crypto device too. */
-        say("the EAL was already initialised in this process; using the crypto devices it has");
-        free(copy);
-        copy = NULL;
-    } else if (rc == 0) {
-        sched_setaffinity(0, sizeof(cpus), &cpus);
-    }
-    /* argv strings may be kept by the EAL: copy is not freed. */
     for (uint8_t d = 0; d < rte_cryptodev_count(); d++)
         if (gcm_capable(d)) {
             g.dev = d;
