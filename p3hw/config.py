@@ -62,6 +62,8 @@ DEFAULT_DPDK_EAL_ARGS = "--no-huge -m 256 --no-shconf --no-pci --no-telemetry --
 #: The engine passes at most this many EAL arguments (backends/dpdk/src/cryptodev.c MAX_ARGS less argv[0]).
 MAX_EAL_ARGS = 62
 MAX_EAL_ARGS_BYTES = 1024
+#: RTE_ETH_NAME_MAX_LEN less its terminating zero.
+MAX_DPDK_PORT_NAME = 63
 #: PKCS#11 v2.40 §3.2 CK_TOKEN_INFO: a token label is 32 octets, blank padded.
 MAX_TOKEN_LABEL_BYTES = 32
 #: Largest value accepted for any period in seconds (one year).
@@ -211,6 +213,32 @@ def _interface(value: str) -> str:
     return value
 
 
+def _dpdk_port(value: str) -> str:
+    """A DPDK device name as the EAL knows it: a vdev name (net_af_packet0) or a PCI address."""
+    if not value or len(value) > MAX_DPDK_PORT_NAME or not value.isascii() or not value.isprintable() \
+            or any(c.isspace() for c in value) or "," in value:
+        raise _BadValue("CONFIG_VALUE_OUT_OF_RANGE", f"{_show(value)} is not a DPDK port name",
+                        "write the device's name as the EAL knows it, e.g. net_af_packet0 or 0000:3d:00.0 "
+                        "(its options go in dpdk_eal_args: --vdev=net_af_packet0,iface=eth1)")
+    return value
+
+
+def _interface_address(value: str) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
+    """An address with its on-link prefix, 10.1.0.1/24 or 2001:db8:1::1/64."""
+    if "/" not in value:
+        raise _BadValue("CONFIG_BAD_ADDRESS", f"{_show(value)} has no prefix length",
+                        "write the gateway's address and the LAN prefix, e.g. 10.1.0.1/24")
+    try:
+        iface = ipaddress.ip_interface(value)
+    except ValueError:
+        raise _BadValue("CONFIG_BAD_ADDRESS", f"{_show(value)} is not an address with a prefix length",
+                        "write e.g. 10.1.0.1/24 or 2001:db8:1::1/64") from None
+    if iface.ip == iface.network.network_address and iface.network.prefixlen < iface.max_prefixlen - 1:
+        raise _BadValue("CONFIG_BAD_ADDRESS", f"{value} is the network's own address, not a host on it",
+                        "give the gateway's address on the LAN, e.g. 10.1.0.1/24")
+    return iface
+
+
 def _socket_path(value: str) -> str:
     if not value.startswith("/") or len(value.encode("utf-8", "replace")) > MAX_SOCKET_PATH_BYTES \
             or "\x00" in value:
@@ -328,6 +356,13 @@ LOCAL_KEYWORDS: dict[str, Keyword] = {k.name: k for k in (
             DEFAULT_CRYPTO_FALLBACK, BOTH, extension=True),
     # crypto_engine = cryptodev: the EAL arguments that bring the crypto device up (docs/engines.md).
     Keyword("dpdk_eal_args", "dpdk_eal_args", _eal_args, DEFAULT_DPDK_EAL_ARGS, BOTH, extension=True),
+    # io = dpdk: LAN and WAN on two DPDK ports instead of a TUN and a socket (docs/dpdk.md).
+    Keyword("io", "io", _choice("kernel", "dpdk", fold_case=True), "kernel", BOTH, extension=True),
+    Keyword("dpdk_lan_port", "dpdk_lan_port", _dpdk_port, None, BOTH, extension=True),
+    Keyword("dpdk_wan_port", "dpdk_wan_port", _dpdk_port, None, BOTH, extension=True),
+    Keyword("dpdk_lan_address", "dpdk_lan_address", _interface_address, None, BOTH, extension=True),
+    Keyword("dpdk_lan_gateway", "dpdk_lan_gateway", _address, None, BOTH, extension=True),
+    Keyword("dpdk_wan_gateway", "dpdk_wan_gateway", _address, None, BOTH, extension=True),
 )}
 
 #: Remote section (Appendix A 1 and 2, plus extensions). subnet/mask take an index.
@@ -407,6 +442,13 @@ class LocalHost:
     crypto_engine: str = DEFAULT_CRYPTO_ENGINE
     crypto_fallback: str = DEFAULT_CRYPTO_FALLBACK
     dpdk_eal_args: str = DEFAULT_DPDK_EAL_ARGS
+    #: "kernel" (TUN + sockets) or "dpdk" (two ethdev ports, docs/dpdk.md)
+    io: str = "kernel"
+    dpdk_lan_port: str | None = None
+    dpdk_wan_port: str | None = None
+    dpdk_lan_address: ipaddress.IPv4Interface | ipaddress.IPv6Interface | None = None
+    dpdk_lan_gateway: Address | None = None
+    dpdk_wan_gateway: Address | None = None
     origins: dict[str, Origin] = field(default_factory=dict, repr=False, compare=False)
 
     def origin(self, attr: str) -> Origin:
@@ -451,7 +493,8 @@ _LOCAL_ATTRS = ("ip", "address", "port", "key_generation", "rekey_wait_s", "arra
                 "control_array_time_s", "heartbeat_time_s", "heartbeat_fail_s", "cluster_state", "load_balance",
                 "transport", "interface", "admin_socket", "admin_store", "metrics_port", "log_facility", "pkcs11_module", "pkcs11_token",
                 "pkcs11_pin_file", "key_fallback", "hardware_rng", "crypto_engine", "crypto_fallback",
-                "dpdk_eal_args")
+                "dpdk_eal_args", "io", "dpdk_lan_port", "dpdk_wan_port", "dpdk_lan_address", "dpdk_lan_gateway",
+                "dpdk_wan_gateway")
 _REMOTE_ATTRS = ("ip", "address", "port", "key_type", "cipher", "pfs", "psk_file", "rekey_wait_s",
                  "array_size", "data_array_time_s", "control_array_time_s", "heartbeat_time_s", "heartbeat_fail_s")
 _ATTR_TO_LOCAL_KEYWORD = {k.attr: k.name for k in LOCAL_KEYWORDS.values()}
@@ -460,7 +503,7 @@ _ATTR_TO_REMOTE_KEYWORD = {k.attr: k.name for k in REMOTE_KEYWORDS.values()}
 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address | ipaddress.IPv4Network
-                  | ipaddress.IPv6Network | Path):
+                  | ipaddress.IPv6Network | ipaddress.IPv4Interface | ipaddress.IPv6Interface | Path):
         return str(value)
     return value
 
@@ -792,7 +835,43 @@ class _Parser:
             return None
         if not self.check_hardware(resolved, origins, values, end_line):
             return None
+        if not self.check_dpdk_io(resolved, origins, values, end_line):
+            return None
         return LocalHost(**resolved, origins=origins)
+
+    def check_dpdk_io(self, resolved: dict[str, Any], origins: dict[str, Origin],
+                      values: dict[str, tuple[Any, int]], end_line: int) -> bool:
+        """io = dpdk needs two ports and the LAN address; every address of the outer family (docs/dpdk.md)."""
+        ok = True
+        if resolved["io"] != "dpdk":
+            for attr in ("dpdk_lan_port", "dpdk_wan_port", "dpdk_lan_address", "dpdk_lan_gateway",
+                         "dpdk_wan_gateway"):
+                if attr in values:
+                    self.error(values[attr][1], "CONFIG_VALUE_OUT_OF_RANGE", f"{attr} is set but io is not dpdk",
+                               "add 'io = dpdk' to use DPDK ports, or remove this line")
+                    ok = False
+            return ok
+        io_line = origins["io"].line or end_line
+        for attr, example in (("dpdk_lan_port", "net_af_packet0"), ("dpdk_wan_port", "net_af_packet1"),
+                              ("dpdk_lan_address", "10.1.0.1/24")):
+            if resolved[attr] is None and attr not in values:
+                self.error(io_line, "CONFIG_MISSING_VALUE", f"io = dpdk but {attr} is not set",
+                           f"add '{attr} = {example}'")
+                ok = False
+        if ok and resolved["dpdk_lan_port"] == resolved["dpdk_wan_port"]:
+            self.error(origins["dpdk_wan_port"].line or end_line, "CONFIG_VALUE_OUT_OF_RANGE",
+                       f"the LAN and WAN ports are both {resolved['dpdk_wan_port']}",
+                       "give two different DPDK ports: the protected LAN and the unprotected WAN")
+            ok = False
+        family = resolved["address"].version
+        for attr in ("dpdk_lan_address", "dpdk_lan_gateway", "dpdk_wan_gateway"):
+            value = resolved[attr]
+            if value is not None and value.version != family:
+                self.error(origins[attr].line or end_line, "CONFIG_BAD_ADDRESS",
+                           f"{attr} {value} is IPv{value.version} but the address is IPv{family}",
+                           "the inner family follows the outer one: use the same IP version")
+                ok = False
+        return ok
 
     def check_hardware(self, resolved: dict[str, Any], origins: dict[str, Origin],
                        values: dict[str, tuple[Any, int]], end_line: int) -> bool:

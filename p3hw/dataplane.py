@@ -28,7 +28,7 @@ from p3hw.log import failure
 from p3hw.reasons import REASONS, P3Error
 
 #: The ABI stamp this Python code was written against (native/src/cpu.c).
-EXPECTED_ABI_VERSION = 6
+EXPECTED_ABI_VERSION = 7
 
 try:
     from p3hw import _dataplane  # type: ignore[attr-defined]
@@ -809,6 +809,31 @@ class WorkerStats:
     no_route_drops: int
     control_queue_drops: int
     io_errors: int
+    neighbour_drops: int = 0      # DPDK ports: no MAC for the next hop yet (a request was sent)
+    link_replies: int = 0         # DPDK ports: ARP replies, neighbour advertisements, echo replies
+    link_drops: int = 0           # DPDK ports: frames not for the gateway, or malformed
+    tx_full_drops: int = 0        # DPDK ports: the transmit queue stayed full
+
+
+@dataclass(frozen=True)
+class DpdkPorts:
+    """Two DPDK ethdev ports instead of the TUN and the socket (docs/dpdk.md).
+
+    Addresses are interfaces (``10.1.0.1/24``): the gateway's own address on
+    the port and the prefix that is on-link there; gateways are next hops for
+    everything off-link (None: all on-link).
+    """
+
+    lan_port: str
+    wan_port: str
+    lan_address: ipaddress.IPv4Interface | ipaddress.IPv6Interface
+    wan_address: ipaddress.IPv4Interface | ipaddress.IPv6Interface
+    udp_port: int = 5653
+    lan_gateway: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
+    wan_gateway: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
+    eal_args: str = ""
+    mtu: int = 1500
+    library: str = ""
 
 
 class Worker:
@@ -820,20 +845,51 @@ class Worker:
 
     MESSAGE_ROOM = 65536
 
-    def __init__(self, dataplane: Dataplane, routes: Routes, flows: FlowTable | None, *, lan_fd: int,
-                 wan_fd: int, esp_fd: int = -1, esp_family: int = 4) -> None:
+    def __init__(self, dataplane: Dataplane, routes: Routes, flows: FlowTable | None, *, lan_fd: int = -1,
+                 wan_fd: int = -1, esp_fd: int = -1, esp_family: int = 4, dpdk: DpdkPorts | None = None) -> None:
         self._ffi, self._lib = native()
         cfg = self._ffi.new("p3dp_worker_config *")
         cfg.lan_fd, cfg.wan_fd, cfg.esp_fd, cfg.esp_family = lan_fd, wan_fd, esp_fd, esp_family
+        keep = []
+        if dpdk is not None:
+            keep = self._dpdk_config(cfg, dpdk)
         # keep what the C side points at alive as long as the worker
         self._dataplane, self._routes, self._flows = dataplane, routes, flows
         flows_ptr = flows.table if flows is not None else self._ffi.NULL
-        ptr = self._lib.p3dp_worker_new(dataplane.ctx, routes.table, flows_ptr, cfg)
+        err = self._ffi.new("int *")
+        ptr = self._lib.p3dp_worker_new(dataplane.ctx, routes.table, flows_ptr, cfg, err)
+        del keep
         if ptr == self._ffi.NULL:
+            if dpdk is not None and err[0] in (-606, -607):
+                what = "DPDK is not usable here" if err[0] == -606 else "a DPDK port cannot be used"
+                raise P3Error(reason_name(err[0]), f"{what}: ports {dpdk.lan_port} (LAN) and {dpdk.wan_port} "
+                              "(WAN); the reason is on stderr above (docs/dpdk.md)")
             raise P3Error("DP_BAD_ARGUMENT", "cannot create the packet worker (descriptors or memory)")
+        self.dpdk = dpdk
         self._ptr: Any = ptr
         self._buf = self._ffi.new("uint8_t[]", self.MESSAGE_ROOM)
         self._info = self._ffi.new("p3dp_worker_msg *")
+
+    def _dpdk_config(self, cfg: Any, dpdk: DpdkPorts) -> list[Any]:
+        ffi = self._ffi
+        lan, wan = dpdk.lan_address, dpdk.wan_address
+        if lan.version != wan.version:
+            raise P3Error("DPDK_PORT", f"the LAN address {lan} and the WAN address {wan} are of different families")
+        keep = [ffi.new("char[]", text.encode()) for text in (
+            dpdk.library or CRYPTODEV_LIBRARY, dpdk.eal_args or DEFAULT_EAL_ARGS, dpdk.lan_port, dpdk.wan_port)]
+        cfg.dpdk_library, cfg.eal_args, cfg.dpdk_lan_port, cfg.dpdk_wan_port = keep
+        cfg.family = wan.version
+        cfg.lan_prefix_len, cfg.wan_prefix_len = lan.network.prefixlen, wan.network.prefixlen
+        cfg.udp_port, cfg.mtu = dpdk.udp_port, dpdk.mtu
+        cfg.lan_addr = lan.ip.packed.ljust(16, b"\0")
+        cfg.wan_addr = wan.ip.packed.ljust(16, b"\0")
+        for name, gateway in (("lan", dpdk.lan_gateway), ("wan", dpdk.wan_gateway)):
+            if gateway is not None:
+                if gateway.version != wan.version:
+                    raise P3Error("DPDK_PORT", f"the {name.upper()} gateway {gateway} is not IPv{wan.version}")
+                setattr(cfg, f"has_{name}_gateway", 1)
+                setattr(cfg, f"{name}_gateway", gateway.packed.ljust(16, b"\0"))
+        return keep
 
     @property
     def notify_fd(self) -> int:
@@ -880,6 +936,10 @@ class Worker:
         family, packed = _addr_bytes(addr)
         check(self._lib.p3dp_worker_send(self._ptr, 1 if via_esp else 0, family, packed, port, data, len(data)),
               f"send to {addr}")
+
+    def send_lan(self, packet: bytes) -> None:
+        """An IP packet out of the DPDK LAN port (flow termination); kernel mode writes the TUN instead."""
+        check(self._lib.p3dp_worker_send_lan(self._ptr, packet, len(packet)), "send to the LAN port")
 
     def stats(self) -> WorkerStats:
         raw = self._ffi.new("p3dp_worker_stats *")

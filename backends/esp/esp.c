@@ -20,4 +20,4 @@ static int esp_tx(struct p3_io *io, struct p3_iobuf *bufs, unsigned n)
     return p3_io_mmsg_tx(io, bufs, n, 0);
 }
 
-const struct p3_io_ops p3_io_esp_ops = { "esp", esp_rx, esp_tx };
+const struct p3_io_ops p3_io_esp_ops = { .name = "esp", .rx_burst = esp_rx, .tx_burst = esp_tx };

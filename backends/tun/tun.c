@@ -430,4 +430,4 @@ void p3_io_tun_teardown(struct p3_io *io)
         free(st->super);
 }
 
-const struct p3_io_ops p3_io_tun_ops = { "tun", tun_rx, tun_tx };
+const struct p3_io_ops p3_io_tun_ops = { .name = "tun", .rx_burst = tun_rx, .tx_burst = tun_tx };

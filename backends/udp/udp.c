@@ -166,4 +166,4 @@ static int udp_tx(struct p3_io *io, struct p3_iobuf *bufs, unsigned n)
     return p3_io_mmsg_tx(io, bufs, n, 1);
 }
 
-const struct p3_io_ops p3_io_udp_ops = { "udp", udp_rx, udp_tx };
+const struct p3_io_ops p3_io_udp_ops = { .name = "udp", .rx_burst = udp_rx, .tx_burst = udp_tx };

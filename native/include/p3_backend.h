@@ -123,6 +123,7 @@ struct p3_iobuf {
     uint8_t family;     /* WAN: peer's address family, 4 or 6 */
     uint16_t port;      /* WAN: peer's UDP port, host order (0 for ESP) */
     uint8_t addr[16];   /* WAN: peer's address, network order */
+    void *handle;       /* the backend's own buffer behind data (a DPDK mbuf), or NULL */
 };
 
 struct p3_io;
@@ -132,13 +133,30 @@ struct p3_io_ops {
     /* Receive up to n packets without blocking; returns the count (0: none
      * ready) or a negative reason. */
     int (*rx_burst)(struct p3_io *io, struct p3_iobuf *bufs, unsigned n);
-    /* Send n packets; returns how many left, or a negative reason. */
+    /* Send n packets; returns how many left, or a negative reason. Buffers
+     * from tx_alloc are the backend's again afterwards, sent or not. */
     int (*tx_burst)(struct p3_io *io, struct p3_iobuf *bufs, unsigned n);
+    /* Optional (NULL for the kernel backends). Backends with their own packet
+     * memory (DPDK) lend transmit buffers so the dataplane writes its output
+     * straight into them: point bufs[i].data/cap/handle at up to n buffers,
+     * with room before data for the link header; returns how many. A lent
+     * buffer goes back through tx_burst or tx_release. */
+    int (*tx_alloc)(struct p3_io *io, struct p3_iobuf *bufs, unsigned n);
+    void (*tx_release)(struct p3_io *io, struct p3_iobuf *bufs, unsigned n);
+    /* Optional: called in the worker thread before its first burst and after
+     * its last (DPDK registers the thread with the EAL there). */
+    void (*thread_enter)(struct p3_io *io);
+    void (*thread_exit)(struct p3_io *io);
+    /* Optional: adds the link layer's counters (DPDK ports) to the four. */
+    void (*link_stats)(const struct p3_io *io, uint64_t *neighbour_drops, uint64_t *replies,
+                       uint64_t *link_drops, uint64_t *tx_full);
+    /* Optional: frees the backend's state (p3_io_close calls it). */
+    void (*close)(struct p3_io *io);
 };
 
 struct p3_io {
     const struct p3_io_ops *ops;
-    int fd;
+    int fd;              /* -1 for backends that are polled, not waited on (DPDK) */
     int family;          /* the socket's family: 4 or 6 (a v6 socket may be dual-stack) */
     uint32_t open_flags; /* flags the worker passes to p3dp_open_burst for this input */
     void *state;         /* the backend's own (mmsghdr arrays, ...) */
@@ -153,5 +171,18 @@ int p3_io_tun_setup(struct p3_io *io);
 /* The same with the virtio-net header forced on or off (tests use a socket pair). */
 int p3_io_tun_setup_vnet(struct p3_io *io, int vnet);
 void p3_io_tun_teardown(struct p3_io *io);
+
+/* ---- DPDK ports (backends/dpdk/src/ethdev.c, docs/dpdk.md) ----
+ * Two ethdev ports, LAN and WAN, in build/libp3dpdk.so; the worker loads it
+ * with dlopen (backends/dpdk/ethdev_load.c) and polls the ports. The LAN port
+ * hands out and takes inner IP packets; the WAN port whole outer IP packets
+ * (the worker seals with P3DP_OUT_IP and opens with P3DP_IN_IP). Each answers
+ * ARP / neighbour discovery for its own address and resolves next hops. */
+struct p3dp_worker_config;
+/* The library's one entry point for the ports: 0, or -606 (no DPDK, EAL),
+ * -607 (a port). */
+typedef int (*p3_dpdk_ports_open_fn)(const struct p3dp_worker_config *cfg, struct p3_io *lan,
+                                     struct p3_io *wan);
+int p3_dpdk_ports_load(const struct p3dp_worker_config *cfg, struct p3_io *lan, struct p3_io *wan);
 
 #endif /* P3_BACKEND_H */

@@ -320,6 +320,23 @@ typedef struct p3dp_worker_config {
     int wan_fd;        /* UDP socket bound to the P3 port, non-blocking */
     int esp_fd;        /* raw IP protocol 50 socket for the ESP transport, or -1 */
     int esp_family;    /* 4 or 6: the raw socket's family */
+    /* DPDK ports instead (docs/dpdk.md): with dpdk_lan_port set, the
+     * descriptors above are unused; the worker polls two ethdev ports. */
+    const char *dpdk_library;     /* path of libp3dpdk.so; NULL or "": the loader's search */
+    const char *eal_args;         /* EAL arguments (used once per process) */
+    const char *dpdk_lan_port;    /* DPDK device names: a vdev name or a PCI address */
+    const char *dpdk_wan_port;
+    uint8_t family;               /* 4 or 6: the ports' address family (inner follows outer) */
+    uint8_t lan_prefix_len;
+    uint8_t wan_prefix_len;
+    uint8_t has_lan_gateway;      /* next hops for destinations off the ports' prefixes */
+    uint8_t has_wan_gateway;
+    uint16_t udp_port;            /* the local P3 UDP port (IKE, UDP transport) */
+    uint16_t mtu;                 /* the ports' MTU; 0: 1500 */
+    uint8_t lan_addr[16];         /* the gateway's address on the LAN (answers ARP/ND) */
+    uint8_t wan_addr[16];         /* the local outer address (Appendix A `ip`) */
+    uint8_t lan_gateway[16];
+    uint8_t wan_gateway[16];
 } p3dp_worker_config;
 
 typedef struct p3dp_worker_msg {
@@ -339,12 +356,18 @@ typedef struct p3dp_worker_stats {
     uint64_t no_route_drops;       /* LAN packets no remote subnet matched */
     uint64_t control_queue_drops;  /* the control plane's queue was full */
     uint64_t io_errors;
+    /* DPDK ports only (docs/dpdk.md) */
+    uint64_t neighbour_drops;      /* no MAC for the next hop yet: dropped, a request sent */
+    uint64_t link_replies;         /* ARP replies, neighbour advertisements, echo replies sent */
+    uint64_t link_drops;           /* frames not for the gateway or malformed */
+    uint64_t tx_full_drops;        /* the port's transmit queue was full */
 } p3dp_worker_stats;
 
-/* NULL on bad descriptors or no memory. routes and flows (may be NULL) must
- * outlive the worker. */
+/* NULL on bad descriptors or no memory (*err, if given, = -214 / -213), or
+ * when the DPDK ports cannot start (-606 no DPDK or EAL, -607 a port).
+ * routes and flows (may be NULL) must outlive the worker. */
 p3dp_worker *p3dp_worker_new(p3dp_ctx *ctx, const p3dp_routes *routes, p3dp_flows *flows,
-                             const p3dp_worker_config *cfg);
+                             const p3dp_worker_config *cfg, int *err);
 void p3dp_worker_free(p3dp_worker *w);
 int p3dp_worker_start(p3dp_worker *w);
 void p3dp_worker_stop(p3dp_worker *w);
@@ -357,9 +380,16 @@ int p3dp_worker_notify_fd(const p3dp_worker *w);
 /* Take one message for the control plane: its length, 0 when none, -205 if
  * cap is too small. */
 int p3dp_worker_recv(p3dp_worker *w, uint8_t *buf, size_t cap, p3dp_worker_msg *info);
-/* Send bytes as they are out of the WAN socket (via_esp: the raw ESP one). */
+/* Send bytes as they are out of the WAN socket (via_esp: the raw ESP one).
+ * On DPDK ports the worker writes the IP (and UDP) header and sends them from
+ * its own thread; -213 when its queue is full. */
 int p3dp_worker_send(p3dp_worker *w, int via_esp, int family, const uint8_t *addr, uint16_t port,
                      const uint8_t *data, uint32_t len);
+/* DPDK ports only (-214 otherwise: the kernel backends write the TUN): an IP
+ * packet out of the LAN port (flow termination's RSTs and ICMP errors). */
+int p3dp_worker_send_lan(p3dp_worker *w, const uint8_t *data, uint32_t len);
+/* 1 when the worker polls DPDK ports, else 0. */
+int p3dp_worker_is_dpdk(const p3dp_worker *w);
 void p3dp_worker_get_stats(const p3dp_worker *w, p3dp_worker_stats *out);
 
 /* --- Hardware RNG (backends/rng/rng.c) --- */

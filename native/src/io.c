@@ -58,6 +58,10 @@ int p3_io_open(struct p3_io *io, int kind, int fd, int family)
 
 void p3_io_close(struct p3_io *io)
 {
+    if (io->ops && io->ops->close) {
+        io->ops->close(io);
+        return;
+    }
     if (io->ops == &p3_io_tun_ops)
         p3_io_tun_teardown(io);
     else if (io->state)

@@ -77,6 +77,12 @@ struct p3dp_peer *p3dp_find_peer_by_addr(const p3dp_ctx *ctx, int family, const 
                                          uint16_t port);
 struct p3dp_sa *p3dp_find_inbound_sa(const p3dp_ctx *ctx, uint32_t p3_id);
 void p3dp_count_drop(p3dp_counters *c, int status);
+/* Writes an IPv4/IPv6 header, and a UDP header when dport is not 0 (else
+ * protocol 50, ESP), for payload_len octets of payload (summed for the IPv6
+ * UDP checksum; it need not follow the header yet). Returns the header
+ * length (20/40, + 8 with UDP). packet.c. */
+uint32_t p3dp_write_ip_header(uint8_t *out, int family, const uint8_t *src, const uint8_t *dst, uint16_t sport,
+                              uint16_t dport, const uint8_t *payload, uint32_t payload_len);
 /* Wipe and free an SA's engine states (both engines). */
 void p3dp_sa_crypto_free(p3dp_ctx *ctx, struct p3dp_sa *sa);
 /* Engine failover (ctx.c): a fault of kind P3DP_FAULT_* moves the context

@@ -130,17 +130,16 @@ static uint16_t get16(const uint8_t *p)
     return (uint16_t)(p[0] << 8 | p[1]);
 }
 
-/* Writes IPv4/IPv6 (+ UDP) in front of p3_len octets already at out + header bytes. */
-static void write_outer(const struct p3dp_peer *peer, uint8_t *out, uint32_t p3_len)
+uint32_t p3dp_write_ip_header(uint8_t *out, int family, const uint8_t *src, const uint8_t *dst, uint16_t sport,
+                              uint16_t dport, const uint8_t *payload, uint32_t payload_len)
 {
-    const p3dp_peer_config *c = &peer->cfg;
-    int udp = c->encap == P3DP_ENCAP_UDP;
+    int udp = dport != 0;
     uint8_t proto = udp ? 17 : 50;
-    uint32_t ip_bytes = c->family == 6 ? 40 : 20;
-    uint32_t l4_len = p3_len + (udp ? 8 : 0);
+    uint32_t ip_bytes = family == 6 ? 40 : 20;
+    uint32_t l4_len = payload_len + (udp ? 8 : 0);
     uint8_t *u = out + ip_bytes;
 
-    if (c->family == 4) {
+    if (family == 4) {
         out[0] = 0x45;
         out[1] = 0;
         put16(out + 2, (uint16_t)(ip_bytes + l4_len));
@@ -149,8 +148,8 @@ static void write_outer(const struct p3dp_peer *peer, uint8_t *out, uint32_t p3_
         out[8] = 64;
         out[9] = proto;
         put16(out + 10, 0);
-        memcpy(out + 12, c->local_addr, 4);
-        memcpy(out + 16, c->remote_addr, 4);
+        memcpy(out + 12, src, 4);
+        memcpy(out + 16, dst, 4);
         {
             uint16_t cs = csum_finish(csum_partial(0, out, 20));
             memcpy(out + 10, &cs, 2);
@@ -160,23 +159,42 @@ static void write_outer(const struct p3dp_peer *peer, uint8_t *out, uint32_t p3_
         put16(out + 4, (uint16_t)l4_len);
         out[6] = proto;
         out[7] = 64;
-        memcpy(out + 8, c->local_addr, 16);
-        memcpy(out + 24, c->remote_addr, 16);
+        memcpy(out + 8, src, 16);
+        memcpy(out + 24, dst, 16);
     }
     if (!udp)
-        return;
-    put16(u, c->local_port);
-    put16(u + 2, c->remote_port);
+        return ip_bytes;
+    put16(u, sport);
+    put16(u + 2, dport);
     put16(u + 4, (uint16_t)l4_len);
     put16(u + 6, 0);
-    if (c->family == 6) {
+    if (family == 6) {
         /* IPv6 needs a UDP checksum (RFC 8200 §8.1); over IPv4 zero is
-         * allowed for UDP-encapsulated ESP (RFC 3948 §2.1). */
-        uint16_t cs = udp_checksum(6, out + 8, out + 24, u, l4_len);
+         * allowed for UDP-encapsulated ESP (RFC 3948 §2.1). The header is
+         * 8 octets (even), so the payload may be summed apart from it. */
+        uint8_t pseudo[40];
+        uint64_t sum;
+        uint16_t cs;
+        memcpy(pseudo, src, 16);
+        memcpy(pseudo + 16, dst, 16);
+        p3dp_put_be32(pseudo + 32, l4_len);
+        p3dp_put_be32(pseudo + 36, 17);
+        sum = csum_partial(csum_partial(0, pseudo, sizeof(pseudo)), u, 8);
+        cs = csum_finish(csum_partial(sum, payload, payload_len));
         if (cs == 0)
             cs = 0xffff;
         memcpy(u + 6, &cs, 2);
     }
+    return ip_bytes + 8;
+}
+
+/* Writes IPv4/IPv6 (+ UDP) in front of p3_len octets already at out + header bytes. */
+static void write_outer(const struct p3dp_peer *peer, uint8_t *out, uint32_t p3_len)
+{
+    const p3dp_peer_config *c = &peer->cfg;
+    int udp = c->encap == P3DP_ENCAP_UDP;
+    p3dp_write_ip_header(out, c->family, c->local_addr, c->remote_addr, udp ? c->local_port : 0,
+                         udp ? c->remote_port : 0, out + peer->outer_header_bytes, p3_len);
 }
 
 /* Parses a received IP packet; sets the sender in pkt, the P3 bytes, and

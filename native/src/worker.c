@@ -32,7 +32,21 @@ enum {
     WORKER_BURST = 64,
     WORKER_BUF_BYTES = 65536,
     RING_SLOTS = 256,
-    RING_SLOT_BYTES = 16384
+    RING_SLOT_BYTES = 16384,
+    /* DPDK ports: packets the control plane sends, queued for the worker
+     * (a port's transmit queue has one owner, the worker thread). */
+    TXQ_SLOTS = 64,
+    TXQ_SLOT_BYTES = 4096,
+    /* DPDK ports are polled; after this many empty polls the worker naps,
+     * up to IDLE_NAP_MAX_US, so an idle gateway does not hold a core. */
+    IDLE_POLLS = 1024,
+    IDLE_NAP_MAX_US = 200
+};
+
+struct txq_slot {
+    uint32_t len;
+    uint8_t to_lan;
+    uint8_t data[TXQ_SLOT_BYTES];
 };
 
 struct ring_slot {
@@ -46,6 +60,11 @@ struct p3dp_worker {
     p3dp_flows *flows;
     struct p3_io lan, wan, esp;
     int has_esp;
+    int dpdk;          /* lan and wan are DPDK ports, polled (docs/dpdk.md) */
+    p3dp_worker_config dpdk_cfg;  /* addresses and port for the headers of control sends */
+    struct txq_slot *txq;
+    atomic_uint txq_head, txq_tail;
+    pthread_mutex_t txq_lock;     /* control-plane producers */
     int wake_fd;       /* worker waits on it in poll: a pause request */
     int notify_fd;     /* Python waits on it: messages in the ring */
     pthread_t thread;
@@ -63,6 +82,7 @@ struct p3dp_worker {
     /* burst buffers */
     struct p3_iobuf lan_in[WORKER_BURST], wan_out[WORKER_BURST];
     struct p3_iobuf wan_in[WORKER_BURST], lan_out[WORKER_BURST];
+    struct p3_iobuf send[WORKER_BURST];  /* what goes out, in order */
     p3dp_pkt pkts[WORKER_BURST];
     uint8_t addrs[WORKER_BURST * 16];
     uint32_t peers[WORKER_BURST];
@@ -86,42 +106,79 @@ static void bind_buffers(struct p3_iobuf *bufs, uint8_t *base)
     }
 }
 
-p3dp_worker *p3dp_worker_new(p3dp_ctx *ctx, const p3dp_routes *routes, p3dp_flows *flows,
-                             const p3dp_worker_config *cfg)
+static int fail(int *err, int rc)
 {
-    if (!ctx || !routes || !cfg || cfg->lan_fd < 0 || cfg->wan_fd < 0)
+    if (err)
+        *err = rc;
+    return rc;
+}
+
+p3dp_worker *p3dp_worker_new(p3dp_ctx *ctx, const p3dp_routes *routes, p3dp_flows *flows,
+                             const p3dp_worker_config *cfg, int *err)
+{
+    int dpdk = cfg && cfg->dpdk_lan_port && *cfg->dpdk_lan_port;
+    int rc;
+    fail(err, 0);
+    if (!ctx || !routes || !cfg || (!dpdk && (cfg->lan_fd < 0 || cfg->wan_fd < 0))) {
+        fail(err, -214);
         return NULL;
+    }
     p3dp_worker *w = calloc(1, sizeof(*w));
-    if (!w)
+    if (!w) {
+        fail(err, -213);
         return NULL;
+    }
     w->ctx = ctx;
     w->routes = routes;
     w->flows = flows;
+    w->lan.fd = w->wan.fd = w->esp.fd = -1;
     w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     w->notify_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    /* LAN in, WAN out, LAN out. WAN in needs none: the socket backends
-     * receive into their own memory and point wan_in[] at it. */
+    pthread_mutex_init(&w->park_lock, NULL);
+    pthread_cond_init(&w->park_cond, NULL);
+    pthread_mutex_init(&w->caller_lock, NULL);
+    pthread_mutex_init(&w->txq_lock, NULL);
+    /* LAN in, WAN out, LAN out. WAN in needs none: the backends receive
+     * into their own memory and point wan_in[] at it. */
     w->buffers = malloc((size_t)3 * WORKER_BURST * WORKER_BUF_BYTES);
     w->ring = calloc(RING_SLOTS, sizeof(struct ring_slot));
-    if (w->wake_fd < 0 || w->notify_fd < 0 || !w->buffers || !w->ring ||
-        p3_io_open(&w->lan, P3_IO_TUN, cfg->lan_fd, 0) != 0 ||
-        p3_io_open(&w->wan, P3_IO_UDP, cfg->wan_fd, 0) != 0) {
+    if (w->wake_fd < 0 || w->notify_fd < 0 || !w->buffers || !w->ring) {
         p3dp_worker_free(w);
+        fail(err, -213);
         return NULL;
     }
-    if (cfg->esp_fd >= 0) {
-        if (p3_io_open(&w->esp, P3_IO_ESP, cfg->esp_fd, cfg->esp_family) != 0) {
+    if (dpdk) {
+        w->txq = calloc(TXQ_SLOTS, sizeof(struct txq_slot));
+        rc = w->txq ? p3_dpdk_ports_load(cfg, &w->lan, &w->wan) : -213;
+        if (rc != 0) {
             p3dp_worker_free(w);
+            fail(err, rc);
             return NULL;
         }
-        w->has_esp = 1;
+        w->dpdk = 1;
+        w->dpdk_cfg = *cfg;
+        /* the caller's strings are not kept */
+        w->dpdk_cfg.dpdk_library = w->dpdk_cfg.eal_args = NULL;
+        w->dpdk_cfg.dpdk_lan_port = w->dpdk_cfg.dpdk_wan_port = NULL;
+    } else {
+        if (p3_io_open(&w->lan, P3_IO_TUN, cfg->lan_fd, 0) != 0 ||
+            p3_io_open(&w->wan, P3_IO_UDP, cfg->wan_fd, 0) != 0) {
+            p3dp_worker_free(w);
+            fail(err, -214);
+            return NULL;
+        }
+        if (cfg->esp_fd >= 0) {
+            if (p3_io_open(&w->esp, P3_IO_ESP, cfg->esp_fd, cfg->esp_family) != 0) {
+                p3dp_worker_free(w);
+                fail(err, -214);
+                return NULL;
+            }
+            w->has_esp = 1;
+        }
     }
     bind_buffers(w->lan_in, w->buffers);
     bind_buffers(w->wan_out, w->buffers + (size_t)1 * WORKER_BURST * WORKER_BUF_BYTES);
     bind_buffers(w->lan_out, w->buffers + (size_t)2 * WORKER_BURST * WORKER_BUF_BYTES);
-    pthread_mutex_init(&w->park_lock, NULL);
-    pthread_cond_init(&w->park_cond, NULL);
-    pthread_mutex_init(&w->caller_lock, NULL);
     return w;
 }
 
@@ -196,6 +253,36 @@ static void inner_destination(const uint8_t *pkt, uint32_t len, int *family, uin
     }
 }
 
+/* Output buffers for a burst of m packets: the backend's own (DPDK mbufs,
+ * written in place) when it lends them, else the worker's memory. */
+static struct p3_iobuf *out_buffers(p3dp_worker *w, struct p3_io *out, struct p3_iobuf *mine, size_t m)
+{
+    if (!out->ops->tx_alloc)
+        return mine;
+    if ((size_t)out->ops->tx_alloc(out, mine, (unsigned)m) == m)
+        return mine;
+    /* the pool ran dry: this burst goes through the worker's memory */
+    w->stats.io_errors++;
+    bind_buffers(mine, mine == w->wan_out ? w->buffers + (size_t)1 * WORKER_BURST * WORKER_BUF_BYTES
+                                          : w->buffers + (size_t)2 * WORKER_BURST * WORKER_BUF_BYTES);
+    return mine;
+}
+
+/* Hands the send list to out; lent buffers not on it go back. */
+static void transmit(p3dp_worker *w, struct p3_io *out, struct p3_iobuf *lent, size_t nlent, size_t k,
+                     uint64_t *counter)
+{
+    if (k) {
+        int sent = out->ops->tx_burst(out, w->send, (unsigned)k);
+        if (sent < 0)
+            w->stats.io_errors++;
+        else
+            *counter += (uint64_t)sent;
+    }
+    if (out->ops->tx_release)
+        out->ops->tx_release(out, lent, (unsigned)nlent);
+}
+
 static void lan_to_wan(p3dp_worker *w)
 {
     int n = w->lan.ops->rx_burst(&w->lan, w->lan_in, WORKER_BURST);
@@ -205,6 +292,11 @@ static void lan_to_wan(p3dp_worker *w)
         return;
     }
     w->stats.lan_rx_packets += (uint64_t)n;
+    /* Sealed packets go out of the UDP socket, or of the raw ESP socket in
+     * ESP mode (the kernel writes the outer IP and UDP header), or of the
+     * DPDK WAN port (the seal writes them: P3DP_OUT_IP). */
+    struct p3_io *out = w->has_esp ? &w->esp : &w->wan;
+    uint32_t flags = w->dpdk ? P3DP_OUT_IP : 0;
     size_t m = 0;
     for (int i = 0; i < n; i++) {
         int family;
@@ -219,20 +311,20 @@ static void lan_to_wan(p3dp_worker *w)
         memset(p, 0, sizeof(*p));
         p->in_buf = w->lan_in[i].data;
         p->in_len = w->lan_in[i].len;
-        p->out_buf = w->wan_out[m].data;
-        p->out_cap = w->wan_out[m].cap;
         p->peer = peer;
         p->kind = P3DP_KIND_DATA;
         m++;
     }
     if (!m)
         return;
-    p3dp_seal_burst(w->ctx, w->pkts, m, 0);
+    struct p3_iobuf *ob = out_buffers(w, out, w->wan_out, m);
+    for (size_t i = 0; i < m; i++) {
+        w->pkts[i].out_buf = ob[i].data;
+        w->pkts[i].out_cap = ob[i].cap;
+    }
+    p3dp_seal_burst(w->ctx, w->pkts, m, flags);
     if (w->flows)
         p3dp_flows_observe_burst(w->flows, w->pkts, m, P3DP_FLOW_FROM_LAN, now_ms());
-    /* Sealed packets go out of the UDP socket, or of the raw ESP socket in
-     * ESP mode; either way the kernel writes the outer IP (and UDP) header. */
-    struct p3_io *out = w->has_esp ? &w->esp : &w->wan;
     size_t k = 0;
     for (size_t i = 0; i < m; i++) {
         if (w->pkts[i].status != 0)
@@ -240,23 +332,15 @@ static void lan_to_wan(p3dp_worker *w)
         const struct p3dp_peer *peer = p3dp_find_peer(w->ctx, w->pkts[i].peer);
         if (!peer)
             continue;
-        struct p3_iobuf *b = &w->wan_out[k];
-        if (b->data != w->pkts[i].out_buf) {
-            memcpy(b->data, w->pkts[i].out_buf, w->pkts[i].out_len);
-        }
+        struct p3_iobuf *b = &w->send[k++];
+        *b = ob[i];
+        ob[i].handle = NULL;          /* now the send list's */
         b->len = w->pkts[i].out_len;
         b->family = peer->cfg.family;
         b->port = peer->cfg.remote_port;
         memcpy(b->addr, peer->cfg.remote_addr, 16);
-        k++;
     }
-    if (k) {
-        int sent = out->ops->tx_burst(out, w->wan_out, (unsigned)k);
-        if (sent < 0)
-            w->stats.io_errors++;
-        else
-            w->stats.wan_tx_packets += (uint64_t)sent;
-    }
+    transmit(w, out, ob, m, k, &w->stats.wan_tx_packets);
 }
 
 /* ---- WAN -> LAN ------------------------------------------------------ */
@@ -270,13 +354,14 @@ static void wan_to_lan(p3dp_worker *w, struct p3_io *in)
         return;
     }
     w->stats.wan_rx_packets += (uint64_t)n;
+    struct p3_iobuf *ob = out_buffers(w, &w->lan, w->lan_out, (size_t)n);
     for (int i = 0; i < n; i++) {
         p3dp_pkt *p = &w->pkts[i];
         memset(p, 0, sizeof(*p));
         p->in_buf = w->wan_in[i].data;
         p->in_len = w->wan_in[i].len;
-        p->out_buf = w->lan_out[i].data;
-        p->out_cap = w->lan_out[i].cap;
+        p->out_buf = ob[i].data;
+        p->out_cap = ob[i].cap;
         p->family = w->wan_in[i].family;
         p->port = w->wan_in[i].port;
         memcpy(p->addr, w->wan_in[i].addr, 16);
@@ -284,15 +369,18 @@ static void wan_to_lan(p3dp_worker *w, struct p3_io *in)
     p3dp_open_burst(w->ctx, w->pkts, (size_t)n, in->open_flags);
     if (w->flows)
         p3dp_flows_observe_burst(w->flows, w->pkts, (size_t)n, P3DP_FLOW_TO_LAN, now_ms());
-    unsigned k = 0;
+    size_t k = 0;
     for (int i = 0; i < n; i++) {
         p3dp_pkt *p = &w->pkts[i];
         if (p->status != 0)
             continue;
         switch (p->kind) {
         case P3DP_KIND_DATA:
-            w->lan_out[k].data = p->out_buf;
-            w->lan_out[k].len = p->out_len;
+            w->send[k] = ob[i];
+            ob[i].handle = NULL;
+            /* the inner packet may start anywhere in the output buffer */
+            w->send[k].data = p->out_buf;
+            w->send[k].len = p->out_len;
             k++;
             break;
         case P3DP_KIND_CONTROL:
@@ -303,15 +391,29 @@ static void wan_to_lan(p3dp_worker *w, struct p3_io *in)
             break;
         }
     }
-    if (k) {
-        int written = w->lan.ops->tx_burst(&w->lan, w->lan_out, k);
-        if (written < 0)
+    transmit(w, &w->lan, ob, (size_t)n, k, &w->stats.lan_tx_packets);
+}
+
+/* ---- control-plane sends on DPDK ports ------------------------------- */
+
+/* Sends what the control plane queued (p3dp_worker_send / _send_lan), from
+ * the worker thread that owns the ports' transmit queues. */
+static void drain_txq(p3dp_worker *w)
+{
+    unsigned tail = atomic_load_explicit(&w->txq_tail, memory_order_relaxed);
+    unsigned head = atomic_load_explicit(&w->txq_head, memory_order_acquire);
+    for (; tail != head; tail++) {
+        struct txq_slot *slot = &w->txq[tail % TXQ_SLOTS];
+        struct p3_io *out = slot->to_lan ? &w->lan : &w->wan;
+        w->send[0] = (struct p3_iobuf){ .data = slot->data, .len = slot->len, .cap = slot->len };
+        if (out->ops->tx_burst(out, w->send, 1) != 1)
             w->stats.io_errors++;
+        else if (slot->to_lan)
+            w->stats.lan_tx_packets++;
         else
-            w->stats.lan_tx_packets += (uint64_t)written;
+            w->stats.wan_tx_packets++;
     }
-    /* lan_out[].data may now point into pkts' out buffers: restore them. */
-    bind_buffers(w->lan_out, w->buffers + (size_t)2 * WORKER_BURST * WORKER_BUF_BYTES);
+    atomic_store_explicit(&w->txq_tail, tail, memory_order_release);
 }
 
 /* ---- the loop ---------------------------------------------------------- */
@@ -330,9 +432,9 @@ static void park_if_asked(p3dp_worker *w)
     pthread_mutex_unlock(&w->park_lock);
 }
 
-static void *worker_main(void *arg)
+/* Kernel backends: wait in poll() on the descriptors. */
+static void kernel_loop(p3dp_worker *w)
 {
-    p3dp_worker *w = arg;
     struct pollfd fds[4];
     nfds_t nfds = 3;
     fds[0] = (struct pollfd){ .fd = w->lan.fd, .events = POLLIN };
@@ -378,6 +480,45 @@ static void *worker_main(void *arg)
                 break;
         }
     }
+}
+
+/* DPDK ports: poll both in turn (l3fwd's main loop). A gateway with no
+ * traffic naps a little longer each time, up to IDLE_NAP_MAX_US, and is back
+ * to busy polling at the first packet. */
+static void poll_loop(p3dp_worker *w)
+{
+    unsigned idle = 0, nap_us = 1;
+    while (!atomic_load_explicit(&w->stop, memory_order_acquire)) {
+        park_if_asked(w);
+        uint64_t before = w->stats.lan_rx_packets + w->stats.wan_rx_packets;
+        lan_to_wan(w);
+        wan_to_lan(w, &w->wan);
+        drain_txq(w);
+        if (w->stats.lan_rx_packets + w->stats.wan_rx_packets != before) {
+            idle = 0;
+            nap_us = 1;
+        } else if (++idle >= IDLE_POLLS) {
+            struct timespec ts = { 0, (long)nap_us * 1000 };
+            nanosleep(&ts, NULL);
+            if (nap_us < IDLE_NAP_MAX_US)
+                nap_us *= 2;
+        }
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    p3dp_worker *w = arg;
+    if (w->lan.ops->thread_enter)
+        w->lan.ops->thread_enter(&w->lan);
+    if (w->dpdk)
+        poll_loop(w);
+    else
+        kernel_loop(w);
+    if (w->lan.ops->thread_exit)
+        w->lan.ops->thread_exit(&w->lan);
+    if (w->wan.ops->thread_exit)
+        w->wan.ops->thread_exit(&w->wan);
     return NULL;
 }
 
@@ -441,6 +582,49 @@ void p3dp_worker_resume(p3dp_worker *w)
 void p3dp_worker_get_stats(const p3dp_worker *w, p3dp_worker_stats *out)
 {
     *out = w->stats;
+    if (w->dpdk) {
+        const struct p3_io *ports[2] = { &w->lan, &w->wan };
+        for (int i = 0; i < 2; i++)
+            if (ports[i]->ops->link_stats)
+                ports[i]->ops->link_stats(ports[i], &out->neighbour_drops, &out->link_replies,
+                                          &out->link_drops, &out->tx_full_drops);
+    }
+}
+
+int p3dp_worker_is_dpdk(const p3dp_worker *w)
+{
+    return w->dpdk;
+}
+
+/* Queues a packet for the worker to send (DPDK ports). -213 when full. */
+static int txq_put(p3dp_worker *w, int to_lan, const uint8_t *head, uint32_t head_len, const uint8_t *data,
+                   uint32_t len)
+{
+    int rc = 0;
+    if (head_len + len > TXQ_SLOT_BYTES)
+        return -205;
+    pthread_mutex_lock(&w->txq_lock);
+    unsigned head_i = atomic_load_explicit(&w->txq_head, memory_order_relaxed);
+    unsigned tail = atomic_load_explicit(&w->txq_tail, memory_order_acquire);
+    if (head_i - tail >= TXQ_SLOTS) {
+        rc = -213;
+    } else {
+        struct txq_slot *slot = &w->txq[head_i % TXQ_SLOTS];
+        memcpy(slot->data, head, head_len);
+        memcpy(slot->data + head_len, data, len);
+        slot->len = head_len + len;
+        slot->to_lan = (uint8_t)to_lan;
+        atomic_store_explicit(&w->txq_head, head_i + 1, memory_order_release);
+    }
+    pthread_mutex_unlock(&w->txq_lock);
+    return rc;
+}
+
+int p3dp_worker_send_lan(p3dp_worker *w, const uint8_t *data, uint32_t len)
+{
+    if (!w->dpdk)
+        return -214;
+    return txq_put(w, 1, NULL, 0, data, len);
 }
 
 int p3dp_worker_send(p3dp_worker *w, int via_esp, int family, const uint8_t *addr, uint16_t port,
@@ -452,6 +636,16 @@ int p3dp_worker_send(p3dp_worker *w, int via_esp, int family, const uint8_t *add
     struct p3_io *out = via_esp && w->has_esp ? &w->esp : &w->wan;
     if (family != 4 && family != 6)
         return -214;
+    if (w->dpdk) {
+        /* No kernel below: the outer IP (and UDP) header is written here. */
+        uint8_t head[48];
+        const p3dp_worker_config *c = &w->dpdk_cfg;
+        if (family != c->family)
+            return -214;
+        uint32_t head_len = p3dp_write_ip_header(head, family, c->wan_addr, addr, via_esp ? 0 : c->udp_port,
+                                                 via_esp ? 0 : port, data, len);
+        return txq_put(w, 0, head, head_len, data, len);
+    }
     struct sockaddr_storage ss;
     socklen_t sl = p3_io_sockaddr(&ss, out->family, family, addr, out == &w->esp ? 0 : port);
     return sendto(out->fd, data, len, 0, (struct sockaddr *)&ss, sl) == (ssize_t)len ? 0 : -901;
@@ -471,6 +665,8 @@ void p3dp_worker_free(p3dp_worker *w)
     p3_io_close(&w->esp);
     free(w->buffers);
     free(w->ring);
+    free(w->txq);
+    pthread_mutex_destroy(&w->txq_lock);
     pthread_mutex_destroy(&w->park_lock);
     pthread_cond_destroy(&w->park_cond);
     pthread_mutex_destroy(&w->caller_lock);

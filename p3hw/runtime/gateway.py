@@ -35,7 +35,17 @@ from p3hw.constants import NON_ESP_MARKER
 from p3hw.crypto.keyarray import ArrayKind
 from p3hw.crypto.keygen import make_key_source
 from p3hw.crypto.keys import SessionKeys, cipher_name
-from p3hw.dataplane import Dataplane, EngineParams, EngineWatch, FlowTable, PeerConfig, Routes, Terminated, Worker
+from p3hw.dataplane import (
+    Dataplane,
+    DpdkPorts,
+    EngineParams,
+    EngineWatch,
+    FlowTable,
+    PeerConfig,
+    Routes,
+    Terminated,
+    Worker,
+)
 from p3hw.log import failure
 from p3hw.protocol.control import SendControlPacket
 from p3hw.protocol.handshake import (
@@ -154,6 +164,7 @@ class Gateway:
         self.tun_fd = -1
         self.tun_offloads = True
         self.udp = None
+        self.udp_port = 0
         self.esp = None
         self._kernel_routes: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
         # Inbound P3 IDs live in this gateway's dataplane: one table for every
@@ -173,9 +184,13 @@ class Gateway:
         self._set_crypto_engine()
         self.routes = Routes()
         self.flows = FlowTable(FLOW_CAPACITY, FLOW_TCP_IDLE_MS, FLOW_OTHER_IDLE_MS)
+        if local.io == "dpdk":
+            self._open_dpdk_ports()
+            return
         self.tun_fd = tun_backend.open_tun(local.interface, offloads=self.tun_offloads)
         port = local.port if self.role == "primary" else self._secondary_port()
         self.udp = open_udp(local.address, port)
+        self.udp_port = self.udp.getsockname()[1]
         esp_fd, esp_family = -1, local.address.version
         if local.transport == "esp":
             self.esp = open_esp(local.address)
@@ -183,6 +198,21 @@ class Gateway:
         tun_backend.configure(local.interface, [], TUN_MTU)
         self.worker = Worker(self.dp, self.routes, self.flows, lan_fd=self.tun_fd, wan_fd=self.udp.fileno(),
                              esp_fd=esp_fd, esp_family=esp_family)
+        self.worker.start()
+
+    def _open_dpdk_ports(self) -> None:
+        """io = dpdk: the worker polls two ethdev ports; no TUN, no socket, no kernel routes (docs/dpdk.md)."""
+        local = self.config.local
+        assert local.dpdk_lan_port and local.dpdk_wan_port and local.dpdk_lan_address is not None
+        # A secondary with no single remote port still needs a fixed one: nothing picks an ephemeral port here.
+        self.udp_port = local.port if self.role == "primary" else (self._secondary_port() or local.port)
+        full = local.address.max_prefixlen
+        # Without a WAN gateway every peer is on the WAN link; with one, only the gateway is.
+        wan = ipaddress.ip_interface(f"{local.address}/{full if local.dpdk_wan_gateway else 0}")
+        self.worker = Worker(self.dp, self.routes, self.flows, dpdk=DpdkPorts(
+            lan_port=local.dpdk_lan_port, wan_port=local.dpdk_wan_port, lan_address=local.dpdk_lan_address,
+            wan_address=wan, udp_port=self.udp_port, lan_gateway=local.dpdk_lan_gateway,
+            wan_gateway=local.dpdk_wan_gateway, eal_args=local.dpdk_eal_args))
         self.worker.start()
 
     def _set_crypto_engine(self) -> None:
@@ -198,6 +228,10 @@ class Gateway:
             recover_ms=ENGINE_RECOVER_MS, module_path=(local.pkcs11_module or "") if hsm else "",
             token_label=local.pkcs11_token or "", pin=pin, eal_args=local.dpdk_eal_args), local.crypto_fallback)
 
+    def _lan_name(self) -> str:
+        local = self.config.local
+        return f"DPDK port {local.dpdk_lan_port}" if local.io == "dpdk" else f"interface {local.interface}"
+
     def _secondary_port(self) -> int:
         ports = {r.port for r in self.config.remotes}
         return ports.pop() if len(ports) == 1 else 0
@@ -209,8 +243,9 @@ class Gateway:
         assert self.routes is not None
         for subnet in remote.subnets:
             self.routes.add(str(subnet), remote.id)
-            tun_backend.add_route(self.config.local.interface, subnet)
-            self._kernel_routes.append(subnet)
+            if self.tun_fd >= 0:
+                tun_backend.add_route(self.config.local.interface, subnet)
+                self._kernel_routes.append(subnet)
         if self.role == "secondary":
             peer.recovery = Recovery("secondary", str(remote.address))
         return peer
@@ -226,7 +261,9 @@ class Gateway:
                 self.routes.delete(str(subnet))
             except P3Error:
                 pass
-            tun_backend.remove_route(self.config.local.interface, subnet)
+            if subnet in self._kernel_routes:
+                tun_backend.remove_route(self.config.local.interface, subnet)
+                self._kernel_routes.remove(subnet)
         if self.flows is not None:
             self.flows.forget(peer.peer_id)
         self.peers.pop(peer.peer_id, None)
@@ -250,9 +287,9 @@ class Gateway:
         if self.role == "primary":
             self.responder = self._make_responder()
         await self._start_admin()
-        self.log.info("p3hw %s up: address %s port %d, %d remote(s), transport %s, interface %s",
-                      self.role, self.local_address, self.udp.getsockname()[1], len(self.peers),
-                      self.config.local.transport, self.config.local.interface)
+        self.log.info("p3hw %s up: address %s port %d, %d remote(s), transport %s, %s",
+                      self.role, self.local_address, self.udp_port, len(self.peers),
+                      self.config.local.transport, self._lan_name())
         try:
             while not self._stop.is_set():
                 self._handle_timers(time.monotonic())
@@ -536,7 +573,7 @@ class Gateway:
                 self.dp.remove_peer(peer.peer_id)
             self.dp.add_peer(PeerConfig(
                 peer_id=peer.peer_id, local_addr=self.local_address, remote_addr=addr, encap=encap,
-                local_port=self.udp.getsockname()[1], remote_port=port if encap == "udp" else 0, mtu=WAN_MTU,
+                local_port=self.udp_port, remote_port=port if encap == "udp" else 0, mtu=WAN_MTU,
             ))
             self.dp.install_session(peer.peer_id, keys)
         peer.in_dataplane = True
@@ -727,6 +764,15 @@ class Gateway:
         if self.flows is None:
             return Terminated()
         packets, done = self.flows.terminate(peer.peer_id, int(time.monotonic() * 1000))
+        if self.tun_fd < 0:
+            assert self.worker is not None
+            for packet in packets:    # DPDK: out of the LAN port, from the worker's thread
+                try:
+                    self.worker.send_lan(packet)
+                except P3Error:
+                    break
+            self.last_termination = done
+            return done
         # The TUN carries a virtio-net header (offloads): "no offload" for these.
         header = bytes(VNET_HDR_BYTES) if self.tun_offloads else b""
         for packet in packets:

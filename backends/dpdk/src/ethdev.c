@@ -1,0 +1,418 @@
+/*
+ * ethdev.c — the DPDK port backend (docs/dpdk.md): the worker's LAN and WAN
+ * I/O on two rte_ethdev ports instead of a TUN and a socket, in the style
+ * of DPDK's l3fwd / ipsec-secgw (STYLE.md).
+ *
+ * Receive: rte_eth_rx_burst; each frame goes through the port's link layer
+ * (netstack.c: ARP, neighbour discovery, echo) and the IP packets are handed
+ * to the worker in place — bufs[].data points into the mbuf, behind the
+ * Ethernet header — and the mbufs are freed at the next burst (the same
+ * "valid until the next call" rule as the socket backends).
+ *
+ * Transmit: the worker borrows mbufs (tx_alloc) and seals or opens straight
+ * into them; tx_burst finds the next hop's MAC, prepends the Ethernet header
+ * in the mbuf's headroom (rte_pktmbuf_prepend: no copy) and calls
+ * rte_eth_tx_burst. Buffers the worker filled in its own memory (control
+ * packets from the control plane) are copied into an mbuf first.
+ *
+ * The LAN port carries inner IP packets; the WAN port whole outer IP packets
+ * (the worker writes and parses the outer IP/UDP header itself:
+ * P3DP_OUT_IP / P3DP_IN_IP). One queue per port, one worker thread; the
+ * thread registers with the EAL so the mempool's per-lcore cache is used.
+ */
+#define ALLOW_EXPERIMENTAL_API    /* rte_thread_register (experimental in 22.11) */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <rte_common.h>
+#include <rte_eal.h>
+#include <rte_errno.h>
+#include <rte_ethdev.h>
+#include <rte_lcore.h>
+#include <rte_mbuf.h>
+#include <rte_mempool.h>
+
+#include "p3dp.h"
+#include "p3_backend.h"
+#include "eal.h"
+#include "netstack.h"
+
+enum {
+    BURST = P3_IO_MAX_BURST,
+    RX_DESC = 1024,
+    TX_DESC = 1024,
+    POOL_MBUFS = 8191,            /* 2^n - 1: the mempool's best size */
+    POOL_CACHE = 256,
+    /* Room for the largest sealed frame of a 1500-octet LAN MTU with the
+     * biggest padding bucket and the outer headers. */
+    DATA_ROOM = RTE_PKTMBUF_HEADROOM + 4096,
+    TX_RETRIES = 16,
+};
+
+struct port {
+    uint16_t id;
+    int lan;
+    uint16_t mtu;
+    struct rte_mempool *pool;
+    struct p3ns_port ns;
+    struct rte_mbuf *held[BURST];  /* the last receive burst's IP packets */
+    unsigned nheld;
+    uint64_t neighbour_drops, link_drops, tx_full_drops, replies;
+};
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Sends one frame the link layer wrote (a reply or a resolution request). */
+static void send_link_frame(struct port *p, const uint8_t *frame, uint32_t len)
+{
+    struct rte_mbuf *m = rte_pktmbuf_alloc(p->pool);
+    char *dst;
+    if (!m) {
+        p->tx_full_drops++;
+        return;
+    }
+    dst = rte_pktmbuf_append(m, (uint16_t)len);
+    if (!dst) {
+        rte_pktmbuf_free(m);
+        return;
+    }
+    memcpy(dst, frame, len);
+    if (rte_eth_tx_burst(p->id, 0, &m, 1) != 1) {
+        rte_pktmbuf_free(m);
+        p->tx_full_drops++;
+        return;
+    }
+    p->replies++;
+}
+
+static void release_held(struct port *p)
+{
+    if (p->nheld)
+        rte_pktmbuf_free_bulk(p->held, p->nheld);
+    p->nheld = 0;
+}
+
+static int port_rx(struct p3_io *io, struct p3_iobuf *bufs, unsigned n)
+{
+    struct port *p = io->state;
+    struct rte_mbuf *mbufs[BURST];
+    uint8_t reply[P3NS_MAX_REPLY];
+    uint64_t now = 0;
+    unsigned k = 0;
+    uint16_t got;
+
+    release_held(p);
+    got = rte_eth_rx_burst(p->id, 0, mbufs, (uint16_t)RTE_MIN(n, (unsigned)BURST));
+    if (got)
+        now = now_ms();
+    for (uint16_t i = 0; i < got; i++) {
+        struct rte_mbuf *m = mbufs[i];
+        const uint8_t *frame = rte_pktmbuf_mtod(m, const uint8_t *);
+        uint32_t reply_len = 0, l3_off = 0, l3_len = 0;
+        enum p3ns_verdict v;
+        if (m->nb_segs != 1) {              /* no scattered receive is configured */
+            p->link_drops++;
+            rte_pktmbuf_free(m);
+            continue;
+        }
+        v = p3ns_input(&p->ns, frame, rte_pktmbuf_data_len(m), now, reply, sizeof(reply), &reply_len, &l3_off,
+                       &l3_len);
+        if (v == P3NS_IP) {
+            struct p3_iobuf *b = &bufs[k++];
+            b->data = (uint8_t *)frame + l3_off;
+            b->len = l3_len;
+            b->cap = l3_len;
+            b->family = p->ns.family;
+            b->port = 0;
+            b->handle = m;
+            p->held[p->nheld++] = m;
+            continue;
+        }
+        if (v == P3NS_REPLY)
+            send_link_frame(p, reply, reply_len);
+        else if (v == P3NS_DROP)
+            p->link_drops++;
+        rte_pktmbuf_free(m);
+    }
+    return (int)k;
+}
+
+static int port_tx_alloc(struct p3_io *io, struct p3_iobuf *bufs, unsigned n)
+{
+    struct port *p = io->state;
+    struct rte_mbuf *mbufs[BURST];
+    if (n > BURST)
+        n = BURST;
+    if (rte_pktmbuf_alloc_bulk(p->pool, mbufs, n) != 0)
+        return 0;
+    for (unsigned i = 0; i < n; i++) {
+        bufs[i].data = rte_pktmbuf_mtod(mbufs[i], uint8_t *);
+        bufs[i].cap = rte_pktmbuf_tailroom(mbufs[i]);
+        bufs[i].len = 0;
+        bufs[i].handle = mbufs[i];
+    }
+    return (int)n;
+}
+
+static void port_tx_release(struct p3_io *io, struct p3_iobuf *bufs, unsigned n)
+{
+    (void)io;
+    for (unsigned i = 0; i < n; i++)
+        if (bufs[i].handle) {
+            rte_pktmbuf_free(bufs[i].handle);
+            bufs[i].handle = NULL;
+        }
+}
+
+/* The IP destination of a packet the worker hands over (inner on the LAN,
+ * outer on the WAN): NULL when it is not an IP packet of the port's family. */
+static const uint8_t *ip_destination(const struct port *p, const uint8_t *ip, uint32_t len)
+{
+    if (p->ns.family == 4 && len >= 20 && ip[0] >> 4 == 4)
+        return ip + 16;
+    if (p->ns.family == 6 && len >= 40 && ip[0] >> 4 == 6)
+        return ip + 24;
+    return NULL;
+}
+
+static int port_tx(struct p3_io *io, struct p3_iobuf *bufs, unsigned n)
+{
+    struct port *p = io->state;
+    struct rte_mbuf *out[BURST];
+    uint8_t req[P3NS_MAX_REPLY];
+    uint64_t now = now_ms();
+    uint16_t ethertype = p->ns.family == 6 ? P3NS_ETHERTYPE_IPV6 : P3NS_ETHERTYPE_IPV4;
+    unsigned k = 0, sent = 0;
+
+    if (n > BURST)
+        n = BURST;
+    for (unsigned i = 0; i < n; i++) {
+        struct p3_iobuf *b = &bufs[i];
+        struct rte_mbuf *m = b->handle;
+        const uint8_t *dst;
+        uint8_t mac[6];
+        uint32_t req_len = 0;
+        uint8_t *eth;
+        b->handle = NULL;
+        if (!m) {
+            /* the worker's own memory: copied once into an mbuf */
+            char *room;
+            m = rte_pktmbuf_alloc(p->pool);
+            if (!m || b->len > rte_pktmbuf_tailroom(m)) {
+                rte_pktmbuf_free(m);
+                p->tx_full_drops++;
+                continue;
+            }
+            room = rte_pktmbuf_append(m, (uint16_t)b->len);
+            memcpy(room, b->data, b->len);
+        } else {
+            m->data_len = (uint16_t)b->len;
+            m->pkt_len = b->len;
+        }
+        dst = ip_destination(p, rte_pktmbuf_mtod(m, const uint8_t *), b->len);
+        if (!dst || b->len > p->mtu) {
+            p->link_drops++;
+            rte_pktmbuf_free(m);
+            continue;
+        }
+        if (!p3ns_resolve(&p->ns, dst, now, mac, req, sizeof(req), &req_len)) {
+            /* No MAC yet: the request goes out, the packet is dropped (docs/dpdk.md). */
+            if (req_len)
+                send_link_frame(p, req, req_len);
+            p->neighbour_drops++;
+            rte_pktmbuf_free(m);
+            continue;
+        }
+        if (req_len)
+            send_link_frame(p, req, req_len);   /* a stale entry being re-confirmed */
+        eth = (uint8_t *)rte_pktmbuf_prepend(m, P3NS_ETH_HLEN);
+        if (!eth) {
+            p->link_drops++;
+            rte_pktmbuf_free(m);
+            continue;
+        }
+        p3ns_eth_header(eth, mac, p->ns.mac, ethertype);
+        out[k++] = m;
+    }
+    for (unsigned tries = 0; sent < k && tries < TX_RETRIES; tries++)
+        sent += rte_eth_tx_burst(p->id, 0, out + sent, (uint16_t)(k - sent));
+    if (sent < k) {
+        p->tx_full_drops += k - sent;
+        rte_pktmbuf_free_bulk(out + sent, k - sent);
+    }
+    return (int)sent;
+}
+
+/* Whether this thread registered itself (and so unregisters at exit). */
+static __thread int registered;
+
+static void port_thread_enter(struct p3_io *io)
+{
+    (void)io;
+    /* An lcore id for the worker thread: the mempool's per-lcore cache. */
+    if (rte_lcore_id() != LCORE_ID_ANY)
+        return;
+    if (rte_thread_register() == 0)
+        registered = 1;
+    else
+        fprintf(stderr, "p3hw dpdk: the worker thread could not register with the EAL: %s "
+                        "(mbufs come from the shared pool)\n", rte_strerror(rte_errno));
+}
+
+static void port_thread_exit(struct p3_io *io)
+{
+    struct port *p = io->state;
+    release_held(p);
+    if (registered) {
+        rte_thread_unregister();
+        registered = 0;
+    }
+}
+
+static void port_stats(const struct p3_io *io, uint64_t *neighbour_drops, uint64_t *replies, uint64_t *link_drops,
+                       uint64_t *tx_full)
+{
+    const struct port *p = io->state;
+    *neighbour_drops += p->neighbour_drops;
+    *replies += p->replies;
+    *link_drops += p->link_drops;
+    *tx_full += p->tx_full_drops;
+}
+
+static void port_close(struct p3_io *io)
+{
+    struct port *p = io->state;
+    if (!p)
+        return;
+    release_held(p);
+    rte_eth_dev_stop(p->id);
+    rte_eth_dev_close(p->id);
+    free(p);
+    io->state = NULL;
+}
+
+static const struct p3_io_ops lan_ops = {
+    .name = "dpdk-lan", .rx_burst = port_rx, .tx_burst = port_tx, .tx_alloc = port_tx_alloc,
+    .tx_release = port_tx_release, .thread_enter = port_thread_enter, .thread_exit = port_thread_exit,
+    .link_stats = port_stats, .close = port_close,
+};
+/* The WAN port's thread hooks are the LAN port's (one registration per thread). */
+static const struct p3_io_ops wan_ops = {
+    .name = "dpdk-wan", .rx_burst = port_rx, .tx_burst = port_tx, .tx_alloc = port_tx_alloc,
+    .tx_release = port_tx_release, .thread_exit = port_thread_exit, .link_stats = port_stats,
+    .close = port_close,
+};
+
+static struct rte_mempool *shared_pool(void)
+{
+    static struct rte_mempool *pool;
+    if (!pool)
+        pool = rte_pktmbuf_pool_create("p3_ports", POOL_MBUFS, POOL_CACHE, 0, DATA_ROOM, (int)rte_socket_id());
+    return pool;
+}
+
+/* Configures and starts one port: one receive and one transmit queue. */
+static int port_up(const char *name, int lan, const struct p3dp_worker_config *cfg, struct port **out)
+{
+    struct rte_eth_conf conf;
+    struct rte_ether_addr mac;
+    struct port *p;
+    uint16_t id;
+    const uint8_t *addr = lan ? cfg->lan_addr : cfg->wan_addr;
+    const uint8_t *gw = lan ? (cfg->has_lan_gateway ? cfg->lan_gateway : NULL)
+                            : (cfg->has_wan_gateway ? cfg->wan_gateway : NULL);
+    unsigned prefix = lan ? cfg->lan_prefix_len : cfg->wan_prefix_len;
+
+    if (!name || !*name || rte_eth_dev_get_port_by_name(name, &id) != 0) {
+        fprintf(stderr, "p3hw dpdk: no DPDK port named '%s' (the EAL arguments must bring it up, "
+                        "e.g. --vdev=net_af_packet0,iface=eth1)\n", name ? name : "");
+        return -607;
+    }
+    p = calloc(1, sizeof(*p));
+    if (!p)
+        return -607;
+    p->id = id;
+    p->lan = lan;
+    p->mtu = cfg->mtu ? cfg->mtu : 1500;
+    p->pool = shared_pool();
+    memset(&conf, 0, sizeof(conf));
+    if (!p->pool) {
+        fprintf(stderr, "p3hw dpdk: no memory for the packet pool (raise -m in the EAL arguments)\n");
+        goto fail;
+    }
+    if (rte_eth_dev_configure(id, 1, 1, &conf) != 0 ||
+        rte_eth_rx_queue_setup(id, 0, RX_DESC, rte_eth_dev_socket_id(id), NULL, p->pool) != 0 ||
+        rte_eth_tx_queue_setup(id, 0, TX_DESC, rte_eth_dev_socket_id(id), NULL) != 0) {
+        fprintf(stderr, "p3hw dpdk: port %s cannot be configured with one queue pair\n", name);
+        goto fail;
+    }
+    /* Not every driver can set the MTU (net_ring cannot): the worker never
+     * sends more than p->mtu anyway. */
+    (void)rte_eth_dev_set_mtu(id, p->mtu);
+    if (rte_eth_dev_start(id) != 0) {
+        fprintf(stderr, "p3hw dpdk: port %s does not start\n", name);
+        goto fail;
+    }
+    /* Neighbour discovery uses multicast; a LAN port routes for hosts that
+     * address it by its MAC, which the link layer filters itself. */
+    (void)rte_eth_allmulticast_enable(id);
+    if (rte_eth_macaddr_get(id, &mac) != 0 ||
+        p3ns_port_init(&p->ns, mac.addr_bytes, cfg->family, addr, prefix, gw, lan) != 0) {
+        fprintf(stderr, "p3hw dpdk: port %s: bad address or prefix\n", name);
+        rte_eth_dev_stop(id);
+        goto fail;
+    }
+    *out = p;
+    return 0;
+fail:
+    free(p);
+    return -607;
+}
+
+int p3_dpdk_ports_open(const struct p3dp_worker_config *cfg, struct p3_io *lan, struct p3_io *wan);
+
+/* The entry point the worker's loader looks up after dlopen. */
+int p3_dpdk_ports_open(const struct p3dp_worker_config *cfg, struct p3_io *lan, struct p3_io *wan)
+{
+    struct port *lp = NULL, *wp = NULL;
+    int rc;
+    if (cfg->family != 4 && cfg->family != 6)
+        return -607;
+    if (p3_dpdk_eal_up(cfg->eal_args, "dpdk") != 0)
+        return -606;
+    if (cfg->dpdk_lan_port && cfg->dpdk_wan_port && strcmp(cfg->dpdk_lan_port, cfg->dpdk_wan_port) == 0) {
+        fprintf(stderr, "p3hw dpdk: the LAN and WAN ports must be two ports (both are '%s')\n",
+                cfg->dpdk_lan_port);
+        return -607;
+    }
+    rc = port_up(cfg->dpdk_lan_port, 1, cfg, &lp);
+    if (rc == 0)
+        rc = port_up(cfg->dpdk_wan_port, 0, cfg, &wp);
+    if (rc != 0) {
+        if (lp) {
+            rte_eth_dev_stop(lp->id);
+            free(lp);
+        }
+        return rc;
+    }
+    memset(lan, 0, sizeof(*lan));
+    memset(wan, 0, sizeof(*wan));
+    lan->ops = &lan_ops;
+    lan->fd = -1;
+    lan->family = cfg->family;
+    lan->state = lp;
+    wan->ops = &wan_ops;
+    wan->fd = -1;
+    wan->family = cfg->family;
+    wan->open_flags = P3DP_IN_IP;
+    wan->state = wp;
+    return 0;
+}
