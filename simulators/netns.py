@@ -219,6 +219,11 @@ def _disable_segmentation_offloads(ns: str, ifnames: Sequence[str]) -> None:
     skb, and the WAN simulator would drop, delay or corrupt dozens of
     packets as one. Done with ethtool's ioctl from a child inside ``ns``.
     """
+    _disable_offloads(ns, ifnames, checksums=False)
+
+
+def _disable_offloads(ns: str, ifnames: Sequence[str], *, checksums: bool) -> None:
+    """Segmentation offloads off on ``ifnames`` and, with ``checksums``, transmit checksumming too."""
 
     def disable() -> None:
         from pyroute2.ethtool import Ethtool
@@ -227,11 +232,13 @@ def _disable_segmentation_offloads(ns: str, ifnames: Sequence[str]) -> None:
             for ifname in ifnames:
                 features = ethtool.get_features(ifname)
                 for name, feature in features.features.items():
-                    if ("segmentation" in name or name == "tx-gso-list") and feature.enable:
+                    off = "segmentation" in name or name == "tx-gso-list"
+                    off = off or (checksums and name.startswith("tx-checksum"))
+                    if off and feature.enable:
                         feature.enable = False
                 ethtool.set_features(ifname, features)
 
-    _run_in_namespace(ns, disable, f"segmentation offloads of {', '.join(ifnames)}")
+    _run_in_namespace(ns, disable, f"offloads of {', '.join(ifnames)}")
 
 
 def processes_in(namespaces: Sequence[str]) -> dict[str, list[int]]:
@@ -467,6 +474,7 @@ class Topology:
         direct_wan: bool = False,
         prefix: str = DEFAULT_PREFIX,
         labels: Sequence[str] | None = None,
+        dpdk_sites: Sequence[int] = (),
     ) -> None:
         if not 1 <= secondaries <= MAX_SECONDARIES:
             raise P3Error("USAGE", f"a topology has 1..{MAX_SECONDARIES} secondaries, not {secondaries}")
@@ -484,6 +492,12 @@ class Topology:
             labels = ["primary"] + [f"s{i}" for i in range(1, secondaries + 1)]
         if len(labels) != secondaries + 1:
             raise P3Error("USAGE", f"{len(labels)} labels for {secondaries + 1} sites")
+        for index in dpdk_sites:
+            if not 0 <= index <= secondaries:
+                raise P3Error("USAGE", f"dpdk_sites names site {index}; sites are 0..{secondaries}")
+            if index in self.wan_params:
+                raise P3Error("USAGE", f"site {index} runs DPDK ports: its WAN link cannot be impaired as well")
+        self.dpdk_sites = frozenset(dpdk_sites)
         self.prefix = prefix
         self.plain_routes = plain_routes
         self.direct_wan = direct_wan
@@ -569,6 +583,8 @@ class Topology:
             else:
                 self._build_bridged_wan()
             self._address_wan()
+            if self.dpdk_sites:
+                self._hand_ports_to_dpdk()
             if self.plain_routes:
                 self._add_plain_routes()
             self._wait_until_links_up()
@@ -702,6 +718,33 @@ class Topology:
                 ipr.addr("add", index=wan0, address=str(site.gw_wan4), prefixlen=WAN_SUBNET4.prefixlen)
                 ipr.addr("add", index=wan0, address=str(site.gw_wan6), prefixlen=WAN_SUBNET6.prefixlen, flags=IFA_F_NODAD)
                 ipr.link("set", index=wan0, state="up")
+
+    def _hand_ports_to_dpdk(self) -> None:
+        """Sites in ``dpdk_sites``: the gateway's lan0 and wan0 belong to DPDK (net_af_packet), not the kernel.
+
+        Their kernel addresses go and IPv6 is off on them, so the kernel neither
+        answers ARP and neighbour solicitations nor sends its own: the gateway's
+        DPDK ports do that (docs/dpdk.md). Frames reach an AF_PACKET socket as
+        the sender's veth left them, so every sender toward those ports
+        computes its checksums and cuts its segments itself: the LAN host's
+        eth0 and every other gateway's wan0 lose their checksum and
+        segmentation offloads (what a NIC would have done on the wire).
+        """
+        for site in self.sites:
+            if site.index not in self.dpdk_sites:
+                continue
+            with IPRoute(netns=site.gw_ns) as ipr:
+                for ifname in (GW_LAN_IF, GW_WAN_IF):
+                    index = self._index(ipr, ifname)
+                    for addr in ipr.get_addr(index=index):
+                        ipr.addr("del", index=index, address=addr.get_attr("IFA_ADDRESS"),
+                                 prefixlen=addr["prefixlen"])
+            _write_sysctls(site.gw_ns, {f"net/ipv6/conf/{GW_LAN_IF}/disable_ipv6": "1",
+                                        f"net/ipv6/conf/{GW_WAN_IF}/disable_ipv6": "1"})
+            _disable_offloads(site.lan_ns, [LAN_HOST_IF], checksums=True)
+        for site in self.sites:
+            if site.index not in self.dpdk_sites:
+                _disable_offloads(site.gw_ns, [GW_WAN_IF], checksums=True)
 
     def _wait_until_links_up(self) -> None:
         """Wait for carrier on every link: until linkwatch has seen it (up to ~1 s

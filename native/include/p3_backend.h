@@ -147,9 +147,11 @@ struct p3_io_ops {
      * its last (DPDK registers the thread with the EAL there). */
     void (*thread_enter)(struct p3_io *io);
     void (*thread_exit)(struct p3_io *io);
-    /* Optional: adds the link layer's counters (DPDK ports) to the four. */
+    /* Optional: adds the link layer's counters (DPDK ports) to these;
+     * late_tx counts packets sent after waiting for a neighbour (not in
+     * tx_burst's result). */
     void (*link_stats)(const struct p3_io *io, uint64_t *neighbour_drops, uint64_t *replies,
-                       uint64_t *link_drops, uint64_t *tx_full);
+                       uint64_t *link_drops, uint64_t *tx_full, uint64_t *late_tx);
     /* Optional: frees the backend's state (p3_io_close calls it). */
     void (*close)(struct p3_io *io);
 };

@@ -584,10 +584,11 @@ void p3dp_worker_get_stats(const p3dp_worker *w, p3dp_worker_stats *out)
     *out = w->stats;
     if (w->dpdk) {
         const struct p3_io *ports[2] = { &w->lan, &w->wan };
+        uint64_t *tx[2] = { &out->lan_tx_packets, &out->wan_tx_packets };
         for (int i = 0; i < 2; i++)
             if (ports[i]->ops->link_stats)
                 ports[i]->ops->link_stats(ports[i], &out->neighbour_drops, &out->link_replies,
-                                          &out->link_drops, &out->tx_full_drops);
+                                          &out->link_drops, &out->tx_full_drops, tx[i]);
     }
 }
 

@@ -50,6 +50,10 @@ enum {
      * biggest padding bucket and the outer headers. */
     DATA_ROOM = RTE_PKTMBUF_HEADROOM + 4096,
     TX_RETRIES = 16,
+    /* Packets held while their next hop is being resolved, as Linux's
+     * unres_qlen does: the first packets to a new neighbour are not lost. */
+    PENDING = 16,
+    PENDING_MS = 3000,
 };
 
 struct port {
@@ -60,7 +64,12 @@ struct port {
     struct p3ns_port ns;
     struct rte_mbuf *held[BURST];  /* the last receive burst's IP packets */
     unsigned nheld;
-    uint64_t neighbour_drops, link_drops, tx_full_drops, replies;
+    struct {
+        struct rte_mbuf *m;
+        uint64_t since_ms;
+    } pending[PENDING];           /* waiting for a MAC, oldest first */
+    unsigned npending;
+    uint64_t neighbour_drops, link_drops, tx_full_drops, replies, late_sent;
 };
 
 static uint64_t now_ms(void)
@@ -99,6 +108,15 @@ static void release_held(struct port *p)
         rte_pktmbuf_free_bulk(p->held, p->nheld);
     p->nheld = 0;
 }
+
+static void release_pending(struct port *p)
+{
+    for (unsigned i = 0; i < p->npending; i++)
+        rte_pktmbuf_free(p->pending[i].m);
+    p->npending = 0;
+}
+
+static void flush_pending(struct port *p, uint64_t now);
 
 static int port_rx(struct p3_io *io, struct p3_iobuf *bufs, unsigned n)
 {
@@ -142,6 +160,8 @@ static int port_rx(struct p3_io *io, struct p3_iobuf *bufs, unsigned n)
             p->link_drops++;
         rte_pktmbuf_free(m);
     }
+    if (p->npending)
+        flush_pending(p, now ? now : now_ms());
     return (int)k;
 }
 
@@ -183,13 +203,73 @@ static const uint8_t *ip_destination(const struct port *p, const uint8_t *ip, ui
     return NULL;
 }
 
+/* The next hop's MAC for m (an IP packet), and the Ethernet header in its
+ * headroom: 1 ready to send, 0 no MAC yet (a request went out when due),
+ * -1 not sendable (dropped by the caller). */
+static int frame(struct port *p, struct rte_mbuf *m, uint64_t now)
+{
+    uint8_t req[P3NS_MAX_REPLY], mac[6];
+    uint32_t req_len = 0;
+    uint8_t *eth;
+    const uint8_t *dst = ip_destination(p, rte_pktmbuf_mtod(m, const uint8_t *), rte_pktmbuf_data_len(m));
+    if (!dst || rte_pktmbuf_data_len(m) > p->mtu)
+        return -1;
+    int known = p3ns_resolve(&p->ns, dst, now, mac, req, sizeof(req), &req_len);
+    if (req_len)
+        send_link_frame(p, req, req_len);    /* first ask, a retry, or a stale entry re-confirmed */
+    if (!known)
+        return 0;
+    eth = (uint8_t *)rte_pktmbuf_prepend(m, P3NS_ETH_HLEN);
+    if (!eth)
+        return -1;
+    p3ns_eth_header(eth, mac, p->ns.mac, p->ns.family == 6 ? P3NS_ETHERTYPE_IPV6 : P3NS_ETHERTYPE_IPV4);
+    return 1;
+}
+
+static void send_frames(struct port *p, struct rte_mbuf **out, unsigned k, unsigned *sent_out)
+{
+    unsigned sent = 0;
+    for (unsigned tries = 0; sent < k && tries < TX_RETRIES; tries++)
+        sent += rte_eth_tx_burst(p->id, 0, out + sent, (uint16_t)(k - sent));
+    if (sent < k) {
+        p->tx_full_drops += k - sent;
+        rte_pktmbuf_free_bulk(out + sent, k - sent);
+    }
+    if (sent_out)
+        *sent_out += sent;
+}
+
+/* Sends what waited for a neighbour that is now known; drops what waited
+ * longer than PENDING_MS (counted as neighbour drops). */
+static void flush_pending(struct port *p, uint64_t now)
+{
+    struct rte_mbuf *out[PENDING];
+    unsigned k = 0, kept = 0;
+    for (unsigned i = 0; i < p->npending; i++) {
+        struct rte_mbuf *m = p->pending[i].m;
+        int r = now - p->pending[i].since_ms > PENDING_MS ? -1 : frame(p, m, now);
+        if (r > 0) {
+            out[k++] = m;
+        } else if (r < 0) {
+            p->neighbour_drops++;
+            rte_pktmbuf_free(m);
+        } else {
+            p->pending[kept++] = p->pending[i];
+        }
+    }
+    p->npending = kept;
+    if (k) {
+        unsigned sent = 0;
+        send_frames(p, out, k, &sent);
+        p->late_sent += sent;
+    }
+}
+
 static int port_tx(struct p3_io *io, struct p3_iobuf *bufs, unsigned n)
 {
     struct port *p = io->state;
     struct rte_mbuf *out[BURST];
-    uint8_t req[P3NS_MAX_REPLY];
     uint64_t now = now_ms();
-    uint16_t ethertype = p->ns.family == 6 ? P3NS_ETHERTYPE_IPV6 : P3NS_ETHERTYPE_IPV4;
     unsigned k = 0, sent = 0;
 
     if (n > BURST)
@@ -197,10 +277,6 @@ static int port_tx(struct p3_io *io, struct p3_iobuf *bufs, unsigned n)
     for (unsigned i = 0; i < n; i++) {
         struct p3_iobuf *b = &bufs[i];
         struct rte_mbuf *m = b->handle;
-        const uint8_t *dst;
-        uint8_t mac[6];
-        uint32_t req_len = 0;
-        uint8_t *eth;
         b->handle = NULL;
         if (!m) {
             /* the worker's own memory: copied once into an mbuf */
@@ -214,40 +290,25 @@ static int port_tx(struct p3_io *io, struct p3_iobuf *bufs, unsigned n)
             room = rte_pktmbuf_append(m, (uint16_t)b->len);
             memcpy(room, b->data, b->len);
         } else {
+            m->data_off = (uint16_t)(b->data - (uint8_t *)m->buf_addr);
             m->data_len = (uint16_t)b->len;
             m->pkt_len = b->len;
         }
-        dst = ip_destination(p, rte_pktmbuf_mtod(m, const uint8_t *), b->len);
-        if (!dst || b->len > p->mtu) {
-            p->link_drops++;
+        int r = frame(p, m, now);
+        if (r > 0) {
+            out[k++] = m;
+        } else if (r == 0 && p->npending < PENDING) {
+            p->pending[p->npending].m = m;     /* sent once the neighbour answers */
+            p->pending[p->npending++].since_ms = now;
+        } else {
+            if (r == 0)
+                p->neighbour_drops++;
+            else
+                p->link_drops++;
             rte_pktmbuf_free(m);
-            continue;
         }
-        if (!p3ns_resolve(&p->ns, dst, now, mac, req, sizeof(req), &req_len)) {
-            /* No MAC yet: the request goes out, the packet is dropped (docs/dpdk.md). */
-            if (req_len)
-                send_link_frame(p, req, req_len);
-            p->neighbour_drops++;
-            rte_pktmbuf_free(m);
-            continue;
-        }
-        if (req_len)
-            send_link_frame(p, req, req_len);   /* a stale entry being re-confirmed */
-        eth = (uint8_t *)rte_pktmbuf_prepend(m, P3NS_ETH_HLEN);
-        if (!eth) {
-            p->link_drops++;
-            rte_pktmbuf_free(m);
-            continue;
-        }
-        p3ns_eth_header(eth, mac, p->ns.mac, ethertype);
-        out[k++] = m;
     }
-    for (unsigned tries = 0; sent < k && tries < TX_RETRIES; tries++)
-        sent += rte_eth_tx_burst(p->id, 0, out + sent, (uint16_t)(k - sent));
-    if (sent < k) {
-        p->tx_full_drops += k - sent;
-        rte_pktmbuf_free_bulk(out + sent, k - sent);
-    }
+    send_frames(p, out, k, &sent);
     return (int)sent;
 }
 
@@ -271,6 +332,7 @@ static void port_thread_exit(struct p3_io *io)
 {
     struct port *p = io->state;
     release_held(p);
+    release_pending(p);
     if (registered) {
         rte_thread_unregister();
         registered = 0;
@@ -278,9 +340,10 @@ static void port_thread_exit(struct p3_io *io)
 }
 
 static void port_stats(const struct p3_io *io, uint64_t *neighbour_drops, uint64_t *replies, uint64_t *link_drops,
-                       uint64_t *tx_full)
+                       uint64_t *tx_full, uint64_t *late_tx)
 {
     const struct port *p = io->state;
+    *late_tx += p->late_sent;
     *neighbour_drops += p->neighbour_drops;
     *replies += p->replies;
     *link_drops += p->link_drops;
@@ -293,6 +356,7 @@ static void port_close(struct p3_io *io)
     if (!p)
         return;
     release_held(p);
+    release_pending(p);
     rte_eth_dev_stop(p->id);
     rte_eth_dev_close(p->id);
     free(p);
