@@ -16,35 +16,22 @@
 #include <string.h>
 
 enum {
-    ARP_LEN = 28,                   /* Ethernet/IPv4 ARP packet (RFC 826) */
-    ARP_REQUEST = 1,
-    ARP_REPLY = 2,
-    IP4_HLEN = 20,
-    IP6_HLEN = 40,
-    PROTO_ICMP = 1,
-    PROTO_ICMPV6 = 58,
-    ICMP_ECHO_REPLY = 0,
-    ICMP_ECHO_REQUEST = 8,
-    ICMPV6_ECHO_REQUEST = 128,
-    ICMPV6_ECHO_REPLY = 129,
-    ND_SOLICIT = 135,
-    ND_ADVERT = 136,
+    ARP_LEN = 28, ARP_REQUEST = 1, ARP_REPLY = 2,  /* Ethernet/IPv4 ARP (RFC 826) */
+    IP4_HLEN = 20, IP6_HLEN = 40, PROTO_ICMP = 1, PROTO_ICMPV6 = 58, ECHO_TTL = 64,
+    ICMP_ECHO_REPLY = 0, ICMP_ECHO_REQUEST = 8, ICMPV6_ECHO_REQUEST = 128, ICMPV6_ECHO_REPLY = 129,
+    ND_SOLICIT = 135, ND_ADVERT = 136,
     ND_LEN = 24,                    /* type, code, checksum, flags/reserved, target */
-    ND_OPT_SOURCE_LLA = 1,          /* RFC 4861 §4.6.1 */
-    ND_OPT_TARGET_LLA = 2,
+    ND_OPT_SOURCE_LLA = 1, ND_OPT_TARGET_LLA = 2,  /* RFC 4861 §4.6.1 */
     ND_MSG_LEN = ND_LEN + 8,        /* what we send: the message and one link-layer option */
     ND_HOP_LIMIT = 255,             /* RFC 4861 §7.1.1: proves the sender is on-link */
-    ECHO_TTL = 64,
-    NA_ROUTER = 0x80,               /* RFC 4861 §4.4 flag bits, first octet after the checksum */
-    NA_SOLICITED = 0x40,
-    NA_OVERRIDE = 0x20,
-    STATE_FREE = 0,
-    STATE_INCOMPLETE = 1,
-    STATE_KNOWN = 2
+    NA_ROUTER = 0x80, NA_SOLICITED = 0x40, NA_OVERRIDE = 0x20,   /* RFC 4861 §4.4 */
+    STATE_FREE = 0, STATE_INCOMPLETE = 1, STATE_KNOWN = 2
 };
 
 static const uint8_t BROADCAST_MAC[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
-static const uint8_t ALL_NODES[16] = {0xff, 0x02, [15] = 0x01};   /* RFC 4291 §2.7.1 */
+/* RFC 4291 §2.7.1: all-nodes, and the solicited-node prefix ff02::1:ff00:0/104 */
+static const uint8_t ALL_NODES[16] = {0xff, 0x02, [15] = 0x01};
+static const uint8_t SOLICITED_NODE[13] = {0xff, 0x02, [11] = 0x01, [12] = 0xff};
 
 /* One received frame being classified, and where its answer may go. */
 struct rx {
@@ -155,9 +142,13 @@ void p3ns_eth_header(uint8_t *frame, const uint8_t dst[6], const uint8_t src[6],
 
 static struct p3ns_neigh *neigh_find(struct p3ns_port *port, const uint8_t *a)
 {
-    for (unsigned i = 0; i < P3NS_NEIGH_SLOTS && port->neigh[i].state != STATE_FREE; i++)
-        if (memcmp(port->neigh[i].addr, a, addr_len(port)) == 0)
+    /* Constant-length compares: this runs for every packet sent. */
+    bool v4 = port->family == 4;
+    for (unsigned i = 0; i < P3NS_NEIGH_SLOTS && port->neigh[i].state != STATE_FREE; i++) {
+        const uint8_t *e = port->neigh[i].addr;
+        if (v4 ? memcmp(e, a, 4) == 0 : memcmp(e, a, 16) == 0)
             return &port->neigh[i];
+    }
     return NULL;
 }
 
@@ -294,7 +285,7 @@ static enum p3ns_verdict arp_input(struct rx *rx)
      * the table, added when we are the target. A probe (sender 0.0.0.0,
      * RFC 5227 §2.1.1) or a claim on our own address teaches nothing. */
     bool learned = !is_zero(spa, 4) && !is_ours(port, spa) && neigh_learn(port, spa, sha, rx->now_ms, for_us, true);
-    if (op == ARP_REQUEST && for_us) {
+    if (op == ARP_REQUEST && for_us && !(sha[0] & 1)) {
         uint8_t *out = reply_room(rx, P3NS_ETH_HLEN + ARP_LEN);
         if (out) {
             /* Swap the fields and answer the asker directly (RFC 826). */
@@ -368,12 +359,6 @@ static enum p3ns_verdict ip4_input(struct rx *rx, uint32_t *l3_off, uint32_t *l3
 
 /* ---- IPv6 and neighbour discovery (RFC 4861) ---- */
 
-static bool is_solicited_node(const uint8_t a[16])
-{
-    static const uint8_t prefix[13] = {0xff, 0x02, [11] = 0x01, [12] = 0xff};   /* ff02::1:ff00:0/104 */
-    return memcmp(a, prefix, sizeof(prefix)) == 0;
-}
-
 static enum p3ns_verdict nd_input(struct rx *rx, const uint8_t *ip, uint32_t total)
 {
     struct p3ns_port *port = rx->port;
@@ -401,7 +386,7 @@ static enum p3ns_verdict nd_input(struct rx *rx, const uint8_t *ip, uint32_t tot
         return neigh_learn(port, target, lla, rx->now_ms, false, icmp[4] & NA_OVERRIDE) ? P3NS_CONSUMED
                                                                                          : P3NS_DROP;
     }
-    if (src_unspecified && (!is_solicited_node(dst) || lla))
+    if (src_unspecified && (memcmp(dst, SOLICITED_NODE, sizeof(SOLICITED_NODE)) != 0 || lla))
         return P3NS_DROP;                   /* duplicate address detection has no source option */
     if (!is_ours(port, target))
         return P3NS_DROP;                   /* §7.2.3: not one of our addresses */
@@ -539,11 +524,12 @@ static uint32_t write_request(const struct p3ns_port *port, uint8_t *out, const 
     static const uint8_t no_mac[6];
     if (port->family == 4)
         return write_arp(port, out, known_mac ? known_mac : BROADCAST_MAC, ARP_REQUEST, no_mac, next_hop);
-    uint8_t group[16] = {0xff, 0x02, [11] = 0x01, [12] = 0xff};    /* RFC 4291 §2.7.1 */
-    memcpy(group + 13, next_hop + 13, 3);
-    const uint8_t group_eth[6] = {0x33, 0x33, 0xff, next_hop[13], next_hop[14], next_hop[15]};
     if (known_mac)
         return write_nd(port, out, known_mac, next_hop, ND_SOLICIT, 0, next_hop);
+    uint8_t group[16];
+    memcpy(group, SOLICITED_NODE, sizeof(SOLICITED_NODE));
+    memcpy(group + 13, next_hop + 13, 3);
+    const uint8_t group_eth[6] = {0x33, 0x33, 0xff, next_hop[13], next_hop[14], next_hop[15]};  /* RFC 2464 §7 */
     return write_nd(port, out, group_eth, group, ND_SOLICIT, 0, next_hop);
 }
 
