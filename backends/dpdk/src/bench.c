@@ -1,0 +1,188 @@
+/*
+ * bench.c — the traffic side of the DPDK forwarding benchmark
+ * (bench/dpdk_forward.py, docs/dpdk.md). Not used by the gateway.
+ *
+ * Two ethdev ports made from rings (rte_eth_from_rings): "p3b_lan" and
+ * "p3b_wan". The gateway's worker polls them like any DPDK port; a traffic
+ * thread on another core keeps the LAN port's receive ring full of inner
+ * packets built from templates (whole Ethernet frames) and drains what the
+ * worker transmits on the WAN port, counting it. The worker's core is the
+ * one measured: it does the whole P3 path (link layer, route lookup, seal
+ * with padding and relocation, outer IP/UDP, next-hop MAC).
+ */
+#define _GNU_SOURCE               /* pthread_setaffinity_np */
+#define ALLOW_EXPERIMENTAL_API    /* rte_thread_register (experimental in 22.11) */
+
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <rte_eal.h>
+#include <rte_eth_ring.h>
+#include <rte_ethdev.h>
+#include <rte_lcore.h>
+#include <rte_mbuf.h>
+#include <rte_mempool.h>
+#include <rte_ring.h>
+
+#include "eal.h"
+
+enum { RING_SLOTS = 1024, FEED = 32, DRAIN = 64, MAX_TEMPLATES = 64, TEMPLATE_BYTES = 2048 };
+
+static struct {
+    struct rte_ring *lan_rx, *lan_tx, *wan_rx, *wan_tx;
+    struct rte_mempool *pool;
+    pthread_t thread;
+    atomic_int stop;
+    int running;
+    unsigned ntemplates;
+    uint32_t lens[MAX_TEMPLATES];
+    uint8_t frames[MAX_TEMPLATES][TEMPLATE_BYTES];
+    uint64_t fed, sunk, sunk_bytes;
+    int cpu;
+    int lan_port, wan_port;
+} b = { .lan_port = -1, .wan_port = -1 };
+
+int p3_dpdk_bench_ports(const char *eal_args);
+int p3_dpdk_bench_start(const uint8_t *frames, const uint32_t *lens, unsigned n, const uint8_t *wan_frame,
+                        uint32_t wan_len, int cpu);
+void p3_dpdk_bench_stop(uint64_t *fed, uint64_t *sunk, uint64_t *sunk_bytes);
+int p3_dpdk_bench_port(int wan, char *name, uint8_t *mac);
+
+/* EAL up, four rings, two ring ports. 0, or -1 with the reason on stderr. */
+int p3_dpdk_bench_ports(const char *eal_args)
+{
+    unsigned flags = RING_F_SP_ENQ | RING_F_SC_DEQ;
+    if (p3_dpdk_eal_up(eal_args, "bench") != 0)
+        return -1;
+    if (b.pool)
+        return 0;
+    b.lan_rx = rte_ring_create("p3b_lan_rx", RING_SLOTS, (int)rte_socket_id(), flags);
+    b.lan_tx = rte_ring_create("p3b_lan_tx", RING_SLOTS, (int)rte_socket_id(), flags);
+    b.wan_rx = rte_ring_create("p3b_wan_rx", RING_SLOTS, (int)rte_socket_id(), flags);
+    b.wan_tx = rte_ring_create("p3b_wan_tx", RING_SLOTS, (int)rte_socket_id(), flags);
+    b.pool = rte_pktmbuf_pool_create("p3b_gen", 4095, 256, 0, RTE_PKTMBUF_HEADROOM + TEMPLATE_BYTES,
+                                     (int)rte_socket_id());
+    if (!b.lan_rx || !b.lan_tx || !b.wan_rx || !b.wan_tx || !b.pool) {
+        fprintf(stderr, "p3hw bench: no memory for the rings or the pool (raise -m)\n");
+        return -1;
+    }
+    b.lan_port = rte_eth_from_rings("p3b_lan", &b.lan_rx, 1, &b.lan_tx, 1, (unsigned)rte_socket_id());
+    b.wan_port = rte_eth_from_rings("p3b_wan", &b.wan_rx, 1, &b.wan_tx, 1, (unsigned)rte_socket_id());
+    if (b.lan_port < 0 || b.wan_port < 0) {
+        fprintf(stderr, "p3hw bench: cannot make ring ports\n");
+        return -1;
+    }
+    return 0;
+}
+
+/* The ports' names as the EAL knows them (the worker opens them by name)
+ * and their MACs: 0, or -1. Each name buffer holds RTE_ETH_NAME_MAX_LEN. */
+int p3_dpdk_bench_port(int wan, char *name, uint8_t *mac)
+{
+    struct rte_ether_addr addr;
+    int id = wan ? b.wan_port : b.lan_port;
+    if (id < 0 || rte_eth_dev_get_name_by_port((uint16_t)id, name) != 0 ||
+        rte_eth_macaddr_get((uint16_t)id, &addr) != 0)
+        return -1;
+    memcpy(mac, addr.addr_bytes, 6);
+    return 0;
+}
+
+static void feed(void)
+{
+    struct rte_mbuf *m[FEED];
+    static unsigned next;
+    if (rte_ring_free_count(b.lan_rx) < FEED || rte_pktmbuf_alloc_bulk(b.pool, m, FEED) != 0)
+        return;
+    for (unsigned i = 0; i < FEED; i++) {
+        unsigned t = next++ % b.ntemplates;
+        memcpy(rte_pktmbuf_append(m[i], (uint16_t)b.lens[t]), b.frames[t], b.lens[t]);
+    }
+    unsigned put = rte_ring_enqueue_burst(b.lan_rx, (void **)m, FEED, NULL);
+    b.fed += put;
+    if (put < FEED)
+        rte_pktmbuf_free_bulk(m + put, FEED - put);
+}
+
+static void drain(struct rte_ring *r, int count)
+{
+    struct rte_mbuf *m[DRAIN];
+    unsigned got = rte_ring_dequeue_burst(r, (void **)m, DRAIN, NULL);
+    if (!got)
+        return;
+    if (count) {
+        b.sunk += got;
+        for (unsigned i = 0; i < got; i++)
+            b.sunk_bytes += rte_pktmbuf_pkt_len(m[i]);
+    }
+    rte_pktmbuf_free_bulk(m, got);
+}
+
+static void *traffic(void *arg)
+{
+    (void)arg;
+    if (b.cpu >= 0) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(b.cpu, &set);
+        pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+    }
+    rte_thread_register();
+    while (!atomic_load_explicit(&b.stop, memory_order_relaxed)) {
+        feed();
+        drain(b.wan_tx, 1);
+        drain(b.lan_tx, 0);
+    }
+    rte_thread_unregister();
+    return NULL;
+}
+
+/* Starts the traffic thread (pinned to cpu when >= 0). wan_frame, when
+ * given, is put on the WAN port's receive ring first: the peer announcing
+ * itself (an ARP request for our address), so the worker knows its MAC. */
+int p3_dpdk_bench_start(const uint8_t *frames, const uint32_t *lens, unsigned n, const uint8_t *wan_frame,
+                        uint32_t wan_len, int cpu)
+{
+    if (!b.pool || b.running || n == 0 || n > MAX_TEMPLATES)
+        return -1;
+    for (unsigned i = 0; i < n; i++) {
+        if (lens[i] > TEMPLATE_BYTES)
+            return -1;
+        memcpy(b.frames[i], frames + (size_t)i * TEMPLATE_BYTES, lens[i]);
+        b.lens[i] = lens[i];
+    }
+    b.ntemplates = n;
+    b.fed = b.sunk = b.sunk_bytes = 0;
+    b.cpu = cpu;
+    if (wan_frame && wan_len <= TEMPLATE_BYTES) {
+        struct rte_mbuf *m = rte_pktmbuf_alloc(b.pool);
+        if (!m)
+            return -1;
+        memcpy(rte_pktmbuf_append(m, (uint16_t)wan_len), wan_frame, wan_len);
+        if (rte_ring_enqueue(b.wan_rx, m) != 0)
+            rte_pktmbuf_free(m);
+    }
+    atomic_store(&b.stop, 0);
+    if (pthread_create(&b.thread, NULL, traffic, NULL) != 0)
+        return -1;
+    b.running = 1;
+    return 0;
+}
+
+/* Stops the traffic thread: packets fed to the LAN port, and packets and
+ * octets (whole frames) taken from the WAN port. */
+void p3_dpdk_bench_stop(uint64_t *fed, uint64_t *sunk, uint64_t *sunk_bytes)
+{
+    if (b.running) {
+        atomic_store(&b.stop, 1);
+        pthread_join(b.thread, NULL);
+        b.running = 0;
+    }
+    *fed = b.fed;
+    *sunk = b.sunk;
+    *sunk_bytes = b.sunk_bytes;
+}

@@ -1,0 +1,183 @@
+"""`p3hw bench dpdk`: forwarding through the whole P3 path on DPDK ports, one core.
+
+The gateway's native worker polls two DPDK ports made from rings
+(backends/dpdk/src/bench.c: ``p3b_lan`` and ``p3b_wan``) and does all it
+does in production: Ethernet and the link layer, the route lookup, flow
+tracking, sealing with AES-128-GCM (bucket padding, relocation, header
+protection), the outer IPv4/UDP header and the next hop's MAC. A traffic
+thread pinned to the other core keeps the LAN port's receive ring full of
+inner packets (64 octets, or the IMIX of bench/crypto.py) and drains the
+WAN port. The worker thread is pinned to core 0; what it forwards per
+second is the figure. Target (issue 6): >= 2 Mpps IMIX on one core (VPP's
+single-core figure without QAT is 2.13 Mpps IMIX on a 2.1 GHz Xeon).
+
+Needs the DPDK library (`make -C native dpdk`); run as root or not (no
+devices, no hugepages: --no-huge).
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import platform
+import struct
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from p3hw.commands.bench import write_section
+from p3hw.crypto.keys import SaKeys, material_length
+from p3hw.dataplane import CRYPTODEV_LIBRARY, Dataplane, DpdkPorts, FlowTable, PeerConfig, Routes, Worker
+
+IMIX = ((64, 7), (576, 4), (1400, 1))        # as bench/crypto.py (7:4:1)
+TEMPLATE_BYTES = 2048
+EAL_ARGS = "--no-huge -m 512 --no-shconf --no-pci --no-telemetry --log-level=*:warning"
+LOCAL, PEER = "192.0.2.1", "198.51.100.2"
+PEER_MAC = bytes.fromhex("020000000002")
+HOST_MAC = bytes.fromhex("020000000001")
+
+CDEF = """
+int p3_dpdk_bench_ports(const char *eal_args);
+int p3_dpdk_bench_start(const uint8_t *frames, const uint32_t *lens, unsigned n, const uint8_t *wan_frame,
+                        uint32_t wan_len, int cpu);
+void p3_dpdk_bench_stop(uint64_t *fed, uint64_t *sunk, uint64_t *sunk_bytes);
+int p3_dpdk_bench_port(int wan, char *name, uint8_t *mac);
+"""
+
+
+@dataclass
+class Row:
+    traffic: str
+    pps: float
+    inner_bytes: float
+    fed: int
+    forwarded: int
+
+    @property
+    def gbps(self) -> float:
+        return self.pps * self.inner_bytes * 8 / 1e9
+
+
+def _checksum(header: bytes) -> int:
+    total = sum(struct.unpack(f"!{len(header) // 2}H", header))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def _inner(size: int, flow: int) -> bytes:
+    """An IPv4/UDP packet of ``size`` octets from a LAN host to the remote LAN (one of 16 flows)."""
+    src = ipaddress.IPv4Address("10.1.0.2").packed
+    dst = ipaddress.IPv4Address(f"10.2.0.{2 + flow}").packed
+    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, size, 0, 0x4000, 64, 17, 0, src, dst)
+    header = header[:10] + struct.pack("!H", _checksum(header)) + header[12:]
+    udp = struct.pack("!HHHH", 40000 + flow, 9, size - 20, 0)
+    return header + udp + bytes((i * 7) & 0xFF for i in range(size - 28))
+
+
+def _arp_request(our_mac: bytes) -> bytes:
+    """The peer asks for our WAN address: the worker learns the peer's MAC (RFC 826) and answers."""
+    del our_mac
+    eth = b"\xff" * 6 + PEER_MAC + b"\x08\x06"
+    arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, PEER_MAC, ipaddress.IPv4Address(PEER).packed,
+                      b"\0" * 6, ipaddress.IPv4Address(LOCAL).packed)
+    return eth + arp
+
+
+def _dataplane() -> tuple[Dataplane, Routes, FlowTable]:
+    sa = SaKeys.from_material(0xBE4C, "aes-128-gcm", os.urandom(material_length("aes-128-gcm")))
+    dp = Dataplane()
+    dp.set_local_address(LOCAL)
+    dp.add_peer(PeerConfig(2, LOCAL, PEER))
+    dp.set_hp_keys(2, hp_out=os.urandom(16))
+    dp.add_outbound_sa(2, sa)
+    routes = Routes()
+    routes.add("10.2.0.0/16", 2)
+    return dp, routes, FlowTable(65536, 3 * 3600 * 1000, 180 * 1000)
+
+
+def _measure(lib: Any, ffi: Any, worker: Worker, sizes: list[int], lan_mac: bytes, wan_mac: bytes,
+             seconds: float) -> Row:
+    frames = ffi.new("uint8_t[]", TEMPLATE_BYTES * len(sizes))
+    lens = ffi.new("uint32_t[]", len(sizes))
+    for i, size in enumerate(sizes):
+        frame = lan_mac + HOST_MAC + b"\x08\x00" + _inner(size, i % 16)
+        ffi.memmove(frames + i * TEMPLATE_BYTES, frame, len(frame))
+        lens[i] = len(frame)
+    arp = _arp_request(wan_mac)
+    if lib.p3_dpdk_bench_start(frames, lens, len(sizes), arp, len(arp), 1 if (os.cpu_count() or 1) > 1 else -1):
+        raise RuntimeError("the bench traffic thread did not start")
+    time.sleep(0.5)                                # warm up: neighbour learned, caches hot
+    before, t0 = worker.stats(), time.perf_counter()
+    time.sleep(seconds)
+    after, t1 = worker.stats(), time.perf_counter()
+    out = [ffi.new("uint64_t *") for _ in range(3)]
+    lib.p3_dpdk_bench_stop(*out)
+    forwarded = after.wan_tx_packets - before.wan_tx_packets
+    mean = sum(sizes) / len(sizes)
+    return Row("", forwarded / (t1 - t0), mean, int(out[0][0]), int(out[1][0]))
+
+
+def run(seconds: float = 3.0, write: bool = True, **_: object) -> list[Row]:
+    import cffi
+
+    ffi = cffi.FFI()
+    ffi.cdef(CDEF)
+    lib = ffi.dlopen(CRYPTODEV_LIBRARY)
+    if lib.p3_dpdk_bench_ports(EAL_ARGS.encode()) != 0:
+        raise RuntimeError("DPDK bench ports could not be made (see stderr)")
+    lan_mac, wan_mac = ffi.new("uint8_t[6]"), ffi.new("uint8_t[6]")
+    lan_name, wan_name = ffi.new("char[64]"), ffi.new("char[64]")
+    if lib.p3_dpdk_bench_port(0, lan_name, lan_mac) or lib.p3_dpdk_bench_port(1, wan_name, wan_mac):
+        raise RuntimeError("the DPDK bench ports have no name or MAC")
+    dp, routes, flows = _dataplane()
+    # The worker thread inherits the affinity of the thread that starts it: core 0.
+    affinity = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(affinity)})
+    worker = Worker(dp, routes, flows, dpdk=DpdkPorts(
+        lan_port=ffi.string(lan_name).decode(), wan_port=ffi.string(wan_name).decode(), lan_address=ipaddress.ip_interface("10.1.0.1/24"),
+        wan_address=ipaddress.ip_interface(f"{LOCAL}/0"), eal_args=EAL_ARGS))
+    worker.start()
+    os.sched_setaffinity(0, affinity)
+    rows = []
+    try:
+        imix = [size for size, weight in IMIX for _ in range(weight)]
+        for name, sizes in (("64 octets", [64]), ("IMIX 7:4:1", imix), ("1400 octets", [1400])):
+            row = _measure(lib, ffi, worker, sizes, bytes(lan_mac), bytes(wan_mac), seconds)
+            row.traffic = name
+            rows.append(row)
+        drops = dp.counters().drops
+    finally:
+        worker.stop()
+        worker.close()
+    text = render(rows, seconds, drops)
+    print(text)
+    if write:
+        write_section("dpdk", text)
+    return rows
+
+
+def render(rows: list[Row], seconds: float, drops: dict[str, int]) -> str:
+    lines = [
+        "## DPDK forwarding: LAN -> seal -> WAN on one core (`p3hw bench dpdk`)",
+        "",
+        f"{datetime.date.today()} · {platform.processor() or platform.machine()} · {os.cpu_count()} cores · "
+        f"{seconds:g} s per row · ring ports (`rte_eth_from_rings`), `--no-huge` · AES-128-GCM, 16 flows",
+        "",
+        "The worker thread (pinned to core 0) runs the whole P3 path of the gateway: Ethernet and the link",
+        "layer, route lookup, flow tracking, seal with padding, relocation and header protection, outer",
+        "IPv4/UDP, next-hop MAC, `rte_eth_tx_burst`. A traffic thread on core 1 keeps its receive ring full",
+        "and drains its transmit ring. Target: >= 2 Mpps IMIX on one core.",
+        "",
+        "| traffic | Mpps | Gbit/s (inner) | offered | forwarded in the window |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(f"| {r.traffic} | {r.pps / 1e6:.2f} | {r.gbps:.2f} | {r.fed:,} | {r.forwarded:,} |")
+    imix = next((r for r in rows if r.traffic.startswith("IMIX")), None)
+    if imix is not None:
+        verdict = "met" if imix.pps >= 2e6 else "not met"
+        lines += ["", f"IMIX on one core: {imix.pps / 1e6:.2f} Mpps, {imix.pps / 2e6:.2f}x the 2 Mpps target ({verdict})."]
+    lines += ["", f"Dataplane drops during the run: {drops or 'none'}."]
+    return "\n".join(lines)
