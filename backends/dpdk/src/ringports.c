@@ -1,6 +1,8 @@
 /*
- * bench.c — the traffic side of the DPDK forwarding benchmark
- * (bench/dpdk_forward.py, docs/dpdk.md). Not used by the gateway.
+ * ringports.c — ring-backed DPDK ports for the forwarding benchmark
+ * (bench/dpdk_forward.py) and the in-process tests of the port backend
+ * (tests/integration/test_dpdk_ring_ports.py), docs/dpdk.md. Not used by
+ * the gateway.
  *
  * Two ethdev ports made from rings (rte_eth_from_rings): "p3b_lan" and
  * "p3b_wan". The gateway's worker polls them like any DPDK port; a traffic
@@ -51,6 +53,62 @@ int p3_dpdk_bench_start(const uint8_t *frames, const uint32_t *lens, unsigned n,
                         uint32_t wan_len, int cpu);
 void p3_dpdk_bench_stop(uint64_t *fed, uint64_t *sunk, uint64_t *sunk_bytes);
 int p3_dpdk_bench_port(int wan, char *name, uint8_t *mac);
+int p3_dpdk_ring_put(int ring, const uint8_t *frame, uint32_t len);
+int p3_dpdk_ring_get(int ring, uint8_t *buf, uint32_t cap);
+
+static struct rte_ring *ring_of(int ring)
+{
+    switch (ring) {
+    case 0: return b.lan_rx;      /* what the LAN port receives */
+    case 1: return b.lan_tx;      /* what it sent */
+    case 2: return b.wan_rx;
+    case 3: return b.wan_tx;
+    default: return NULL;
+    }
+}
+
+/* Tests: one frame onto a port's receive ring (0 LAN, 2 WAN). 0, or -1. */
+int p3_dpdk_ring_put(int ring, const uint8_t *frame, uint32_t len)
+{
+    struct rte_ring *r = ring_of(ring);
+    struct rte_mbuf *m;
+    char *room;
+    if (!r || !b.pool || len > TEMPLATE_BYTES || !(m = rte_pktmbuf_alloc(b.pool)))
+        return -1;
+    room = rte_pktmbuf_append(m, (uint16_t)len);
+    if (!room) {
+        rte_pktmbuf_free(m);
+        return -1;
+    }
+    if (len)
+        memcpy(room, frame, len);
+    if (rte_ring_enqueue(r, m) != 0) {     /* the worker may take it at once */
+        rte_pktmbuf_free(m);
+        return -1;
+    }
+    return 0;
+}
+
+/* Tests: the next frame a port sent (1 LAN, 3 WAN), copied to buf: its
+ * length, 0 when none, -1 when it does not fit (it is dropped). */
+int p3_dpdk_ring_get(int ring, uint8_t *buf, uint32_t cap)
+{
+    struct rte_ring *r = ring_of(ring);
+    struct rte_mbuf *m;
+    uint32_t len;
+    if (!r)
+        return -1;
+    if (rte_ring_dequeue(r, (void **)&m) != 0)
+        return 0;
+    len = rte_pktmbuf_pkt_len(m);
+    if (len > cap || m->nb_segs != 1) {
+        rte_pktmbuf_free(m);
+        return -1;
+    }
+    memcpy(buf, rte_pktmbuf_mtod(m, const uint8_t *), len);
+    rte_pktmbuf_free(m);
+    return (int)len;
+}
 
 /* EAL up, four rings, two ring ports. 0, or -1 with the reason on stderr. */
 int p3_dpdk_bench_ports(const char *eal_args)

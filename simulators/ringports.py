@@ -1,0 +1,100 @@
+"""Ring-backed DPDK ports in this process, for tests and the forwarding benchmark.
+
+``build/libp3dpdk.so`` (backends/dpdk/src/ringports.c) makes two ethdev
+ports out of DPDK rings, a LAN port and a WAN port. A gateway's worker polls
+them like any DPDK port (``DpdkPorts(lan_port=ports.lan_name, ...)``);
+the test side puts Ethernet frames on their receive rings and takes what the
+worker sent from their transmit rings. The EAL comes up once per process
+(with the first arguments given), so one process has one pair.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from p3hw.dataplane import CRYPTODEV_LIBRARY
+from p3hw.reasons import P3Error
+
+EAL_ARGS = "--no-huge -m 512 --no-shconf --no-pci --no-telemetry --log-level=*:warning"
+TEMPLATE_BYTES = 2048
+RINGS = {"lan_rx": 0, "lan_tx": 1, "wan_rx": 2, "wan_tx": 3}
+
+_CDEF = """
+int p3_dpdk_bench_ports(const char *eal_args);
+int p3_dpdk_bench_port(int wan, char *name, uint8_t *mac);
+int p3_dpdk_bench_start(const uint8_t *frames, const uint32_t *lens, unsigned n, const uint8_t *wan_frame,
+                        uint32_t wan_len, int cpu);
+void p3_dpdk_bench_stop(uint64_t *fed, uint64_t *sunk, uint64_t *sunk_bytes);
+int p3_dpdk_ring_put(int ring, const uint8_t *frame, uint32_t len);
+int p3_dpdk_ring_get(int ring, uint8_t *buf, uint32_t cap);
+"""
+
+_opened: RingPorts | None = None
+
+
+class RingPorts:
+    """The process's pair of ring ports (``RingPorts.open()``)."""
+
+    def __init__(self, ffi: Any, lib: Any) -> None:
+        self._ffi, self._lib = ffi, lib
+        names = [ffi.new("char[64]") for _ in range(2)]
+        macs = [ffi.new("uint8_t[6]") for _ in range(2)]
+        for wan in (0, 1):
+            if lib.p3_dpdk_bench_port(wan, names[wan], macs[wan]):
+                raise P3Error("DPDK_PORT", "the ring ports have no name or MAC")
+        self.lan_name, self.wan_name = (ffi.string(n).decode() for n in names)
+        self.lan_mac, self.wan_mac = (bytes(m) for m in macs)
+        self._buf = ffi.new("uint8_t[]", TEMPLATE_BYTES)
+
+    @classmethod
+    def open(cls, eal_args: str = EAL_ARGS, library: str = CRYPTODEV_LIBRARY) -> RingPorts:
+        global _opened
+        if _opened is None:
+            import cffi
+
+            ffi = cffi.FFI()
+            ffi.cdef(_CDEF)
+            try:
+                lib = ffi.dlopen(library)
+            except OSError as exc:
+                raise P3Error("DPDK_UNAVAILABLE", f"{library}: {exc} (make -C native dpdk)") from exc
+            if lib.p3_dpdk_bench_ports(eal_args.encode()) != 0:
+                raise P3Error("DPDK_UNAVAILABLE", "the EAL or the ring ports did not come up (see stderr)")
+            _opened = cls(ffi, lib)
+        return _opened
+
+    def put(self, ring: str, frame: bytes) -> None:
+        """One frame onto ``lan_rx`` or ``wan_rx``: the port receives it."""
+        if self._lib.p3_dpdk_ring_put(RINGS[ring], frame, len(frame)) != 0:
+            raise P3Error("DPDK_PORT", f"{ring} is full or the frame is too long ({len(frame)} octets)")
+
+    def get(self, ring: str) -> bytes | None:
+        """The next frame the port sent on ``lan_tx`` or ``wan_tx``, None when there is none."""
+        n = self._lib.p3_dpdk_ring_get(RINGS[ring], self._buf, TEMPLATE_BYTES)
+        if n < 0:
+            raise P3Error("DPDK_PORT", f"a frame on {ring} did not fit {TEMPLATE_BYTES} octets")
+        return bytes(self._ffi.buffer(self._buf, n)) if n else None
+
+    def drain(self, ring: str) -> list[bytes]:
+        frames = []
+        while (frame := self.get(ring)) is not None:
+            frames.append(frame)
+        return frames
+
+    def start_traffic(self, frames: list[bytes], wan_frame: bytes = b"", cpu: int = -1) -> None:
+        """A thread keeps the LAN receive ring full of ``frames`` (cycled) and counts the WAN's output."""
+        ffi = self._ffi
+        flat = ffi.new("uint8_t[]", TEMPLATE_BYTES * len(frames))
+        lens = ffi.new("uint32_t[]", len(frames))
+        for i, frame in enumerate(frames):
+            ffi.memmove(flat + i * TEMPLATE_BYTES, frame, len(frame))
+            lens[i] = len(frame)
+        wan = wan_frame or ffi.NULL
+        if self._lib.p3_dpdk_bench_start(flat, lens, len(frames), wan, len(wan_frame), cpu) != 0:
+            raise P3Error("DPDK_PORT", "the traffic thread did not start")
+
+    def stop_traffic(self) -> tuple[int, int, int]:
+        """Stop it: (frames fed to the LAN, frames taken from the WAN, their octets)."""
+        out = [self._ffi.new("uint64_t *") for _ in range(3)]
+        self._lib.p3_dpdk_bench_stop(*out)
+        return int(out[0][0]), int(out[1][0]), int(out[2][0])
