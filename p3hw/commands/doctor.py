@@ -1,9 +1,11 @@
 """``p3hw doctor``: what this machine can use, and why not (DESIGN.md §5).
 
 Everything about a library is read from its ELF file with pyelftools, never
-by loading it: the DPDK drivers' ``PMD_INFO_STRING`` records, a PKCS#11
-module's ``C_GetFunctionList`` export, the extension's ``p3dp_abi_version``
-export and the stamp its code returns. Then the CPU (AES-NI, VAES, RDSEED,
+by loading it: the DPDK drivers' ``PMD_INFO_STRING`` records, p3hw's DPDK
+library (``build/libp3dpdk.so``: its exports and DT_NEEDED libraries), a
+PKCS#11 module's ``C_GetFunctionList`` export, the extension's
+``p3dp_abi_version`` export and the stamp its code returns. Loading would run
+their constructors (DPDK's register every driver). Then the CPU (AES-NI, VAES, RDSEED,
 RDRAND and their health tests), TUN, privileges and SoftHSM2. Each check
 says which backend needs it and why it is or is not usable here.
 
@@ -21,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +38,24 @@ DPDK_PMD_GLOBS = ("/usr/lib/x86_64-linux-gnu/dpdk/pmds-*", "/usr/lib/aarch64-lin
                   "/usr/local/lib/dpdk/pmds-*", "/usr/local/lib/x86_64-linux-gnu/dpdk/pmds-*")
 #: DPDK's buildtools/gen-pmd-info embeds this prefix and a JSON object in each driver's .rodata.
 PMD_INFO_MARKER = b"PMD_INFO_STRING= "
-#: The virtual devices issue 6's DPDK tests and benchmarks use.
-WANTED_PMDS = ("net_af_packet", "net_tap", "net_ring", "net_memif", "crypto_aesni_gcm", "crypto_openssl")
+#: The DPDK drivers p3hw's port backend and cryptodev engine are tested, benchmarked or documented
+#: with -> what each is for (the check's "needed by").
+WANTED_PMDS = {
+    "net_af_packet": "io = dpdk on a veth/NIC via AF_PACKET (--vdev=net_af_packet0,iface=IF; "
+                     "DPDK e2e test, testbed DPDK sites)",
+    "net_ring": "ring ports (benchmark): p3hw bench dpdk, rte_eth_from_rings (libp3dpdk.so links it)",
+    "net_tap": "io = dpdk on a kernel TAP device (--vdev=net_tap0,iface=NAME): no NIC needed",
+    "net_memif": "io = dpdk over shared-memory packet interfaces to another DPDK/VPP process (--vdev=net_memif0)",
+    "crypto_openssl": "crypto_engine = cryptodev: the default dpdk_eal_args' device (--vdev=crypto_openssl0)",
+    "crypto_aesni_gcm": "crypto_engine = cryptodev on intel-ipsec-mb AES-GCM (--vdev=crypto_aesni_gcm0)",
+}
+#: What libp3dpdk.so must export: the extension dlsym()s these (backends/dpdk/src/cryptodev.c, ethdev.c).
+DPDK_LIBRARY_EXPORTS = ("p3_cryptodev_open", "p3_dpdk_ports_open")
+DPDK_LIBRARY_HINT = "'make build' or 'make -C native dpdk' builds it; that needs DPDK's headers (apt-get install libdpdk-dev)"
+#: Where the dynamic loader looks when neither RUNPATH, LD_LIBRARY_PATH nor ld.so.cache names a library.
+LIBRARY_DIRS = ("/lib", "/usr/lib", "/lib64", "/usr/lib64", "/usr/local/lib",
+                "/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/usr/local/lib/x86_64-linux-gnu",
+                "/lib/aarch64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/local/lib/aarch64-linux-gnu")
 SOFTHSM_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 #: linux/capability.h
 CAP_NET_ADMIN, CAP_NET_RAW = 12, 13
@@ -49,6 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pkcs11-module", metavar="PATH", default=None,
                         help=f"check this PKCS#11 library's ELF exports (default: the configuration's "
                         f"pkcs11_module, else {SOFTHSM_MODULE} if installed)")
+    parser.add_argument("--dpdk-library", metavar="PATH", default=None,
+                        help="check this file as p3hw's DPDK library (default: build/libp3dpdk.so, the one "
+                        "the extension loads for io = dpdk and crypto_engine = cryptodev)")
     parser.add_argument("-c", "--config", metavar="FILE", default=None,
                         help="also check what this configuration's key generation needs")
 
@@ -113,10 +135,9 @@ def check_extension() -> list[dict[str, Any]]:
         abi = dataplane.abi_version()      # loads it: the stamp matched, or could not be read statically
     except P3Error as exc:
         return [_check("native dataplane", False, exc.message(), needed)]
-    dpdk = sorted(s for s in info.exports if s.startswith("p3dp_dpdk"))
     return [_check("native dataplane", True, f"ABI {abi} (file stamp {stamp if stamp is not None else 'n/a'}, "
                    f"exports p3dp_abi_version), {len(info.exports)} exported symbols", needed, abi=abi,
-                   file=path, dpdk_backend=bool(dpdk))]
+                   file=path)]
 
 
 # --- CPU -----------------------------------------------------------------------
@@ -145,6 +166,115 @@ def check_cpu() -> list[dict[str, Any]]:
 
 
 # --- DPDK ----------------------------------------------------------------------
+
+def dpdk_library_path() -> str:
+    """The DPDK library the extension dlopens for io = dpdk and crypto_engine = cryptodev."""
+    return dataplane.CRYPTODEV_LIBRARY
+
+
+def dynamic_entries(path: str) -> tuple[list[str], list[str]]:
+    """(DT_NEEDED names, RUNPATH/RPATH directories) from the file's dynamic section."""
+    from elftools.elf.elffile import ELFFile
+
+    needed: list[str] = []
+    search: list[str] = []
+    with open(path, "rb") as handle:
+        dynamic = ELFFile(handle).get_section_by_name(".dynamic")
+        if dynamic is None:
+            return needed, search
+        for tag in dynamic.iter_tags():
+            if tag.entry.d_tag == "DT_NEEDED":
+                needed.append(tag.needed)
+            elif tag.entry.d_tag in ("DT_RUNPATH", "DT_RPATH"):
+                paths = tag.runpath if tag.entry.d_tag == "DT_RUNPATH" else tag.rpath
+                origin = os.path.dirname(os.path.abspath(path))
+                search += [d.replace("$ORIGIN", origin).replace("${ORIGIN}", origin) for d in paths.split(":") if d]
+    return needed, search
+
+
+def loader_cache() -> dict[str, list[str]]:
+    """``ldconfig -p``: library name -> paths in ld.so.cache (empty if ldconfig is not there)."""
+    ldconfig = shutil.which("ldconfig") or next((p for p in ("/sbin/ldconfig", "/usr/sbin/ldconfig")
+                                                 if os.path.exists(p)), None)
+    if ldconfig is None:
+        return {}
+    try:
+        out = subprocess.run([ldconfig, "-p"], capture_output=True, text=True, timeout=20, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    cache: dict[str, list[str]] = {}
+    for line in out.splitlines():
+        # "\tlibrte_eal.so.23 (libc6,x86-64) => /lib/x86_64-linux-gnu/librte_eal.so.23"
+        name, arrow, target = line.strip().partition(" => ")
+        if arrow:
+            cache.setdefault(name.split(" (")[0], []).append(target)
+    return cache
+
+
+def resolve_needed(names: list[str], runpath: list[str]) -> dict[str, str | None]:
+    """Where the dynamic loader would find each needed library, or None: its search order, best effort."""
+    env = [d for d in os.environ.get("LD_LIBRARY_PATH", "").split(":") if d]
+    cache: dict[str, list[str]] | None = None
+    found: dict[str, str | None] = {}
+    for name in names:
+        hit = next((os.path.join(d, name) for d in (*runpath, *env) if os.path.exists(os.path.join(d, name))), None)
+        if hit is None:
+            cache = loader_cache() if cache is None else cache
+            hit = next((p for p in cache.get(name, []) if os.path.exists(p)), None)
+        if hit is None:
+            hit = next((os.path.join(d, name) for d in LIBRARY_DIRS if os.path.exists(os.path.join(d, name))), None)
+        found[name] = hit
+    return found
+
+
+def check_dpdk_library(path: str | None = None) -> dict[str, Any]:
+    """libp3dpdk.so read from its ELF file (never loaded here): present, a shared object for this machine,
+    exporting what the extension dlsym()s, its DT_NEEDED libraries findable. Not usable: P3-E606."""
+    import platform
+
+    from p3hw.backends.pkcs11.elf import HOST_MACHINES, ElfProblem, read_elf
+
+    needed_by = "io = dpdk (DPDK ports), crypto_engine = cryptodev"
+    path = path or dpdk_library_path()
+
+    def refused(detail: str, hint: str = DPDK_LIBRARY_HINT, **extra: Any) -> dict[str, Any]:
+        return _check("dpdk library", False, P3Error("DPDK_UNAVAILABLE", detail, hint).message(), needed_by,
+                      file=path, **extra)
+
+    if not os.path.lexists(path):
+        return refused(f"{path} does not exist: the DPDK library is not built")
+    try:
+        info = read_elf(path)
+    except ElfProblem as problem:
+        return refused(str(problem))
+    if info.elf_type != "ET_DYN":
+        return refused(f"{path} is an ELF {info.elf_type}, not a shared object")
+    wanted = HOST_MACHINES.get(platform.machine())
+    if wanted is not None and info.machine != wanted:
+        return refused(f"{path} is built for {info.machine}, this machine is {wanted}")
+    missing = [name for name in DPDK_LIBRARY_EXPORTS if name not in info.exports]
+    if missing:
+        return refused(f"{path} is a shared object but does not export {', '.join(missing)}: "
+                       "it is not p3hw's DPDK library (or an old build)")
+    try:
+        needed, runpath = dynamic_entries(path)
+    except Exception as exc:  # noqa: BLE001 - pyelftools raises many kinds on a damaged file
+        return refused(f"{path}: unreadable dynamic section ({type(exc).__name__}: {exc})")
+    resolved = resolve_needed(needed, runpath)
+    absent = [name for name, where in resolved.items() if where is None]
+    rte = [name for name in needed if name.startswith("librte_")]
+    if absent:
+        return refused(f"{path} needs {', '.join(absent)}, not found by the dynamic loader's search "
+                       "(RUNPATH, LD_LIBRARY_PATH, ld.so.cache, /lib, /usr/lib)",
+                       "install DPDK's runtime libraries (apt-get install dpdk) or rebuild against the "
+                       "installed DPDK: make -C native dpdk", needed=resolved)
+    # No librte_* at all: DPDK linked statically (pkg-config --static), nothing more to find.
+    linked = f"its {len(rte)} DPDK libraries ({', '.join(sorted(rte))}) all found" if rte else \
+        "DPDK linked statically"
+    return _check("dpdk library", True, f"{path}: ELF {info.machine} shared object exporting "
+                  f"{', '.join(DPDK_LIBRARY_EXPORTS)}; {linked}; not loaded by doctor", needed_by,
+                  file=path, exports=sorted(s for s in info.exports if s.startswith("p3_")), needed=resolved)
+
 
 def pmd_info(path: str) -> list[dict[str, Any]]:
     """The PMD_INFO_STRING records of one driver library, read from its .rodata."""
@@ -184,22 +314,26 @@ def dpdk_drivers() -> tuple[str | None, list[dict[str, Any]]]:
     return directory, drivers
 
 
-def check_dpdk(extension: dict[str, Any]) -> list[dict[str, Any]]:
+def check_dpdk() -> list[dict[str, Any]]:
+    """The installed drivers, the ones p3hw's DPDK ports and cryptodev engine are used with, and hugepages."""
     directory, drivers = dpdk_drivers()
     if directory is None:
-        return [_check("dpdk drivers", False, "no DPDK driver directory (apt-get install dpdk)",
-                       "dpdk I/O backend, cryptodev engine", drivers=[])]
-    names = {d["name"] for d in drivers}
-    missing = [n for n in WANTED_PMDS if n not in names]
-    detail = f"{len(drivers)} drivers in {directory}"
-    detail += f"; test vdevs present: {', '.join(n for n in WANTED_PMDS if n in names) or 'none'}"
-    if missing:
-        detail += f"; missing: {', '.join(missing)}"
-    found = [_check("dpdk drivers", not missing, detail, "dpdk I/O backend, cryptodev engine", drivers=drivers)]
-    built = bool(extension.get("dpdk_backend"))
-    found.append(_check("dpdk backend", built, "the extension has the DPDK backend" if built else
-                        "P3-E606 the extension was built without the DPDK backend: the drivers are present "
-                        "but p3hw cannot use them", "dpdk I/O backend, cryptodev engine"))
+        found = [_check("dpdk drivers", False, "no DPDK driver directory (apt-get install dpdk)",
+                        "dpdk I/O backend, cryptodev engine", drivers=[])]
+    else:
+        names = {d["name"] for d in drivers}
+        missing = [n for n in WANTED_PMDS if n not in names]
+        detail = f"{len(drivers)} drivers in {directory}"
+        detail += f"; p3hw's vdevs present: {', '.join(n for n in WANTED_PMDS if n in names) or 'none'}"
+        if missing:
+            detail += f"; missing: {', '.join(missing)}"
+        found = [_check("dpdk drivers", not missing, detail, "dpdk I/O backend, cryptodev engine", drivers=drivers)]
+    files = {d["name"]: d["file"] for d in drivers if "error" not in d}
+    for name, use in WANTED_PMDS.items():
+        kind = "crypto" if name.startswith("crypto_") else "net"
+        found.append(_check(f"pmd {name}", name in files, f"{kind} driver in {files[name]}" if name in files
+                            else f"{kind} driver {name} not installed (apt-get install dpdk)", use,
+                            pmd=name, file=files.get(name)))
     hugepages = _meminfo("HugePages_Total")
     found.append(_check("hugepages", hugepages > 0, f"{hugepages} huge pages reserved" if hugepages else
                         "no huge pages reserved: DPDK runs with --no-huge only (tests do; slower for production)",
@@ -276,8 +410,11 @@ def check_kernel() -> list[dict[str, Any]]:
     return found
 
 
-def checks(pkcs11_module: str | None = None) -> list[dict[str, Any]]:
-    """Each check: name, ok, detail, needed_by (and data for --json)."""
+def checks(pkcs11_module: str | None = None, dpdk_library: str | None = None) -> list[dict[str, Any]]:
+    """Each check: name, ok, detail, needed_by (and data for --json).
+
+    *dpdk_library*: the DPDK library to inspect instead of dataplane.CRYPTODEV_LIBRARY.
+    """
     try:
         import elftools  # noqa: F401
     except ImportError:
@@ -294,7 +431,8 @@ def checks(pkcs11_module: str | None = None) -> list[dict[str, Any]]:
         found += check_cpu()
     found += check_kernel()
     found += check_pkcs11(pkcs11_module)
-    found += check_dpdk(found[0])
+    found.append(check_dpdk_library(dpdk_library))
+    found += check_dpdk()
     return found
 
 
@@ -323,13 +461,13 @@ def run(args: argparse.Namespace) -> int:
     if args.config:
         configured, config_module = check_config(args.config)
         module = module or config_module
-    found = checks(module) + configured
+    found = checks(module, args.dpdk_library) + configured
     if args.json:
         print(json.dumps(found, indent=2))
     else:
         for c in found:
-            print(f"{'ok ' if c['ok'] else 'NO '} {c['name']:<18} {c['detail']}")
-            print(f"    {'':<18} needed by: {c['needed_by']}")
+            print(f"{'ok ' if c['ok'] else 'NO '} {c['name']:<20} {c['detail']}")
+            print(f"    {'':<20} needed by: {c['needed_by']}")
         drivers = next((c.get("drivers") for c in found if c["name"] == "dpdk drivers"), None)
         if drivers:
             print("\nDPDK drivers (from their ELF PMD_INFO_STRING):")

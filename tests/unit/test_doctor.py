@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes.util
 import json
 import os
 import shutil
@@ -33,7 +34,8 @@ def test_doctor_explains_this_machine_as_json() -> None:
     native = found["native dataplane"]
     assert native["ok"] is True and native["abi"] == dataplane.EXPECTED_ABI_VERSION
     assert "p3dp_abi_version" in str(native["detail"])
-    for name in ("cpu aes-ni", "cpu rng", "tun", "privileges", "softhsm2", "pkcs11 module", "dpdk drivers"):
+    for name in ("cpu aes-ni", "cpu rng", "tun", "privileges", "softhsm2", "pkcs11 module", "dpdk library",
+                 "dpdk drivers", *(f"pmd {pmd}" for pmd in doctor.WANTED_PMDS)):
         assert name in found and found[name]["detail"] and found[name]["needed_by"], name
     assert found["cpu aes-ni"]["ok"] is dataplane.cpu_features()["aesni"]
 
@@ -45,6 +47,112 @@ def test_doctor_lists_the_dpdk_test_vdevs_from_their_pmd_info() -> None:
     assert set(doctor.WANTED_PMDS) <= names
     ring = next(d for d in drivers if d["name"] == "net_ring")  # type: ignore[attr-defined]
     assert ring["file"].startswith("librte_net_ring.so")
+
+
+@pytest.mark.skipif(not HAS_DPDK, reason="no DPDK drivers installed")
+def test_doctor_says_which_p3hw_pmds_are_present_and_what_each_is_for() -> None:
+    out = run_doctor()
+    assert out.returncode == 0 and "Traceback" not in out.stderr
+    for pmd in doctor.WANTED_PMDS:
+        line = next(line for line in out.stdout.splitlines() if f" pmd {pmd} " in line)
+        assert line.startswith("ok "), line
+    found = by_name(json.loads(run_doctor("--json").stdout))
+    af_packet = found["pmd net_af_packet"]
+    assert af_packet["ok"] is True and str(af_packet["file"]).startswith("librte_net_af_packet.so")
+    assert "AF_PACKET" in str(af_packet["needed_by"]) and "io = dpdk" in str(af_packet["needed_by"])
+    assert "ring ports (benchmark)" in str(found["pmd net_ring"]["needed_by"])
+    assert "cryptodev" in str(found["pmd crypto_openssl"]["needed_by"])
+
+
+def test_a_missing_p3hw_pmd_is_named_not_present(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(doctor, "DPDK_PMD_GLOBS", (str(tmp_path / "pmds-*"),))
+    found = by_name(doctor.check_dpdk())
+    assert found["dpdk drivers"]["ok"] is False
+    memif = found["pmd net_memif"]
+    assert memif["ok"] is False and "not installed" in str(memif["detail"])
+    assert "io = dpdk" in str(memif["needed_by"])
+
+
+# --- the DPDK library (build/libp3dpdk.so) ---------------------------------------
+
+def test_doctor_reports_the_built_dpdk_library_usable() -> None:
+    library = dataplane.CRYPTODEV_LIBRARY
+    if not os.path.exists(library):
+        # Locally without libdpdk-dev 'make build' skips it; in CI (P3HW_CI=1) this skip is a failure.
+        pytest.skip(f"{library} is not built (make build; needs libdpdk-dev)")
+    out = run_doctor("--json")
+    assert out.returncode == 0, out.stderr
+    dpdk = by_name(json.loads(out.stdout))["dpdk library"]
+    assert dpdk["ok"] is True, dpdk["detail"]
+    assert dpdk["file"] == library
+    assert {"p3_cryptodev_open", "p3_dpdk_ports_open"} <= set(dpdk["exports"])  # type: ignore[arg-type]
+    needed = dpdk["needed"]
+    assert isinstance(needed, dict) and any(name.startswith("librte_eal.so") for name in needed)
+    assert all(where and os.path.exists(where) for where in needed.values()), needed
+
+
+def _other_library() -> str:
+    """A real shared object that is not p3hw's DPDK library: libcrypto, found as the loader finds it."""
+    name = ctypes.util.find_library("crypto")
+    assert name is not None, "libcrypto is a dependency of Python's ssl module"
+    path = doctor.resolve_needed([name], [])[name]
+    assert path is not None
+    return os.path.realpath(path)
+
+
+@pytest.mark.parametrize("what", ["other-library", "truncated", "text", "empty", "missing"])
+def test_a_doctored_dpdk_library_is_refused_with_p3_e606(tmp_path: Path, what: str) -> None:
+    fake = tmp_path / "libp3dpdk.so"
+    real = dataplane.CRYPTODEV_LIBRARY if os.path.exists(dataplane.CRYPTODEV_LIBRARY) else _other_library()
+    expected = {"other-library": "does not export p3_cryptodev_open, p3_dpdk_ports_open",
+                "truncated": "damaged or truncated", "text": "not an ELF file", "empty": "not an ELF file",
+                "missing": "does not exist"}[what]
+    if what == "other-library":
+        shutil.copy(_other_library(), fake)
+    elif what == "truncated":
+        fake.write_bytes(Path(real).read_bytes()[:3000])
+    elif what == "text":
+        fake.write_text("INPUT(-lrte_eal)\n")      # a linker script, as some lib*.so files are
+    elif what == "empty":
+        fake.write_bytes(b"")
+    out = run_doctor("--json", "--dpdk-library", str(fake))
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+    dpdk = by_name(json.loads(out.stdout))["dpdk library"]
+    assert dpdk["ok"] is False
+    detail = str(dpdk["detail"])
+    assert detail.startswith("P3-E606") and str(fake) in detail and expected in detail, detail
+    assert "make -C native dpdk" in detail
+    text = run_doctor("--dpdk-library", str(fake))
+    assert "Traceback" not in text.stderr
+    assert any(line.startswith("NO ") and "dpdk library" in line and "P3-E606" in line
+               for line in text.stdout.splitlines())
+
+
+def _compile(out: Path, source: str, *flags: str) -> None:
+    c_file = out.with_suffix(".c")
+    c_file.write_text(source)
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", str(out), str(c_file), *flags], check=True,
+                   capture_output=True, timeout=60)
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler")
+def test_a_dpdk_library_whose_needed_librte_is_gone_is_refused(tmp_path: Path) -> None:
+    # A real shared object with both exports, needing a librte_* found through its RUNPATH ($ORIGIN/deps).
+    deps = tmp_path / "deps"
+    deps.mkdir()
+    _compile(deps / "librte_p3hw_gone.so", "int rte_p3hw_gone(void) { return 0; }\n")
+    library = tmp_path / "libp3dpdk.so"
+    _compile(library, "int rte_p3hw_gone(void);\n"
+             "int p3_cryptodev_open(void) { return rte_p3hw_gone(); }\nint p3_dpdk_ports_open(void) { return 0; }\n",
+             f"-L{deps}", "-Wl,--no-as-needed", "-lrte_p3hw_gone", "-Wl,-rpath,$ORIGIN/deps", "-Wl,--enable-new-dtags")
+    usable = doctor.check_dpdk_library(str(library))
+    assert usable["ok"] is True, usable["detail"]
+    assert usable["needed"]["librte_p3hw_gone.so"] == str(deps / "librte_p3hw_gone.so")
+    (deps / "librte_p3hw_gone.so").unlink()
+    gone = doctor.check_dpdk_library(str(library))
+    assert gone["ok"] is False
+    assert str(gone["detail"]).startswith("P3-E606") and "needs librte_p3hw_gone.so, not found" in str(gone["detail"])
+    assert gone["needed"]["librte_p3hw_gone.so"] is None
 
 
 @pytest.mark.parametrize("what", ["text", "truncated", "not-pkcs11", "empty"])
