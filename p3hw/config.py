@@ -594,6 +594,7 @@ class _Parser:
         self.caller_role = role
         self.errors: list[ConfigError] = []
         self.omitted = 0
+        self.bad_local: set[str] = set()   # local keywords whose value was refused (reported once)
 
     def error(self, line: int, reason_name: str, detail: str, hint: str = "") -> None:
         if len(self.errors) >= MAX_REPORTED_ERRORS:
@@ -794,6 +795,8 @@ class _Parser:
             ok, value = self.parse_value(line.number, line.keyword, kw, line.value)
             if ok:
                 local_values[kw.attr] = (value, line.number)
+            else:
+                self.bad_local.add(kw.attr)
 
         local = self.build_local(local_values, end_line)
         remotes = self.build_remotes(remote_entries, local, role, how)
@@ -854,11 +857,11 @@ class _Parser:
         io_line = origins["io"].line or end_line
         for attr, example in (("dpdk_lan_port", "net_af_packet0"), ("dpdk_wan_port", "net_af_packet1"),
                               ("dpdk_lan_address", "10.1.0.1/24")):
-            if resolved[attr] is None and attr not in values:
+            if resolved[attr] is None and attr not in values and attr not in self.bad_local:
                 self.error(io_line, "CONFIG_MISSING_VALUE", f"io = dpdk but {attr} is not set",
                            f"add '{attr} = {example}'")
                 ok = False
-        if ok and resolved["dpdk_lan_port"] == resolved["dpdk_wan_port"]:
+        if resolved["dpdk_lan_port"] is not None and resolved["dpdk_lan_port"] == resolved["dpdk_wan_port"]:
             self.error(origins["dpdk_wan_port"].line or end_line, "CONFIG_VALUE_OUT_OF_RANGE",
                        f"the LAN and WAN ports are both {resolved['dpdk_wan_port']}",
                        "give two different DPDK ports: the protected LAN and the unprotected WAN")

@@ -263,3 +263,25 @@ def test_garbage_frames_are_counted_and_dropped_and_forwarding_goes_on(result: d
     assert result["garbage_counted"] >= 400, result
     assert result["still_forwarding"]
     assert result["stats"]["io_errors"] == 0, result["stats"]
+
+
+def test_a_daemon_whose_dpdk_port_is_missing_exits_with_the_reason_and_no_traceback(tmp_path: Path) -> None:
+    if not os.path.exists(CRYPTODEV_LIBRARY):
+        pytest.skip(f"{CRYPTODEV_LIBRARY} is not built (make -C native dpdk)")
+    psk = tmp_path / "b.psk"
+    psk.write_text(os.urandom(32).hex() + "\n")
+    psk.chmod(0o600)
+    conf = tmp_path / "primary.conf"
+    conf.write_text("\n".join([
+        "localstart", "role = primary", "ip = 4", "address = 192.0.2.1",
+        f"admin_socket = {tmp_path / 'admin.sock'}", f"admin_store = {tmp_path / 'admin.db'}",
+        "io = dpdk", "dpdk_lan_port = net_af_packet0", "dpdk_wan_port = net_af_packet1",
+        "dpdk_lan_address = 10.1.0.1/24",
+        # The EAL brings up no port at all: the names cannot be found.
+        "dpdk_eal_args = --no-huge -m 128 --no-shconf --no-pci --no-telemetry --log-level=*:error",
+        "localend", "1/address = 192.0.2.2", "1/psk_file = b.psk", "1/subnet1 = 10.2.0.0", "1/mask1 = /24", ""]))
+    proc = subprocess.run([sys.executable, "-m", "p3hw.cli", "primary", "-c", str(conf)], capture_output=True,
+                          text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 2, proc
+    assert "P3-E607" in proc.stderr and "net_af_packet0" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
