@@ -27,6 +27,9 @@ int p3_dpdk_bench_start(const uint8_t *frames, const uint32_t *lens, unsigned n,
 void p3_dpdk_bench_stop(uint64_t *fed, uint64_t *sunk, uint64_t *sunk_bytes);
 int p3_dpdk_ring_put(int ring, const uint8_t *frame, uint32_t len);
 int p3_dpdk_ring_get(int ring, uint8_t *buf, uint32_t cap);
+int p3_dpdk_test_port_up(const char *name, uint8_t *mac);
+int p3_dpdk_test_send(int port, const uint8_t *frame, uint32_t len);
+int p3_dpdk_test_recv(int port, uint8_t *buf, uint32_t cap);
 """
 
 _opened: RingPorts | None = None
@@ -81,6 +84,14 @@ class RingPorts:
             frames.append(frame)
         return frames
 
+    def drive(self, name: str) -> DrivenPort:
+        """Start port ``name`` (one the EAL arguments brought up) for the test side to send and receive on."""
+        mac = self._ffi.new("uint8_t[6]")
+        port = self._lib.p3_dpdk_test_port_up(name.encode(), mac)
+        if port < 0:
+            raise P3Error("DPDK_PORT", f"port {name} cannot be started for the test side")
+        return DrivenPort(self, port, bytes(mac))
+
     def start_traffic(self, frames: list[bytes], wan_frame: bytes = b"", cpu: int = -1) -> None:
         """A thread keeps the LAN receive ring full of ``frames`` (cycled) and counts the WAN's output."""
         ffi = self._ffi
@@ -98,3 +109,20 @@ class RingPorts:
         out = [self._ffi.new("uint64_t *") for _ in range(3)]
         self._lib.p3_dpdk_bench_stop(*out)
         return int(out[0][0]), int(out[1][0]), int(out[2][0])
+
+
+class DrivenPort:
+    """A DPDK port the test side drives (the far end of a net_memif pair, say)."""
+
+    def __init__(self, ports: RingPorts, port: int, mac: bytes) -> None:
+        self._ports, self._port, self.mac = ports, port, mac
+
+    def send(self, frame: bytes) -> None:
+        if self._ports._lib.p3_dpdk_test_send(self._port, frame, len(frame)) != 0:
+            raise P3Error("DPDK_PORT", f"port {self._port} did not take a frame of {len(frame)} octets")
+
+    def recv(self) -> bytes | None:
+        n = self._ports._lib.p3_dpdk_test_recv(self._port, self._ports._buf, TEMPLATE_BYTES)
+        if n < 0:
+            raise P3Error("DPDK_PORT", f"a frame on port {self._port} did not fit {TEMPLATE_BYTES} octets")
+        return bytes(self._ports._ffi.buffer(self._ports._buf, n)) if n else None

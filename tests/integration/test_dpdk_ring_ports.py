@@ -285,3 +285,92 @@ def test_a_daemon_whose_dpdk_port_is_missing_exits_with_the_reason_and_no_traceb
     assert proc.returncode == 2, proc
     assert "P3-E607" in proc.stderr and "net_af_packet0" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
+
+
+TAP_SCENARIO = r"""
+import ipaddress, json, os, socket, struct, time
+from pyroute2 import IPRoute
+from p3hw.crypto.keys import SaKeys, material_length
+from p3hw.dataplane import Dataplane, DpdkPorts, PeerConfig, Routes, Worker
+from p3hw.simulators.ringports import EAL_ARGS, RingPorts
+
+ports = RingPorts.open(EAL_ARGS + " --vdev=net_tap0,iface=p3tap0")
+cipher = "aes-256-gcm"
+ab = SaKeys.from_material(0x1111, cipher, os.urandom(material_length(cipher)))
+ba = SaKeys.from_material(0x2222, cipher, os.urandom(material_length(cipher)))
+hp_ab, hp_ba = os.urandom(16), os.urandom(16)
+a, b = Dataplane(), Dataplane()
+a.add_peer(PeerConfig(2, "192.0.2.1", "198.51.100.2")); b.add_peer(PeerConfig(1, "198.51.100.2", "192.0.2.1"))
+a.set_hp_keys(2, hp_out=hp_ab, hp_in=hp_ba); b.set_hp_keys(1, hp_out=hp_ba, hp_in=hp_ab)
+a.add_outbound_sa(2, ab); b.add_inbound_sa(1, ab); b.add_outbound_sa(1, ba); a.add_inbound_sa(2, ba)
+routes = Routes(); routes.add("10.2.0.0/24", 2)
+w = Worker(a, routes, None, dpdk=DpdkPorts(lan_port="net_tap0", wan_port=ports.wan_name,
+           lan_address=ipaddress.ip_interface("10.1.0.1/24"), wan_address=ipaddress.ip_interface("192.0.2.1/0")))
+w.start()
+# The kernel is the LAN host on the tap's other side: it routes the remote LAN through the gateway.
+with IPRoute() as ipr:
+    idx = ipr.link_lookup(ifname="p3tap0")[0]
+    ipr.addr("add", index=idx, address="10.1.0.2", prefixlen=24)
+    ipr.link("set", index=idx, state="up")
+    ipr.route("add", dst="10.2.0.0/24", gateway="10.1.0.1")
+# The peer announces itself on the WAN ring so the gateway knows its MAC.
+PEER_MAC = bytes.fromhex("020000000002")
+arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, PEER_MAC, socket.inet_aton("198.51.100.2"), bytes(6),
+                  socket.inet_aton("192.0.2.1"))
+ports.put("wan_rx", b"\xff" * 6 + PEER_MAC + b"\x08\x06" + arp)
+out = {}
+rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); rx.bind(("10.1.0.2", 7000)); rx.settimeout(5)
+tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); tx.bind(("10.1.0.2", 0))
+payloads = [b"kernel to peer %d " % i + bytes(i * 10) for i in range(20)]
+for p in payloads:
+    tx.sendto(p, ("10.2.0.9", 9))
+got, end = [], time.monotonic() + 5
+while len(got) < len(payloads) and time.monotonic() < end:
+    f = ports.get("wan_tx")
+    if f is None: time.sleep(0.005); continue
+    if f[12:14] != b"\x08\x00": continue
+    o = b.open([f[14:]], with_ip=True)[0]
+    if o.status == "OK": got.append(o.data[28:])
+out["kernel_to_peer"] = got == payloads
+def csum(h):
+    s = sum(struct.unpack("!10H", h))
+    while s >> 16: s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+back = []
+for i in range(10):
+    body = b"peer to kernel %d" % i
+    udp = struct.pack("!HHHH", 9, 7000, 8 + len(body), 0) + body
+    h = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0x4000, 64, 17, 0, socket.inet_aton("10.2.0.9"),
+                    socket.inet_aton("10.1.0.2"))
+    h = h[:10] + struct.pack("!H", csum(h)) + h[12:]
+    s = b.seal([(1, h + udp)], with_ip=True)[0]
+    ports.put("wan_rx", ports.wan_mac + PEER_MAC + b"\x08\x00" + s.data)
+    back.append(body)
+received = []
+try:
+    while len(received) < len(back):
+        received.append(rx.recvfrom(2048)[0])
+except socket.timeout:
+    pass
+out["peer_to_kernel"] = received == back
+out["link_replies"] = w.stats().link_replies
+w.stop(); w.close()
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.root
+@pytest.mark.netns
+def test_a_kernel_lan_host_on_a_net_tap_port_reaches_the_peer_and_back(tmp_path: Path) -> None:
+    """net_tap: the kernel itself is the LAN host; it ARPs for the gateway and its datagrams cross both ways."""
+    if not os.path.exists(CRYPTODEV_LIBRARY):
+        pytest.skip(f"{CRYPTODEV_LIBRARY} is not built (make -C native dpdk)")
+    if os.geteuid() != 0:
+        pytest.skip("net_tap needs root (a TAP interface in a namespace of its own)")
+    # unshare -n: the TAP interface and its routes live in a throw-away network namespace.
+    proc = subprocess.run(["unshare", "-n", sys.executable, "-c", TAP_SCENARIO], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, f"scenario crashed (rc {proc.returncode}):\n{proc.stderr[-3000:]}"
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["kernel_to_peer"] and out["peer_to_kernel"], out
+    assert out["link_replies"] >= 1, out

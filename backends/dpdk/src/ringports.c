@@ -55,6 +55,61 @@ void p3_dpdk_bench_stop(uint64_t *fed, uint64_t *sunk, uint64_t *sunk_bytes);
 int p3_dpdk_bench_port(int wan, char *name, uint8_t *mac);
 int p3_dpdk_ring_put(int ring, const uint8_t *frame, uint32_t len);
 int p3_dpdk_ring_get(int ring, uint8_t *buf, uint32_t cap);
+int p3_dpdk_test_port_up(const char *name, uint8_t *mac);
+int p3_dpdk_test_send(int port, const uint8_t *frame, uint32_t len);
+int p3_dpdk_test_recv(int port, uint8_t *buf, uint32_t cap);
+
+/* Tests: a port the test side drives itself (the far end of a net_memif
+ * pair, say), one queue each way. Its id, or -1. */
+int p3_dpdk_test_port_up(const char *name, uint8_t *mac)
+{
+    struct rte_eth_conf conf;
+    struct rte_ether_addr addr;
+    uint16_t id;
+    memset(&conf, 0, sizeof(conf));
+    if (!b.pool || rte_eth_dev_get_port_by_name(name, &id) != 0 ||
+        rte_eth_dev_configure(id, 1, 1, &conf) != 0 ||
+        rte_eth_rx_queue_setup(id, 0, 256, rte_eth_dev_socket_id(id), NULL, b.pool) != 0 ||
+        rte_eth_tx_queue_setup(id, 0, 256, rte_eth_dev_socket_id(id), NULL) != 0 || rte_eth_dev_start(id) != 0 ||
+        rte_eth_macaddr_get(id, &addr) != 0)
+        return -1;
+    memcpy(mac, addr.addr_bytes, 6);
+    return id;
+}
+
+/* Tests: one frame out of a test port. 0, or -1. */
+int p3_dpdk_test_send(int port, const uint8_t *frame, uint32_t len)
+{
+    struct rte_mbuf *m = b.pool ? rte_pktmbuf_alloc(b.pool) : NULL;
+    char *room;
+    if (!m || len > TEMPLATE_BYTES || !(room = rte_pktmbuf_append(m, (uint16_t)len))) {
+        rte_pktmbuf_free(m);
+        return -1;
+    }
+    memcpy(room, frame, len);
+    if (rte_eth_tx_burst((uint16_t)port, 0, &m, 1) != 1) {
+        rte_pktmbuf_free(m);
+        return -1;
+    }
+    return 0;
+}
+
+/* Tests: the next frame a test port received: its length, 0 none, -1 too long. */
+int p3_dpdk_test_recv(int port, uint8_t *buf, uint32_t cap)
+{
+    struct rte_mbuf *m;
+    uint32_t len;
+    if (rte_eth_rx_burst((uint16_t)port, 0, &m, 1) != 1)
+        return 0;
+    len = rte_pktmbuf_pkt_len(m);
+    if (len > cap || m->nb_segs != 1) {
+        rte_pktmbuf_free(m);
+        return -1;
+    }
+    memcpy(buf, rte_pktmbuf_mtod(m, const uint8_t *), len);
+    rte_pktmbuf_free(m);
+    return (int)len;
+}
 
 static struct rte_ring *ring_of(int ring)
 {
