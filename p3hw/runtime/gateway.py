@@ -377,10 +377,20 @@ class Gateway:
                 "control_packets": counters.control_packets, "drops": counters.drops,
             },
             "worker": None if worker is None else worker.__dict__,
+            "io": self._io_status(),
             "engine": None if self.dp is None else {**self.dp.engine_status().__dict__,
                                                     "active": self.dp.engine_status().active},
             "termination": None if self.last_termination is None else self.last_termination.__dict__,
         }
+
+    def _io_status(self) -> dict[str, object]:
+        """Where the packets come from and go to: the kernel's TUN and socket, or the DPDK ports."""
+        local = self.config.local
+        if local.io == "dpdk":
+            return {"backend": "dpdk", "lan_port": local.dpdk_lan_port, "wan_port": local.dpdk_wan_port,
+                    "lan_address": str(local.dpdk_lan_address), "udp_port": self.udp_port}
+        return {"backend": "kernel", "interface": local.interface, "transport": local.transport,
+                "udp_port": self.udp_port}
 
     def _maybe_write_status(self, now: float) -> None:
         if self.status_file is None or now - self._status_written_at < STATUS_INTERVAL_S:

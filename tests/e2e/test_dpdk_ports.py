@@ -61,6 +61,8 @@ def test_dpdk_gateway_answers_arp_and_carries_the_first_ping_both_ways(mixed: tu
     # B's kernel and A's LAN host asked for A's addresses: the DPDK ports answered.
     assert worker["link_replies"] >= 2, worker
     assert worker["neighbour_drops"] == 0 and worker["io_errors"] == 0, worker
+    assert status["io"] == {"backend": "dpdk", "lan_port": "net_af_packet0", "wan_port": "net_af_packet1",
+                            "lan_address": "10.1.0.1/24", "udp_port": 5653}
     assert status["engine"]["engine"] == "cryptodev" and status["engine"]["active"] == "cryptodev"
     assert status["engine"]["engine_ops"] > 0 and status["engine"]["failovers"] == 0
 
