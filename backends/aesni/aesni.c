@@ -13,7 +13,7 @@
  * EVP_CIPHER_CTX_ctrl is avoided (it builds such an array and adds its own
  * dispatch); EVP_CIPHER_CTX_set_params / get_params reach the provider
  * directly. EVP_CipherInit_ex with an IV first asks the provider for the IV
- * length (one more full exchange); GCM avoids it (run_gcm).
+ * length (one more full exchange); GCM avoids it (gcm_start).
  *
  * Thread safety: an engine instance and the SAs it serves belong to one
  * thread at a time (one worker per ctx).
@@ -23,6 +23,7 @@
 
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +43,7 @@ struct aesni_engine {
     unsigned head, tail;          /* completed ops waiting for dequeue */
     uint8_t *scratch;             /* CCM needs one contiguous stream */
     size_t scratch_bytes;
+    int gcm_iv_param;             /* gcm_start may use the one-exchange IV */
 };
 
 static const EVP_CIPHER *evp_for(uint32_t cipher)
@@ -60,6 +62,80 @@ static const EVP_CIPHER *evp_for(uint32_t cipher)
 static int is_gcm(uint32_t c) { return c == P3DP_AES_128_GCM || c == P3DP_AES_256_GCM; }
 static int is_ccm(uint32_t c) { return c == P3DP_AES_128_CCM || c == P3DP_AES_256_CCM; }
 
+/* The AEAD tag in (open) or out (seal), 16 octets, straight to the provider. */
+static int set_tag(EVP_CIPHER_CTX *c, uint8_t *tag)
+{
+    OSSL_PARAM p[2] = {
+        OSSL_PARAM_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, tag, 16),
+        OSSL_PARAM_END,
+    };
+    return EVP_CIPHER_CTX_set_params(c, p);
+}
+
+static int get_tag(EVP_CIPHER_CTX *c, uint8_t *tag)
+{
+    OSSL_PARAM p[2] = {
+        OSSL_PARAM_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, tag, 16),
+        OSSL_PARAM_END,
+    };
+    return EVP_CIPHER_CTX_get_params(c, p);
+}
+
+/*
+ * Starts one GCM message: the 12-octet IV, and on open the expected tag.
+ *
+ * With iv_param, the whole IV goes through the AEAD "IV fixed" parameter
+ * with length (size_t)-1, which OpenSSL's GCM (the provider's, and the legacy
+ * EVP_CTRL_GCM_SET_IV_FIXED alike) takes as "replace the whole IV": it copies
+ * ivlen octets (12, never changed after sa_new) and re-arms the IV just as an
+ * init with an IV does. That is one set_params exchange, shared with the tag
+ * on open, instead of an init plus an IV-length query plus a tag exchange.
+ * It is OpenSSL behaviour rather than manual text, so each engine checks it
+ * first (gcm_iv_param_works) and otherwise takes the documented init path.
+ */
+static int gcm_start(EVP_CIPHER_CTX *c, int iv_param, uint8_t *iv, uint8_t *tag)
+{
+    OSSL_PARAM p[3] = {
+        OSSL_PARAM_octet_string(OSSL_CIPHER_PARAM_AEAD_TLS1_IV_FIXED, iv, (size_t)-1),
+        OSSL_PARAM_END,
+        OSSL_PARAM_END,
+    };
+
+    if (!iv_param)
+        return EVP_CipherInit_ex(c, NULL, NULL, NULL, iv, -1) && (!tag || set_tag(c, tag));
+    if (tag)
+        p[1] = (OSSL_PARAM)OSSL_PARAM_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, tag, 16);
+    return EVP_CIPHER_CTX_set_params(c, p);
+}
+
+/* McGrew & Viega GCM test case 2 (zero key, zero IV, one zero block), sealed
+ * after a different IV was set, so a whole-IV exchange that is refused,
+ * ignored or taken only in part shows up as a failure or wrong bytes. */
+static int gcm_iv_param_works(void)
+{
+    static const uint8_t want_ct[16] = {
+        0x03, 0x88, 0xda, 0xce, 0x60, 0xb6, 0xa3, 0x92,
+        0xf3, 0x28, 0xc2, 0xb9, 0x71, 0xb2, 0xfe, 0x78 };
+    static const uint8_t want_tag[16] = {
+        0xab, 0x6e, 0x47, 0xd4, 0x2c, 0xec, 0x13, 0xbd,
+        0xf5, 0x3a, 0x67, 0xb2, 0x12, 0x57, 0xbd, 0xdf };
+    uint8_t key[16] = { 0 }, iv[12] = { 0 }, before[12], pt[16] = { 0 };
+    uint8_t ct[16], tag[16], final_block[16];
+    EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+    int outl, ok = 0;
+
+    memset(before, 0xa5, sizeof(before));
+    if (c && EVP_EncryptInit_ex(c, EVP_aes_128_gcm(), NULL, key, before) &&
+        gcm_start(c, 1, iv, NULL) &&
+        EVP_EncryptUpdate(c, ct, &outl, pt, 16) && outl == 16 &&
+        EVP_EncryptFinal_ex(c, final_block, &outl) && get_tag(c, tag))
+        ok = memcmp(ct, want_ct, 16) == 0 && memcmp(tag, want_tag, 16) == 0;
+    EVP_CIPHER_CTX_free(c);
+    if (!ok)
+        ERR_clear_error();      /* a refusal leaves its error on the queue */
+    return ok;
+}
+
 void *p3_aesni_engine_new(size_t scratch_bytes)
 {
     struct aesni_engine *e = calloc(1, sizeof(*e));
@@ -71,6 +147,7 @@ void *p3_aesni_engine_new(size_t scratch_bytes)
         return NULL;
     }
     e->scratch_bytes = scratch_bytes;
+    e->gcm_iv_param = gcm_iv_param_works();
     return e;
 }
 
@@ -151,50 +228,15 @@ static void put_be64(uint8_t *p, uint64_t v)
     }
 }
 
-/* The AEAD tag in (open) or out (seal), 16 octets, straight to the provider. */
-static int set_tag(EVP_CIPHER_CTX *c, uint8_t *tag)
-{
-    OSSL_PARAM p[2] = {
-        OSSL_PARAM_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, tag, 16),
-        OSSL_PARAM_END,
-    };
-    return EVP_CIPHER_CTX_set_params(c, p);
-}
-
-static int get_tag(EVP_CIPHER_CTX *c, uint8_t *tag)
-{
-    OSSL_PARAM p[2] = {
-        OSSL_PARAM_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, tag, 16),
-        OSSL_PARAM_END,
-    };
-    return EVP_CIPHER_CTX_get_params(c, p);
-}
-
-/*
- * GCM sets its whole 12-octet IV through the AEAD "IV fixed" parameter with
- * length (size_t)-1, which OpenSSL's GCM (provider and legacy alike, the
- * EVP_CTRL_GCM_SET_IV_FIXED -1 case) defines as "replace the whole IV": it
- * copies ivlen (12, fixed since sa_new) octets and re-arms the IV exactly as
- * an init with an IV does. It is one set_params exchange instead of an init
- * plus an IV-length query, and on open it travels with the tag in the same
- * exchange. The known-answer and reference cross-check tests pin the bytes.
- */
-static int run_gcm(struct p3_crypto_op *op)
+static int run_gcm(struct aesni_engine *e, struct p3_crypto_op *op)
 {
     EVP_CIPHER_CTX *c = op->sa->cipher_ctx;
     uint8_t iv[12], final_block[16];
-    OSSL_PARAM p[3] = {
-        OSSL_PARAM_octet_string(OSSL_CIPHER_PARAM_AEAD_TLS1_IV_FIXED, iv, (size_t)-1),
-        OSSL_PARAM_END,
-        OSSL_PARAM_END,
-    };
     int outl;
 
     memcpy(iv, op->sa->salt, 4);
     put_be64(iv + 4, op->seq);          /* RFC 4106 §4: salt ‖ explicit IV */
-    if (op->op == P3_CRYPTO_OPEN)
-        p[1] = (OSSL_PARAM)OSSL_PARAM_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, op->tag, 16);
-    if (!EVP_CIPHER_CTX_set_params(c, p))
+    if (!gcm_start(c, e->gcm_iv_param, iv, op->op == P3_CRYPTO_OPEN ? op->tag : NULL))
         return -215;
     if (!EVP_CipherUpdate(c, NULL, &outl, op->aad, 16))
         return -215;
@@ -312,7 +354,7 @@ static uint16_t aesni_enqueue(void *engine, struct p3_crypto_op **ops, uint16_t 
         if (op->sa->direction != op->op)
             rc = -214;
         else if (is_gcm(c))
-            rc = run_gcm(op);
+            rc = run_gcm(e, op);
         else if (is_ccm(c))
             rc = run_ccm(e, op);
         else
