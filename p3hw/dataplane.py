@@ -28,7 +28,7 @@ from p3hw.log import failure
 from p3hw.reasons import REASONS, P3Error
 
 #: The ABI stamp this Python code was written against (native/src/cpu.c).
-EXPECTED_ABI_VERSION = 7
+EXPECTED_ABI_VERSION = 8
 
 try:
     from p3hw import _dataplane  # type: ignore[attr-defined]
@@ -268,6 +268,9 @@ class Opened:
     p3_id: int
     seq: int
 
+
+#: Worker threads one packet worker may run (P3DP_MAX_WORKERS, DPDK ports only).
+MAX_WORKERS = 8
 
 #: Engine names (config keyword ``crypto_engine``) -> P3DP_ENGINE_* (docs/engines.md).
 ENGINE_IDS = {"none": 0, "aesni": 1, "accel-sim": 2, "pkcs11": 3, "cryptodev": 4}
@@ -813,6 +816,8 @@ class WorkerStats:
     link_replies: int = 0         # DPDK ports: ARP replies, neighbour advertisements, echo replies
     link_drops: int = 0           # DPDK ports: frames not for the gateway, or malformed
     tx_full_drops: int = 0        # DPDK ports: the transmit queue stayed full
+    handoffs: int = 0             # several workers: packets handed to the worker owning their peer
+    handoff_drops: int = 0        # ... dropped because that worker's ring was full
 
 
 @dataclass(frozen=True)
@@ -834,6 +839,11 @@ class DpdkPorts:
     eal_args: str = ""
     mtu: int = 1500
     library: str = ""
+    #: worker threads, one per queue of each port (docs/dpdk.md "Several workers"); with more
+    #: than one, give the Worker one dataplane (and flow table) per worker
+    workers: int = 1
+    #: CPUs to pin the workers to, in order (empty: the scheduler decides)
+    cpus: tuple[int, ...] = ()
 
 
 class Worker:
@@ -845,19 +855,33 @@ class Worker:
 
     MESSAGE_ROOM = 65536
 
-    def __init__(self, dataplane: Dataplane, routes: Routes, flows: FlowTable | None, *, lan_fd: int = -1,
-                 wan_fd: int = -1, esp_fd: int = -1, esp_family: int = 4, dpdk: DpdkPorts | None = None) -> None:
+    def __init__(self, dataplane: Dataplane | Sequence[Dataplane], routes: Routes,
+                 flows: FlowTable | Sequence[FlowTable] | None, *, lan_fd: int = -1, wan_fd: int = -1,
+                 esp_fd: int = -1, esp_family: int = 4, dpdk: DpdkPorts | None = None) -> None:
         self._ffi, self._lib = native()
+        planes = [dataplane] if isinstance(dataplane, Dataplane) else list(dataplane)
+        tables = [flows] * len(planes) if flows is None or isinstance(flows, FlowTable) else list(flows)
+        workers = dpdk.workers if dpdk is not None else 1
+        if not 1 <= len(planes) <= MAX_WORKERS or len(planes) != workers or len(tables) != len(planes):
+            raise P3Error("DP_BAD_ARGUMENT", f"{len(planes)} dataplane(s) and {len(tables)} flow table(s) for "
+                          f"{workers} worker(s): give one of each per worker (at most {MAX_WORKERS})")
+        if len(planes) > 1 and any(t is tables[0] for t in tables[1:]) and tables[0] is not None:
+            raise P3Error("DP_BAD_ARGUMENT", "each worker needs its own flow table")
         cfg = self._ffi.new("p3dp_worker_config *")
         cfg.lan_fd, cfg.wan_fd, cfg.esp_fd, cfg.esp_family = lan_fd, wan_fd, esp_fd, esp_family
         keep = []
         if dpdk is not None:
             keep = self._dpdk_config(cfg, dpdk)
+        lanes = self._ffi.new("p3dp_worker_lanes *")
+        lanes.n = len(planes)
+        for i, (plane, table) in enumerate(zip(planes, tables, strict=True)):
+            lanes.ctx[i] = plane.ctx
+            lanes.flows[i] = table.table if table is not None else self._ffi.NULL
+            lanes.cpu[i] = dpdk.cpus[i] if dpdk is not None and i < len(dpdk.cpus) else -1
         # keep what the C side points at alive as long as the worker
-        self._dataplane, self._routes, self._flows = dataplane, routes, flows
-        flows_ptr = flows.table if flows is not None else self._ffi.NULL
+        self._dataplane, self._routes, self._flows = planes, routes, tables
         err = self._ffi.new("int *")
-        ptr = self._lib.p3dp_worker_new(dataplane.ctx, routes.table, flows_ptr, cfg, err)
+        ptr = self._lib.p3dp_worker_new_lanes(lanes, routes.table, cfg, err)
         del keep
         if ptr == self._ffi.NULL:
             if dpdk is not None and err[0] in (-606, -607):

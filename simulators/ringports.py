@@ -20,13 +20,13 @@ TEMPLATE_BYTES = 2048
 RINGS = {"lan_rx": 0, "lan_tx": 1, "wan_rx": 2, "wan_tx": 3}
 
 _CDEF = """
-int p3_dpdk_bench_ports(const char *eal_args);
+int p3_dpdk_bench_ports(const char *eal_args, unsigned nq);
 int p3_dpdk_bench_port(int wan, char *name, uint8_t *mac);
 int p3_dpdk_bench_start(const uint8_t *frames, const uint32_t *lens, unsigned n, const uint8_t *wan_frame,
                         uint32_t wan_len, int cpu);
 void p3_dpdk_bench_stop(uint64_t *fed, uint64_t *sunk, uint64_t *sunk_bytes);
-int p3_dpdk_ring_put(int ring, const uint8_t *frame, uint32_t len);
-int p3_dpdk_ring_get(int ring, uint8_t *buf, uint32_t cap);
+int p3_dpdk_ring_put(int ring, unsigned q, const uint8_t *frame, uint32_t len);
+int p3_dpdk_ring_get(int ring, unsigned q, uint8_t *buf, uint32_t cap);
 int p3_dpdk_test_port_up(const char *name, uint8_t *mac);
 int p3_dpdk_test_send(int port, const uint8_t *frame, uint32_t len);
 int p3_dpdk_test_recv(int port, uint8_t *buf, uint32_t cap);
@@ -38,8 +38,8 @@ _opened: RingPorts | None = None
 class RingPorts:
     """The process's pair of ring ports (``RingPorts.open()``)."""
 
-    def __init__(self, ffi: Any, lib: Any) -> None:
-        self._ffi, self._lib = ffi, lib
+    def __init__(self, ffi: Any, lib: Any, queues: int) -> None:
+        self._ffi, self._lib, self.queues = ffi, lib, queues
         names = [ffi.new("char[64]") for _ in range(2)]
         macs = [ffi.new("uint8_t[6]") for _ in range(2)]
         for wan in (0, 1):
@@ -50,7 +50,8 @@ class RingPorts:
         self._buf = ffi.new("uint8_t[]", TEMPLATE_BYTES)
 
     @classmethod
-    def open(cls, eal_args: str = EAL_ARGS, library: str = CRYPTODEV_LIBRARY) -> RingPorts:
+    def open(cls, eal_args: str = EAL_ARGS, library: str = CRYPTODEV_LIBRARY, queues: int = 1) -> RingPorts:
+        """The process's ring ports, ``queues`` queues each way on each (one per worker)."""
         global _opened
         if _opened is None:
             import cffi
@@ -61,27 +62,31 @@ class RingPorts:
                 lib = ffi.dlopen(library)
             except OSError as exc:
                 raise P3Error("DPDK_UNAVAILABLE", f"{library}: {exc} (make -C native dpdk)") from exc
-            if lib.p3_dpdk_bench_ports(eal_args.encode()) != 0:
+            if lib.p3_dpdk_bench_ports(eal_args.encode(), queues) != 0:
                 raise P3Error("DPDK_UNAVAILABLE", "the EAL or the ring ports did not come up (see stderr)")
-            _opened = cls(ffi, lib)
+            _opened = cls(ffi, lib, queues)
+        elif _opened.queues != queues:
+            raise P3Error("DPDK_PORT", f"this process's ring ports have {_opened.queues} queue(s), not {queues}")
         return _opened
 
-    def put(self, ring: str, frame: bytes) -> None:
-        """One frame onto ``lan_rx`` or ``wan_rx``: the port receives it."""
-        if self._lib.p3_dpdk_ring_put(RINGS[ring], frame, len(frame)) != 0:
+    def put(self, ring: str, frame: bytes, queue: int = 0) -> None:
+        """One frame onto ``lan_rx`` or ``wan_rx`` (of ``queue``): the port receives it."""
+        if self._lib.p3_dpdk_ring_put(RINGS[ring], queue, frame, len(frame)) != 0:
             raise P3Error("DPDK_PORT", f"{ring} is full or the frame is too long ({len(frame)} octets)")
 
-    def get(self, ring: str) -> bytes | None:
-        """The next frame the port sent on ``lan_tx`` or ``wan_tx``, None when there is none."""
-        n = self._lib.p3_dpdk_ring_get(RINGS[ring], self._buf, TEMPLATE_BYTES)
+    def get(self, ring: str, queue: int = 0) -> bytes | None:
+        """The next frame the port sent on ``lan_tx`` or ``wan_tx`` (of ``queue``), None when there is none."""
+        n = self._lib.p3_dpdk_ring_get(RINGS[ring], queue, self._buf, TEMPLATE_BYTES)
         if n < 0:
             raise P3Error("DPDK_PORT", f"a frame on {ring} did not fit {TEMPLATE_BYTES} octets")
         return bytes(self._ffi.buffer(self._buf, n)) if n else None
 
     def drain(self, ring: str) -> list[bytes]:
+        """Every frame waiting on ``ring``, all queues."""
         frames = []
-        while (frame := self.get(ring)) is not None:
-            frames.append(frame)
+        for queue in range(self.queues):
+            while (frame := self.get(ring, queue)) is not None:
+                frames.append(frame)
         return frames
 
     def drive(self, name: str) -> DrivenPort:

@@ -12,7 +12,7 @@
 #include <dlfcn.h>
 #include <stdio.h>
 
-int p3_dpdk_ports_load(const struct p3dp_worker_config *cfg, struct p3_io *lan, struct p3_io *wan)
+int p3_dpdk_ports_load(const struct p3dp_worker_config *cfg, unsigned nq, struct p3_io *lan, struct p3_io *wan)
 {
     const char *path = cfg->dpdk_library && *cfg->dpdk_library ? cfg->dpdk_library : "libp3dpdk.so";
     p3_dpdk_ports_open_fn open_fn;
@@ -28,5 +28,5 @@ int p3_dpdk_ports_load(const struct p3dp_worker_config *cfg, struct p3_io *lan, 
         dlclose(lib);
         return -606;
     }
-    return open_fn(cfg, lan, wan);
+    return open_fn(cfg, nq, lan, wan);
 }

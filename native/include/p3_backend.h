@@ -147,6 +147,11 @@ struct p3_io_ops {
      * its last (DPDK registers the thread with the EAL there). */
     void (*thread_enter)(struct p3_io *io);
     void (*thread_exit)(struct p3_io *io);
+    /* Optional (DPDK, several workers): the worker hands a received buffer
+     * to another worker, so the backend must not free it at the next
+     * burst; buf_free frees such a buffer later, from any worker. */
+    void (*rx_keep)(struct p3_io *io, struct p3_iobuf *buf);
+    void (*buf_free)(struct p3_io *io, struct p3_iobuf *buf);
     /* Optional: adds the link layer's counters (DPDK ports) to these;
      * late_tx counts packets sent after waiting for a neighbour (not in
      * tx_burst's result). */
@@ -181,10 +186,11 @@ void p3_io_tun_teardown(struct p3_io *io);
  * (the worker seals with P3DP_OUT_IP and opens with P3DP_IN_IP). Each answers
  * ARP / neighbour discovery for its own address and resolves next hops. */
 struct p3dp_worker_config;
-/* The library's one entry point for the ports: 0, or -606 (no DPDK, EAL),
- * -607 (a port). */
-typedef int (*p3_dpdk_ports_open_fn)(const struct p3dp_worker_config *cfg, struct p3_io *lan,
+/* The library's one entry point for the ports: nq queues on each port (one
+ * per worker; RSS spreads the traffic), lan[i] and wan[i] are queue i.
+ * 0, or -606 (no DPDK, EAL), -607 (a port). */
+typedef int (*p3_dpdk_ports_open_fn)(const struct p3dp_worker_config *cfg, unsigned nq, struct p3_io *lan,
                                      struct p3_io *wan);
-int p3_dpdk_ports_load(const struct p3dp_worker_config *cfg, struct p3_io *lan, struct p3_io *wan);
+int p3_dpdk_ports_load(const struct p3dp_worker_config *cfg, unsigned nq, struct p3_io *lan, struct p3_io *wan);
 
 #endif /* P3_BACKEND_H */

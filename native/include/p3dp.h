@@ -361,7 +361,25 @@ typedef struct p3dp_worker_stats {
     uint64_t link_replies;         /* ARP replies, neighbour advertisements, echo replies sent */
     uint64_t link_drops;           /* frames not for the gateway or malformed */
     uint64_t tx_full_drops;        /* the port's transmit queue was full */
+    uint64_t handoffs;             /* packets handed to the worker owning their peer */
+    uint64_t handoff_drops;        /* ... dropped because that worker's ring was full */
 } p3dp_worker_stats;
+
+/* Several workers (DPDK ports only, docs/dpdk.md "Several workers"):
+ * worker i runs on queue i of both ports with its own context ctx[i] and
+ * flow table flows[i], and owns the peers with peer_id % n == i: the
+ * control plane adds each peer to that context only. A packet received by
+ * another worker is handed to the owner through a ring. cpu[i] >= 0 pins
+ * worker i to that CPU. */
+enum { P3DP_MAX_WORKERS = 8 };
+typedef struct p3dp_worker_lanes {
+    uint32_t n;
+    p3dp_ctx *ctx[8];
+    p3dp_flows *flows[8];
+    int32_t cpu[8];
+} p3dp_worker_lanes;
+p3dp_worker *p3dp_worker_new_lanes(const p3dp_worker_lanes *lanes, const p3dp_routes *routes,
+                                   const p3dp_worker_config *cfg, int *err);
 
 /* NULL on bad descriptors or no memory (*err, if given, = -214 / -213), or
  * when the DPDK ports cannot start (-606 no DPDK or EAL, -607 a port).

@@ -1,18 +1,29 @@
 /*
- * worker.c — the packet worker: bursts LAN -> route -> seal -> WAN and
+ * worker.c — the packet workers: bursts LAN -> route -> seal -> WAN and
  * WAN -> open -> LAN or the control queue (DESIGN.md §1, STYLE.md
  * ipsec-secgw). No Python on the packet path, no lock on the fast path.
  *
- * One worker thread owns the dataplane context while it runs. The control
- * plane changes the context (SAs, peers, keys) only while the worker is
- * parked: p3dp_worker_pause() asks the worker to stop between two bursts
- * and waits until it has; p3dp_worker_resume() lets it go on. The fast path
- * only reads one atomic flag per loop.
+ * A p3dp_worker is one or more worker threads ("lanes"). Each lane owns a
+ * dataplane context while it runs: with the kernel backends there is one
+ * lane; on DPDK ports there may be several, lane i polling queue i of both
+ * ports (RSS spreads the traffic) with its own context, flow table and
+ * burst buffers. Lane i owns the peers with peer_id % n == i (the control
+ * plane installs a peer in that lane's context only), so an SA's sequence
+ * numbers, replay window and cipher state are only ever touched by one
+ * thread. A packet received by another lane is handed to the owner through
+ * a single-producer single-consumer ring (one per pair of lanes), as VPP
+ * hands packets to an SA's thread.
  *
- * Control-channel and IKE packets go to Python through a single-producer
- * single-consumer ring, signalled by an eventfd (p3dp_worker_notify_fd).
+ * The control plane changes contexts (SAs, peers, keys) only while every
+ * lane is parked: p3dp_worker_pause() asks the lanes to stop between two
+ * bursts and waits until all have; p3dp_worker_resume() lets them go on.
+ * The fast path only reads one atomic flag per loop.
+ *
+ * Control-channel and IKE packets go to Python through one single-producer
+ * single-consumer ring per lane, signalled by one eventfd
+ * (p3dp_worker_notify_fd).
  */
-#define _GNU_SOURCE /* struct mmsghdr in io_internal.h */
+#define _GNU_SOURCE /* struct mmsghdr in io_internal.h, pthread_setaffinity_np */
 #include "p3dp.h"
 #include "p3dp_internal.h"
 #include "io_internal.h"
@@ -20,6 +31,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,14 +45,16 @@ enum {
     WORKER_BUF_BYTES = 65536,
     RING_SLOTS = 256,
     RING_SLOT_BYTES = 16384,
-    /* DPDK ports: packets the control plane sends, queued for the worker
-     * (a port's transmit queue has one owner, the worker thread). */
+    /* DPDK ports: packets the control plane sends, queued for lane 0
+     * (a port's transmit queue has one owner, a worker thread). */
     TXQ_SLOTS = 64,
     TXQ_SLOT_BYTES = 4096,
-    /* DPDK ports are polled; after this many empty polls the worker naps,
+    /* DPDK ports are polled; after this many empty polls a lane naps,
      * up to IDLE_NAP_MAX_US, so an idle gateway does not hold a core. */
     IDLE_POLLS = 1024,
-    IDLE_NAP_MAX_US = 200
+    IDLE_NAP_MAX_US = 200,
+    /* Packets in flight from one lane to another (a power of two). */
+    HANDOFF_SLOTS = 1024
 };
 
 struct txq_slot {
@@ -54,40 +68,59 @@ struct ring_slot {
     uint8_t data[RING_SLOT_BYTES];
 };
 
-struct p3dp_worker {
+/* One lane's packets for another: single producer, single consumer. */
+struct handoff {
+    _Alignas(64) atomic_uint head;   /* next slot the producer writes */
+    _Alignas(64) atomic_uint tail;   /* next slot the consumer reads */
+    struct p3_iobuf item[HANDOFF_SLOTS];
+};
+
+struct lane {
+    p3dp_worker *w;
+    unsigned index;
+    int cpu;
     p3dp_ctx *ctx;
-    const p3dp_routes *routes;
     p3dp_flows *flows;
     struct p3_io lan, wan, esp;
-    int has_esp;
-    int dpdk;          /* lan and wan are DPDK ports, polled (docs/dpdk.md) */
-    p3dp_worker_config dpdk_cfg;  /* addresses and port for the headers of control sends */
-    struct txq_slot *txq;
-    atomic_uint txq_head, txq_tail;
-    pthread_mutex_t txq_lock;     /* control-plane producers */
-    int wake_fd;       /* worker waits on it in poll: a pause request */
-    int notify_fd;     /* Python waits on it: messages in the ring */
     pthread_t thread;
     int started;
-    atomic_int stop;
-    atomic_int pause_req;
-    int parked;
-    pthread_mutex_t park_lock;
-    pthread_cond_t park_cond;
-    pthread_mutex_t caller_lock;  /* serializes control-plane callers */
     /* to Python */
     struct ring_slot *ring;
-    atomic_uint ring_head;  /* next slot the worker writes */
+    atomic_uint ring_head;  /* next slot the lane writes */
     atomic_uint ring_tail;  /* next slot Python reads */
+    /* from the other lanes: their LAN and WAN packets for peers of this lane */
+    struct handoff *in_lan[P3DP_MAX_WORKERS], *in_wan[P3DP_MAX_WORKERS];
     /* burst buffers */
     struct p3_iobuf lan_in[WORKER_BURST], wan_out[WORKER_BURST];
     struct p3_iobuf wan_in[WORKER_BURST], lan_out[WORKER_BURST];
     struct p3_iobuf send[WORKER_BURST];  /* what goes out, in order */
+    struct p3_iobuf mine[WORKER_BURST];  /* this burst's input for this lane */
+    uint8_t handed[WORKER_BURST];        /* mine[i] came from another lane: free it after */
     p3dp_pkt pkts[WORKER_BURST];
-    uint8_t addrs[WORKER_BURST * 16];
-    uint32_t peers[WORKER_BURST];
     uint8_t *buffers;
     p3dp_worker_stats stats;
+};
+
+struct p3dp_worker {
+    unsigned nlanes;
+    struct lane lanes[P3DP_MAX_WORKERS];
+    const p3dp_routes *routes;
+    int has_esp;
+    int dpdk;          /* lanes poll DPDK ports (docs/dpdk.md) */
+    p3dp_worker_config dpdk_cfg;  /* addresses and port for the headers of control sends */
+    struct txq_slot *txq;
+    atomic_uint txq_head, txq_tail;
+    pthread_mutex_t txq_lock;     /* control-plane producers */
+    int wake_fd;       /* the kernel lane waits on it in poll: a pause request */
+    int notify_fd;     /* Python waits on it: messages in a ring */
+    int started;
+    unsigned next_ring;           /* where p3dp_worker_recv looks first */
+    atomic_int stop;
+    atomic_int pause_req;
+    unsigned parked;
+    pthread_mutex_t park_lock;
+    pthread_cond_t park_cond;
+    pthread_mutex_t caller_lock;  /* serializes control-plane callers */
 };
 
 static uint64_t now_ms(void)
@@ -106,54 +139,96 @@ static void bind_buffers(struct p3_iobuf *bufs, uint8_t *base)
     }
 }
 
-static int fail(int *err, int rc)
+static uint8_t *lane_memory(struct lane *l, int which)
+{
+    return l->buffers + (size_t)which * WORKER_BURST * WORKER_BUF_BYTES;
+}
+
+static void fail(int *err, int rc)
 {
     if (err)
         *err = rc;
-    return rc;
 }
 
-p3dp_worker *p3dp_worker_new(p3dp_ctx *ctx, const p3dp_routes *routes, p3dp_flows *flows,
-                             const p3dp_worker_config *cfg, int *err)
+static int lane_init(struct lane *l, p3dp_worker *w, unsigned index, p3dp_ctx *ctx, p3dp_flows *flows, int cpu)
+{
+    l->w = w;
+    l->index = index;
+    l->ctx = ctx;
+    l->flows = flows;
+    l->cpu = cpu;
+    l->lan.fd = l->wan.fd = l->esp.fd = -1;
+    /* LAN in, WAN out, LAN out. WAN in needs none: the backends receive
+     * into their own memory and point wan_in[] at it. */
+    l->buffers = malloc((size_t)3 * WORKER_BURST * WORKER_BUF_BYTES);
+    l->ring = calloc(RING_SLOTS, sizeof(struct ring_slot));
+    if (!l->buffers || !l->ring)
+        return -213;
+    for (unsigned j = 0; j < w->nlanes; j++) {
+        if (j == index)
+            continue;
+        l->in_lan[j] = calloc(1, sizeof(struct handoff));
+        l->in_wan[j] = calloc(1, sizeof(struct handoff));
+        if (!l->in_lan[j] || !l->in_wan[j])
+            return -213;
+    }
+    bind_buffers(l->lan_in, lane_memory(l, 0));
+    bind_buffers(l->wan_out, lane_memory(l, 1));
+    bind_buffers(l->lan_out, lane_memory(l, 2));
+    return 0;
+}
+
+p3dp_worker *p3dp_worker_new_lanes(const p3dp_worker_lanes *lanes, const p3dp_routes *routes,
+                                   const p3dp_worker_config *cfg, int *err)
 {
     int dpdk = cfg && cfg->dpdk_lan_port && *cfg->dpdk_lan_port;
-    int rc;
+    int rc = 0;
     fail(err, 0);
-    if (!ctx || !routes || !cfg || (!dpdk && (cfg->lan_fd < 0 || cfg->wan_fd < 0))) {
+    if (!lanes || !routes || !cfg || lanes->n < 1 || lanes->n > P3DP_MAX_WORKERS ||
+        (!dpdk && (lanes->n != 1 || cfg->lan_fd < 0 || cfg->wan_fd < 0))) {
         fail(err, -214);
         return NULL;
     }
+    for (unsigned i = 0; i < lanes->n; i++)
+        if (!lanes->ctx[i]) {
+            fail(err, -214);
+            return NULL;
+        }
     p3dp_worker *w = calloc(1, sizeof(*w));
     if (!w) {
         fail(err, -213);
         return NULL;
     }
-    w->ctx = ctx;
+    w->nlanes = lanes->n;
     w->routes = routes;
-    w->flows = flows;
-    w->lan.fd = w->wan.fd = w->esp.fd = -1;
     w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     w->notify_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     pthread_mutex_init(&w->park_lock, NULL);
     pthread_cond_init(&w->park_cond, NULL);
     pthread_mutex_init(&w->caller_lock, NULL);
     pthread_mutex_init(&w->txq_lock, NULL);
-    /* LAN in, WAN out, LAN out. WAN in needs none: the backends receive
-     * into their own memory and point wan_in[] at it. */
-    w->buffers = malloc((size_t)3 * WORKER_BURST * WORKER_BUF_BYTES);
-    w->ring = calloc(RING_SLOTS, sizeof(struct ring_slot));
-    if (w->wake_fd < 0 || w->notify_fd < 0 || !w->buffers || !w->ring) {
+    for (unsigned i = 0; i < w->nlanes && rc == 0; i++)
+        rc = lane_init(&w->lanes[i], w, i, lanes->ctx[i], lanes->flows[i], lanes->cpu[i]);
+    if (rc == 0 && (w->wake_fd < 0 || w->notify_fd < 0))
+        rc = -213;
+    if (rc != 0) {
         p3dp_worker_free(w);
-        fail(err, -213);
+        fail(err, rc);
         return NULL;
     }
+    struct lane *l0 = &w->lanes[0];
     if (dpdk) {
+        struct p3_io lan[P3DP_MAX_WORKERS], wan[P3DP_MAX_WORKERS];
         w->txq = calloc(TXQ_SLOTS, sizeof(struct txq_slot));
-        rc = w->txq ? p3_dpdk_ports_load(cfg, &w->lan, &w->wan) : -213;
+        rc = w->txq ? p3_dpdk_ports_load(cfg, w->nlanes, lan, wan) : -213;
         if (rc != 0) {
             p3dp_worker_free(w);
             fail(err, rc);
             return NULL;
+        }
+        for (unsigned i = 0; i < w->nlanes; i++) {
+            w->lanes[i].lan = lan[i];
+            w->lanes[i].wan = wan[i];
         }
         w->dpdk = 1;
         w->dpdk_cfg = *cfg;
@@ -161,14 +236,14 @@ p3dp_worker *p3dp_worker_new(p3dp_ctx *ctx, const p3dp_routes *routes, p3dp_flow
         w->dpdk_cfg.dpdk_library = w->dpdk_cfg.eal_args = NULL;
         w->dpdk_cfg.dpdk_lan_port = w->dpdk_cfg.dpdk_wan_port = NULL;
     } else {
-        if (p3_io_open(&w->lan, P3_IO_TUN, cfg->lan_fd, 0) != 0 ||
-            p3_io_open(&w->wan, P3_IO_UDP, cfg->wan_fd, 0) != 0) {
+        if (p3_io_open(&l0->lan, P3_IO_TUN, cfg->lan_fd, 0) != 0 ||
+            p3_io_open(&l0->wan, P3_IO_UDP, cfg->wan_fd, 0) != 0) {
             p3dp_worker_free(w);
             fail(err, -214);
             return NULL;
         }
         if (cfg->esp_fd >= 0) {
-            if (p3_io_open(&w->esp, P3_IO_ESP, cfg->esp_fd, cfg->esp_family) != 0) {
+            if (p3_io_open(&l0->esp, P3_IO_ESP, cfg->esp_fd, cfg->esp_family) != 0) {
                 p3dp_worker_free(w);
                 fail(err, -214);
                 return NULL;
@@ -176,18 +251,27 @@ p3dp_worker *p3dp_worker_new(p3dp_ctx *ctx, const p3dp_routes *routes, p3dp_flow
             w->has_esp = 1;
         }
     }
-    bind_buffers(w->lan_in, w->buffers);
-    bind_buffers(w->wan_out, w->buffers + (size_t)1 * WORKER_BURST * WORKER_BUF_BYTES);
-    bind_buffers(w->lan_out, w->buffers + (size_t)2 * WORKER_BURST * WORKER_BUF_BYTES);
     return w;
 }
 
-/* ---- the ring to Python ---------------------------------------------- */
-
-static void ring_push(p3dp_worker *w, const p3dp_pkt *pkt)
+p3dp_worker *p3dp_worker_new(p3dp_ctx *ctx, const p3dp_routes *routes, p3dp_flows *flows,
+                             const p3dp_worker_config *cfg, int *err)
 {
-    unsigned head = atomic_load_explicit(&w->ring_head, memory_order_relaxed);
-    unsigned tail = atomic_load_explicit(&w->ring_tail, memory_order_acquire);
+    p3dp_worker_lanes one;
+    memset(&one, 0, sizeof(one));
+    one.n = 1;
+    one.ctx[0] = ctx;
+    one.flows[0] = flows;
+    one.cpu[0] = -1;
+    return p3dp_worker_new_lanes(&one, routes, cfg, err);
+}
+
+/* ---- the rings to Python --------------------------------------------- */
+
+static void ring_push(struct lane *l, const p3dp_pkt *pkt)
+{
+    unsigned head = atomic_load_explicit(&l->ring_head, memory_order_relaxed);
+    unsigned tail = atomic_load_explicit(&l->ring_tail, memory_order_acquire);
     const uint8_t *data = pkt->out_buf;
     uint32_t len = pkt->out_len;
     if (pkt->kind == P3DP_KIND_IKE) {
@@ -195,10 +279,10 @@ static void ring_push(p3dp_worker *w, const p3dp_pkt *pkt)
         len = pkt->in_len - pkt->payload_off;
     }
     if (head - tail >= RING_SLOTS || len > RING_SLOT_BYTES) {
-        w->stats.control_queue_drops++;
+        l->stats.control_queue_drops++;
         return;
     }
-    struct ring_slot *slot = &w->ring[head % RING_SLOTS];
+    struct ring_slot *slot = &l->ring[head % RING_SLOTS];
     memcpy(slot->data, data, len);
     slot->info.len = len;
     slot->info.kind = pkt->kind;
@@ -206,37 +290,107 @@ static void ring_push(p3dp_worker *w, const p3dp_pkt *pkt)
     slot->info.family = pkt->family;
     slot->info.port = pkt->port;
     memcpy(slot->info.addr, pkt->addr, 16);
-    atomic_store_explicit(&w->ring_head, head + 1, memory_order_release);
+    atomic_store_explicit(&l->ring_head, head + 1, memory_order_release);
     uint64_t one = 1;
-    if (write(w->notify_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
-        w->stats.io_errors++;
+    if (write(l->w->notify_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+        l->stats.io_errors++;
+}
+
+/* The first message waiting in any lane's ring, from `start` on: its lane or NULL. */
+static struct lane *ring_with_message(p3dp_worker *w, unsigned start)
+{
+    for (unsigned k = 0; k < w->nlanes; k++) {
+        struct lane *l = &w->lanes[(start + k) % w->nlanes];
+        if (atomic_load_explicit(&l->ring_tail, memory_order_relaxed) !=
+            atomic_load_explicit(&l->ring_head, memory_order_acquire))
+            return l;
+    }
+    return NULL;
 }
 
 int p3dp_worker_recv(p3dp_worker *w, uint8_t *buf, size_t cap, p3dp_worker_msg *info)
 {
-    unsigned tail = atomic_load_explicit(&w->ring_tail, memory_order_relaxed);
-    unsigned head = atomic_load_explicit(&w->ring_head, memory_order_acquire);
-    if (tail == head) {
+    struct lane *l = ring_with_message(w, w->next_ring);
+    if (!l) {
         uint64_t drain;
         if (read(w->notify_fd, &drain, sizeof(drain)) < 0 && errno != EAGAIN)
             return -901;
         /* a message may have landed between the check and the drain */
-        head = atomic_load_explicit(&w->ring_head, memory_order_acquire);
-        if (tail == head)
+        l = ring_with_message(w, w->next_ring);
+        if (!l)
             return 0;
     }
-    struct ring_slot *slot = &w->ring[tail % RING_SLOTS];
+    /* the lanes take turns, so a busy one does not hide the others' messages */
+    w->next_ring = (l->index + 1) % w->nlanes;
+    unsigned tail = atomic_load_explicit(&l->ring_tail, memory_order_relaxed);
+    struct ring_slot *slot = &l->ring[tail % RING_SLOTS];
     if (slot->info.len > cap)
         return -205;
     memcpy(buf, slot->data, slot->info.len);
     *info = slot->info;
-    atomic_store_explicit(&w->ring_tail, tail + 1, memory_order_release);
+    atomic_store_explicit(&l->ring_tail, tail + 1, memory_order_release);
     return (int)slot->info.len;
 }
 
 int p3dp_worker_notify_fd(const p3dp_worker *w)
 {
     return w->notify_fd;
+}
+
+/* ---- hand-off between lanes ------------------------------------------- */
+
+static int handoff_push(struct handoff *h, const struct p3_iobuf *b)
+{
+    unsigned head = atomic_load_explicit(&h->head, memory_order_relaxed);
+    unsigned tail = atomic_load_explicit(&h->tail, memory_order_acquire);
+    if (head - tail >= HANDOFF_SLOTS)
+        return -1;
+    h->item[head % HANDOFF_SLOTS] = *b;
+    atomic_store_explicit(&h->head, head + 1, memory_order_release);
+    return 0;
+}
+
+/* Moves up to room handed-in packets into l->mine[from..]: how many. */
+static unsigned handoff_take(struct lane *l, struct handoff **inbox, unsigned from, unsigned room)
+{
+    unsigned got = 0;
+    for (unsigned j = 0; j < l->w->nlanes && got < room; j++) {
+        struct handoff *h = inbox[j];
+        if (!h)
+            continue;
+        unsigned tail = atomic_load_explicit(&h->tail, memory_order_relaxed);
+        unsigned head = atomic_load_explicit(&h->head, memory_order_acquire);
+        for (; tail != head && got < room; tail++, got++) {
+            l->mine[from + got] = h->item[tail % HANDOFF_SLOTS];
+            l->handed[from + got] = 1;
+        }
+        atomic_store_explicit(&h->tail, tail, memory_order_release);
+    }
+    return got;
+}
+
+/* Hands bufs[i] to lane `owner` (its inbox from this lane): 1 when handed. */
+static int hand_to(struct lane *l, struct p3_io *in, struct handoff **owner_inbox, struct p3_iobuf *b)
+{
+    /* Kept first: once it is in the ring the owner may free it at once. */
+    in->ops->rx_keep(in, b);
+    if (handoff_push(owner_inbox[l->index], b) != 0) {
+        in->ops->buf_free(in, b);
+        l->stats.handoff_drops++;
+        return 1;
+    }
+    l->stats.handoffs++;
+    return 1;
+}
+
+/* Frees what other lanes handed in, once processed. */
+static void free_handed(struct lane *l, struct p3_io *io, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++)
+        if (l->handed[i]) {
+            io->ops->buf_free(io, &l->mine[i]);
+            l->handed[i] = 0;
+        }
 }
 
 /* ---- LAN -> WAN ------------------------------------------------------ */
@@ -254,28 +408,27 @@ static void inner_destination(const uint8_t *pkt, uint32_t len, int *family, uin
 }
 
 /* Output buffers for a burst of m packets: the backend's own (DPDK mbufs,
- * written in place) when it lends them, else the worker's memory. */
-static struct p3_iobuf *out_buffers(p3dp_worker *w, struct p3_io *out, struct p3_iobuf *mine, size_t m)
+ * written in place) when it lends them, else the lane's memory. */
+static struct p3_iobuf *out_buffers(struct lane *l, struct p3_io *out, struct p3_iobuf *mine, size_t m)
 {
     if (!out->ops->tx_alloc)
         return mine;
     if ((size_t)out->ops->tx_alloc(out, mine, (unsigned)m) == m)
         return mine;
-    /* the pool ran dry: this burst goes through the worker's memory */
-    w->stats.io_errors++;
-    bind_buffers(mine, mine == w->wan_out ? w->buffers + (size_t)1 * WORKER_BURST * WORKER_BUF_BYTES
-                                          : w->buffers + (size_t)2 * WORKER_BURST * WORKER_BUF_BYTES);
+    /* the pool ran dry: this burst goes through the lane's memory */
+    l->stats.io_errors++;
+    bind_buffers(mine, lane_memory(l, mine == l->wan_out ? 1 : 2));
     return mine;
 }
 
 /* Hands the send list to out; lent buffers not on it go back. */
-static void transmit(p3dp_worker *w, struct p3_io *out, struct p3_iobuf *lent, size_t nlent, size_t k,
+static void transmit(struct lane *l, struct p3_io *out, struct p3_iobuf *lent, size_t nlent, size_t k,
                      uint64_t *counter)
 {
     if (k) {
-        int sent = out->ops->tx_burst(out, w->send, (unsigned)k);
+        int sent = out->ops->tx_burst(out, l->send, (unsigned)k);
         if (sent < 0)
-            w->stats.io_errors++;
+            l->stats.io_errors++;
         else
             *counter += (uint64_t)sent;
     }
@@ -283,165 +436,244 @@ static void transmit(p3dp_worker *w, struct p3_io *out, struct p3_iobuf *lent, s
         out->ops->tx_release(out, lent, (unsigned)nlent);
 }
 
-static void lan_to_wan(p3dp_worker *w)
+static void lan_to_wan(struct lane *l)
 {
-    int n = w->lan.ops->rx_burst(&w->lan, w->lan_in, WORKER_BURST);
-    if (n <= 0) {
-        if (n < 0)
-            w->stats.io_errors++;
-        return;
+    p3dp_worker *w = l->w;
+    int n = l->lan.ops->rx_burst(&l->lan, l->lan_in, WORKER_BURST);
+    if (n < 0) {
+        l->stats.io_errors++;
+        n = 0;
     }
-    w->stats.lan_rx_packets += (uint64_t)n;
+    l->stats.lan_rx_packets += (uint64_t)n;
     /* Sealed packets go out of the UDP socket, or of the raw ESP socket in
      * ESP mode (the kernel writes the outer IP and UDP header), or of the
      * DPDK WAN port (the seal writes them: P3DP_OUT_IP). */
-    struct p3_io *out = w->has_esp ? &w->esp : &w->wan;
+    struct p3_io *out = w->has_esp ? &l->esp : &l->wan;
     uint32_t flags = w->dpdk ? P3DP_OUT_IP : 0;
     size_t m = 0;
     for (int i = 0; i < n; i++) {
         int family;
         uint8_t dst[16];
-        inner_destination(w->lan_in[i].data, w->lan_in[i].len, &family, dst);
+        inner_destination(l->lan_in[i].data, l->lan_in[i].len, &family, dst);
         uint32_t peer = family ? p3dp_route_lookup(w->routes, family, dst) : P3DP_NO_PEER;
         if (peer == P3DP_NO_PEER) {
-            w->stats.no_route_drops++;
+            l->stats.no_route_drops++;
             continue;
         }
-        p3dp_pkt *p = &w->pkts[m];
-        memset(p, 0, sizeof(*p));
-        p->in_buf = w->lan_in[i].data;
-        p->in_len = w->lan_in[i].len;
-        p->peer = peer;
-        p->kind = P3DP_KIND_DATA;
-        m++;
+        unsigned owner = peer % w->nlanes;
+        if (owner != l->index) {
+            struct p3_iobuf b = l->lan_in[i];
+            b.port = 0;
+            memcpy(b.addr, &peer, sizeof(peer));   /* the route's answer travels with it */
+            hand_to(l, &l->lan, w->lanes[owner].in_lan, &b);
+            continue;
+        }
+        l->mine[m] = l->lan_in[i];
+        memcpy(l->mine[m].addr, &peer, sizeof(peer));
+        l->handed[m++] = 0;
     }
+    if (w->nlanes > 1)
+        m += handoff_take(l, l->in_lan, (unsigned)m, (unsigned)(WORKER_BURST - m));
     if (!m)
         return;
-    struct p3_iobuf *ob = out_buffers(w, out, w->wan_out, m);
     for (size_t i = 0; i < m; i++) {
-        w->pkts[i].out_buf = ob[i].data;
-        w->pkts[i].out_cap = ob[i].cap;
+        p3dp_pkt *p = &l->pkts[i];
+        memset(p, 0, sizeof(*p));
+        p->in_buf = l->mine[i].data;
+        p->in_len = l->mine[i].len;
+        memcpy(&p->peer, l->mine[i].addr, sizeof(p->peer));
+        p->kind = P3DP_KIND_DATA;
     }
-    p3dp_seal_burst(w->ctx, w->pkts, m, flags);
-    if (w->flows)
-        p3dp_flows_observe_burst(w->flows, w->pkts, m, P3DP_FLOW_FROM_LAN, now_ms());
+    struct p3_iobuf *ob = out_buffers(l, out, l->wan_out, m);
+    for (size_t i = 0; i < m; i++) {
+        l->pkts[i].out_buf = ob[i].data;
+        l->pkts[i].out_cap = ob[i].cap;
+    }
+    p3dp_seal_burst(l->ctx, l->pkts, m, flags);
+    if (l->flows)
+        p3dp_flows_observe_burst(l->flows, l->pkts, m, P3DP_FLOW_FROM_LAN, now_ms());
     size_t k = 0;
     for (size_t i = 0; i < m; i++) {
-        if (w->pkts[i].status != 0)
+        if (l->pkts[i].status != 0)
             continue;
-        const struct p3dp_peer *peer = p3dp_find_peer(w->ctx, w->pkts[i].peer);
+        const struct p3dp_peer *peer = p3dp_find_peer(l->ctx, l->pkts[i].peer);
         if (!peer)
             continue;
-        struct p3_iobuf *b = &w->send[k++];
+        struct p3_iobuf *b = &l->send[k++];
         *b = ob[i];
         ob[i].handle = NULL;          /* now the send list's */
-        b->len = w->pkts[i].out_len;
+        b->len = l->pkts[i].out_len;
         b->family = peer->cfg.family;
         b->port = peer->cfg.remote_port;
         memcpy(b->addr, peer->cfg.remote_addr, 16);
     }
-    transmit(w, out, ob, m, k, &w->stats.wan_tx_packets);
+    transmit(l, out, ob, m, k, &l->stats.wan_tx_packets);
+    if (w->nlanes > 1)
+        free_handed(l, &l->lan, (unsigned)m);
 }
 
 /* ---- WAN -> LAN ------------------------------------------------------ */
 
-static void wan_to_lan(p3dp_worker *w, struct p3_io *in)
+/* The lane owning the session a received outer packet (P3DP_IN_IP) belongs
+ * to: found in the lanes' contexts by sender address and port. IKE messages
+ * and packets of no session stay where they are. Contexts change only while
+ * every lane is parked, so reading another lane's peer table is safe. */
+static unsigned wan_owner(const struct lane *l, const struct p3_iobuf *b)
 {
-    int n = in->ops->rx_burst(in, w->wan_in, WORKER_BURST);
-    if (n <= 0) {
-        if (n < 0)
-            w->stats.io_errors++;
-        return;
+    const uint8_t *p = b->data;
+    uint32_t len = b->len, hl;
+    int family;
+    uint8_t proto, addr[16];
+    uint16_t port = 0;
+    memset(addr, 0, sizeof(addr));
+    if (len >= 20 && p[0] >> 4 == 4) {
+        family = 4;
+        hl = (uint32_t)(p[0] & 15) * 4;
+        proto = p[9];
+        memcpy(addr, p + 12, 4);
+    } else if (len >= 40 && p[0] >> 4 == 6) {
+        family = 6;
+        hl = 40;
+        proto = p[6];
+        memcpy(addr, p + 8, 16);
+    } else {
+        return l->index;
     }
-    w->stats.wan_rx_packets += (uint64_t)n;
-    struct p3_iobuf *ob = out_buffers(w, &w->lan, w->lan_out, (size_t)n);
+    if (proto == 17) {
+        if (len < hl + 12)
+            return l->index;
+        const uint8_t *u = p + hl;
+        if (!(u[8] | u[9] | u[10] | u[11]))
+            return l->index;             /* IKE behind the non-ESP marker */
+        port = (uint16_t)(u[0] << 8 | u[1]);
+    } else if (proto != 50) {
+        return l->index;
+    }
+    for (unsigned k = 0; k < l->w->nlanes; k++) {
+        unsigned j = (l->index + k) % l->w->nlanes;
+        if (p3dp_find_peer_by_addr(l->w->lanes[j].ctx, family, addr, port))
+            return j;
+    }
+    return l->index;
+}
+
+static void wan_to_lan(struct lane *l, struct p3_io *in)
+{
+    p3dp_worker *w = l->w;
+    int n = in->ops->rx_burst(in, l->wan_in, WORKER_BURST);
+    if (n < 0) {
+        l->stats.io_errors++;
+        n = 0;
+    }
+    l->stats.wan_rx_packets += (uint64_t)n;
+    unsigned m = 0;
     for (int i = 0; i < n; i++) {
-        p3dp_pkt *p = &w->pkts[i];
+        if (w->nlanes > 1) {
+            unsigned owner = wan_owner(l, &l->wan_in[i]);
+            if (owner != l->index) {
+                hand_to(l, in, w->lanes[owner].in_wan, &l->wan_in[i]);
+                continue;
+            }
+        }
+        l->mine[m] = l->wan_in[i];
+        l->handed[m++] = 0;
+    }
+    if (w->nlanes > 1)
+        m += handoff_take(l, l->in_wan, m, WORKER_BURST - m);
+    if (!m)
+        return;
+    struct p3_iobuf *ob = out_buffers(l, &l->lan, l->lan_out, m);
+    for (unsigned i = 0; i < m; i++) {
+        p3dp_pkt *p = &l->pkts[i];
         memset(p, 0, sizeof(*p));
-        p->in_buf = w->wan_in[i].data;
-        p->in_len = w->wan_in[i].len;
+        p->in_buf = l->mine[i].data;
+        p->in_len = l->mine[i].len;
         p->out_buf = ob[i].data;
         p->out_cap = ob[i].cap;
-        p->family = w->wan_in[i].family;
-        p->port = w->wan_in[i].port;
-        memcpy(p->addr, w->wan_in[i].addr, 16);
+        p->family = l->mine[i].family;
+        p->port = l->mine[i].port;
+        memcpy(p->addr, l->mine[i].addr, 16);
     }
-    p3dp_open_burst(w->ctx, w->pkts, (size_t)n, in->open_flags);
-    if (w->flows)
-        p3dp_flows_observe_burst(w->flows, w->pkts, (size_t)n, P3DP_FLOW_TO_LAN, now_ms());
+    p3dp_open_burst(l->ctx, l->pkts, m, in->open_flags);
+    if (l->flows)
+        p3dp_flows_observe_burst(l->flows, l->pkts, m, P3DP_FLOW_TO_LAN, now_ms());
     size_t k = 0;
-    for (int i = 0; i < n; i++) {
-        p3dp_pkt *p = &w->pkts[i];
+    for (unsigned i = 0; i < m; i++) {
+        p3dp_pkt *p = &l->pkts[i];
         if (p->status != 0)
             continue;
         switch (p->kind) {
         case P3DP_KIND_DATA:
-            w->send[k] = ob[i];
+            l->send[k] = ob[i];
             ob[i].handle = NULL;
             /* the inner packet may start anywhere in the output buffer */
-            w->send[k].data = p->out_buf;
-            w->send[k].len = p->out_len;
+            l->send[k].data = p->out_buf;
+            l->send[k].len = p->out_len;
             k++;
             break;
         case P3DP_KIND_CONTROL:
         case P3DP_KIND_IKE:
-            ring_push(w, p);
+            ring_push(l, p);
             break;
         default:
             break;
         }
     }
-    transmit(w, &w->lan, ob, (size_t)n, k, &w->stats.lan_tx_packets);
+    transmit(l, &l->lan, ob, m, k, &l->stats.lan_tx_packets);
+    if (w->nlanes > 1)
+        free_handed(l, in, m);
 }
 
 /* ---- control-plane sends on DPDK ports ------------------------------- */
 
 /* Sends what the control plane queued (p3dp_worker_send / _send_lan), from
- * the worker thread that owns the ports' transmit queues. */
-static void drain_txq(p3dp_worker *w)
+ * lane 0, which owns queue 0 of both ports. */
+static void drain_txq(struct lane *l)
 {
+    p3dp_worker *w = l->w;
     unsigned tail = atomic_load_explicit(&w->txq_tail, memory_order_relaxed);
     unsigned head = atomic_load_explicit(&w->txq_head, memory_order_acquire);
     for (; tail != head; tail++) {
         struct txq_slot *slot = &w->txq[tail % TXQ_SLOTS];
-        struct p3_io *out = slot->to_lan ? &w->lan : &w->wan;
-        w->send[0] = (struct p3_iobuf){ .data = slot->data, .len = slot->len, .cap = slot->len };
-        if (out->ops->tx_burst(out, w->send, 1) != 1)
-            w->stats.io_errors++;
+        struct p3_io *out = slot->to_lan ? &l->lan : &l->wan;
+        l->send[0] = (struct p3_iobuf){ .data = slot->data, .len = slot->len, .cap = slot->len };
+        if (out->ops->tx_burst(out, l->send, 1) != 1)
+            l->stats.io_errors++;
         else if (slot->to_lan)
-            w->stats.lan_tx_packets++;
+            l->stats.lan_tx_packets++;
         else
-            w->stats.wan_tx_packets++;
+            l->stats.wan_tx_packets++;
     }
     atomic_store_explicit(&w->txq_tail, tail, memory_order_release);
 }
 
-/* ---- the loop ---------------------------------------------------------- */
+/* ---- the loops ---------------------------------------------------------- */
 
 static void park_if_asked(p3dp_worker *w)
 {
     if (!atomic_load_explicit(&w->pause_req, memory_order_acquire))
         return;
     pthread_mutex_lock(&w->park_lock);
-    w->parked = 1;
+    w->parked++;
     pthread_cond_broadcast(&w->park_cond);
     while (atomic_load_explicit(&w->pause_req, memory_order_acquire) &&
            !atomic_load_explicit(&w->stop, memory_order_acquire))
         pthread_cond_wait(&w->park_cond, &w->park_lock);
-    w->parked = 0;
+    w->parked--;
     pthread_mutex_unlock(&w->park_lock);
 }
 
-/* Kernel backends: wait in poll() on the descriptors. */
-static void kernel_loop(p3dp_worker *w)
+/* Kernel backends (one lane): wait in poll() on the descriptors. */
+static void kernel_loop(struct lane *l)
 {
+    p3dp_worker *w = l->w;
     struct pollfd fds[4];
     nfds_t nfds = 3;
-    fds[0] = (struct pollfd){ .fd = w->lan.fd, .events = POLLIN };
-    fds[1] = (struct pollfd){ .fd = w->wan.fd, .events = POLLIN };
+    fds[0] = (struct pollfd){ .fd = l->lan.fd, .events = POLLIN };
+    fds[1] = (struct pollfd){ .fd = l->wan.fd, .events = POLLIN };
     fds[2] = (struct pollfd){ .fd = w->wake_fd, .events = POLLIN };
     if (w->has_esp) {
-        fds[3] = (struct pollfd){ .fd = w->esp.fd, .events = POLLIN };
+        fds[3] = (struct pollfd){ .fd = l->esp.fd, .events = POLLIN };
         nfds = 4;
     }
     while (!atomic_load_explicit(&w->stop, memory_order_acquire)) {
@@ -449,32 +681,32 @@ static void kernel_loop(p3dp_worker *w)
         int r = poll(fds, nfds, 200);
         if (r < 0) {
             if (errno != EINTR)
-                w->stats.io_errors++;
+                l->stats.io_errors++;
             continue;
         }
         if (fds[2].revents & POLLIN) {
             uint64_t drain;
             if (read(w->wake_fd, &drain, sizeof(drain)) < 0 && errno != EAGAIN)
-                w->stats.io_errors++;
+                l->stats.io_errors++;
         }
         /* Drain each ready source in bursts, alternating so that neither
          * direction starves the other. */
         for (int round = 0; round < 64; round++) {
             int busy = 0;
             if (fds[0].revents & POLLIN) {
-                uint64_t before = w->stats.lan_rx_packets;
-                lan_to_wan(w);
-                busy |= w->stats.lan_rx_packets != before;
+                uint64_t before = l->stats.lan_rx_packets;
+                lan_to_wan(l);
+                busy |= l->stats.lan_rx_packets != before;
             }
             if (fds[1].revents & POLLIN) {
-                uint64_t before = w->stats.wan_rx_packets;
-                wan_to_lan(w, &w->wan);
-                busy |= w->stats.wan_rx_packets != before;
+                uint64_t before = l->stats.wan_rx_packets;
+                wan_to_lan(l, &l->wan);
+                busy |= l->stats.wan_rx_packets != before;
             }
             if (nfds == 4 && (fds[3].revents & POLLIN)) {
-                uint64_t before = w->stats.wan_rx_packets;
-                wan_to_lan(w, &w->esp);
-                busy |= w->stats.wan_rx_packets != before;
+                uint64_t before = l->stats.wan_rx_packets;
+                wan_to_lan(l, &l->esp);
+                busy |= l->stats.wan_rx_packets != before;
             }
             if (!busy || atomic_load_explicit(&w->pause_req, memory_order_relaxed))
                 break;
@@ -482,19 +714,23 @@ static void kernel_loop(p3dp_worker *w)
     }
 }
 
-/* DPDK ports: poll both in turn (l3fwd's main loop). A gateway with no
- * traffic naps a little longer each time, up to IDLE_NAP_MAX_US, and is back
- * to busy polling at the first packet. */
-static void poll_loop(p3dp_worker *w)
+/* DPDK ports: poll both queues of this lane in turn (l3fwd's main loop). A
+ * lane with no traffic naps a little longer each time, up to
+ * IDLE_NAP_MAX_US, and is back to busy polling at the first packet. */
+static void poll_loop(struct lane *l)
 {
+    p3dp_worker *w = l->w;
     unsigned idle = 0, nap_us = 1;
     while (!atomic_load_explicit(&w->stop, memory_order_acquire)) {
         park_if_asked(w);
-        uint64_t before = w->stats.lan_rx_packets + w->stats.wan_rx_packets;
-        lan_to_wan(w);
-        wan_to_lan(w, &w->wan);
-        drain_txq(w);
-        if (w->stats.lan_rx_packets + w->stats.wan_rx_packets != before) {
+        uint64_t before = l->stats.lan_rx_packets + l->stats.wan_rx_packets + l->stats.handoffs;
+        uint64_t sent_before = l->stats.wan_tx_packets + l->stats.lan_tx_packets;
+        lan_to_wan(l);
+        wan_to_lan(l, &l->wan);
+        if (l->index == 0)
+            drain_txq(l);
+        if (l->stats.lan_rx_packets + l->stats.wan_rx_packets + l->stats.handoffs != before ||
+            l->stats.wan_tx_packets + l->stats.lan_tx_packets != sent_before) {
             idle = 0;
             nap_us = 1;
         } else if (++idle >= IDLE_POLLS) {
@@ -506,19 +742,26 @@ static void poll_loop(p3dp_worker *w)
     }
 }
 
-static void *worker_main(void *arg)
+static void *lane_main(void *arg)
 {
-    p3dp_worker *w = arg;
-    if (w->lan.ops->thread_enter)
-        w->lan.ops->thread_enter(&w->lan);
-    if (w->dpdk)
-        poll_loop(w);
+    struct lane *l = arg;
+    if (l->cpu >= 0) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(l->cpu, &set);
+        if (pthread_setaffinity_np(pthread_self(), sizeof(set), &set) != 0)
+            l->stats.io_errors++;
+    }
+    if (l->lan.ops->thread_enter)
+        l->lan.ops->thread_enter(&l->lan);
+    if (l->w->dpdk)
+        poll_loop(l);
     else
-        kernel_loop(w);
-    if (w->lan.ops->thread_exit)
-        w->lan.ops->thread_exit(&w->lan);
-    if (w->wan.ops->thread_exit)
-        w->wan.ops->thread_exit(&w->wan);
+        kernel_loop(l);
+    if (l->lan.ops->thread_exit)
+        l->lan.ops->thread_exit(&l->lan);
+    if (l->wan.ops->thread_exit)
+        l->wan.ops->thread_exit(&l->wan);
     return NULL;
 }
 
@@ -527,9 +770,14 @@ int p3dp_worker_start(p3dp_worker *w)
     if (w->started)
         return 0;
     atomic_store(&w->stop, 0);
-    if (pthread_create(&w->thread, NULL, worker_main, w) != 0)
-        return -901;
-    w->started = 1;
+    for (unsigned i = 0; i < w->nlanes; i++) {
+        if (pthread_create(&w->lanes[i].thread, NULL, lane_main, &w->lanes[i]) != 0) {
+            p3dp_worker_stop(w);
+            return -901;
+        }
+        w->lanes[i].started = 1;
+        w->started = 1;
+    }
     return 0;
 }
 
@@ -545,7 +793,11 @@ void p3dp_worker_stop(p3dp_worker *w)
     pthread_mutex_lock(&w->park_lock);
     pthread_cond_broadcast(&w->park_cond);
     pthread_mutex_unlock(&w->park_lock);
-    pthread_join(w->thread, NULL);
+    for (unsigned i = 0; i < w->nlanes; i++)
+        if (w->lanes[i].started) {
+            pthread_join(w->lanes[i].thread, NULL);
+            w->lanes[i].started = 0;
+        }
     w->started = 0;
 }
 
@@ -562,7 +814,7 @@ int p3dp_worker_pause(p3dp_worker *w)
         return -901;
     }
     pthread_mutex_lock(&w->park_lock);
-    while (!w->parked)
+    while (w->parked < w->nlanes)
         pthread_cond_wait(&w->park_cond, &w->park_lock);
     pthread_mutex_unlock(&w->park_lock);
     return 0;
@@ -581,14 +833,27 @@ void p3dp_worker_resume(p3dp_worker *w)
 
 void p3dp_worker_get_stats(const p3dp_worker *w, p3dp_worker_stats *out)
 {
-    *out = w->stats;
-    if (w->dpdk) {
-        const struct p3_io *ports[2] = { &w->lan, &w->wan };
+    memset(out, 0, sizeof(*out));
+    for (unsigned i = 0; i < w->nlanes; i++) {
+        const struct lane *l = &w->lanes[i];
+        const p3dp_worker_stats *s = &l->stats;
+        out->lan_rx_packets += s->lan_rx_packets;
+        out->lan_tx_packets += s->lan_tx_packets;
+        out->wan_rx_packets += s->wan_rx_packets;
+        out->wan_tx_packets += s->wan_tx_packets;
+        out->no_route_drops += s->no_route_drops;
+        out->control_queue_drops += s->control_queue_drops;
+        out->io_errors += s->io_errors;
+        out->handoffs += s->handoffs;
+        out->handoff_drops += s->handoff_drops;
+        if (!w->dpdk)
+            continue;
+        const struct p3_io *ports[2] = { &l->lan, &l->wan };
         uint64_t *tx[2] = { &out->lan_tx_packets, &out->wan_tx_packets };
-        for (int i = 0; i < 2; i++)
-            if (ports[i]->ops->link_stats)
-                ports[i]->ops->link_stats(ports[i], &out->neighbour_drops, &out->link_replies,
-                                          &out->link_drops, &out->tx_full_drops, tx[i]);
+        for (int k = 0; k < 2; k++)
+            if (ports[k]->ops && ports[k]->ops->link_stats)
+                ports[k]->ops->link_stats(ports[k], &out->neighbour_drops, &out->link_replies,
+                                          &out->link_drops, &out->tx_full_drops, tx[k]);
     }
 }
 
@@ -597,7 +862,7 @@ int p3dp_worker_is_dpdk(const p3dp_worker *w)
     return w->dpdk;
 }
 
-/* Queues a packet for the worker to send (DPDK ports). -213 when full. */
+/* Queues a packet for lane 0 to send (DPDK ports). -213 when full. */
 static int txq_put(p3dp_worker *w, int to_lan, const uint8_t *head, uint32_t head_len, const uint8_t *data,
                    uint32_t len)
 {
@@ -631,10 +896,11 @@ int p3dp_worker_send_lan(p3dp_worker *w, const uint8_t *data, uint32_t len)
 int p3dp_worker_send(p3dp_worker *w, int via_esp, int family, const uint8_t *addr, uint16_t port,
                      const uint8_t *data, uint32_t len)
 {
-    /* Called from the control plane's thread while the worker may be inside
-     * tx_burst: the backends' mmsg arrays belong to the worker, so this is
+    /* Called from the control plane's thread while the lane may be inside
+     * tx_burst: the backends' mmsg arrays belong to the lane, so this is
      * one plain sendto with its own address (sockets are thread-safe). */
-    struct p3_io *out = via_esp && w->has_esp ? &w->esp : &w->wan;
+    struct lane *l0 = &w->lanes[0];
+    struct p3_io *out = via_esp && w->has_esp ? &l0->esp : &l0->wan;
     if (family != 4 && family != 6)
         return -214;
     if (w->dpdk) {
@@ -648,7 +914,7 @@ int p3dp_worker_send(p3dp_worker *w, int via_esp, int family, const uint8_t *add
         return txq_put(w, 0, head, head_len, data, len);
     }
     struct sockaddr_storage ss;
-    socklen_t sl = p3_io_sockaddr(&ss, out->family, family, addr, out == &w->esp ? 0 : port);
+    socklen_t sl = p3_io_sockaddr(&ss, out->family, family, addr, out == &l0->esp ? 0 : port);
     return sendto(out->fd, data, len, 0, (struct sockaddr *)&ss, sl) == (ssize_t)len ? 0 : -901;
 }
 
@@ -661,11 +927,28 @@ void p3dp_worker_free(p3dp_worker *w)
         close(w->wake_fd);
     if (w->notify_fd >= 0)
         close(w->notify_fd);
-    p3_io_close(&w->lan);
-    p3_io_close(&w->wan);
-    p3_io_close(&w->esp);
-    free(w->buffers);
-    free(w->ring);
+    for (unsigned i = 0; i < w->nlanes; i++) {
+        struct lane *l = &w->lanes[i];
+        /* packets still waiting in hand-off rings go back to the port */
+        for (unsigned j = 0; j < w->nlanes; j++) {
+            struct handoff *hs[2] = { l->in_lan[j], l->in_wan[j] };
+            struct p3_io *io[2] = { &l->lan, &l->wan };
+            for (int d = 0; d < 2; d++) {
+                if (!hs[d])
+                    continue;
+                unsigned tail = atomic_load(&hs[d]->tail), head = atomic_load(&hs[d]->head);
+                for (; tail != head; tail++)
+                    if (io[d]->ops && io[d]->ops->buf_free)
+                        io[d]->ops->buf_free(io[d], &hs[d]->item[tail % HANDOFF_SLOTS]);
+                free(hs[d]);
+            }
+        }
+        p3_io_close(&l->lan);
+        p3_io_close(&l->wan);
+        p3_io_close(&l->esp);
+        free(l->buffers);
+        free(l->ring);
+    }
     free(w->txq);
     pthread_mutex_destroy(&w->txq_lock);
     pthread_mutex_destroy(&w->park_lock);

@@ -34,8 +34,11 @@
 
 enum { RING_SLOTS = 1024, FEED = 32, DRAIN = 64, MAX_TEMPLATES = 64, TEMPLATE_BYTES = 2048 };
 
+enum { MAX_Q = 8 };
+
 static struct {
-    struct rte_ring *lan_rx, *lan_tx, *wan_rx, *wan_tx;
+    unsigned nq;
+    struct rte_ring *lan_rx[MAX_Q], *lan_tx[MAX_Q], *wan_rx[MAX_Q], *wan_tx[MAX_Q];
     struct rte_mempool *pool;
     pthread_t thread;
     atomic_int stop;
@@ -48,13 +51,13 @@ static struct {
     int lan_port, wan_port;
 } b = { .lan_port = -1, .wan_port = -1 };
 
-int p3_dpdk_bench_ports(const char *eal_args);
+int p3_dpdk_bench_ports(const char *eal_args, unsigned nq);
 int p3_dpdk_bench_start(const uint8_t *frames, const uint32_t *lens, unsigned n, const uint8_t *wan_frame,
                         uint32_t wan_len, int cpu);
 void p3_dpdk_bench_stop(uint64_t *fed, uint64_t *sunk, uint64_t *sunk_bytes);
 int p3_dpdk_bench_port(int wan, char *name, uint8_t *mac);
-int p3_dpdk_ring_put(int ring, const uint8_t *frame, uint32_t len);
-int p3_dpdk_ring_get(int ring, uint8_t *buf, uint32_t cap);
+int p3_dpdk_ring_put(int ring, unsigned q, const uint8_t *frame, uint32_t len);
+int p3_dpdk_ring_get(int ring, unsigned q, uint8_t *buf, uint32_t cap);
 int p3_dpdk_test_port_up(const char *name, uint8_t *mac);
 int p3_dpdk_test_send(int port, const uint8_t *frame, uint32_t len);
 int p3_dpdk_test_recv(int port, uint8_t *buf, uint32_t cap);
@@ -111,21 +114,23 @@ int p3_dpdk_test_recv(int port, uint8_t *buf, uint32_t cap)
     return (int)len;
 }
 
-static struct rte_ring *ring_of(int ring)
+static struct rte_ring *ring_of(int ring, unsigned q)
 {
+    if (q >= b.nq)
+        return NULL;
     switch (ring) {
-    case 0: return b.lan_rx;      /* what the LAN port receives */
-    case 1: return b.lan_tx;      /* what it sent */
-    case 2: return b.wan_rx;
-    case 3: return b.wan_tx;
+    case 0: return b.lan_rx[q];   /* what the LAN port receives on queue q */
+    case 1: return b.lan_tx[q];   /* what it sent on queue q */
+    case 2: return b.wan_rx[q];
+    case 3: return b.wan_tx[q];
     default: return NULL;
     }
 }
 
 /* Tests: one frame onto a port's receive ring (0 LAN, 2 WAN). 0, or -1. */
-int p3_dpdk_ring_put(int ring, const uint8_t *frame, uint32_t len)
+int p3_dpdk_ring_put(int ring, unsigned q, const uint8_t *frame, uint32_t len)
 {
-    struct rte_ring *r = ring_of(ring);
+    struct rte_ring *r = ring_of(ring, q);
     struct rte_mbuf *m;
     char *room;
     if (!r || !b.pool || len > TEMPLATE_BYTES || !(m = rte_pktmbuf_alloc(b.pool)))
@@ -146,9 +151,9 @@ int p3_dpdk_ring_put(int ring, const uint8_t *frame, uint32_t len)
 
 /* Tests: the next frame a port sent (1 LAN, 3 WAN), copied to buf: its
  * length, 0 when none, -1 when it does not fit (it is dropped). */
-int p3_dpdk_ring_get(int ring, uint8_t *buf, uint32_t cap)
+int p3_dpdk_ring_get(int ring, unsigned q, uint8_t *buf, uint32_t cap)
 {
-    struct rte_ring *r = ring_of(ring);
+    struct rte_ring *r = ring_of(ring, q);
     struct rte_mbuf *m;
     uint32_t len;
     if (!r)
@@ -165,26 +170,38 @@ int p3_dpdk_ring_get(int ring, uint8_t *buf, uint32_t cap)
     return (int)len;
 }
 
-/* EAL up, four rings, two ring ports. 0, or -1 with the reason on stderr. */
-int p3_dpdk_bench_ports(const char *eal_args)
+/* EAL up, nq rings each way on each port, two ring ports of nq queues.
+ * 0, or -1 with the reason on stderr. */
+int p3_dpdk_bench_ports(const char *eal_args, unsigned nq)
 {
     unsigned flags = RING_F_SP_ENQ | RING_F_SC_DEQ;
+    char name[RTE_RING_NAMESIZE];
+    struct rte_ring **sets[4] = { b.lan_rx, b.lan_tx, b.wan_rx, b.wan_tx };
+    static const char *const set_names[4] = { "lrx", "ltx", "wrx", "wtx" };
     if (p3_dpdk_eal_up(eal_args, "bench") != 0)
         return -1;
     if (b.pool)
-        return 0;
-    b.lan_rx = rte_ring_create("p3b_lan_rx", RING_SLOTS, (int)rte_socket_id(), flags);
-    b.lan_tx = rte_ring_create("p3b_lan_tx", RING_SLOTS, (int)rte_socket_id(), flags);
-    b.wan_rx = rte_ring_create("p3b_wan_rx", RING_SLOTS, (int)rte_socket_id(), flags);
-    b.wan_tx = rte_ring_create("p3b_wan_tx", RING_SLOTS, (int)rte_socket_id(), flags);
+        return nq == b.nq ? 0 : -1;
+    if (nq < 1 || nq > MAX_Q)
+        return -1;
+    b.nq = nq;
+    for (unsigned s = 0; s < 4; s++)
+        for (unsigned q = 0; q < nq; q++) {
+            snprintf(name, sizeof(name), "p3b_%s%u", set_names[s], q);
+            sets[s][q] = rte_ring_create(name, RING_SLOTS, (int)rte_socket_id(), flags);
+            if (!sets[s][q]) {
+                fprintf(stderr, "p3hw bench: no memory for the rings (raise -m)\n");
+                return -1;
+            }
+        }
     b.pool = rte_pktmbuf_pool_create("p3b_gen", 4095, 256, 0, RTE_PKTMBUF_HEADROOM + TEMPLATE_BYTES,
                                      (int)rte_socket_id());
-    if (!b.lan_rx || !b.lan_tx || !b.wan_rx || !b.wan_tx || !b.pool) {
-        fprintf(stderr, "p3hw bench: no memory for the rings or the pool (raise -m)\n");
+    if (!b.pool) {
+        fprintf(stderr, "p3hw bench: no memory for the pool (raise -m)\n");
         return -1;
     }
-    b.lan_port = rte_eth_from_rings("p3b_lan", &b.lan_rx, 1, &b.lan_tx, 1, (unsigned)rte_socket_id());
-    b.wan_port = rte_eth_from_rings("p3b_wan", &b.wan_rx, 1, &b.wan_tx, 1, (unsigned)rte_socket_id());
+    b.lan_port = rte_eth_from_rings("p3b_lan", b.lan_rx, nq, b.lan_tx, nq, (unsigned)rte_socket_id());
+    b.wan_port = rte_eth_from_rings("p3b_wan", b.wan_rx, nq, b.wan_tx, nq, (unsigned)rte_socket_id());
     if (b.lan_port < 0 || b.wan_port < 0) {
         fprintf(stderr, "p3hw bench: cannot make ring ports\n");
         return -1;
@@ -205,17 +222,17 @@ int p3_dpdk_bench_port(int wan, char *name, uint8_t *mac)
     return 0;
 }
 
-static void feed(void)
+static void feed(struct rte_ring *lan_rx)
 {
     struct rte_mbuf *m[FEED];
     static unsigned next;
-    if (rte_ring_free_count(b.lan_rx) < FEED || rte_pktmbuf_alloc_bulk(b.pool, m, FEED) != 0)
+    if (rte_ring_free_count(lan_rx) < FEED || rte_pktmbuf_alloc_bulk(b.pool, m, FEED) != 0)
         return;
     for (unsigned i = 0; i < FEED; i++) {
         unsigned t = next++ % b.ntemplates;
         memcpy(rte_pktmbuf_append(m[i], (uint16_t)b.lens[t]), b.frames[t], b.lens[t]);
     }
-    unsigned put = rte_ring_enqueue_burst(b.lan_rx, (void **)m, FEED, NULL);
+    unsigned put = rte_ring_enqueue_burst(lan_rx, (void **)m, FEED, NULL);
     b.fed += put;
     if (put < FEED)
         rte_pktmbuf_free_bulk(m + put, FEED - put);
@@ -245,11 +262,12 @@ static void *traffic(void *arg)
         pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
     }
     rte_thread_register();
-    while (!atomic_load_explicit(&b.stop, memory_order_relaxed)) {
-        feed();
-        drain(b.wan_tx, 1);
-        drain(b.lan_tx, 0);
-    }
+    while (!atomic_load_explicit(&b.stop, memory_order_relaxed))
+        for (unsigned q = 0; q < b.nq; q++) {
+            feed(b.lan_rx[q]);
+            drain(b.wan_tx[q], 1);
+            drain(b.lan_tx[q], 0);
+        }
     rte_thread_unregister();
     return NULL;
 }
@@ -276,7 +294,7 @@ int p3_dpdk_bench_start(const uint8_t *frames, const uint32_t *lens, unsigned n,
         if (!m)
             return -1;
         memcpy(rte_pktmbuf_append(m, (uint16_t)wan_len), wan_frame, wan_len);
-        if (rte_ring_enqueue(b.wan_rx, m) != 0)
+        if (rte_ring_enqueue(b.wan_rx[0], m) != 0)
             rte_pktmbuf_free(m);
     }
     atomic_store(&b.stop, 0);
