@@ -374,3 +374,145 @@ def test_a_kernel_lan_host_on_a_net_tap_port_reaches_the_peer_and_back(tmp_path:
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["kernel_to_peer"] and out["peer_to_kernel"], out
     assert out["link_replies"] >= 1, out
+
+
+LANES_SCENARIO = r"""
+import ipaddress, json, os, struct, socket, time
+from p3hw.crypto.keys import SaKeys, material_length
+from p3hw.dataplane import Dataplane, DpdkPorts, FlowTable, PeerConfig, Routes, Worker
+from p3hw.simulators.ringports import RingPorts
+
+ports = RingPorts.open(queues=2)
+A = "192.0.2.1"
+PEERS = {2: ("198.51.100.2", bytes.fromhex("020000000002"), "10.2.0.9"),
+         3: ("198.51.100.3", bytes.fromhex("020000000003"), "10.3.0.9")}
+HOST, HOST_MAC = "10.1.0.2", bytes.fromhex("020000000011")
+
+def csum(h):
+    s = sum(struct.unpack(f"!{len(h)//2}H", h))
+    while s >> 16: s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+
+def inner(src, dst, flow, n):
+    body = struct.pack("!HQ", flow, n) + bytes(20 + (n % 7) * 50)
+    udp = struct.pack("!HHHH", 40000 + flow, 9, 8 + len(body), 0) + body
+    h = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0x4000, 64, 17, 0, socket.inet_aton(src),
+                    socket.inet_aton(dst))
+    return h[:10] + struct.pack("!H", csum(h)) + h[12:] + udp
+
+def arp(smac, sip, tip):
+    return b"\xff" * 6 + smac + b"\x08\x06" + struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, smac,
+        socket.inet_aton(sip), bytes(6), socket.inet_aton(tip))
+
+cipher = "aes-128-gcm"
+lanes = [Dataplane(), Dataplane()]
+far, keys = {}, {}
+routes = Routes()
+for pid, (addr, mac, host) in PEERS.items():
+    out_sa = SaKeys.from_material(0x100 + pid, cipher, os.urandom(material_length(cipher)))
+    in_sa = SaKeys.from_material(0x200 + pid, cipher, os.urandom(material_length(cipher)))
+    hp_o, hp_i = os.urandom(16), os.urandom(16)
+    a = lanes[pid % 2]                  # the worker owning peer_id % 2 holds the peer
+    a.add_peer(PeerConfig(pid, A, addr)); a.set_hp_keys(pid, hp_out=hp_o, hp_in=hp_i)
+    a.add_outbound_sa(pid, out_sa); a.add_inbound_sa(pid, in_sa)
+    b = Dataplane(); b.add_peer(PeerConfig(1, addr, A)); b.set_hp_keys(1, hp_out=hp_i, hp_in=hp_o)
+    b.add_inbound_sa(1, out_sa); b.add_outbound_sa(1, in_sa)
+    far[pid] = b
+    routes.add(host.rsplit(".", 1)[0] + ".0/24", pid)
+flows = [FlowTable(1024, 60000, 60000), FlowTable(1024, 60000, 60000)]
+w = Worker(lanes, routes, flows, dpdk=DpdkPorts(lan_port=ports.lan_name, wan_port=ports.wan_name, workers=2,
+           lan_address=ipaddress.ip_interface("10.1.0.1/24"), wan_address=ipaddress.ip_interface(A + "/0")))
+w.start()
+out = {}
+# The peers announce themselves on WAN queue 0, the LAN host on LAN queue 1: one neighbour table per port.
+for pid, (addr, mac, _) in PEERS.items():
+    ports.put("wan_rx", arp(mac, addr, A), 0)
+ports.put("lan_rx", arp(HOST_MAC, HOST, "10.1.0.1"), 1)
+time.sleep(0.2)
+ports.drain("wan_tx"); ports.drain("lan_tx")
+
+# LAN -> WAN: four flows, each on one queue; half of them reach the worker that does not own their peer.
+N = 150
+plan = {1: (2, 0), 2: (2, 1), 3: (3, 0), 4: (3, 1)}     # flow: (peer, queue)
+sent = {f: [] for f in plan}
+for n in range(N):
+    for f, (pid, q) in plan.items():
+        p = inner(HOST, PEERS[pid][2], f, n)
+        sent[f].append(p)
+        ports.put("lan_rx", ports.lan_mac + HOST_MAC + b"\x08\x00" + p, q)
+got = {f: [] for f in plan}
+by_queue = {pid: set() for pid in PEERS}
+end = time.monotonic() + 10
+while sum(map(len, got.values())) < 4 * N and time.monotonic() < end:
+    idle = True
+    for q in (0, 1):
+        fr = ports.get("wan_tx", q)
+        if fr is None: continue
+        idle = False
+        pid = next((k for k, v in PEERS.items() if fr[:6] == v[1]), None)
+        if pid is None: continue
+        by_queue[pid].add(q)
+        o = far[pid].open([fr[14:]], with_ip=True)[0]
+        if o.status == "OK":
+            got[struct.unpack("!H", o.data[28:30])[0]].append(o.data)
+    if idle: time.sleep(0.002)
+out["lan_to_wan_in_order"] = all(got[f] == sent[f] for f in plan)
+out["lan_to_wan_counts"] = {f: len(got[f]) for f in plan}
+out["each_peer_leaves_by_its_owner_queue"] = {str(pid): sorted(qs) for pid, qs in by_queue.items()}
+
+# WAN -> LAN: each peer's packets arrive on the queue of the worker that does not own it.
+back = {2: [], 3: []}
+for n in range(N):
+    for pid in (2, 3):
+        p = inner(PEERS[pid][2], HOST, 10 + pid, n)
+        back[pid].append(p)
+        s = far[pid].seal([(1, p)], with_ip=True)[0]
+        ports.put("wan_rx", ports.wan_mac + PEERS[pid][1] + b"\x08\x00" + s.data, 1 - pid % 2)
+delivered = {2: [], 3: []}
+end = time.monotonic() + 10
+while sum(map(len, delivered.values())) < 2 * N and time.monotonic() < end:
+    frames = ports.drain("lan_tx")
+    if not frames: time.sleep(0.002)
+    for fr in frames:
+        if fr[:6] == HOST_MAC and fr[12:14] == b"\x08\x00":
+            flow = struct.unpack("!H", fr[14 + 28:14 + 30])[0]
+            delivered[flow - 10].append(fr[14:])
+out["wan_to_lan_in_order"] = delivered == back
+# IKE arriving on worker 1's queue reaches the control plane.
+ike = b"\0\0\0\0hello from 3"
+udp = struct.pack("!HHHH", 5653, 5653, 8 + len(ike), 0) + ike
+h = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0x4000, 64, 17, 0, socket.inet_aton(PEERS[3][0]),
+                socket.inet_aton(A))
+ports.put("wan_rx", ports.wan_mac + PEERS[3][1] + b"\x08\x00" + h[:10] + struct.pack("!H", csum(h)) + h[12:] + udp, 1)
+msgs, end = [], time.monotonic() + 5
+while not msgs and time.monotonic() < end:
+    msgs = w.receive(); time.sleep(0.005)
+out["ike_from_worker_1"] = [(m.kind, m.data) for m in msgs] == [("ike", b"hello from 3")]
+# The control plane changes a worker's context only with every worker parked.
+with w.paused():
+    lanes[0].counters()
+st = w.stats()
+out["handoffs"] = st.handoffs
+out["handoff_drops"] = st.handoff_drops
+out["sealed_per_worker"] = [lanes[0].counters().sealed_packets, lanes[1].counters().sealed_packets]
+w.stop(); w.close()
+print(json.dumps(out))
+"""
+
+
+def test_two_workers_each_seal_and_open_their_own_peers_and_hand_the_rest_over_in_order() -> None:
+    """Two workers on two queues: every packet reaches the worker owning its peer, flows stay in order."""
+    if not os.path.exists(CRYPTODEV_LIBRARY):
+        pytest.skip(f"{CRYPTODEV_LIBRARY} is not built (make -C native dpdk)")
+    proc = subprocess.run([sys.executable, "-c", LANES_SCENARIO], capture_output=True, text=True, timeout=120,
+                          cwd=ROOT)
+    assert proc.returncode == 0, f"scenario crashed (rc {proc.returncode}):\n{proc.stderr[-3000:]}"
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["lan_to_wan_counts"] == {"1": 150, "2": 150, "3": 150, "4": 150}, out
+    assert out["lan_to_wan_in_order"] and out["wan_to_lan_in_order"], out
+    # Peer 2 belongs to worker 0, peer 3 to worker 1: each leaves by its owner's queue only.
+    assert out["each_peer_leaves_by_its_owner_queue"] == {"2": [0], "3": [1]}, out
+    # Half the LAN packets (2 of 4 flows) and all the WAN packets went through a hand-off.
+    assert out["handoffs"] == 2 * 150 + 2 * 150 and out["handoff_drops"] == 0, out
+    assert out["sealed_per_worker"] == [300, 300], out
+    assert out["ike_from_worker_1"], out
