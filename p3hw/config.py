@@ -62,6 +62,9 @@ DEFAULT_DPDK_EAL_ARGS = "--no-huge -m 256 --no-shconf --no-pci --no-telemetry --
 #: The engine passes at most this many EAL arguments (backends/dpdk/src/cryptodev.c MAX_ARGS less argv[0]).
 MAX_EAL_ARGS = 62
 MAX_EAL_ARGS_BYTES = 1024
+#: Worker threads on DPDK ports (P3DP_MAX_WORKERS) and the highest CPU number accepted.
+MAX_DPDK_WORKERS = 8
+MAX_CPU = 1023
 #: RTE_ETH_NAME_MAX_LEN less its terminating zero.
 MAX_DPDK_PORT_NAME = 63
 #: PKCS#11 v2.40 §3.2 CK_TOKEN_INFO: a token label is 32 octets, blank padded.
@@ -223,6 +226,19 @@ def _dpdk_port(value: str) -> str:
     return value
 
 
+def _cpu_list(value: str) -> tuple[int, ...]:
+    """CPUs for the workers, in order: 2,3 (each 0..1023, no repeats)."""
+    words = [w.strip() for w in value.split(",")]
+    if not words or not all(_DIGITS.fullmatch(w) for w in words):
+        raise _BadValue("CONFIG_VALUE_OUT_OF_RANGE", f"{_show(value)} is not a list of CPU numbers",
+                        "write the CPUs separated by commas, e.g. 2,3")
+    cpus = tuple(int(w) for w in words)
+    if any(c > MAX_CPU for c in cpus) or len(set(cpus)) != len(cpus):
+        raise _BadValue("CONFIG_VALUE_OUT_OF_RANGE", f"{_show(value)}: CPUs are 0 to {MAX_CPU}, each once",
+                        "one CPU per worker, e.g. 2,3")
+    return cpus
+
+
 def _interface_address(value: str) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
     """An address with its on-link prefix, 10.1.0.1/24 or 2001:db8:1::1/64."""
     if "/" not in value:
@@ -363,6 +379,9 @@ LOCAL_KEYWORDS: dict[str, Keyword] = {k.name: k for k in (
     Keyword("dpdk_lan_address", "dpdk_lan_address", _interface_address, None, BOTH, extension=True),
     Keyword("dpdk_lan_gateway", "dpdk_lan_gateway", _address, None, BOTH, extension=True),
     Keyword("dpdk_wan_gateway", "dpdk_wan_gateway", _address, None, BOTH, extension=True),
+    # Several workers, one queue of each port each (docs/dpdk.md "Several workers").
+    Keyword("dpdk_workers", "dpdk_workers", _int_in(1, MAX_DPDK_WORKERS), 1, BOTH, extension=True),
+    Keyword("dpdk_cpus", "dpdk_cpus", _cpu_list, (), BOTH, extension=True),
 )}
 
 #: Remote section (Appendix A 1 and 2, plus extensions). subnet/mask take an index.
@@ -449,6 +468,8 @@ class LocalHost:
     dpdk_lan_address: ipaddress.IPv4Interface | ipaddress.IPv6Interface | None = None
     dpdk_lan_gateway: Address | None = None
     dpdk_wan_gateway: Address | None = None
+    dpdk_workers: int = 1
+    dpdk_cpus: tuple[int, ...] = ()
     origins: dict[str, Origin] = field(default_factory=dict, repr=False, compare=False)
 
     def origin(self, attr: str) -> Origin:
@@ -494,7 +515,7 @@ _LOCAL_ATTRS = ("ip", "address", "port", "key_generation", "rekey_wait_s", "arra
                 "transport", "interface", "admin_socket", "admin_store", "metrics_port", "log_facility", "pkcs11_module", "pkcs11_token",
                 "pkcs11_pin_file", "key_fallback", "hardware_rng", "crypto_engine", "crypto_fallback",
                 "dpdk_eal_args", "io", "dpdk_lan_port", "dpdk_wan_port", "dpdk_lan_address", "dpdk_lan_gateway",
-                "dpdk_wan_gateway")
+                "dpdk_wan_gateway", "dpdk_workers", "dpdk_cpus")
 _REMOTE_ATTRS = ("ip", "address", "port", "key_type", "cipher", "pfs", "psk_file", "rekey_wait_s",
                  "array_size", "data_array_time_s", "control_array_time_s", "heartbeat_time_s", "heartbeat_fail_s")
 _ATTR_TO_LOCAL_KEYWORD = {k.attr: k.name for k in LOCAL_KEYWORDS.values()}
@@ -848,7 +869,7 @@ class _Parser:
         ok = True
         if resolved["io"] != "dpdk":
             for attr in ("dpdk_lan_port", "dpdk_wan_port", "dpdk_lan_address", "dpdk_lan_gateway",
-                         "dpdk_wan_gateway"):
+                         "dpdk_wan_gateway", "dpdk_workers", "dpdk_cpus"):
                 if attr in values:
                     self.error(values[attr][1], "CONFIG_VALUE_OUT_OF_RANGE", f"{attr} is set but io is not dpdk",
                                "add 'io = dpdk' to use DPDK ports, or remove this line")
@@ -865,6 +886,11 @@ class _Parser:
             self.error(origins["dpdk_wan_port"].line or end_line, "CONFIG_VALUE_OUT_OF_RANGE",
                        f"the LAN and WAN ports are both {resolved['dpdk_wan_port']}",
                        "give two different DPDK ports: the protected LAN and the unprotected WAN")
+            ok = False
+        if resolved["dpdk_cpus"] and len(resolved["dpdk_cpus"]) < resolved["dpdk_workers"]:
+            self.error(origins["dpdk_cpus"].line or end_line, "CONFIG_VALUE_OUT_OF_RANGE",
+                       f"dpdk_cpus names {len(resolved['dpdk_cpus'])} CPU(s) for {resolved['dpdk_workers']} workers",
+                       "give one CPU per worker, or leave dpdk_cpus out")
             ok = False
         family = resolved["address"].version
         for attr in ("dpdk_lan_address", "dpdk_lan_gateway", "dpdk_wan_gateway"):

@@ -21,7 +21,7 @@ import logging
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from p3hw.crypto.keys import CIPHERS, HP_KEY_BYTES, SaKeys, SessionKeys
 from p3hw.log import failure
@@ -696,6 +696,12 @@ class Dataplane:
         return count, elapsed
 
 
+class EngineStatusSource(Protocol):
+    """A dataplane, or several (p3hw/runtime/shards.py): what EngineWatch reads."""
+
+    def engine_status(self) -> EngineStatus: ...
+
+
 class EngineWatch:
     """Turns crypto-engine changes into log lines that carry their reason code (spec §5.1).
 
@@ -704,7 +710,7 @@ class EngineWatch:
     housekeeping tick) and logs what happened since the last call.
     """
 
-    def __init__(self, dataplane: Dataplane, logger: logging.Logger) -> None:
+    def __init__(self, dataplane: EngineStatusSource, logger: logging.Logger) -> None:
         self._dataplane = dataplane
         self._logger = logger
         self._last = dataplane.engine_status()

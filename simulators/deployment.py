@@ -41,6 +41,8 @@ class Options:
     dpdk_sites: tuple[int, ...] = ()
     #: with DPDK ports, the crypto on a DPDK crypto device too (crypto_openssl)
     dpdk_cryptodev: bool = False
+    #: with DPDK ports, worker threads (one queue pair of each net_af_packet port each)
+    dpdk_workers: int = 1
 
 
 @dataclass
@@ -111,10 +113,13 @@ class Deployment:
         if site.index not in self.topology.dpdk_sites:
             raise ValueError(f"site {site.index} runs DPDK ports but the topology gave its interfaces to the kernel")
         lan, gw = (site.lan4, site.gw_lan4) if self.options.family == 4 else (site.lan6, site.gw_lan6)
+        workers = self.options.dpdk_workers
+        # net_af_packet: qpairs sockets in a PACKET_FANOUT group, the kernel spreading flows over them.
+        qpairs = f",qpairs={workers}" if workers > 1 else ""
         eal = ["--no-huge", "-m", "256", "--no-shconf", "--no-pci", "--no-telemetry", "--log-level=*:warning",
-               "--vdev=net_af_packet0,iface=lan0", "--vdev=net_af_packet1,iface=wan0"]
+               f"--vdev=net_af_packet0,iface=lan0{qpairs}", f"--vdev=net_af_packet1,iface=wan0{qpairs}"]
         lines = ["io = dpdk", "dpdk_lan_port = net_af_packet0", "dpdk_wan_port = net_af_packet1",
-                 f"dpdk_lan_address = {gw}/{lan.prefixlen}"]
+                 f"dpdk_lan_address = {gw}/{lan.prefixlen}", f"dpdk_workers = {workers}"]
         if self.options.dpdk_cryptodev:
             eal.append("--vdev=crypto_openssl0")
             lines += ["crypto_engine = cryptodev", "crypto_fallback = aesni"]

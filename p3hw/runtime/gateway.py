@@ -66,6 +66,7 @@ from p3hw.protocol.recovery import (
 from p3hw.protocol.rekey import InstallInboundSa, InstallOutboundSa, RekeyCompleted, RemoveInboundSa
 from p3hw.protocol.session import ConfigReceived, Session, SessionConfig, SessionLost
 from p3hw.reasons import P3Error
+from p3hw.runtime.shards import ShardedDataplane, ShardedFlows
 from p3hw.wire.ike import Identity
 
 #: Outer path MTU assumed for the WAN (bytes); the TUN MTU leaves room for
@@ -157,9 +158,9 @@ class Gateway:
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.dp: Dataplane | None = None
+        self.dp: Dataplane | ShardedDataplane | None = None
         self.routes: Routes | None = None
-        self.flows: FlowTable | None = None
+        self.flows: FlowTable | ShardedFlows | None = None
         self.worker: Worker | None = None
         self.tun_fd = -1
         self.tun_offloads = True
@@ -179,11 +180,18 @@ class Gateway:
 
     def _open_io(self) -> None:
         local = self.config.local
-        self.dp = Dataplane()
+        workers = local.dpdk_workers if local.io == "dpdk" else 1
+        if workers > 1:
+            # One context and flow table per worker; peer p lives in shard p % n (docs/dpdk.md).
+            self.dp = ShardedDataplane([Dataplane() for _ in range(workers)])
+            self.flows = ShardedFlows([FlowTable(FLOW_CAPACITY, FLOW_TCP_IDLE_MS, FLOW_OTHER_IDLE_MS)
+                                       for _ in range(workers)])
+        else:
+            self.dp = Dataplane()
+            self.flows = FlowTable(FLOW_CAPACITY, FLOW_TCP_IDLE_MS, FLOW_OTHER_IDLE_MS)
         self.dp.set_local_address(self.local_address)
         self._set_crypto_engine()
         self.routes = Routes()
-        self.flows = FlowTable(FLOW_CAPACITY, FLOW_TCP_IDLE_MS, FLOW_OTHER_IDLE_MS)
         if local.io == "dpdk":
             self._open_dpdk_ports()
             return
@@ -209,10 +217,13 @@ class Gateway:
         full = local.address.max_prefixlen
         # Without a WAN gateway every peer is on the WAN link; with one, only the gateway is.
         wan = ipaddress.ip_interface(f"{local.address}/{full if local.dpdk_wan_gateway else 0}")
-        self.worker = Worker(self.dp, self.routes, self.flows, dpdk=DpdkPorts(
+        planes = self.dp.shards if isinstance(self.dp, ShardedDataplane) else self.dp
+        tables = self.flows.shards if isinstance(self.flows, ShardedFlows) else self.flows
+        self.worker = Worker(planes, self.routes, tables, dpdk=DpdkPorts(
             lan_port=local.dpdk_lan_port, wan_port=local.dpdk_wan_port, lan_address=local.dpdk_lan_address,
             wan_address=wan, udp_port=self.udp_port, lan_gateway=local.dpdk_lan_gateway,
-            wan_gateway=local.dpdk_wan_gateway, eal_args=local.dpdk_eal_args))
+            wan_gateway=local.dpdk_wan_gateway, eal_args=local.dpdk_eal_args, workers=local.dpdk_workers,
+            cpus=local.dpdk_cpus))
         self.worker.start()
 
     def _set_crypto_engine(self) -> None:
@@ -388,7 +399,8 @@ class Gateway:
         local = self.config.local
         if local.io == "dpdk":
             return {"backend": "dpdk", "lan_port": local.dpdk_lan_port, "wan_port": local.dpdk_wan_port,
-                    "lan_address": str(local.dpdk_lan_address), "udp_port": self.udp_port}
+                    "lan_address": str(local.dpdk_lan_address), "udp_port": self.udp_port,
+                    "workers": local.dpdk_workers}
         return {"backend": "kernel", "interface": local.interface, "transport": local.transport,
                 "udp_port": self.udp_port}
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from e2e_support import (
@@ -36,6 +37,20 @@ pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.dpdk]
 LOAD_S = 15
 UDP_RATE = 1000          # datagrams per second each way
 TCP_RATE_MBIT = 20
+
+
+def assert_no_drops(status: dict[str, Any], kernel_peer: bool) -> None:
+    """No dataplane drops, but for the session set-up race on a kernel gateway facing a DPDK one.
+
+    A DPDK gateway sends its IKE_AUTH response and its first control packet
+    back to back; a kernel peer's worker can meet the control packet before
+    its control plane has installed the session (DP_UNKNOWN_SESSION), and
+    the control channel sends it again. docs/dpdk.md.
+    """
+    drops = dict(status["dataplane"]["drops"])
+    if kernel_peer:
+        assert drops.pop("DP_UNKNOWN_SESSION", 0) <= 2, status["dataplane"]
+    assert drops == {}, status["dataplane"]
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +77,7 @@ def test_dpdk_gateway_answers_arp_and_carries_the_first_ping_both_ways(mixed: tu
     assert worker["link_replies"] >= 2, worker
     assert worker["neighbour_drops"] == 0 and worker["io_errors"] == 0, worker
     assert status["io"] == {"backend": "dpdk", "lan_port": "net_af_packet0", "wan_port": "net_af_packet1",
-                            "lan_address": "10.1.0.1/24", "udp_port": 5653}
+                            "lan_address": "10.1.0.1/24", "udp_port": 5653, "workers": 1}
     assert status["engine"]["engine"] == "cryptodev" and status["engine"]["active"] == "cryptodev"
     assert status["engine"]["engine_ops"] > 0 and status["engine"]["failovers"] == 0
 
@@ -96,7 +111,8 @@ def test_tcp_and_udp_cross_the_mixed_pair_under_rekeys_with_nothing_lost(
             f"{sent} {got}; {facts}"
     assert_transfer_verified(tcp_sent, tcp_sunk, tcp_bytes)
     assert rekeys >= 5, facts
-    assert status[0]["dataplane"]["drops"] == {} and status[1]["dataplane"]["drops"] == {}, facts
+    assert_no_drops(status[0], kernel_peer=False)
+    assert_no_drops(status[1], kernel_peer=True)
 
 
 @pytest.mark.parametrize("family,transport,dpdk_site", [
@@ -120,10 +136,43 @@ def test_dpdk_gateway_interoperates_in_every_role_family_and_transport(
         for i in (0, 1):
             status = dep.daemons[i].status()
             assert status is not None
-            drops = dict(status["dataplane"]["drops"])
-            if transport == "esp" and i != dpdk_site:
-                # The kernel side reads IKE (UDP socket) and ESP (raw socket) apart:
-                # the first control packet can overtake the IKE_AUTH response and
-                # find no session yet; the control channel sends it again.
-                assert drops.pop("DP_UNKNOWN_SESSION", 0) <= 2, status
-            assert drops == {}, status
+            assert_no_drops(status, kernel_peer=i != dpdk_site)
+
+
+def test_a_primary_with_two_dpdk_workers_serves_two_secondaries_under_rekeys_with_nothing_lost(
+        stale_testbeds_removed: list[str], tmp_path: Path) -> None:
+    """dpdk_workers = 2: each worker owns one secondary's session; what the other receives is handed over."""
+    options = Options(rekey_wait_s=1, dpdk_sites=(0,), dpdk_workers=2)
+    with Topology.star(2, dpdk_sites=(0,)) as topo, deployed(topo, tmp_path, options) as dep:
+        primary = topo.primary
+        ports = {s.index: (next_port(), next_port()) for s in topo.secondaries}
+        receivers, senders = [], []
+        for s in topo.secondaries:
+            up, down = ports[s.index]
+            receivers += [(s, "up", start_udp_receiver(topo, primary, up, "--max-s", str(LOAD_S + 30),
+                                                       "--idle-exit-s", "2")),
+                          (s, "down", start_udp_receiver(topo, s, down, "--max-s", str(LOAD_S + 30),
+                                                         "--idle-exit-s", "2"))]
+        for s in topo.secondaries:
+            up, down = ports[s.index]
+            senders += [start_udp_sender(topo, s, primary, 4, up, "--rate", "500", "--duration-s", str(LOAD_S),
+                                         "--size", "500"),
+                        start_udp_sender(topo, primary, s, 4, down, "--rate", "500", "--duration-s", str(LOAD_S),
+                                         "--size", "900")]
+        sent = [x.result(LOAD_S + 60) for x in senders]
+        got = [r.result(60) for _, _, r in receivers]
+        time.sleep(0.6)
+        status = dep.daemons[0].status()
+        assert status is not None
+        facts = f"{status['worker']} {status['dataplane']}"
+        # senders: s1 up, s1 down, s2 up, s2 down; receivers in the same order
+        for s_report, g in zip(sent, got, strict=True):
+            assert s_report["errors"] == 0 and s_report["sent"] > 400 * (LOAD_S - 5), s_report
+            assert (s_report["sent"] - g["unique"], g["reordered"], g["duplicates"]) == (0, 0, 0), \
+                f"{s_report} {g}; {facts}"
+        assert status["io"]["workers"] == 2
+        assert status["worker"]["handoffs"] > 0 and status["worker"]["handoff_drops"] == 0, facts
+        assert all(p["rekeys_completed"] >= 5 for p in status["peers"]), status["peers"]
+        assert status["dataplane"]["drops"] == {}, facts
+        for i in (1, 2):
+            assert_no_drops(dep.daemons[i].status(), kernel_peer=True)

@@ -117,3 +117,21 @@ def test_a_port_name_is_the_device_name_alone(value: str) -> None:
     errors = errors_of(config(DPDK_IO.replace("dpdk_lan_port = net_af_packet0", f"dpdk_lan_port = {value}")))
     assert errors[0].line == 6 and errors[0].reason.code == "P3-E104"
     assert "dpdk_eal_args" in errors[0].hint
+
+
+def test_workers_and_their_cpus_are_read_with_io_dpdk() -> None:
+    local = parse_config(config(DPDK_IO + "dpdk_workers = 2\ndpdk_cpus = 2, 3\n")).local
+    assert (local.dpdk_workers, local.dpdk_cpus) == (2, (2, 3))
+    assert parse_config(config(DPDK_IO)).local.dpdk_workers == 1
+
+
+@pytest.mark.parametrize("lines,line,reason,words", [
+    ("dpdk_workers = 9\n", 9, "P3-E104", "out of range"),
+    ("dpdk_workers = 0\n", 9, "P3-E104", "out of range"),
+    ("dpdk_cpus = 1,1\n", 9, "P3-E104", "each once"),
+    ("dpdk_cpus = two\n", 9, "P3-E104", "not a list of CPU numbers"),
+    ("dpdk_workers = 3\ndpdk_cpus = 0,1\n", 10, "P3-E104", "2 CPU(s) for 3 workers"),
+])
+def test_bad_worker_settings_are_refused_on_their_line(lines: str, line: int, reason: str, words: str) -> None:
+    errors = errors_of(config(DPDK_IO + lines))
+    assert [(e.line, e.reason.code) for e in errors] == [(line, reason)] and words in errors[0].detail, errors
