@@ -97,21 +97,26 @@ int p3_dpdk_test_send(int port, const uint8_t *frame, uint32_t len)
     return 0;
 }
 
+/* Copies a received frame out and frees it: its length, -1 when it does not fit. */
+static int copy_out(struct rte_mbuf *m, uint8_t *buf, uint32_t cap)
+{
+    uint32_t len = rte_pktmbuf_pkt_len(m);
+    int rc = -1;
+    if (len <= cap && m->nb_segs == 1) {
+        memcpy(buf, rte_pktmbuf_mtod(m, const uint8_t *), len);
+        rc = (int)len;
+    }
+    rte_pktmbuf_free(m);
+    return rc;
+}
+
 /* Tests: the next frame a test port received: its length, 0 none, -1 too long. */
 int p3_dpdk_test_recv(int port, uint8_t *buf, uint32_t cap)
 {
     struct rte_mbuf *m;
-    uint32_t len;
     if (rte_eth_rx_burst((uint16_t)port, 0, &m, 1) != 1)
         return 0;
-    len = rte_pktmbuf_pkt_len(m);
-    if (len > cap || m->nb_segs != 1) {
-        rte_pktmbuf_free(m);
-        return -1;
-    }
-    memcpy(buf, rte_pktmbuf_mtod(m, const uint8_t *), len);
-    rte_pktmbuf_free(m);
-    return (int)len;
+    return copy_out(m, buf, cap);
 }
 
 static struct rte_ring *ring_of(int ring, unsigned q)
@@ -155,19 +160,11 @@ int p3_dpdk_ring_get(int ring, unsigned q, uint8_t *buf, uint32_t cap)
 {
     struct rte_ring *r = ring_of(ring, q);
     struct rte_mbuf *m;
-    uint32_t len;
     if (!r)
         return -1;
     if (rte_ring_dequeue(r, (void **)&m) != 0)
         return 0;
-    len = rte_pktmbuf_pkt_len(m);
-    if (len > cap || m->nb_segs != 1) {
-        rte_pktmbuf_free(m);
-        return -1;
-    }
-    memcpy(buf, rte_pktmbuf_mtod(m, const uint8_t *), len);
-    rte_pktmbuf_free(m);
-    return (int)len;
+    return copy_out(m, buf, cap);
 }
 
 /* EAL up, nq rings each way on each port, two ring ports of nq queues.
