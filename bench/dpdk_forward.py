@@ -1,4 +1,4 @@
-"""`p3hw bench dpdk`: forwarding through the whole P3 path on DPDK ports, one core.
+"""`p3hw bench dpdk`: forwarding through the whole P3 path on DPDK ports, one core, both ways.
 
 The gateway's native worker polls two DPDK ports made from rings
 (backends/dpdk/src/bench.c: ``p3b_lan`` and ``p3b_wan``) and does all it
@@ -7,7 +7,9 @@ tracking, sealing with AES-128-GCM (bucket padding, relocation, header
 protection), the outer IPv4/UDP header and the next hop's MAC. A traffic
 thread pinned to the other core keeps the LAN port's receive ring full of
 inner packets (64 octets, or the IMIX of bench/crypto.py) and drains the
-WAN port. The worker thread is pinned to core 0; what it forwards per
+WAN port. The other way the traffic thread seals fresh packets as the far
+peer (its own context) onto the WAN port and the worker opens them out of
+the LAN port. The worker thread is pinned to core 0; what it forwards per
 second is the figure. Target (issue 6): >= 2 Mpps IMIX on one core (VPP's
 single-core figure without QAT is 2.13 Mpps IMIX on a 2.1 GHz Xeon).
 
@@ -37,16 +39,17 @@ HOST_MAC = bytes.fromhex("020000000001")
 
 @dataclass
 class Row:
+    direction: str
     traffic: str
     pps: float
     inner_bytes: float
     fed: int
     forwarded: int
-    seal_only_pps: float = 0.0
+    crypto_only_pps: float = 0.0
 
     @property
     def ratio(self) -> float:
-        return self.pps / self.seal_only_pps if self.seal_only_pps else 0.0
+        return self.pps / self.crypto_only_pps if self.crypto_only_pps else 0.0
 
     @property
     def gbps(self) -> float:
@@ -60,10 +63,11 @@ def _checksum(header: bytes) -> int:
     return ~total & 0xFFFF
 
 
-def _inner(size: int, flow: int) -> bytes:
-    """An IPv4/UDP packet of ``size`` octets from a LAN host to the remote LAN (one of 16 flows)."""
-    src = ipaddress.IPv4Address("10.1.0.2").packed
-    dst = ipaddress.IPv4Address(f"10.2.0.{2 + flow}").packed
+def _inner(size: int, flow: int, to_lan: bool = False) -> bytes:
+    """An IPv4/UDP packet of ``size`` octets between the LAN host and the remote LAN (one of 16 flows)."""
+    here = ipaddress.IPv4Address("10.1.0.2").packed
+    there = ipaddress.IPv4Address(f"10.2.0.{2 + flow}").packed
+    src, dst = (there, here) if to_lan else (here, there)
     header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, size, 0, 0x4000, 64, 17, 0, src, dst)
     header = header[:10] + struct.pack("!H", _checksum(header)) + header[12:]
     udp = struct.pack("!HHHH", 40000 + flow, 9, size - 20, 0)
@@ -78,38 +82,85 @@ def _arp_request() -> bytes:
     return eth + arp
 
 
+OUT_SA = SaKeys.from_material(0xBE4C, "aes-128-gcm", os.urandom(material_length("aes-128-gcm")))
+IN_SA = SaKeys.from_material(0xBE4D, "aes-128-gcm", os.urandom(material_length("aes-128-gcm")))
+HP_OUT, HP_IN = os.urandom(16), os.urandom(16)
+
+
 def _dataplane() -> tuple[Dataplane, Routes, FlowTable]:
-    sa = SaKeys.from_material(0xBE4C, "aes-128-gcm", os.urandom(material_length("aes-128-gcm")))
+    """The gateway: one peer (2) with an SA each way."""
     dp = Dataplane()
     dp.set_local_address(LOCAL)
     dp.add_peer(PeerConfig(2, LOCAL, PEER))
-    dp.set_hp_keys(2, hp_out=os.urandom(16))
-    dp.add_outbound_sa(2, sa)
+    dp.set_hp_keys(2, hp_out=HP_OUT, hp_in=HP_IN)
+    dp.add_outbound_sa(2, OUT_SA)
+    dp.add_inbound_sa(2, IN_SA)
     routes = Routes()
     routes.add("10.2.0.0/16", 2)
     return dp, routes, FlowTable(65536, 3 * 3600 * 1000, 180 * 1000)
 
 
-def _measure(ports: RingPorts, worker: Worker, sizes: list[int], seconds: float) -> Row:
-    frames = [ports.lan_mac + HOST_MAC + b"\x08\x00" + _inner(size, i % 16) for i, size in enumerate(sizes)]
-    ports.start_traffic(frames, _arp_request(), cpu=1 if (os.cpu_count() or 1) > 1 else -1)
+def _far_peer() -> Dataplane:
+    """The peer's side (peer 1 there): it seals what the gateway opens."""
+    dp = Dataplane()
+    dp.add_peer(PeerConfig(1, PEER, LOCAL))
+    dp.set_hp_keys(1, hp_out=HP_IN, hp_in=HP_OUT)
+    dp.add_outbound_sa(1, IN_SA)
+    dp.add_inbound_sa(1, OUT_SA)
+    return dp
+
+
+def _host_arp(lan_mac: bytes) -> bytes:
+    """The LAN host asks for the gateway: the worker learns its MAC."""
+    del lan_mac
+    arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, HOST_MAC, ipaddress.IPv4Address("10.1.0.2").packed,
+                      b"\0" * 6, ipaddress.IPv4Address("10.1.0.1").packed)
+    return b"\xff" * 6 + HOST_MAC + b"\x08\x06" + arp
+
+
+def _cpu() -> int:
+    return 1 if (os.cpu_count() or 1) > 1 else -1
+
+
+def _window(worker: Worker, counter: str, seconds: float) -> float:
     time.sleep(0.5)                                # warm up: neighbour learned, caches hot
-    before, t0 = worker.stats(), time.perf_counter()
+    before, t0 = getattr(worker.stats(), counter), time.perf_counter()
     time.sleep(seconds)
-    after, t1 = worker.stats(), time.perf_counter()
+    return (getattr(worker.stats(), counter) - before) / (time.perf_counter() - t0)
+
+
+def _measure_seal(ports: RingPorts, worker: Worker, far: Dataplane, sizes: list[int], seconds: float) -> Row:
+    frames = [ports.lan_mac + HOST_MAC + b"\x08\x00" + _inner(size, i % 16) for i, size in enumerate(sizes)]
+    del far
+    ports.start_traffic(frames, _arp_request(), cpu=_cpu())
+    pps = _window(worker, "wan_tx_packets", seconds)
     fed, forwarded, _ = ports.stop_traffic()
-    mean = sum(sizes) / len(sizes)
-    return Row("", (after.wan_tx_packets - before.wan_tx_packets) / (t1 - t0), mean, fed, forwarded)
+    return Row("LAN -> WAN (seal)", "", pps, sum(sizes) / len(sizes), fed, forwarded)
 
 
-def seal_only(sizes: list[int], seconds: float) -> float:
-    """Packets/s of the seal stage alone on this core (Dataplane.bench_seal: one hot packet, no I/O), time-weighted."""
+def _measure_open(ports: RingPorts, worker: Worker, far: Dataplane, sizes: list[int], seconds: float) -> Row:
+    """``far`` seals on from run to run: its sequence numbers keep ahead of the gateway's replay window."""
+    ports.put("lan_rx", _host_arp(ports.lan_mac))
+    inner = [_inner(size, i % 16, to_lan=True) for i, size in enumerate(sizes)]
+    ports.start_sealed_traffic(far, 1, inner, ports.wan_mac + PEER_MAC + b"\x08\x00", cpu=_cpu())
+    pps = _window(worker, "lan_tx_packets", seconds)
+    fed, forwarded, _ = ports.stop_traffic()
+    return Row("WAN -> LAN (open)", "", pps, sum(sizes) / len(sizes), fed, forwarded)
+
+
+def crypto_only(sizes: list[int], seconds: float, opening: bool) -> float:
+    """Packets/s of the seal (or open) stage alone on this core: one hot packet, no I/O; time-weighted."""
     dp, _, _ = _dataplane()
+    far = _far_peer()
     rates = {}
     for size in set(sizes):
-        inner = _inner(size, 0)
-        dp.bench_seal(2, inner, 0.2)
-        n, t = dp.bench_seal(2, inner, seconds)
+        if opening:
+            pool = [r.data for r in far.seal([(1, _inner(size, 0, to_lan=True))] * 4096, with_ip=True)]
+            dp.bench_open(2, IN_SA, pool, 0.2)
+            n, t = dp.bench_open(2, IN_SA, pool, seconds)
+        else:
+            dp.bench_seal(2, _inner(size, 0), 0.2)
+            n, t = dp.bench_seal(2, _inner(size, 0), seconds)
         rates[size] = n / t
     return len(sizes) / sum(1 / rates[size] for size in sizes)
 
@@ -122,19 +173,22 @@ def run(seconds: float = 3.0, write: bool = True, **_: object) -> list[Row]:
     os.sched_setaffinity(0, {min(affinity)})
     imix = [size for size, weight in IMIX for _ in range(weight)]
     mixes = (("64 octets", [64]), ("IMIX 7:4:1", imix), ("1400 octets", [1400]))
-    # The same core's seal rate, measured just before, for the ratio column.
-    reference = {name: seal_only(sizes, min(seconds, 2.0)) for name, sizes in mixes}
+    # The same core's crypto stage alone, measured just before, for the ratio column.
+    reference = {(name, opening): crypto_only(sizes, min(seconds, 2.0), opening)
+                 for name, sizes in mixes for opening in (False, True)}
     worker = Worker(dp, routes, flows, dpdk=DpdkPorts(
         lan_port=ports.lan_name, wan_port=ports.wan_name, lan_address=ipaddress.ip_interface("10.1.0.1/24"),
         wan_address=ipaddress.ip_interface(f"{LOCAL}/0"), eal_args=EAL_ARGS))
     worker.start()
     os.sched_setaffinity(0, affinity)
     rows = []
+    far = _far_peer()
     try:
-        for name, sizes in mixes:
-            row = _measure(ports, worker, sizes, seconds)
-            row.traffic, row.seal_only_pps = name, reference[name]
-            rows.append(row)
+        for opening, measure in ((False, _measure_seal), (True, _measure_open)):
+            for name, sizes in mixes:
+                row = measure(ports, worker, far, sizes, seconds)
+                row.traffic, row.crypto_only_pps = name, reference[(name, opening)]
+                rows.append(row)
         drops = dp.counters().drops
     finally:
         worker.stop()
@@ -148,29 +202,33 @@ def run(seconds: float = 3.0, write: bool = True, **_: object) -> list[Row]:
 
 def render(rows: list[Row], seconds: float, drops: dict[str, int]) -> str:
     lines = [
-        "## DPDK forwarding: LAN -> seal -> WAN on one core (`p3hw bench dpdk`)",
+        "## DPDK forwarding through the whole P3 path on one core (`p3hw bench dpdk`)",
         "",
         f"{datetime.date.today()} · {platform.processor() or platform.machine()} · {os.cpu_count()} cores · "
         f"{seconds:g} s per row · ring ports (`rte_eth_from_rings`), `--no-huge` · AES-128-GCM, 16 flows",
         "",
-        "The worker thread (pinned to core 0) runs the whole P3 path of the gateway: Ethernet and the link",
-        "layer, route lookup, flow tracking, seal with padding, relocation and header protection, outer",
-        "IPv4/UDP, next-hop MAC, `rte_eth_tx_burst`. A traffic thread on core 1 keeps its receive ring full",
-        "and drains its transmit ring. Target: >= 2 Mpps IMIX on one core.",
+        "The worker thread (pinned to core 0) does what the gateway does: Ethernet and the link layer, route",
+        "lookup, flow tracking, seal with padding, relocation and header protection, outer IPv4/UDP, next-hop",
+        "MAC, `rte_eth_tx_burst` — or the reverse: outer header checks, header protection, anti-replay, open,",
+        "the LAN host's MAC. A traffic thread on core 1 keeps its receive ring full (LAN -> WAN: inner packets;",
+        "WAN -> LAN: packets it seals itself as the far peer) and drains its transmit ring. Target: >= 2 Mpps",
+        "IMIX on one core.",
         "",
-        "Seal only = the same core sealing one hot packet in a loop (`Dataplane.bench_seal`, no I/O), just",
-        "before: the ratio is what the ports, the link layer, the route and flow lookups and cold packet",
-        "memory cost on top of the crypto.",
+        "Crypto only = the same core sealing (opening) one hot packet in a loop (`Dataplane.bench_seal` /",
+        "`bench_open`, no I/O), just before: the ratio is what the ports, the link layer, the lookups and",
+        "cold packet memory cost on top of the crypto.",
         "",
-        "| traffic | Mpps | Gbit/s (inner) | seal only, Mpps | ratio | fed to the LAN port | taken from the WAN port |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| direction | traffic | Mpps | Gbit/s (inner) | crypto only, Mpps | ratio | fed | forwarded |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        lines.append(f"| {r.traffic} | {r.pps / 1e6:.2f} | {r.gbps:.2f} | {r.seal_only_pps / 1e6:.2f} | "
-                     f"{r.ratio:.2f} | {r.fed:,} | {r.forwarded:,} |")
-    imix = next((r for r in rows if r.traffic.startswith("IMIX")), None)
-    if imix is not None:
-        verdict = "met" if imix.pps >= 2e6 else "not met"
-        lines += ["", f"IMIX on one core: {imix.pps / 1e6:.2f} Mpps, {imix.pps / 2e6:.2f}x the 2 Mpps target ({verdict})."]
+        lines.append(f"| {r.direction} | {r.traffic} | {r.pps / 1e6:.2f} | {r.gbps:.2f} | "
+                     f"{r.crypto_only_pps / 1e6:.2f} | {r.ratio:.2f} | {r.fed:,} | {r.forwarded:,} |")
+    for direction in ("LAN -> WAN (seal)", "WAN -> LAN (open)"):
+        imix = next((r for r in rows if r.traffic.startswith("IMIX") and r.direction == direction), None)
+        if imix is not None:
+            verdict = "met" if imix.pps >= 2e6 else "not met"
+            lines += ["", f"{direction}, IMIX on one core: {imix.pps / 1e6:.2f} Mpps, "
+                          f"{imix.pps / 2e6:.2f}x the 2 Mpps target ({verdict})."]
     lines += ["", f"Dataplane drops during the run: {drops or 'none'}."]
     return "\n".join(lines)

@@ -25,6 +25,8 @@ int p3_dpdk_bench_port(int wan, char *name, uint8_t *mac);
 int p3_dpdk_bench_start(const uint8_t *frames, const uint32_t *lens, unsigned n, const uint8_t *wan_frame,
                         uint32_t wan_len, int cpu);
 void p3_dpdk_bench_stop(uint64_t *fed, uint64_t *sunk, uint64_t *sunk_bytes);
+int p3_dpdk_bench_start_sealed(void *seal_fn, void *ctx, uint32_t peer, const uint8_t *frames, const uint32_t *lens,
+                               unsigned n, const uint8_t *eth, int cpu);
 int p3_dpdk_ring_put(int ring, unsigned q, const uint8_t *frame, uint32_t len);
 int p3_dpdk_ring_get(int ring, unsigned q, uint8_t *buf, uint32_t cap);
 int p3_dpdk_test_port_up(const char *name, uint8_t *mac);
@@ -97,17 +99,35 @@ class RingPorts:
             raise P3Error("DPDK_PORT", f"port {name} cannot be started for the test side")
         return DrivenPort(self, port, bytes(mac))
 
-    def start_traffic(self, frames: list[bytes], wan_frame: bytes = b"", cpu: int = -1) -> None:
-        """A thread keeps the LAN receive ring full of ``frames`` (cycled) and counts the WAN's output."""
+    def _templates(self, frames: list[bytes]) -> tuple[Any, Any]:
         ffi = self._ffi
         flat = ffi.new("uint8_t[]", TEMPLATE_BYTES * len(frames))
         lens = ffi.new("uint32_t[]", len(frames))
         for i, frame in enumerate(frames):
             ffi.memmove(flat + i * TEMPLATE_BYTES, frame, len(frame))
             lens[i] = len(frame)
-        wan = wan_frame or ffi.NULL
+        return flat, lens
+
+    def start_traffic(self, frames: list[bytes], wan_frame: bytes = b"", cpu: int = -1) -> None:
+        """A thread keeps the LAN receive ring full of ``frames`` (cycled) and counts the WAN's output."""
+        flat, lens = self._templates(frames)
+        wan = wan_frame or self._ffi.NULL
         if self._lib.p3_dpdk_bench_start(flat, lens, len(frames), wan, len(wan_frame), cpu) != 0:
             raise P3Error("DPDK_PORT", "the traffic thread did not start")
+
+    def start_sealed_traffic(self, peer_side: Any, peer_id: int, inner: list[bytes], eth: bytes,
+                             cpu: int = -1) -> None:
+        """The other way: a thread seals fresh packets from ``inner`` with ``peer_side`` (a Dataplane of its
+        own, the far peer, to ``peer_id``) onto the WAN receive ring behind ``eth``, and counts the LAN's output."""
+        from p3hw.dataplane import native
+
+        ext_ffi, ext_lib = native()
+        seal_fn = int(ext_ffi.cast("uintptr_t", ext_ffi.addressof(ext_lib, "p3dp_seal_burst")))
+        ctx = int(ext_ffi.cast("uintptr_t", peer_side.ctx))
+        flat, lens = self._templates(inner)
+        if self._lib.p3_dpdk_bench_start_sealed(self._ffi.cast("void *", seal_fn), self._ffi.cast("void *", ctx),
+                                                peer_id, flat, lens, len(inner), eth, cpu) != 0:
+            raise P3Error("DPDK_PORT", "the sealing traffic thread did not start")
 
     def stop_traffic(self) -> tuple[int, int, int]:
         """Stop it: (frames fed to the LAN, frames taken from the WAN, their octets)."""

@@ -10,7 +10,11 @@
  * packets built from templates (whole Ethernet frames) and drains what the
  * worker transmits on the WAN port, counting it. The worker's core is the
  * one measured: it does the whole P3 path (link layer, route lookup, seal
- * with padding and relocation, outer IP/UDP, next-hop MAC).
+ * with padding and relocation, outer IP/UDP, next-hop MAC). For the other
+ * direction the traffic thread seals fresh packets itself (with the
+ * dataplane's own p3dp_seal_burst, handed over as a function pointer, on a
+ * context of its own: the far peer) onto the WAN port's receive ring and
+ * counts what the worker opens and sends out of the LAN port.
  */
 #define _GNU_SOURCE               /* pthread_setaffinity_np */
 #define ALLOW_EXPERIMENTAL_API    /* rte_thread_register (experimental in 22.11) */
@@ -31,6 +35,7 @@
 #include <rte_ring.h>
 
 #include "eal.h"
+#include "p3dp.h"
 
 enum { RING_SLOTS = 1024, FEED = 32, DRAIN = 64, MAX_TEMPLATES = 64, TEMPLATE_BYTES = 2048 };
 
@@ -49,6 +54,11 @@ static struct {
     uint64_t fed, sunk, sunk_bytes;
     int cpu;
     int lan_port, wan_port;
+    /* the sealing traffic source (p3_dpdk_bench_start_sealed) */
+    size_t (*seal)(p3dp_ctx *ctx, p3dp_pkt *pkts, size_t n, uint32_t flags);
+    p3dp_ctx *seal_ctx;
+    uint32_t seal_peer;
+    uint8_t eth[14];
 } b = { .lan_port = -1, .wan_port = -1 };
 
 int p3_dpdk_bench_ports(const char *eal_args, unsigned nq);
@@ -56,6 +66,8 @@ int p3_dpdk_bench_start(const uint8_t *frames, const uint32_t *lens, unsigned n,
                         uint32_t wan_len, int cpu);
 void p3_dpdk_bench_stop(uint64_t *fed, uint64_t *sunk, uint64_t *sunk_bytes);
 int p3_dpdk_bench_port(int wan, char *name, uint8_t *mac);
+int p3_dpdk_bench_start_sealed(void *seal_fn, void *ctx, uint32_t peer, const uint8_t *frames, const uint32_t *lens,
+                               unsigned n, const uint8_t *eth, int cpu);
 int p3_dpdk_ring_put(int ring, unsigned q, const uint8_t *frame, uint32_t len);
 int p3_dpdk_ring_get(int ring, unsigned q, uint8_t *buf, uint32_t cap);
 int p3_dpdk_test_port_up(const char *name, uint8_t *mac);
@@ -249,6 +261,42 @@ static void drain(struct rte_ring *r, int count)
     rte_pktmbuf_free_bulk(m, got);
 }
 
+/* Seals FEED fresh packets (the templates are inner packets) into mbufs,
+ * Ethernet header first, onto the WAN port's receive ring. */
+static void feed_sealed(struct rte_ring *wan_rx)
+{
+    struct rte_mbuf *m[FEED], *ok[FEED];
+    p3dp_pkt pkts[FEED];
+    static unsigned next;
+    unsigned k = 0;
+    if (rte_ring_free_count(wan_rx) < FEED || rte_pktmbuf_alloc_bulk(b.pool, m, FEED) != 0)
+        return;
+    memset(pkts, 0, sizeof(pkts));
+    for (unsigned i = 0; i < FEED; i++) {
+        unsigned t = next++ % b.ntemplates;
+        pkts[i].in_buf = b.frames[t];
+        pkts[i].in_len = b.lens[t];
+        pkts[i].out_buf = rte_pktmbuf_mtod(m[i], uint8_t *) + sizeof(b.eth);
+        pkts[i].out_cap = rte_pktmbuf_tailroom(m[i]) - (uint32_t)sizeof(b.eth);
+        pkts[i].peer = b.seal_peer;
+        pkts[i].kind = P3DP_KIND_DATA;
+    }
+    b.seal(b.seal_ctx, pkts, FEED, P3DP_OUT_IP);
+    for (unsigned i = 0; i < FEED; i++) {
+        if (pkts[i].status != 0) {
+            rte_pktmbuf_free(m[i]);
+            continue;
+        }
+        memcpy(rte_pktmbuf_mtod(m[i], uint8_t *), b.eth, sizeof(b.eth));
+        rte_pktmbuf_append(m[i], (uint16_t)(sizeof(b.eth) + pkts[i].out_len));
+        ok[k++] = m[i];
+    }
+    unsigned put = rte_ring_enqueue_burst(wan_rx, (void **)ok, k, NULL);
+    b.fed += put;
+    if (put < k)
+        rte_pktmbuf_free_bulk(ok + put, k - put);
+}
+
 static void *traffic(void *arg)
 {
     (void)arg;
@@ -261,19 +309,22 @@ static void *traffic(void *arg)
     rte_thread_register();
     while (!atomic_load_explicit(&b.stop, memory_order_relaxed))
         for (unsigned q = 0; q < b.nq; q++) {
-            feed(b.lan_rx[q]);
-            drain(b.wan_tx[q], 1);
-            drain(b.lan_tx[q], 0);
+            if (b.seal) {                /* WAN -> LAN: count what leaves the LAN port */
+                feed_sealed(b.wan_rx[q]);
+                drain(b.lan_tx[q], 1);
+                drain(b.wan_tx[q], 0);
+            } else {                     /* LAN -> WAN */
+                feed(b.lan_rx[q]);
+                drain(b.wan_tx[q], 1);
+                drain(b.lan_tx[q], 0);
+            }
         }
     rte_thread_unregister();
     return NULL;
 }
 
-/* Starts the traffic thread (pinned to cpu when >= 0). wan_frame, when
- * given, is put on the WAN port's receive ring first: the peer announcing
- * itself (an ARP request for our address), so the worker knows its MAC. */
-int p3_dpdk_bench_start(const uint8_t *frames, const uint32_t *lens, unsigned n, const uint8_t *wan_frame,
-                        uint32_t wan_len, int cpu)
+/* Copies the templates in and resets the counters: 0, or -1. */
+static int load_templates(const uint8_t *frames, const uint32_t *lens, unsigned n, int cpu)
 {
     if (!b.pool || b.running || n == 0 || n > MAX_TEMPLATES)
         return -1;
@@ -286,6 +337,28 @@ int p3_dpdk_bench_start(const uint8_t *frames, const uint32_t *lens, unsigned n,
     b.ntemplates = n;
     b.fed = b.sunk = b.sunk_bytes = 0;
     b.cpu = cpu;
+    return 0;
+}
+
+static int launch(void)
+{
+    atomic_store(&b.stop, 0);
+    if (pthread_create(&b.thread, NULL, traffic, NULL) != 0)
+        return -1;
+    b.running = 1;
+    return 0;
+}
+
+/* Starts the traffic thread (pinned to cpu when >= 0): LAN -> WAN. wan_frame,
+ * when given, is put on the WAN port's receive ring first: the peer
+ * announcing itself (an ARP request for our address), so the worker knows
+ * its MAC. */
+int p3_dpdk_bench_start(const uint8_t *frames, const uint32_t *lens, unsigned n, const uint8_t *wan_frame,
+                        uint32_t wan_len, int cpu)
+{
+    if (load_templates(frames, lens, n, cpu) != 0)
+        return -1;
+    b.seal = NULL;
     if (wan_frame && wan_len <= TEMPLATE_BYTES) {
         struct rte_mbuf *m = rte_pktmbuf_alloc(b.pool);
         if (!m)
@@ -294,11 +367,24 @@ int p3_dpdk_bench_start(const uint8_t *frames, const uint32_t *lens, unsigned n,
         if (rte_ring_enqueue(b.wan_rx[0], m) != 0)
             rte_pktmbuf_free(m);
     }
-    atomic_store(&b.stop, 0);
-    if (pthread_create(&b.thread, NULL, traffic, NULL) != 0)
+    return launch();
+}
+
+/* The other direction: the traffic thread seals fresh packets from the
+ * templates (inner packets) for `peer` of ctx with seal_fn (the dataplane's
+ * p3dp_seal_burst), puts them on the WAN port's receive ring behind eth (14
+ * octets: our WAN MAC, the peer's, 0x0800 or 0x86dd) and counts what the
+ * worker sends out of the LAN port. ctx belongs to the traffic thread. */
+int p3_dpdk_bench_start_sealed(void *seal_fn, void *ctx, uint32_t peer, const uint8_t *frames, const uint32_t *lens,
+                               unsigned n, const uint8_t *eth, int cpu)
+{
+    if (!seal_fn || !ctx || load_templates(frames, lens, n, cpu) != 0)
         return -1;
-    b.running = 1;
-    return 0;
+    *(void **)&b.seal = seal_fn;
+    b.seal_ctx = ctx;
+    b.seal_peer = peer;
+    memcpy(b.eth, eth, sizeof(b.eth));
+    return launch();
 }
 
 /* Stops the traffic thread: packets fed to the LAN port, and packets and
