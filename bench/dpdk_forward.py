@@ -48,6 +48,7 @@ class Row:
     crypto_only_pps: float = 0.0
     low: float = 0.0              # the slowest and fastest of the rounds
     high: float = 0.0
+    ring_full: int = 0            # the traffic thread found the worker's receive ring full this often
 
     @property
     def ratio(self) -> float:
@@ -136,8 +137,9 @@ def _measure_seal(ports: RingPorts, worker: Worker, far: Dataplane, sizes: list[
     del far
     ports.start_traffic(frames, _arp_request(), cpu=_cpu())
     pps = _window(worker, "wan_tx_packets", seconds)
+    full = ports.ring_full()
     fed, forwarded, _ = ports.stop_traffic()
-    return Row("LAN -> WAN (seal)", "", pps, sum(sizes) / len(sizes), fed, forwarded)
+    return Row("LAN -> WAN (seal)", "", pps, sum(sizes) / len(sizes), fed, forwarded, ring_full=full)
 
 
 def _measure_open(ports: RingPorts, worker: Worker, far: Dataplane, sizes: list[int], seconds: float) -> Row:
@@ -146,8 +148,9 @@ def _measure_open(ports: RingPorts, worker: Worker, far: Dataplane, sizes: list[
     inner = [_inner(size, i % 16, to_lan=True) for i, size in enumerate(sizes)]
     ports.start_sealed_traffic(far, 1, inner, ports.wan_mac + PEER_MAC + b"\x08\x00", cpu=_cpu())
     pps = _window(worker, "lan_tx_packets", seconds)
+    full = ports.ring_full()
     fed, forwarded, _ = ports.stop_traffic()
-    return Row("WAN -> LAN (open)", "", pps, sum(sizes) / len(sizes), fed, forwarded)
+    return Row("WAN -> LAN (open)", "", pps, sum(sizes) / len(sizes), fed, forwarded, ring_full=full)
 
 
 def crypto_only(sizes: list[int], seconds: float, opening: bool) -> float:
@@ -245,5 +248,9 @@ def render(rows: list[Row], seconds: float, drops: dict[str, int]) -> str:
             verdict = "met" if imix.pps >= 2e6 else "not met"
             lines += ["", f"{direction}, IMIX on one core: {imix.pps / 1e6:.2f} Mpps (median of {ROUNDS}), "
                           f"{imix.pps / 2e6:.2f}x the 2 Mpps target ({verdict})."]
-    lines += ["", f"Dataplane drops during the run: {drops or 'none'}."]
+    bound = all(r.ring_full > 0 for r in rows)
+    lines += ["", "The worker set the pace in every row (the traffic thread found its receive ring full)."
+              if bound else "In some rows the traffic thread did not keep the worker's ring full: those rows "
+              "measure the traffic source, not the worker.",
+              "", f"Dataplane drops during the run: {drops or 'none'}."]
     return "\n".join(lines)

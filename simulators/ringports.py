@@ -25,6 +25,7 @@ int p3_dpdk_bench_port(int wan, char *name, uint8_t *mac);
 int p3_dpdk_bench_start(const uint8_t *frames, const uint32_t *lens, unsigned n, const uint8_t *wan_frame,
                         uint32_t wan_len, int cpu);
 void p3_dpdk_bench_stop(uint64_t *fed, uint64_t *sunk, uint64_t *sunk_bytes);
+uint64_t p3_dpdk_bench_ring_full(void);
 int p3_dpdk_bench_start_sealed(void *seal_fn, void *ctx, uint32_t peer, const uint8_t *frames, const uint32_t *lens,
                                unsigned n, const uint8_t *eth, int cpu);
 int p3_dpdk_ring_put(int ring, unsigned q, const uint8_t *frame, uint32_t len);
@@ -128,6 +129,11 @@ class RingPorts:
         if self._lib.p3_dpdk_bench_start_sealed(self._ffi.cast("void *", seal_fn), self._ffi.cast("void *", ctx),
                                                 peer_id, flat, lens, len(inner), eth, cpu) != 0:
             raise P3Error("DPDK_PORT", "the sealing traffic thread did not start")
+
+    def ring_full(self) -> int:
+        """How often the traffic thread found the receive ring too full for a burst since it started:
+        non-zero means the worker, not the traffic source, set the pace."""
+        return int(self._lib.p3_dpdk_bench_ring_full())
 
     def stop_traffic(self) -> tuple[int, int, int]:
         """Stop it: (frames fed to the LAN, frames taken from the WAN, their octets)."""

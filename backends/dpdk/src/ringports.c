@@ -52,6 +52,7 @@ static struct {
     uint32_t lens[MAX_TEMPLATES];
     uint8_t frames[MAX_TEMPLATES][TEMPLATE_BYTES];
     uint64_t fed, sunk, sunk_bytes;
+    uint64_t ring_full;           /* the receive ring had no room for a burst: the worker is the slower side */
     int cpu;
     int lan_port, wan_port;
     /* the sealing traffic source (p3_dpdk_bench_start_sealed) */
@@ -66,6 +67,15 @@ int p3_dpdk_bench_start(const uint8_t *frames, const uint32_t *lens, unsigned n,
                         uint32_t wan_len, int cpu);
 void p3_dpdk_bench_stop(uint64_t *fed, uint64_t *sunk, uint64_t *sunk_bytes);
 int p3_dpdk_bench_port(int wan, char *name, uint8_t *mac);
+uint64_t p3_dpdk_bench_ring_full(void);
+
+/* How often the traffic thread found the receive ring too full for a burst
+ * (since the last start): non-zero means the worker, not the traffic
+ * source, set the pace. */
+uint64_t p3_dpdk_bench_ring_full(void)
+{
+    return b.ring_full;
+}
 int p3_dpdk_bench_start_sealed(void *seal_fn, void *ctx, uint32_t peer, const uint8_t *frames, const uint32_t *lens,
                                unsigned n, const uint8_t *eth, int cpu);
 int p3_dpdk_ring_put(int ring, unsigned q, const uint8_t *frame, uint32_t len);
@@ -235,7 +245,11 @@ static void feed(struct rte_ring *lan_rx)
 {
     struct rte_mbuf *m[FEED];
     static unsigned next;
-    if (rte_ring_free_count(lan_rx) < FEED || rte_pktmbuf_alloc_bulk(b.pool, m, FEED) != 0)
+    if (rte_ring_free_count(lan_rx) < FEED) {
+        b.ring_full++;
+        return;
+    }
+    if (rte_pktmbuf_alloc_bulk(b.pool, m, FEED) != 0)
         return;
     for (unsigned i = 0; i < FEED; i++) {
         unsigned t = next++ % b.ntemplates;
@@ -269,7 +283,11 @@ static void feed_sealed(struct rte_ring *wan_rx)
     p3dp_pkt pkts[FEED];
     static unsigned next;
     unsigned k = 0;
-    if (rte_ring_free_count(wan_rx) < FEED || rte_pktmbuf_alloc_bulk(b.pool, m, FEED) != 0)
+    if (rte_ring_free_count(wan_rx) < FEED) {
+        b.ring_full++;
+        return;
+    }
+    if (rte_pktmbuf_alloc_bulk(b.pool, m, FEED) != 0)
         return;
     memset(pkts, 0, sizeof(pkts));
     for (unsigned i = 0; i < FEED; i++) {
@@ -335,7 +353,7 @@ static int load_templates(const uint8_t *frames, const uint32_t *lens, unsigned 
         b.lens[i] = lens[i];
     }
     b.ntemplates = n;
-    b.fed = b.sunk = b.sunk_bytes = 0;
+    b.fed = b.sunk = b.sunk_bytes = b.ring_full = 0;
     b.cpu = cpu;
     return 0;
 }
