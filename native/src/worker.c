@@ -33,6 +33,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -745,6 +746,10 @@ static void poll_loop(struct lane *l)
 static void *lane_main(void *arg)
 {
     struct lane *l = arg;
+    char name[16];
+    /* "p3-worker0": how top -H, perf and ps name the thread */
+    snprintf(name, sizeof(name), "p3-worker%u", l->index);
+    pthread_setname_np(pthread_self(), name);
     if (l->cpu >= 0) {
         cpu_set_t set;
         CPU_ZERO(&set);
