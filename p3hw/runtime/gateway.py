@@ -74,6 +74,11 @@ from p3hw.wire.ike import Identity
 WAN_MTU = 1500
 TUN_MTU = 1400
 #: Flow table size and idle timeouts for login termination (docs/flows.md).
+#: The primary holds a new session's first control packets this long: its IKE_AUTH response
+#: and its first control packet would otherwise reach the secondary back to back, and the
+#: secondary's worker meets the control packet before its control plane has installed the
+#: keys (DP_UNKNOWN_SESSION; the control channel would resend it 2 s later). docs/runtime.md.
+CONTROL_SETTLE_S = 0.1
 FLOW_CAPACITY = 65536
 FLOW_TCP_IDLE_MS = 3 * 3600 * 1000
 FLOW_OTHER_IDLE_MS = 180 * 1000
@@ -109,6 +114,9 @@ class PeerState:
     losses: list[str] = field(default_factory=list)
     live_inbound: set[int] = field(default_factory=set)
     used_p3_ids: set[int] = field(default_factory=set)
+    #: primary: control packets of a new session wait until then (CONTROL_SETTLE_S)
+    hold_control_until: float = 0.0
+    held_control: list[bytes] = field(default_factory=list)
 
     @property
     def rekeys_completed(self) -> int:
@@ -262,6 +270,7 @@ class Gateway:
         return peer
 
     def _remove_remote(self, peer: PeerState, now: float) -> None:
+        peer.hold_control_until, peer.held_control = 0.0, []
         if peer.session is not None and peer.session.lost is None:
             peer.session.shutdown(now, "P3-E504", "remote removed from the configuration")
             self._run_session_actions(peer, now)
@@ -432,6 +441,8 @@ class Gateway:
                     deadlines.append(timer)
             if peer.recovery is not None and peer.recovery.get_timer() is not None:
                 deadlines.append(peer.recovery.get_timer())
+            if peer.held_control:
+                deadlines.append(peer.hold_control_until)
         if self.responder is not None and self.responder.next_timer() is not None:
             deadlines.append(self.responder.next_timer())
         if not deadlines:
@@ -440,6 +451,10 @@ class Gateway:
 
     def _handle_timers(self, now: float) -> None:
         for peer in list(self.peers.values()):
+            if peer.held_control and now >= peer.hold_control_until:
+                held, peer.held_control = peer.held_control, []
+                for packet in held:
+                    self._send_control(peer, packet)
             if peer.handshake is not None:
                 timer = peer.handshake.next_timer()
                 if timer is not None and timer <= now:
@@ -622,6 +637,7 @@ class Gateway:
         self.log.info("session with %s (%s port %d) established: %s, P3 IDs in %#010x out %#010x",
                       remote.address, addr, port, event.data_cipher, keys.inbound.p3_id, keys.outbound.p3_id)
         if self.role == "primary":
+            peer.hold_control_until, peer.held_control = now + CONTROL_SETTLE_S, []
             # The liveness timers are primary-side keywords (Appendix A 1); the
             # secondary learns them through the control channel.
             peer.session.send_config(json.dumps({"heartbeat_time_s": remote.heartbeat_time_s,
@@ -725,6 +741,9 @@ class Gateway:
 
     def _send_control(self, peer: PeerState, inner_packet: bytes) -> None:
         assert self.dp is not None and self.worker is not None
+        if time.monotonic() < peer.hold_control_until:
+            peer.held_control.append(inner_packet)    # sealed and sent when the settle time is over
+            return
         with self.worker.paused():
             sealed = self.dp.seal([(peer.peer_id, inner_packet)])[0]
         if sealed.status != "OK":
@@ -738,6 +757,7 @@ class Gateway:
             self.log.warning("%s cannot send a control packet to %s: %s", exc.code, peer.outer_addr, exc.detail)
 
     def _session_lost(self, peer: PeerState, lost: SessionLost, now: float) -> None:
+        peer.hold_control_until, peer.held_control = 0.0, []   # the lost session's, never to be sent
         peer.losses.append(lost.reason_code)
         recovery = peer.recovery or Recovery("primary", str(peer.remote.address))
         facts = dict(lost.facts)
@@ -932,6 +952,11 @@ class Gateway:
     def _shutdown(self) -> None:
         now = time.monotonic()
         for peer in list(self.peers.values()):
+            # Leaving: what a new session held back goes now, ahead of the SHUTDOWN.
+            peer.hold_control_until = 0.0
+            held, peer.held_control = peer.held_control, []
+            for packet in held:
+                self._send_control(peer, packet)
             if peer.session is not None and peer.session.lost is None:
                 peer.session.shutdown(now, "P3-E504", f"{self.role} is stopping")
                 try:

@@ -39,16 +39,16 @@ UDP_RATE = 1000          # datagrams per second each way
 TCP_RATE_MBIT = 20
 
 
-def assert_no_drops(status: dict[str, Any], kernel_peer: bool) -> None:
-    """No dataplane drops, but for the session set-up race on a kernel gateway facing a DPDK one.
+def assert_no_drops(status: dict[str, Any], secondary: bool) -> None:
+    """No dataplane drops; a secondary may have met the first control packets early (docs/runtime.md).
 
-    A DPDK gateway sends its IKE_AUTH response and its first control packet
-    back to back; a kernel peer's worker can meet the control packet before
-    its control plane has installed the session (DP_UNKNOWN_SESSION), and
-    the control channel sends it again. docs/dpdk.md.
+    The primary holds a new session's first control packets for 100 ms so
+    the secondary can install its keys first; on a loaded machine that may
+    still be too short once or twice (DP_UNKNOWN_SESSION), and the control
+    channel sends them again.
     """
     drops = dict(status["dataplane"]["drops"])
-    if kernel_peer:
+    if secondary:
         assert drops.pop("DP_UNKNOWN_SESSION", 0) <= 2, status["dataplane"]
     assert drops == {}, status["dataplane"]
 
@@ -111,8 +111,8 @@ def test_tcp_and_udp_cross_the_mixed_pair_under_rekeys_with_nothing_lost(
             f"{sent} {got}; {facts}"
     assert_transfer_verified(tcp_sent, tcp_sunk, tcp_bytes)
     assert rekeys >= 5, facts
-    assert_no_drops(status[0], kernel_peer=False)
-    assert_no_drops(status[1], kernel_peer=True)
+    assert_no_drops(status[0], secondary=False)
+    assert_no_drops(status[1], secondary=True)
 
 
 @pytest.mark.parametrize("family,transport,dpdk_site", [
@@ -136,7 +136,7 @@ def test_dpdk_gateway_interoperates_in_every_role_family_and_transport(
         for i in (0, 1):
             status = dep.daemons[i].status()
             assert status is not None
-            assert_no_drops(status, kernel_peer=i != dpdk_site)
+            assert_no_drops(status, secondary=i == 1)
 
 
 def test_a_primary_with_two_dpdk_workers_serves_two_secondaries_under_rekeys_with_nothing_lost(
@@ -171,8 +171,10 @@ def test_a_primary_with_two_dpdk_workers_serves_two_secondaries_under_rekeys_wit
             assert (s_report["sent"] - g["unique"], g["reordered"], g["duplicates"]) == (0, 0, 0), \
                 f"{s_report} {g}; {facts}"
         assert status["io"]["workers"] == 2
-        assert status["worker"]["handoffs"] > 0 and status["worker"]["handoff_drops"] == 0, facts
+        # Which worker receives a flow is the kernel's fanout hash, so how many packets needed a
+        # hand-off varies from run to run (it can be none); the ring-port test forces them.
+        assert status["worker"]["handoff_drops"] == 0, facts
         assert all(p["rekeys_completed"] >= 5 for p in status["peers"]), status["peers"]
         assert status["dataplane"]["drops"] == {}, facts
         for i in (1, 2):
-            assert_no_drops(dep.daemons[i].status(), kernel_peer=True)
+            assert_no_drops(dep.daemons[i].status(), secondary=True)
