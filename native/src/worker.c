@@ -370,18 +370,18 @@ static unsigned handoff_take(struct lane *l, struct handoff **inbox, unsigned fr
     return got;
 }
 
-/* Hands bufs[i] to lane `owner` (its inbox from this lane): 1 when handed. */
-static int hand_to(struct lane *l, struct p3_io *in, struct handoff **owner_inbox, struct p3_iobuf *b)
+/* Hands b to the lane owning its peer (that lane's inbox from this one);
+ * dropped and counted when the inbox is full. */
+static void hand_to(struct lane *l, struct p3_io *in, struct handoff **owner_inbox, struct p3_iobuf *b)
 {
     /* Kept first: once it is in the ring the owner may free it at once. */
     in->ops->rx_keep(in, b);
     if (handoff_push(owner_inbox[l->index], b) != 0) {
         in->ops->buf_free(in, b);
         l->stats.handoff_drops++;
-        return 1;
+        return;
     }
     l->stats.handoffs++;
-    return 1;
 }
 
 /* Frees what other lanes handed in, once processed. */
@@ -464,7 +464,6 @@ static void lan_to_wan(struct lane *l)
         unsigned owner = peer % w->nlanes;
         if (owner != l->index) {
             struct p3_iobuf b = l->lan_in[i];
-            b.port = 0;
             memcpy(b.addr, &peer, sizeof(peer));   /* the route's answer travels with it */
             hand_to(l, &l->lan, w->lanes[owner].in_lan, &b);
             continue;

@@ -65,9 +65,7 @@ enum {
 /* One ethdev port: what its queues share. */
 struct port {
     uint16_t id;
-    int lan;
     uint16_t mtu;
-    unsigned nq;
     atomic_uint open_queues;      /* the last queue closed stops the port */
     struct rte_mempool *pool;
     pthread_spinlock_t ns_lock;   /* the link layer below */
@@ -463,8 +461,6 @@ static int port_up(const char *name, int lan, const struct p3dp_worker_config *c
     if (!p)
         return -607;
     p->id = id;
-    p->lan = lan;
-    p->nq = nq;
     p->mtu = cfg->mtu ? cfg->mtu : 1500;
     p->pool = shared_pool();
     pthread_spin_init(&p->ns_lock, PTHREAD_PROCESS_PRIVATE);
