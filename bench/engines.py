@@ -107,7 +107,7 @@ def run(seconds: float = 2.0, openssl_seconds: int = 3, write: bool = True) -> l
             seal[size], opened[size] = rates(engine, size, seconds)
         rows += [Row(engine, str(size), seal[size], opened[size]) for size in SIZES]
         rows.append(Row(engine, "IMIX", _imix(seal), _imix(opened)))
-    if os.path.exists(dataplane.CRYPTODEV_LIBRARY):
+    if os.path.exists(dataplane.DPDK_LIBRARY):
         for name, vdev in CRYPTODEVS.items():
             got = cryptodev_rates(vdev, sizes, seconds)
             seal = {s: got[s][0] for s in sizes}

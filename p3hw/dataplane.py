@@ -278,8 +278,9 @@ ENGINE_NAMES = {v: k for k, v in ENGINE_IDS.items()}
 #: Fault kinds of a lookaside engine -> P3DP_FAULT_*.
 FAULT_IDS = {"none": 0, "error": 1, "timeout": 2, "corrupt": 3, "gone": 4}
 FAULT_NAMES = {v: k for k, v in FAULT_IDS.items()}
-#: The DPDK cryptodev engine's own library (`make -C native dpdk`), dlopened by set_engine("cryptodev").
-CRYPTODEV_LIBRARY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "build",
+#: The DPDK library (`make -C native dpdk`): the cryptodev engine (dlopened by set_engine("cryptodev")) and the
+#: port backend (dlopened by a Worker on DPDK ports).
+DPDK_LIBRARY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "build",
                                  "libp3dpdk.so")
 #: EAL arguments when none are configured: no hugepages, no shared runtime files (several DPDK
 #: processes can run side by side), no PCI scan, the OpenSSL software crypto device.
@@ -396,7 +397,7 @@ class Dataplane:
             setattr(raw, name, value)
         keep = [ffi.new("char[]", getattr(p, name).encode()) for name in ("module_path", "token_label", "pin")]
         if kind == "cryptodev":
-            library = p.module_path or CRYPTODEV_LIBRARY
+            library = p.module_path or DPDK_LIBRARY
             if not os.path.exists(library):
                 raise P3Error("CRYPTODEV", f"the DPDK cryptodev engine is not built here ({library} is missing; "
                               "`make -C native dpdk` builds it where DPDK is installed)")
@@ -906,7 +907,7 @@ class Worker:
         if lan.version != wan.version:
             raise P3Error("DPDK_PORT", f"the LAN address {lan} and the WAN address {wan} are of different families")
         keep = [ffi.new("char[]", text.encode()) for text in (
-            dpdk.library or CRYPTODEV_LIBRARY, dpdk.eal_args or DEFAULT_EAL_ARGS, dpdk.lan_port, dpdk.wan_port)]
+            dpdk.library or DPDK_LIBRARY, dpdk.eal_args or DEFAULT_EAL_ARGS, dpdk.lan_port, dpdk.wan_port)]
         cfg.dpdk_library, cfg.eal_args, cfg.dpdk_lan_port, cfg.dpdk_wan_port = keep
         cfg.family = wan.version
         cfg.lan_prefix_len, cfg.wan_prefix_len = lan.network.prefixlen, wan.network.prefixlen

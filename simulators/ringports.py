@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from p3hw.dataplane import CRYPTODEV_LIBRARY
+from p3hw.dataplane import DPDK_LIBRARY
 from p3hw.reasons import P3Error
 
 EAL_ARGS = "--no-huge -m 512 --no-shconf --no-pci --no-telemetry --log-level=*:warning"
@@ -53,7 +53,7 @@ class RingPorts:
         self._buf = ffi.new("uint8_t[]", TEMPLATE_BYTES)
 
     @classmethod
-    def open(cls, eal_args: str = EAL_ARGS, library: str = CRYPTODEV_LIBRARY, queues: int = 1) -> RingPorts:
+    def open(cls, eal_args: str = EAL_ARGS, library: str = DPDK_LIBRARY, queues: int = 1) -> RingPorts:
         """The process's ring ports, ``queues`` queues each way on each (one per worker)."""
         global _opened
         if _opened is None:

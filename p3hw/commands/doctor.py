@@ -169,7 +169,7 @@ def check_cpu() -> list[dict[str, Any]]:
 
 def dpdk_library_path() -> str:
     """The DPDK library the extension dlopens for io = dpdk and crypto_engine = cryptodev."""
-    return dataplane.CRYPTODEV_LIBRARY
+    return dataplane.DPDK_LIBRARY
 
 
 def dynamic_entries(path: str) -> tuple[list[str], list[str]]:
@@ -413,7 +413,7 @@ def check_kernel() -> list[dict[str, Any]]:
 def checks(pkcs11_module: str | None = None, dpdk_library: str | None = None) -> list[dict[str, Any]]:
     """Each check: name, ok, detail, needed_by (and data for --json).
 
-    *dpdk_library*: the DPDK library to inspect instead of dataplane.CRYPTODEV_LIBRARY.
+    *dpdk_library*: the DPDK library to inspect instead of dataplane.DPDK_LIBRARY.
     """
     try:
         import elftools  # noqa: F401

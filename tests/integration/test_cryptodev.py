@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from p3hw.dataplane import CRYPTODEV_LIBRARY, Dataplane, EngineParams
+from p3hw.dataplane import DPDK_LIBRARY, Dataplane, EngineParams
 from p3hw.reasons import P3Error
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -123,11 +123,11 @@ print("RESULT " + json.dumps(out))
 @pytest.fixture(scope="module")
 def cryptodev_library() -> str:
     """The engine's library, built here if `make build` has not built it yet."""
-    if not os.path.exists(CRYPTODEV_LIBRARY):
+    if not os.path.exists(DPDK_LIBRARY):
         subprocess.run(["make", "-s", "-C", str(ROOT / "native"), "dpdk"], check=False, capture_output=True)
-    if not os.path.exists(CRYPTODEV_LIBRARY):
+    if not os.path.exists(DPDK_LIBRARY):
         pytest.skip("DPDK is not installed (pkg-config libdpdk): the cryptodev engine is not built")
-    return CRYPTODEV_LIBRARY
+    return DPDK_LIBRARY
 
 
 def run_scenario(scenario: str, eal: str, **extra: Any) -> dict[str, Any]:

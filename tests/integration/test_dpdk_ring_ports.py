@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from p3hw.dataplane import CRYPTODEV_LIBRARY
+from p3hw.dataplane import DPDK_LIBRARY
 
 pytestmark = [pytest.mark.dpdk]
 
@@ -221,8 +221,8 @@ print(json.dumps(out))
 
 
 def scenario(family: int) -> dict[str, Any]:
-    if not os.path.exists(CRYPTODEV_LIBRARY):
-        pytest.skip(f"{CRYPTODEV_LIBRARY} is not built (make -C native dpdk)")
+    if not os.path.exists(DPDK_LIBRARY):
+        pytest.skip(f"{DPDK_LIBRARY} is not built (make -C native dpdk)")
     proc = subprocess.run([sys.executable, "-c", SCENARIO, str(family)], capture_output=True, text=True,
                           timeout=120, cwd=ROOT)
     assert proc.returncode == 0, f"scenario crashed (rc {proc.returncode}):\n{proc.stderr[-3000:]}"
@@ -266,8 +266,8 @@ def test_garbage_frames_are_counted_and_dropped_and_forwarding_goes_on(result: d
 
 
 def test_a_daemon_whose_dpdk_port_is_missing_exits_with_the_reason_and_no_traceback(tmp_path: Path) -> None:
-    if not os.path.exists(CRYPTODEV_LIBRARY):
-        pytest.skip(f"{CRYPTODEV_LIBRARY} is not built (make -C native dpdk)")
+    if not os.path.exists(DPDK_LIBRARY):
+        pytest.skip(f"{DPDK_LIBRARY} is not built (make -C native dpdk)")
     psk = tmp_path / "b.psk"
     psk.write_text(os.urandom(32).hex() + "\n")
     psk.chmod(0o600)
@@ -363,8 +363,8 @@ print(json.dumps(out))
 @pytest.mark.netns
 def test_a_kernel_lan_host_on_a_net_tap_port_reaches_the_peer_and_back(tmp_path: Path) -> None:
     """net_tap: the kernel itself is the LAN host; it ARPs for the gateway and its datagrams cross both ways."""
-    if not os.path.exists(CRYPTODEV_LIBRARY):
-        pytest.skip(f"{CRYPTODEV_LIBRARY} is not built (make -C native dpdk)")
+    if not os.path.exists(DPDK_LIBRARY):
+        pytest.skip(f"{DPDK_LIBRARY} is not built (make -C native dpdk)")
     if os.geteuid() != 0:
         pytest.skip("net_tap needs root (a TAP interface in a namespace of its own)")
     # unshare -n: the TAP interface and its routes live in a throw-away network namespace.
@@ -502,8 +502,8 @@ print(json.dumps(out))
 
 def test_two_workers_each_seal_and_open_their_own_peers_and_hand_the_rest_over_in_order() -> None:
     """Two workers on two queues: every packet reaches the worker owning its peer, flows stay in order."""
-    if not os.path.exists(CRYPTODEV_LIBRARY):
-        pytest.skip(f"{CRYPTODEV_LIBRARY} is not built (make -C native dpdk)")
+    if not os.path.exists(DPDK_LIBRARY):
+        pytest.skip(f"{DPDK_LIBRARY} is not built (make -C native dpdk)")
     proc = subprocess.run([sys.executable, "-c", LANES_SCENARIO], capture_output=True, text=True, timeout=120,
                           cwd=ROOT)
     assert proc.returncode == 0, f"scenario crashed (rc {proc.returncode}):\n{proc.stderr[-3000:]}"

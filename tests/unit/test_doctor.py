@@ -76,7 +76,7 @@ def test_a_missing_p3hw_pmd_is_named_not_present(tmp_path: Path, monkeypatch: py
 # --- the DPDK library (build/libp3dpdk.so) ---------------------------------------
 
 def test_doctor_reports_the_built_dpdk_library_usable() -> None:
-    library = dataplane.CRYPTODEV_LIBRARY
+    library = dataplane.DPDK_LIBRARY
     if not os.path.exists(library):
         # Locally without libdpdk-dev 'make build' skips it; in CI (P3HW_CI=1) this skip is a failure.
         pytest.skip(f"{library} is not built (make build; needs libdpdk-dev)")
@@ -103,7 +103,7 @@ def _other_library() -> str:
 @pytest.mark.parametrize("what", ["other-library", "truncated", "text", "empty", "missing"])
 def test_a_doctored_dpdk_library_is_refused_with_p3_e606(tmp_path: Path, what: str) -> None:
     fake = tmp_path / "libp3dpdk.so"
-    real = dataplane.CRYPTODEV_LIBRARY if os.path.exists(dataplane.CRYPTODEV_LIBRARY) else _other_library()
+    real = dataplane.DPDK_LIBRARY if os.path.exists(dataplane.DPDK_LIBRARY) else _other_library()
     expected = {"other-library": "does not export p3_cryptodev_open, p3_dpdk_ports_open",
                 "truncated": "damaged or truncated", "text": "not an ELF file", "empty": "not an ELF file",
                 "missing": "does not exist"}[what]
