@@ -70,6 +70,9 @@ def test_dpdk_gateway_answers_arp_and_carries_the_first_ping_both_ways(mixed: tu
     towards_b = topo.ping(topo.a.lan_ns, topo.b.host4, count=5, interval_s=0.1)
     assert towards_a.received == 5, towards_a.output
     assert towards_b.received == 5, towards_b.output
+    # The status file is rewritten twice a second: wait for one written after the pings.
+    dep.wait(lambda: ((dep.daemons[0].status() or {}).get("worker") or {}).get("lan_rx_packets", 0) >= 10,
+             5, "a status written after the pings")
     status = dep.daemons[0].status()
     assert status is not None
     worker = status["worker"]
@@ -128,7 +131,9 @@ def test_dpdk_gateway_interoperates_in_every_role_family_and_transport(
         for src, dst in ((topo.a, topo.b), (topo.b, topo.a)):
             result = topo.ping(src.lan_ns, host(dst, family), count=10, interval_s=0.05)
             assert result.received == 10, result.output
-        time.sleep(0.6)   # one more status write after the pings
+        # The status file is rewritten twice a second: wait for one written after the pings.
+        dep.wait(lambda: ((dep.daemons[dpdk_site].status() or {}).get("worker") or {}).get("lan_tx_packets", 0)
+                 >= 10, 5, "a status written after the pings")
         dpdk = dep.daemons[dpdk_site].status()
         assert dpdk is not None
         assert dpdk["worker"]["lan_rx_packets"] >= 10 and dpdk["worker"]["lan_tx_packets"] >= 10, dpdk["worker"]
