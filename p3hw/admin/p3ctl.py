@@ -108,6 +108,17 @@ def _show_status(result: dict[str, Any]) -> str:
         drops = ", ".join(f"{k} {v}" for k, v in sorted((dataplane.get("drops") or {}).items()) if v) or "none"
         lines.append(f"dataplane: sealed {dataplane.get('sealed_packets')}, opened {dataplane.get('opened_packets')}, "
                      f"control {dataplane.get('control_packets')}; drops: {drops}")
+    io, worker = result.get("io"), result.get("worker") or {}
+    if io and io.get("backend") == "dpdk":
+        # DPDK ports have no kernel counters to look at: the link layer's are here (docs/dpdk.md).
+        lines.append(f"io: DPDK ports {io.get('lan_port')} (LAN {io.get('lan_address')}) and {io.get('wan_port')} "
+                     f"(WAN), {io.get('workers')} worker(s); link replies {worker.get('link_replies', 0)}, "
+                     f"link drops {worker.get('link_drops', 0)}, neighbour drops {worker.get('neighbour_drops', 0)}, "
+                     f"tx full {worker.get('tx_full_drops', 0)}, hand-offs {worker.get('handoffs', 0)} "
+                     f"(dropped {worker.get('handoff_drops', 0)})")
+    elif io:
+        lines.append(f"io: kernel, interface {io.get('interface')}, transport {io.get('transport')}, "
+                     f"UDP port {io.get('udp_port')}")
     return "\n".join(lines)
 
 

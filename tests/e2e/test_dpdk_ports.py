@@ -11,6 +11,8 @@ or reordered (docs/dpdk.md).
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -83,6 +85,11 @@ def test_dpdk_gateway_answers_arp_and_carries_the_first_ping_both_ways(mixed: tu
                             "lan_address": "10.1.0.1/24", "udp_port": 5653, "workers": 1}
     assert status["engine"]["engine"] == "cryptodev" and status["engine"]["active"] == "cryptodev"
     assert status["engine"]["engine_ops"] > 0 and status["engine"]["failovers"] == 0
+    # An operator sees the same through p3ctl.
+    done = subprocess.run([sys.executable, "-m", "p3hw.admin.p3ctl", "--socket", str(dep.admin_socket(topo.a)),
+                           "status"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "io: DPDK ports net_af_packet0 (LAN 10.1.0.1/24) and net_af_packet1 (WAN), 1 worker(s)" in done.stdout
 
 
 def test_tcp_and_udp_cross_the_mixed_pair_under_rekeys_with_nothing_lost(

@@ -316,3 +316,17 @@ def test_json_flag_may_follow_the_command(served: ServedTarget, capsys: pytest.C
     assert [p["id"] for p in json.loads(capsys.readouterr().out)["peers"]] == [2]
     assert p3ctl.main(["--socket", served.socket_path, "group", "list", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == {"groups": [], "summary": "0 group(s)"}
+
+
+def test_status_shows_where_packets_go_and_the_dpdk_link_counters() -> None:
+    base = {"role": "primary", "address": "198.18.0.1", "pid": 1, "summary": "1 session", "peers": []}
+    dpdk = p3ctl._show_status({**base, "io": {"backend": "dpdk", "lan_port": "net_af_packet0",
+                                              "wan_port": "net_af_packet1", "lan_address": "10.1.0.1/24",
+                                              "workers": 2, "udp_port": 5653},
+                               "worker": {"link_replies": 3, "link_drops": 1, "neighbour_drops": 0,
+                                          "tx_full_drops": 0, "handoffs": 40, "handoff_drops": 0}})
+    assert ("io: DPDK ports net_af_packet0 (LAN 10.1.0.1/24) and net_af_packet1 (WAN), 2 worker(s); "
+            "link replies 3, link drops 1, neighbour drops 0, tx full 0, hand-offs 40 (dropped 0)") in dpdk
+    kernel = p3ctl._show_status({**base, "io": {"backend": "kernel", "interface": "p3-0", "transport": "esp",
+                                                "udp_port": 5653}})
+    assert "io: kernel, interface p3-0, transport esp, UDP port 5653" in kernel
