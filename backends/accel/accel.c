@@ -16,7 +16,7 @@
  * doorbell; dequeue returns completions in submission order, checks each
  * one's checksum over the output it names, notices a hung device (oldest op
  * older than timeout_us) or a missing one, resets the device, and hands the
- * in-flight ops back with status -609 and the fault kind so the dataplane
+ * in-flight ops back with status -P3R_ACCEL_FAULT and the fault kind so the dataplane
  * re-runs them on the fallback engine. A reset waits for the device to
  * acknowledge at an op boundary, so after it nothing writes into the
  * packets' buffers any more.
@@ -196,7 +196,7 @@ static uint32_t device_gcm(struct accel_engine *e, struct p3_crypto_op *op, int 
     put_be64(iv + 4, op->seq);
     if (e->token) {
         int rc = p3_p11_gcm(e->token, op->sa->token_key, iv, op, tag_flip);
-        return rc == 0 ? CPL_OK : rc == -202 ? CPL_AUTH : CPL_ERROR;
+        return rc == 0 ? CPL_OK : rc == -P3R_DP_AUTH_FAILED ? CPL_AUTH : CPL_ERROR;
     }
     if (!EVP_CipherInit_ex(c, NULL, NULL, NULL, iv, -1))
         return CPL_ERROR;
@@ -376,7 +376,7 @@ static void fail_in_flight(struct accel_engine *e, uint8_t kind)
         if (!p->on_device)
             continue;
         p->on_device = 0;
-        p->op->status = -609;
+        p->op->status = -P3R_ACCEL_FAULT;
         p->op->fault = kind;
     }
     device_reset(e);
@@ -398,7 +398,7 @@ static uint16_t accel_enqueue(void *engine, struct p3_crypto_op **ops, uint16_t 
         if (!present) {
             /* A device that is gone takes nothing: the op comes back as a fault. */
             p->on_device = 0;
-            op->status = -609;
+            op->status = -P3R_ACCEL_FAULT;
             op->fault = P3_FAULT_GONE;
         } else {
             p->on_device = 1;
@@ -442,12 +442,12 @@ static uint16_t accel_dequeue(void *engine, struct p3_crypto_op **ops, uint16_t 
         if ((int32_t)(done - p->sqi) > 0) {
             const struct accel_cpl *c = &e->cq[p->sqi & e->mask];
             if (c->code == CPL_ERROR) {
-                op->status = -609;
+                op->status = -P3R_ACCEL_FAULT;
                 op->fault = P3_FAULT_ERROR;
             } else if (c->code == CPL_AUTH) {
-                op->status = -202;      /* the dataplane confirms it on the fallback */
+                op->status = -P3R_DP_AUTH_FAILED;      /* the dataplane confirms it on the fallback */
             } else if (c->checksum != op_checksum(op)) {
-                op->status = -609;
+                op->status = -P3R_ACCEL_FAULT;
                 op->fault = P3_FAULT_CORRUPT;
             } else {
                 op->status = 0;
@@ -529,7 +529,7 @@ static int accel_health(void *engine)
     struct p3_crypto_op op, *done = NULL;
 
     if (!atomic_load(&e->sh->present))
-        return -609;
+        return -P3R_ACCEL_FAULT;
     memset(&op, 0, sizeof(op));
     op.sa = e->kat_sa;
     op.seq = 1;
@@ -540,12 +540,12 @@ static int accel_health(void *engine)
     op.seg[0] = (struct p3_crypto_seg){ e->kat_in, e->kat_out, sizeof(e->kat_in) };
     struct p3_crypto_op *one = &op;
     if (accel_enqueue(e, &one, 1) != 1)
-        return -609;
+        return -P3R_ACCEL_FAULT;
     while (accel_dequeue(e, &done, 1) == 0)
         ;
     if (op.status != 0 || memcmp(e->kat_out, e->kat_expect, 64) != 0 ||
         memcmp(e->kat_tag, e->kat_expect + 64, 16) != 0)
-        return -609;
+        return -P3R_ACCEL_FAULT;
     return 0;
 }
 
@@ -648,7 +648,7 @@ void *p3_pkcs11_engine_new(const struct p3dp_engine_params *params, int *err)
     struct p3_p11 *token;
     void *e;
     if (!params) {
-        *err = -600;
+        *err = -P3R_PKCS11_MODULE;
         return NULL;
     }
     token = p3_p11_open(params->module_path, params->token_label, params->pin, err);
@@ -656,7 +656,7 @@ void *p3_pkcs11_engine_new(const struct p3dp_engine_params *params, int *err)
         return NULL;
     e = engine_new(params, token);
     if (!e)
-        *err = -603;
+        *err = -P3R_PKCS11_OPERATION;
     return e;
 }
 

@@ -237,16 +237,16 @@ static int run_gcm(struct aesni_engine *e, struct p3_crypto_op *op)
     memcpy(iv, op->sa->salt, 4);
     put_be64(iv + 4, op->seq);          /* RFC 4106 §4: salt ‖ explicit IV */
     if (!gcm_start(c, e->gcm_iv_param, iv, op->op == P3_CRYPTO_OPEN ? op->tag : NULL))
-        return -215;
+        return -P3R_DP_CRYPTO_ENGINE;
     if (!EVP_CipherUpdate(c, NULL, &outl, op->aad, 16))
-        return -215;
+        return -P3R_DP_CRYPTO_ENGINE;
     for (unsigned i = 0; i < op->nseg; i++)
         if (!EVP_CipherUpdate(c, op->seg[i].dst, &outl, op->seg[i].src, (int)op->seg[i].len))
-            return -215;
+            return -P3R_DP_CRYPTO_ENGINE;
     if (EVP_CipherFinal_ex(c, final_block, &outl) <= 0)
-        return op->op == P3_CRYPTO_OPEN ? -202 : -215;
+        return op->op == P3_CRYPTO_OPEN ? -P3R_DP_AUTH_FAILED : -P3R_DP_CRYPTO_ENGINE;
     if (op->op == P3_CRYPTO_SEAL && !get_tag(c, op->tag))
-        return -215;
+        return -P3R_DP_CRYPTO_ENGINE;
     return 0;
 }
 
@@ -266,7 +266,7 @@ static int run_ccm(struct aesni_engine *e, struct p3_crypto_op *op)
     } else {
         size_t at = 0;
         if (op->stream_len > e->scratch_bytes)
-            return -205;
+            return -P3R_DP_TOO_BIG;
         for (unsigned i = 0; i < op->nseg; i++) {
             memcpy(e->scratch + at, op->seg[i].src, op->seg[i].len);
             at += op->seg[i].len;
@@ -276,18 +276,18 @@ static int run_ccm(struct aesni_engine *e, struct p3_crypto_op *op)
     memcpy(iv, op->sa->salt, 3);
     put_be64(iv + 3, op->seq);          /* RFC 4309 §4: salt(3) ‖ IV(8) */
     if (!EVP_CipherInit_ex(c, NULL, NULL, NULL, iv, -1))
-        return -215;
+        return -P3R_DP_CRYPTO_ENGINE;
     if (op->op == P3_CRYPTO_OPEN && !set_tag(c, op->tag))
-        return -215;
+        return -P3R_DP_CRYPTO_ENGINE;
     if (!EVP_CipherUpdate(c, NULL, &outl, NULL, (int)op->stream_len) ||
         !EVP_CipherUpdate(c, NULL, &outl, op->aad, 16))
-        return -215;
+        return -P3R_DP_CRYPTO_ENGINE;
     if (!EVP_CipherUpdate(c, dst, &outl, src, (int)op->stream_len))
-        return op->op == P3_CRYPTO_OPEN ? -202 : -215;
+        return op->op == P3_CRYPTO_OPEN ? -P3R_DP_AUTH_FAILED : -P3R_DP_CRYPTO_ENGINE;
     if (op->op == P3_CRYPTO_SEAL) {
         if (EVP_CipherFinal_ex(c, final_block, &outl) <= 0 ||
             !get_tag(c, op->tag))
-            return -215;
+            return -P3R_DP_CRYPTO_ENGINE;
     }
     if (op->nseg != 1) {
         size_t at = 0;
@@ -316,29 +316,29 @@ static int run_ctr_hmac(struct p3_crypto_op *op)
     if (!EVP_CipherInit_ex(c, NULL, NULL, NULL, block, -1) ||
         !EVP_MAC_init(m, NULL, 0, NULL) ||
         !EVP_MAC_update(m, op->aad, 16) || !EVP_MAC_update(m, block + 4, 8))
-        return -215;
+        return -P3R_DP_CRYPTO_ENGINE;
     if (op->op == P3_CRYPTO_SEAL) {
         for (unsigned i = 0; i < op->nseg; i++) {
             if (!EVP_CipherUpdate(c, op->seg[i].dst, &outl, op->seg[i].src, (int)op->seg[i].len) ||
                 !EVP_MAC_update(m, op->seg[i].dst, op->seg[i].len))
-                return -215;
+                return -P3R_DP_CRYPTO_ENGINE;
         }
         if (!EVP_MAC_final(m, mac, &macl, sizeof(mac)))
-            return -215;
+            return -P3R_DP_CRYPTO_ENGINE;
         memcpy(op->tag, mac, 16);
         OPENSSL_cleanse(mac, sizeof(mac));
         return 0;
     }
     for (unsigned i = 0; i < op->nseg; i++)
         if (!EVP_MAC_update(m, op->seg[i].src, op->seg[i].len))
-            return -215;
+            return -P3R_DP_CRYPTO_ENGINE;
     if (!EVP_MAC_final(m, mac, &macl, sizeof(mac)))
-        return -215;
+        return -P3R_DP_CRYPTO_ENGINE;
     if (CRYPTO_memcmp(mac, op->tag, 16) != 0)
-        return -202;
+        return -P3R_DP_AUTH_FAILED;
     for (unsigned i = 0; i < op->nseg; i++)
         if (!EVP_CipherUpdate(c, op->seg[i].dst, &outl, op->seg[i].src, (int)op->seg[i].len))
-            return -215;
+            return -P3R_DP_CRYPTO_ENGINE;
     return 0;
 }
 
@@ -352,7 +352,7 @@ static uint16_t aesni_enqueue(void *engine, struct p3_crypto_op **ops, uint16_t 
         uint32_t c = op->sa->cipher;
         int rc;
         if (op->sa->direction != op->op)
-            rc = -214;
+            rc = -P3R_DP_BAD_ARGUMENT;
         else if (is_gcm(c))
             rc = run_gcm(e, op);
         else if (is_ccm(c))

@@ -35,13 +35,13 @@ int p3_cryptodev_engine_start(const struct p3dp_engine_params *params, const str
     if (!lib) {
         fprintf(stderr, "p3hw cryptodev: %s (build it with `make -C native dpdk`; needs libdpdk-dev)\n",
                 dlerror());
-        return -608;
+        return -P3R_CRYPTODEV;
     }
     *(void **)&open_fn = dlsym(lib, "p3_cryptodev_open");
     if (!open_fn) {
         fprintf(stderr, "p3hw cryptodev: %s is not the p3hw cryptodev library\n", path);
         dlclose(lib);
-        return -608;
+        return -P3R_CRYPTODEV;
     }
     return open_fn(params, params ? params->eal_args : NULL, engine, state);
 }

@@ -20,13 +20,13 @@ int p3_dpdk_ports_load(const struct p3dp_worker_config *cfg, unsigned nq, struct
     void *lib = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
     if (!lib) {
         fprintf(stderr, "p3hw dpdk: %s (build it with `make -C native dpdk`; needs libdpdk-dev)\n", dlerror());
-        return -606;
+        return -P3R_DPDK_UNAVAILABLE;
     }
     *(void **)&open_fn = dlsym(lib, "p3_dpdk_ports_open");
     if (!open_fn) {
         fprintf(stderr, "p3hw dpdk: %s is not the p3hw DPDK library\n", path);
         dlclose(lib);
-        return -606;
+        return -P3R_DPDK_UNAVAILABLE;
     }
     return open_fn(cfg, nq, lan, wan);
 }

@@ -78,7 +78,7 @@ void p3_p11_close(struct p3_p11 *t)
 }
 
 /* The slot whose token carries this label (CK_TOKEN_INFO.label is 32
- * octets, blank padded), or -602. */
+ * octets, blank padded), or -P3R_PKCS11_TOKEN. */
 static int find_slot(struct p3_p11 *t, const char *label, CK_SLOT_ID *slot)
 {
     CK_SLOT_ID slots[64];
@@ -87,7 +87,7 @@ static int find_slot(struct p3_p11 *t, const char *label, CK_SLOT_ID *slot)
     size_t len = strlen(label);
 
     if (len > 32 || t->f->C_GetSlotList(CK_TRUE, slots, &n) != CKR_OK)
-        return -602;
+        return -P3R_PKCS11_TOKEN;
     memset(want, ' ', sizeof(want));
     memcpy(want, label, len);
     for (CK_ULONG i = 0; i < n && i < 64; i++) {
@@ -97,7 +97,7 @@ static int find_slot(struct p3_p11 *t, const char *label, CK_SLOT_ID *slot)
             return 0;
         }
     }
-    return -602;
+    return -P3R_PKCS11_TOKEN;
 }
 
 struct p3_p11 *p3_p11_open(const char *module, const char *label, const char *pin, int *err)
@@ -108,12 +108,12 @@ struct p3_p11 *p3_p11_open(const char *module, const char *label, const char *pi
     CK_SLOT_ID slot = 0;
     CK_RV rv;
 
-    *err = -603;
+    *err = -P3R_PKCS11_OPERATION;
     if (!t)
         return NULL;
     pthread_mutex_init(&t->admin_lock, NULL);
     if (!module || !*module || !label || !pin) {
-        *err = -600;
+        *err = -P3R_PKCS11_MODULE;
         goto fail;
     }
     t->room = P3DP_MAX_FRAME_BYTES + 64;
@@ -124,7 +124,7 @@ struct p3_p11 *p3_p11_open(const char *module, const char *label, const char *pi
     /* doctor and the config check verify the ELF exports first; here a
      * wrong file is still only an error, never a crash. */
     t->lib = dlopen(module, RTLD_NOW | RTLD_LOCAL);
-    *err = -600;
+    *err = -P3R_PKCS11_MODULE;
     if (!t->lib)
         goto fail;
     get_list = (CK_C_GetFunctionList)(uintptr_t)dlsym(t->lib, "C_GetFunctionList");
@@ -141,7 +141,7 @@ struct p3_p11 *p3_p11_open(const char *module, const char *label, const char *pi
         goto fail;
     if ((*err = find_slot(t, label, &slot)) != 0)
         goto fail;
-    *err = -603;
+    *err = -P3R_PKCS11_OPERATION;
     if (t->f->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &t->admin) != CKR_OK)
         goto fail;
     t->admin_open = 1;
@@ -150,7 +150,7 @@ struct p3_p11 *p3_p11_open(const char *module, const char *label, const char *pi
     t->crypto_open = 1;
     rv = t->f->C_Login(t->admin, CKU_USER, (CK_UTF8CHAR_PTR)(uintptr_t)pin, (CK_ULONG)strlen(pin));
     if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) {
-        *err = pin_error(rv) ? -601 : -603;
+        *err = pin_error(rv) ? -P3R_PKCS11_PIN : -P3R_PKCS11_OPERATION;
         goto fail;
     }
     *err = 0;
@@ -185,7 +185,7 @@ int p3_p11_key_new(struct p3_p11 *t, const uint8_t *key, size_t len, int encrypt
     rv = t->f->C_CreateObject(t->admin, tmpl, sizeof(tmpl) / sizeof(tmpl[0]), &h);
     pthread_mutex_unlock(&t->admin_lock);
     if (rv != CKR_OK)
-        return -603;
+        return -P3R_PKCS11_OPERATION;
     *handle = h;
     return 0;
 }
@@ -220,7 +220,7 @@ int p3_p11_key_sealed_in(struct p3_p11 *t, unsigned long handle)
 
 /* One RFC 4106 op in the token, on the worker thread: the segments are
  * gathered (open: the tag appended, as C_Decrypt wants ciphertext ‖ tag),
- * the token called, the result scattered back. 0, -202 or -609. tag_flip
+ * the token called, the result scattered back. 0, -P3R_DP_AUTH_FAILED or -P3R_ACCEL_FAULT. tag_flip
  * is the injected corrupted-input fault (backends/accel/accel.c). */
 int p3_p11_gcm(struct p3_p11 *t, unsigned long handle, const uint8_t *iv, struct p3_crypto_op *op, int tag_flip)
 {
@@ -231,7 +231,7 @@ int p3_p11_gcm(struct p3_p11 *t, unsigned long handle, const uint8_t *iv, struct
     CK_RV rv;
 
     if (op->stream_len + 16 > t->room)
-        return -609;
+        return -P3R_ACCEL_FAULT;
     for (unsigned i = 0; i < op->nseg; i++) {
         memcpy(t->in + at, op->seg[i].src, op->seg[i].len);
         at += op->seg[i].len;
@@ -248,7 +248,7 @@ int p3_p11_gcm(struct p3_p11 *t, unsigned long handle, const uint8_t *iv, struct
         if (rv == CKR_OK)
             rv = t->f->C_Encrypt(t->crypto, t->in, (CK_ULONG)at, t->out, &out_len);
         if (rv != CKR_OK || out_len != at + 16)
-            return -609;
+            return -P3R_ACCEL_FAULT;
         memcpy(op->tag, t->out + at, 16);
     } else {
         memcpy(t->in + at, op->tag, 16);
@@ -256,16 +256,16 @@ int p3_p11_gcm(struct p3_p11 *t, unsigned long handle, const uint8_t *iv, struct
             t->in[at + 5] ^= 0x10;      /* the simulator's corrupted-input fault */
         rv = t->f->C_DecryptInit(t->crypto, &mech, handle);
         if (rv != CKR_OK)
-            return -609;
+            return -P3R_ACCEL_FAULT;
         rv = t->f->C_Decrypt(t->crypto, t->in, (CK_ULONG)at + 16, t->out, &out_len);
         /* A bad tag is CKR_ENCRYPTED_DATA_INVALID in PKCS#11 v3.0 terms, but
          * SoftHSM2 2.6 says CKR_GENERAL_ERROR: any failed C_Decrypt is an
          * authentication failure here, and the dataplane confirms it on the
          * fallback before calling the packet forged (docs/engines.md). */
         if (rv != CKR_OK)
-            return -202;
+            return -P3R_DP_AUTH_FAILED;
         if (out_len != at)
-            return -609;
+            return -P3R_ACCEL_FAULT;
     }
     at = 0;
     for (unsigned i = 0; i < op->nseg; i++) {
@@ -284,7 +284,7 @@ struct p3_p11 {
 struct p3_p11 *p3_p11_open(const char *module, const char *label, const char *pin, int *err)
 {
     (void)module; (void)label; (void)pin;
-    *err = -211;
+    *err = -P3R_DP_BAD_CIPHER;
     return NULL;
 }
 
@@ -293,7 +293,7 @@ void p3_p11_close(struct p3_p11 *t) { (void)t; }
 int p3_p11_key_new(struct p3_p11 *t, const uint8_t *key, size_t len, int encrypt, unsigned long *handle)
 {
     (void)t; (void)key; (void)len; (void)encrypt; (void)handle;
-    return -211;
+    return -P3R_DP_BAD_CIPHER;
 }
 
 void p3_p11_key_free(struct p3_p11 *t, unsigned long handle) { (void)t; (void)handle; }
@@ -307,7 +307,7 @@ int p3_p11_key_sealed_in(struct p3_p11 *t, unsigned long handle)
 int p3_p11_gcm(struct p3_p11 *t, unsigned long handle, const uint8_t *iv, struct p3_crypto_op *op, int tag_flip)
 {
     (void)t; (void)handle; (void)iv; (void)op; (void)tag_flip;
-    return -609;
+    return -P3R_ACCEL_FAULT;
 }
 
 #endif

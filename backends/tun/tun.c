@@ -206,7 +206,7 @@ static int tun_rx(struct p3_io *io, struct p3_iobuf *bufs, unsigned n)
                 continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK)
                 break;
-            return got ? (int)got : -901;
+            return got ? (int)got : -P3R_OS_ERROR;
         }
         if (!st->vnet) {
             if (r == 0)
@@ -410,13 +410,13 @@ int p3_io_tun_setup_vnet(struct p3_io *io, int vnet)
 {
     struct tun_state *st = calloc(1, sizeof(*st));
     if (!st)
-        return -213;
+        return -P3R_DP_TABLE_FULL;
     if (vnet) {
         st->vnet = 1;
         st->super = malloc(SUPER_BYTES);
         if (!st->super) {
             free(st);
-            return -213;
+            return -P3R_DP_TABLE_FULL;
         }
     }
     io->state = st;

@@ -62,7 +62,7 @@ int p3_io_mmsg_rx(struct p3_io *io, struct p3_iobuf *bufs, unsigned n)
     }
     int r = recvmmsg(io->fd, m->rx_msgs, P3_IO_RX_MSGS, MSG_DONTWAIT, NULL);
     if (r < 0)
-        return (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) ? 0 : -901;
+        return (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) ? 0 : -P3R_OS_ERROR;
     for (int i = 0; i < r; i++) {
         m->rx_segment[i] = 0;
         struct msghdr *h = &m->rx_msgs[i].msg_hdr;

@@ -15,6 +15,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "p3_reasons.h"
 
 enum { P3_CRYPTO_SEAL = 1, P3_CRYPTO_OPEN = 2 };
 
@@ -42,9 +43,9 @@ struct p3_crypto_op {
     uint32_t stream_len;          /* sum of seg[].len */
     uint8_t op;                   /* P3_CRYPTO_SEAL / P3_CRYPTO_OPEN */
     uint8_t nseg;
-    int16_t status;               /* set by the engine: 0 or -reason (-202 auth, -215 engine,
-                                     -609 a lookaside device fault) */
-    uint8_t fault;                /* with -609: P3DP_FAULT_* (error, timeout, corrupt, gone) */
+    int16_t status;               /* set by the engine: 0 or -reason (-P3R_DP_AUTH_FAILED auth, -P3R_DP_CRYPTO_ENGINE engine,
+                                     -P3R_ACCEL_FAULT a lookaside device fault) */
+    uint8_t fault;                /* with -P3R_ACCEL_FAULT: P3DP_FAULT_* (error, timeout, corrupt, gone) */
     void *user;                   /* the caller's packet */
     struct p3_crypto_seg seg[P3_CRYPTO_MAX_SEGS];
 };
@@ -64,12 +65,12 @@ struct p3_crypto_engine {
     uint16_t (*dequeue)(void *engine, struct p3_crypto_op **ops, uint16_t n);
     void (*engine_free)(void *engine);
     /* Lookaside engines: 0 when the device is present and passes a
-     * known-answer op, else -609. NULL for synchronous engines (always ready).
+     * known-answer op, else -P3R_ACCEL_FAULT. NULL for synchronous engines (always ready).
      * The dataplane probes it to return from the fallback (docs/engines.md). */
     int (*health)(void *engine);
 };
 
-/* Fault kinds a lookaside engine reports with status -609 (P3-E609). */
+/* Fault kinds a lookaside engine reports with status -P3R_ACCEL_FAULT (P3-E609). */
 enum { P3_FAULT_NONE = 0, P3_FAULT_ERROR = 1, P3_FAULT_TIMEOUT = 2, P3_FAULT_CORRUPT = 3,
        P3_FAULT_GONE = 4, P3_FAULT_KINDS = 5 };
 
@@ -86,8 +87,8 @@ extern const struct p3_crypto_engine p3_accel_engine;
 
 /* The PKCS#11 engine (docs/engines.md): the same lookaside driver and worker
  * thread as the simulator, the crypto done by a token through C_Encrypt /
- * C_Decrypt with CKM_AES_GCM. NULL with *err = -600 (module), -601 (PIN),
- * -602 (token), -603 (operation) or -211 (not built in). */
+ * C_Decrypt with CKM_AES_GCM. NULL with *err = -P3R_PKCS11_MODULE (module), -P3R_PKCS11_PIN (PIN),
+ * -P3R_PKCS11_TOKEN (token), -P3R_PKCS11_OPERATION (operation) or -P3R_DP_BAD_CIPHER (not built in). */
 void *p3_pkcs11_engine_new(const struct p3dp_engine_params *params, int *err);
 extern const struct p3_crypto_engine p3_pkcs11_engine;
 /* 1 when the SA's key is a sensitive, non-extractable token object, else 0. */
@@ -188,7 +189,7 @@ void p3_io_tun_teardown(struct p3_io *io);
 struct p3dp_worker_config;
 /* The library's one entry point for the ports: nq queues on each port (one
  * per worker; RSS spreads the traffic), lan[i] and wan[i] are queue i.
- * 0, or -606 (no DPDK, EAL), -607 (a port). */
+ * 0, or -P3R_DPDK_UNAVAILABLE (no DPDK, EAL), -P3R_DPDK_PORT (a port). */
 typedef int (*p3_dpdk_ports_open_fn)(const struct p3dp_worker_config *cfg, unsigned nq, struct p3_io *lan,
                                      struct p3_io *wan);
 int p3_dpdk_ports_load(const struct p3dp_worker_config *cfg, unsigned nq, struct p3_io *lan, struct p3_io *wan);

@@ -7,13 +7,14 @@
  *
  * Error codes: every function that can fail returns 0 or a negative number
  * whose absolute value is the number of a reason code in p3hw/reasons.py
- * (-203 is P3-E203, DP_REPLAY).
+ * (-P3R_DP_REPLAY is P3-E203, DP_REPLAY).
  */
 #ifndef P3DP_H
 #define P3DP_H
 
 #include <stddef.h>
 #include <stdint.h>
+#include "p3_reasons.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -183,7 +184,7 @@ size_t p3dp_seal_burst(p3dp_ctx *ctx, p3dp_pkt *pkts, size_t n, uint32_t flags);
 size_t p3dp_open_burst(p3dp_ctx *ctx, p3dp_pkt *pkts, size_t n, uint32_t flags);
 
 /* Bare primitives (OpenSSL EVP), for test vectors and tools. cipher is
- * P3DP_AES_*_GCM or *_CCM. Return 0, -202 on a bad tag, -211/-214 on bad arguments. */
+ * P3DP_AES_*_GCM or *_CCM. Return 0, -P3R_DP_AUTH_FAILED on a bad tag, -P3R_DP_BAD_CIPHER/-P3R_DP_BAD_ARGUMENT on bad arguments. */
 int p3dp_aead_seal(uint32_t cipher, const uint8_t *key, const uint8_t *nonce, size_t nonce_len,
                    const uint8_t *aad, size_t aad_len, const uint8_t *in, size_t len,
                    uint8_t *out, uint8_t *tag, size_t tag_len);
@@ -205,11 +206,11 @@ typedef struct p3dp_routes p3dp_routes;
 
 p3dp_routes *p3dp_routes_new(void);
 void p3dp_routes_free(p3dp_routes *routes);
-/* Add or replace prefix/len -> peer. -214 bad argument (host bits set, len
- * out of range, family, peer > P3DP_ROUTE_PEER_MAX), -213 table full. */
+/* Add or replace prefix/len -> peer. -P3R_DP_BAD_ARGUMENT bad argument (host bits set, len
+ * out of range, family, peer > P3DP_ROUTE_PEER_MAX), -P3R_DP_TABLE_FULL table full. */
 int p3dp_route_add(p3dp_routes *routes, int family, const uint8_t *prefix,
                    unsigned int prefix_len, uint32_t peer);
-/* -217 (DP_ROUTE_NOT_FOUND) when the exact prefix is not present. */
+/* -P3R_DP_ROUTE_NOT_FOUND (DP_ROUTE_NOT_FOUND) when the exact prefix is not present. */
 int p3dp_route_del(p3dp_routes *routes, int family, const uint8_t *prefix,
                    unsigned int prefix_len);
 /* The peer of the longest matching prefix, or P3DP_NO_PEER. */
@@ -274,14 +275,14 @@ typedef struct p3dp_flows_terminated {
 p3dp_flows *p3dp_flows_new(uint32_t capacity, uint64_t tcp_idle_ms, uint64_t other_idle_ms);
 void p3dp_flows_free(p3dp_flows *flows);
 /* direction: P3DP_FLOW_FROM_LAN or P3DP_FLOW_TO_LAN. Returns a
- * P3DP_FLOW_TRACKED/CLOSED/IGNORED result, or -214 on a bad argument. */
+ * P3DP_FLOW_TRACKED/CLOSED/IGNORED result, or -P3R_DP_BAD_ARGUMENT on a bad argument. */
 int p3dp_flows_observe(p3dp_flows *flows, uint32_t peer, const uint8_t *packet, size_t len,
                        int direction, uint64_t now_ms);
 /* Writes the termination packets of the peer's live flows back to back into
  * out (out_lens[i] = length of packet i) and forgets those flows. Returns the
  * number of packets written; *done says what they are. A flow whose packets
  * do not fit stays (done->flows_remaining): call again with a fresh buffer.
- * -205 when nothing fits at all, -214 on a bad argument. */
+ * -P3R_DP_TOO_BIG when nothing fits at all, -P3R_DP_BAD_ARGUMENT on a bad argument. */
 int p3dp_flows_terminate(p3dp_flows *flows, uint32_t peer, uint64_t now_ms, uint8_t *out,
                          size_t out_cap, size_t *out_lens, size_t max_packets,
                          p3dp_flows_terminated *done);
@@ -301,7 +302,7 @@ size_t p3dp_flows_observe_burst(p3dp_flows *flows, const p3dp_pkt *pkts, size_t 
  * treats those as soft errors: only sockets with IP(V6)_RECVERR see them.
  * IPv4 code 13 (communication administratively prohibited, RFC 1812
  * §5.2.7.1) fails every connected UDP socket with EHOSTUNREACH; see
- * docs/flows.md. Set before the table is in use. -214 unless
+ * docs/flows.md. Set before the table is in use. -P3R_DP_BAD_ARGUMENT unless
  * v4_code <= 15 and v6_code <= 7. */
 int p3dp_flows_set_unreachable_codes(p3dp_flows *flows, unsigned int v4_code, unsigned int v6_code);
 
@@ -381,8 +382,8 @@ typedef struct p3dp_worker_lanes {
 p3dp_worker *p3dp_worker_new_lanes(const p3dp_worker_lanes *lanes, const p3dp_routes *routes,
                                    const p3dp_worker_config *cfg, int *err);
 
-/* NULL on bad descriptors or no memory (*err, if given, = -214 / -213), or
- * when the DPDK ports cannot start (-606 no DPDK or EAL, -607 a port).
+/* NULL on bad descriptors or no memory (*err, if given, = -P3R_DP_BAD_ARGUMENT / -P3R_DP_TABLE_FULL), or
+ * when the DPDK ports cannot start (-P3R_DPDK_UNAVAILABLE no DPDK or EAL, -P3R_DPDK_PORT a port).
  * routes and flows (may be NULL) must outlive the worker. */
 p3dp_worker *p3dp_worker_new(p3dp_ctx *ctx, const p3dp_routes *routes, p3dp_flows *flows,
                              const p3dp_worker_config *cfg, int *err);
@@ -395,15 +396,15 @@ void p3dp_worker_stop(p3dp_worker *w);
 int p3dp_worker_pause(p3dp_worker *w);
 void p3dp_worker_resume(p3dp_worker *w);
 int p3dp_worker_notify_fd(const p3dp_worker *w);
-/* Take one message for the control plane: its length, 0 when none, -205 if
+/* Take one message for the control plane: its length, 0 when none, -P3R_DP_TOO_BIG if
  * cap is too small. */
 int p3dp_worker_recv(p3dp_worker *w, uint8_t *buf, size_t cap, p3dp_worker_msg *info);
 /* Send bytes as they are out of the WAN socket (via_esp: the raw ESP one).
  * On DPDK ports the worker writes the IP (and UDP) header and sends them from
- * its own thread; -213 when its queue is full. */
+ * its own thread; -P3R_DP_TABLE_FULL when its queue is full. */
 int p3dp_worker_send(p3dp_worker *w, int via_esp, int family, const uint8_t *addr, uint16_t port,
                      const uint8_t *data, uint32_t len);
-/* DPDK ports only (-214 otherwise: the kernel backends write the TUN): an IP
+/* DPDK ports only (-P3R_DP_BAD_ARGUMENT otherwise: the kernel backends write the TUN): an IP
  * packet out of the LAN port (flow termination's RSTs and ICMP errors). */
 int p3dp_worker_send_lan(p3dp_worker *w, const uint8_t *data, uint32_t len);
 /* 1 when the worker polls DPDK ports, else 0. */
@@ -419,7 +420,7 @@ enum {
 };
 /* Fill out[0..len) from RDSEED or RDRAND, retrying each 64-bit step at most
  * max_retries times when the CPU reports no data (CF = 0). Returns len, or
- * -604 / -605; *retries_used (if not NULL) counts the CF = 0 steps. */
+ * -P3R_RNG_HEALTH / -P3R_RNG_UNAVAILABLE; *retries_used (if not NULL) counts the CF = 0 steps. */
 int p3dp_rng_fill(int source, uint8_t *out, size_t len, uint32_t max_retries, uint64_t *retries_used);
 
 /* --- Crypto engines and failover (native/src/ctx.c, backends/accel, docs/engines.md) ---
@@ -463,7 +464,7 @@ typedef struct p3dp_engine_status {
     uint32_t engine;            /* P3DP_ENGINE_* in use as the primary */
     uint32_t fallback;          /* P3DP_ENGINE_* or NONE */
     uint32_t on_fallback;       /* 1: the engine failed, ops go to the fallback */
-    int32_t reason;             /* 0, or -609 (ACCEL_FAULT) once the engine has failed */
+    int32_t reason;             /* 0, or -P3R_ACCEL_FAULT (ACCEL_FAULT) once the engine has failed */
     uint32_t last_fault;        /* P3DP_FAULT_* of the latest fault */
     uint64_t failovers;         /* moves from the engine to the fallback */
     uint64_t recoveries;        /* returns from the fallback to the engine */
@@ -475,14 +476,14 @@ typedef struct p3dp_engine_status {
 } p3dp_engine_status;
 
 /* Choose the engine (P3DP_ENGINE_*) and fallback (AESNI or NONE) before any
- * peer is added (-214 otherwise). -215 when the engine cannot start, -211
- * when it was not built in, pkcs11: -600..-603, cryptodev: -608. */
+ * peer is added (-P3R_DP_BAD_ARGUMENT otherwise). -P3R_DP_CRYPTO_ENGINE when the engine cannot start, -P3R_DP_BAD_CIPHER
+ * when it was not built in, pkcs11: -P3R_PKCS11_MODULE..-P3R_PKCS11_OPERATION, cryptodev: -P3R_CRYPTODEV. */
 int p3dp_ctx_set_engine(p3dp_ctx *ctx, uint32_t engine, const p3dp_engine_params *params, uint32_t fallback);
 void p3dp_ctx_engine_status(const p3dp_ctx *ctx, p3dp_engine_status *out);
-/* Lookaside engines only (accel-sim, pkcs11; -214 otherwise): after after_ops good ops, the
+/* Lookaside engines only (accel-sim, pkcs11; -P3R_DP_BAD_ARGUMENT otherwise): after after_ops good ops, the
  * next count ops get fault (P3DP_FAULT_GONE: gone until FAULT_NONE is armed). */
 int p3dp_accel_inject(p3dp_ctx *ctx, uint32_t fault, uint32_t after_ops, uint32_t count);
-/* PKCS#11 engine only (-214 otherwise): of the context's *total SA keys,
+/* PKCS#11 engine only (-P3R_DP_BAD_ARGUMENT otherwise): of the context's *total SA keys,
  * *sealed are token objects with CKA_SENSITIVE true and CKA_EXTRACTABLE
  * false whose CKA_VALUE the token refuses to read out. */
 int p3dp_pkcs11_sealed_keys(const p3dp_ctx *ctx, uint32_t *sealed, uint32_t *total);

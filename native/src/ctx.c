@@ -146,7 +146,7 @@ void p3dp_ctx_free(p3dp_ctx *ctx)
 int p3dp_ctx_set_local_address(p3dp_ctx *ctx, int family, const uint8_t *addr)
 {
     if (!ctx || !addr)
-        return -214;
+        return -P3R_DP_BAD_ARGUMENT;
     if (family == 4) {
         memcpy(ctx->local_v4, addr, 4);
         ctx->has_local_v4 = 1;
@@ -154,7 +154,7 @@ int p3dp_ctx_set_local_address(p3dp_ctx *ctx, int family, const uint8_t *addr)
         memcpy(ctx->local_v6, addr, 16);
         ctx->has_local_v6 = 1;
     } else {
-        return -214;
+        return -P3R_DP_BAD_ARGUMENT;
     }
     return 0;
 }
@@ -162,13 +162,13 @@ int p3dp_ctx_set_local_address(p3dp_ctx *ctx, int family, const uint8_t *addr)
 int p3dp_ctx_set_buckets(p3dp_ctx *ctx, const uint32_t *frame_sizes, size_t n)
 {
     if (!ctx || (n && !frame_sizes) || n > P3DP_MAX_BUCKETS)
-        return -214;
+        return -P3R_DP_BAD_ARGUMENT;
     for (size_t i = 0; i < n; i++) {
         if (frame_sizes[i] < P3DP_MIN_FRAME_BYTES || frame_sizes[i] > P3DP_MAX_FRAME_BYTES ||
             frame_sizes[i] % 16)
-            return -214;        /* whole AES blocks (obfs.c) */
+            return -P3R_DP_BAD_ARGUMENT;        /* whole AES blocks (obfs.c) */
         if (i && frame_sizes[i] <= frame_sizes[i - 1])
-            return -214;
+            return -P3R_DP_BAD_ARGUMENT;
     }
     memcpy(ctx->buckets, frame_sizes, n * sizeof(uint32_t));
     ctx->nbuckets = n;
@@ -249,23 +249,23 @@ int p3dp_peer_add(p3dp_ctx *ctx, const p3dp_peer_config *cfg)
 
     if (!ctx || !cfg || (cfg->family != 4 && cfg->family != 6) || cfg->peer_id == P3DP_NO_PEER ||
         (cfg->encap != P3DP_ENCAP_UDP && cfg->encap != P3DP_ENCAP_ESP))
-        return -214;
+        return -P3R_DP_BAD_ARGUMENT;
     header = (uint16_t)((cfg->family == 6 ? 40 : 20) + (cfg->encap == P3DP_ENCAP_UDP ? 8 : 0));
     min_mtu = header + P3DP_P3_HEADER_BYTES + P3DP_MIN_FRAME_BYTES + P3DP_ICV_BYTES;
     if (cfg->mtu < min_mtu)
-        return -214;
+        return -P3R_DP_BAD_ARGUMENT;
     if (p3dp_find_peer(ctx, cfg->peer_id))
-        return -209;
+        return -P3R_DP_SA_EXISTS;
     if (p3dp_find_peer_by_addr(ctx, cfg->family, cfg->remote_addr,
                                cfg->encap == P3DP_ENCAP_UDP ? cfg->remote_port : 0))
-        return -209;
+        return -P3R_DP_SA_EXISTS;
     for (slot = 0; slot < ctx->max_peers; slot++)
         if (!ctx->peers[slot].in_use) {
             peer = &ctx->peers[slot];
             break;
         }
     if (!peer)
-        return -213;
+        return -P3R_DP_TABLE_FULL;
     memset(peer, 0, sizeof(*peer));
     peer->cfg = *cfg;
     if (cfg->family == 4) {
@@ -292,7 +292,7 @@ int p3dp_peer_remove(p3dp_ctx *ctx, uint32_t peer_id)
 {
     struct p3dp_peer *peer = ctx ? p3dp_find_peer(ctx, peer_id) : NULL;
     if (!peer)
-        return -210;
+        return -P3R_DP_SA_NOT_FOUND;
     for (uint32_t i = 0; i < ctx->max_sas; i++)
         if (ctx->in_sas[i].in_use && ctx->in_sas[i].peer_id == peer_id)
             sa_wipe(ctx, &ctx->in_sas[i]);
@@ -307,12 +307,12 @@ int p3dp_peer_set_hp_keys(p3dp_ctx *ctx, uint32_t peer_id, const uint8_t *hp_out
     struct p3dp_peer *peer = ctx ? p3dp_find_peer(ctx, peer_id) : NULL;
     struct p3dp_hp *new_out = NULL, *new_in = NULL;
     if (!peer)
-        return -210;
+        return -P3R_DP_SA_NOT_FOUND;
     if (hp_out && !(new_out = p3dp_hp_new(hp_out)))
-        return -215;
+        return -P3R_DP_CRYPTO_ENGINE;
     if (hp_in && !(new_in = p3dp_hp_new(hp_in))) {
         p3dp_hp_free(new_out);
-        return -215;
+        return -P3R_DP_CRYPTO_ENGINE;
     }
     if (new_out) {
         p3dp_hp_free(peer->hp_out);
@@ -330,7 +330,7 @@ int p3dp_peer_drop_previous_hp_key(p3dp_ctx *ctx, uint32_t peer_id)
 {
     struct p3dp_peer *peer = ctx ? p3dp_find_peer(ctx, peer_id) : NULL;
     if (!peer)
-        return -210;
+        return -P3R_DP_SA_NOT_FOUND;
     p3dp_hp_free(peer->hp_in_previous);
     peer->hp_in_previous = NULL;
     return 0;
@@ -403,7 +403,7 @@ static int sa_fill(p3dp_ctx *ctx, struct p3dp_sa *sa, const p3dp_sa_config *cfg,
                                      direction == P3DP_DIR_OUT ? P3_CRYPTO_SEAL : P3_CRYPTO_OPEN,
                                      cfg->key, cfg->salt, cfg->auth_key);
     if (!sa->crypto)
-        return -215;
+        return -P3R_DP_CRYPTO_ENGINE;
     if (ctx->fallback) {
         /* The fallback's state is ready before the first packet: a failover
          * never expands a key on the packet path, and no key is kept. */
@@ -412,7 +412,7 @@ static int sa_fill(p3dp_ctx *ctx, struct p3dp_sa *sa, const p3dp_sa_config *cfg,
                                               cfg->key, cfg->salt, cfg->auth_key);
         if (!sa->crypto_fb) {
             p3dp_sa_crypto_free(ctx, sa);
-            return -215;
+            return -P3R_DP_CRYPTO_ENGINE;
         }
     }
     sa->p3_id = cfg->p3_id;
@@ -429,11 +429,11 @@ static int sa_fill(p3dp_ctx *ctx, struct p3dp_sa *sa, const p3dp_sa_config *cfg,
 static int sa_config_check(const p3dp_ctx *ctx, const p3dp_sa_config *cfg)
 {
     if (!ctx || !cfg || cfg->p3_id == 0)
-        return -214;
+        return -P3R_DP_BAD_ARGUMENT;
     if (!key_bytes(cfg->cipher))
-        return -211;
+        return -P3R_DP_BAD_CIPHER;
     if (!p3dp_find_peer(ctx, cfg->peer_id))
-        return -210;
+        return -P3R_DP_SA_NOT_FOUND;
     return 0;
 }
 
@@ -443,7 +443,7 @@ int p3dp_sa_add_inbound(p3dp_ctx *ctx, const p3dp_sa_config *cfg)
     if (rc)
         return rc;
     if (p3dp_find_inbound_sa(ctx, cfg->p3_id))
-        return -209;
+        return -P3R_DP_SA_EXISTS;
     for (uint32_t slot = 0; slot < ctx->max_sas; slot++) {
         if (ctx->in_sas[slot].in_use)
             continue;
@@ -453,7 +453,7 @@ int p3dp_sa_add_inbound(p3dp_ctx *ctx, const p3dp_sa_config *cfg)
         sa_index_insert(ctx, slot);
         return 0;
     }
-    return -213;
+    return -P3R_DP_TABLE_FULL;
 }
 
 int p3dp_sa_add_outbound(p3dp_ctx *ctx, const p3dp_sa_config *cfg, uint64_t switch_after_seq)
@@ -466,10 +466,10 @@ int p3dp_sa_add_outbound(p3dp_ctx *ctx, const p3dp_sa_config *cfg, uint64_t swit
     peer = p3dp_find_peer(ctx, cfg->peer_id);
     if ((peer->out_current && peer->out_current->p3_id == cfg->p3_id) ||
         (peer->out_pending && peer->out_pending->p3_id == cfg->p3_id))
-        return -209;    /* IDs are never reused within a session (DESIGN.md §3) */
+        return -P3R_DP_SA_EXISTS;    /* IDs are never reused within a session (DESIGN.md §3) */
     sa = malloc(sizeof(*sa));
     if (!sa)
-        return -213;
+        return -P3R_DP_TABLE_FULL;
     rc = sa_fill(ctx, sa, cfg, P3DP_DIR_OUT);
     if (rc) {
         free(sa);
@@ -488,11 +488,11 @@ int p3dp_sa_add_outbound(p3dp_ctx *ctx, const p3dp_sa_config *cfg, uint64_t swit
 int p3dp_sa_remove(p3dp_ctx *ctx, int direction, uint32_t peer_id, uint32_t p3_id)
 {
     if (!ctx)
-        return -214;
+        return -P3R_DP_BAD_ARGUMENT;
     if (direction == P3DP_DIR_IN) {
         struct p3dp_sa *sa = p3dp_find_inbound_sa(ctx, p3_id);
         if (!sa || sa->peer_id != peer_id)
-            return -210;
+            return -P3R_DP_SA_NOT_FOUND;
         sa_wipe(ctx, sa);
         sa_index_rebuild(ctx);
         return 0;
@@ -500,7 +500,7 @@ int p3dp_sa_remove(p3dp_ctx *ctx, int direction, uint32_t peer_id, uint32_t p3_i
     if (direction == P3DP_DIR_OUT) {
         struct p3dp_peer *peer = p3dp_find_peer(ctx, peer_id);
         if (!peer)
-            return -210;
+            return -P3R_DP_SA_NOT_FOUND;
         if (peer->out_pending && peer->out_pending->p3_id == p3_id) {
             outbound_free(ctx, peer->out_pending);
             peer->out_pending = NULL;
@@ -512,9 +512,9 @@ int p3dp_sa_remove(p3dp_ctx *ctx, int direction, uint32_t peer_id, uint32_t p3_i
             peer->out_pending = NULL;
             return 0;
         }
-        return -210;
+        return -P3R_DP_SA_NOT_FOUND;
     }
-    return -214;
+    return -P3R_DP_BAD_ARGUMENT;
 }
 
 static const struct p3dp_sa *find_sa(const p3dp_ctx *ctx, int direction, uint32_t peer_id, uint32_t p3_id)
@@ -539,7 +539,7 @@ int p3dp_sa_counters(const p3dp_ctx *ctx, int direction, uint32_t peer_id, uint3
 {
     const struct p3dp_sa *sa = ctx ? find_sa(ctx, direction, peer_id, p3_id) : NULL;
     if (!sa)
-        return -210;
+        return -P3R_DP_SA_NOT_FOUND;
     *out = sa->counters;
     return 0;
 }
@@ -548,9 +548,9 @@ int p3dp_sa_set_next_seq(p3dp_ctx *ctx, uint32_t peer_id, uint32_t p3_id, uint64
 {
     struct p3dp_sa *sa = ctx ? (struct p3dp_sa *)find_sa(ctx, P3DP_DIR_OUT, peer_id, p3_id) : NULL;
     if (!sa)
-        return -210;
+        return -P3R_DP_SA_NOT_FOUND;
     if (seq < sa->next_seq)
-        return -214;   /* a seq is never used twice under one key */
+        return -P3R_DP_BAD_ARGUMENT;   /* a seq is never used twice under one key */
     sa->next_seq = seq;
     return 0;
 }
@@ -564,7 +564,7 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-/* backends/dpdk/cryptodev_load.c: dlopens build/libp3dpdk.so (0 or -608). */
+/* backends/dpdk/cryptodev_load.c: dlopens build/libp3dpdk.so (0 or -P3R_CRYPTODEV). */
 int p3_cryptodev_engine_start(const p3dp_engine_params *params, const struct p3_crypto_engine **engine,
                               void **state);
 
@@ -575,13 +575,13 @@ static int engine_start(uint32_t kind, const p3dp_engine_params *params,
     case P3DP_ENGINE_AESNI:
         *engine = &p3_aesni_engine;
         *state = p3_aesni_engine_new(P3DP_MAX_FRAME_BYTES + 64);
-        return *state ? 0 : -215;
+        return *state ? 0 : -P3R_DP_CRYPTO_ENGINE;
     case P3DP_ENGINE_ACCEL_SIM:
         *engine = &p3_accel_engine;
         *state = p3_accel_engine_new(params);
-        return *state ? 0 : -215;
+        return *state ? 0 : -P3R_DP_CRYPTO_ENGINE;
     case P3DP_ENGINE_PKCS11: {
-        int err = -603;
+        int err = -P3R_PKCS11_OPERATION;
         *engine = &p3_pkcs11_engine;
         *state = p3_pkcs11_engine_new(params, &err);
         return *state ? 0 : err;
@@ -589,7 +589,7 @@ static int engine_start(uint32_t kind, const p3dp_engine_params *params,
     case P3DP_ENGINE_CRYPTODEV:
         return p3_cryptodev_engine_start(params, engine, state);
     default:
-        return -211;
+        return -P3R_DP_BAD_CIPHER;
     }
 }
 
@@ -600,12 +600,12 @@ int p3dp_ctx_set_engine(p3dp_ctx *ctx, uint32_t engine, const p3dp_engine_params
     int rc;
 
     if (!ctx || (fallback != P3DP_ENGINE_NONE && fallback != P3DP_ENGINE_AESNI))
-        return -214;
+        return -P3R_DP_BAD_ARGUMENT;
     if (engine == P3DP_ENGINE_AESNI)
         fallback = P3DP_ENGINE_NONE;       /* nothing to fall back to but itself */
     for (uint32_t i = 0; i < ctx->max_peers; i++)
         if (ctx->peers[i].in_use)
-            return -214;                   /* SAs hold engine state: choose before peers */
+            return -P3R_DP_BAD_ARGUMENT;                   /* SAs hold engine state: choose before peers */
     rc = engine_start(engine, params, &e, &es);
     if (rc)
         return rc;
@@ -640,7 +640,7 @@ int p3dp_accel_inject(p3dp_ctx *ctx, uint32_t fault, uint32_t after_ops, uint32_
 {
     if (!ctx || (ctx->engine != &p3_accel_engine && ctx->engine != &p3_pkcs11_engine) ||
         fault > P3DP_FAULT_GONE)
-        return -214;
+        return -P3R_DP_BAD_ARGUMENT;
     p3_accel_inject(ctx->engine_state, fault, after_ops, count);
     return 0;
 }
@@ -651,7 +651,7 @@ void p3dp_engine_fault(p3dp_ctx *ctx, unsigned fault)
     if (fault < P3_FAULT_KINDS)
         s->faults[fault]++;
     s->last_fault = fault;
-    s->reason = -609;
+    s->reason = -P3R_ACCEL_FAULT;
     if (ctx->fallback && !ctx->on_fallback) {
         ctx->on_fallback = 1;
         s->failovers++;
@@ -679,7 +679,7 @@ int p3dp_pkcs11_sealed_keys(const p3dp_ctx *ctx, uint32_t *sealed, uint32_t *tot
 {
     uint32_t s = 0, n = 0;
     if (!ctx || ctx->engine != &p3_pkcs11_engine)
-        return -214;
+        return -P3R_DP_BAD_ARGUMENT;
     for (uint32_t i = 0; i < ctx->max_sas; i++)
         if (ctx->in_sas[i].in_use) {
             n++;

@@ -93,6 +93,6 @@ int p3dp_hp_mask(struct p3dp_hp *hp, const uint8_t *sample, uint8_t *mask)
         return 0;
     }
     if (!EVP_EncryptUpdate(hp->evp, mask, &outl, sample, 16) || outl != 16)
-        return -215;
+        return -P3R_DP_CRYPTO_ENGINE;
     return 0;
 }

@@ -25,13 +25,13 @@ int p3_io_open(struct p3_io *io, int kind, int fd, int family)
         break;
     case P3_IO_ESP:
         if (family != 4 && family != 6)
-            return -214;
+            return -P3R_DP_BAD_ARGUMENT;
         io->ops = &p3_io_esp_ops;
         /* An IPv4 raw socket hands us the IP header; IPv6 does not. */
         io->open_flags = family == 4 ? P3DP_IN_IP : 0;
         break;
     default:
-        return -214;
+        return -P3R_DP_BAD_ARGUMENT;
     }
     if (kind != P3_IO_TUN) {
         /* The socket's own family decides how peer addresses are written
@@ -39,15 +39,15 @@ int p3_io_open(struct p3_io *io, int kind, int fd, int family)
         struct sockaddr_storage ss;
         socklen_t len = sizeof(ss);
         if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0)
-            return -214;
+            return -P3R_DP_BAD_ARGUMENT;
         io->family = ss.ss_family == AF_INET6 ? 6 : 4;
         struct p3_io_msgs *m = calloc(1, sizeof(*m));
         if (!m)
-            return -213;
+            return -P3R_DP_TABLE_FULL;
         m->rx_mem = malloc((size_t)P3_IO_RX_MSGS * P3_IO_RX_BYTES);
         if (!m->rx_mem) {
             free(m);
-            return -213;
+            return -P3R_DP_TABLE_FULL;
         }
         /* UDP_SEGMENT trains for the UDP transport; raw ESP sends one by one. */
         m->gso = kind == P3_IO_UDP;

@@ -16,7 +16,7 @@ struct p3dp_replay {
     uint64_t bitmap[REPLAY_WORDS];
 };
 
-int p3dp_replay_check(const struct p3dp_replay *w, uint64_t seq);    /* 0, -203, -204 */
+int p3dp_replay_check(const struct p3dp_replay *w, uint64_t seq);    /* 0, -P3R_DP_REPLAY, -P3R_DP_TOO_OLD */
 int p3dp_replay_update(struct p3dp_replay *w, uint64_t seq);         /* check + mark */
 
 struct p3dp_sa {

@@ -208,16 +208,16 @@ static int parse_outer(p3dp_pkt *pkt, const uint8_t **p3, uint32_t *p3_len, cons
     uint8_t proto;
 
     if (len < 20)
-        return -200;
+        return -P3R_DP_BAD_HEADER;
     if (in[0] >> 4 == 4) {
         ip_bytes = (uint32_t)(in[0] & 15) * 4;
         total = get16(in + 2);
         if (ip_bytes < 20 || total < ip_bytes || total > len)
-            return -200;
+            return -P3R_DP_BAD_HEADER;
         if (csum_finish(csum_partial(0, in, ip_bytes)) != 0)
-            return -200;
+            return -P3R_DP_BAD_HEADER;
         if (get16(in + 6) & 0x3fff)
-            return -200;                /* a fragment: reassembly is the OS's job */
+            return -P3R_DP_BAD_HEADER;                /* a fragment: reassembly is the OS's job */
         proto = in[9];
         pkt->family = 4;
         memset(pkt->addr, 0, sizeof(pkt->addr));
@@ -226,16 +226,16 @@ static int parse_outer(p3dp_pkt *pkt, const uint8_t **p3, uint32_t *p3_len, cons
     } else if (in[0] >> 4 == 6) {
         ip_bytes = 40;
         if (len < 40)
-            return -200;
+            return -P3R_DP_BAD_HEADER;
         total = 40u + get16(in + 4);
         if (total > len)
-            return -200;
+            return -P3R_DP_BAD_HEADER;
         proto = in[6];                  /* no extension headers on our tunnel */
         pkt->family = 6;
         memcpy(pkt->addr, in + 8, 16);
         *dst_addr = in + 24;
     } else {
-        return -200;
+        return -P3R_DP_BAD_HEADER;
     }
     if (proto == 50) {
         pkt->port = 0;
@@ -247,14 +247,14 @@ static int parse_outer(p3dp_pkt *pkt, const uint8_t **p3, uint32_t *p3_len, cons
     if (proto == 17) {
         uint32_t udp_len;
         if (total - ip_bytes < 8)
-            return -200;
+            return -P3R_DP_BAD_HEADER;
         udp_len = get16(in + ip_bytes + 4);
         if (udp_len < 8 || udp_len > total - ip_bytes)
-            return -200;
+            return -P3R_DP_BAD_HEADER;
         if (get16(in + ip_bytes + 6) != 0 || pkt->family == 6) {
             if (get16(in + ip_bytes + 6) == 0 ||
                 udp_checksum(pkt->family, pkt->addr, *dst_addr, in + ip_bytes, udp_len) != 0)
-                return -200;
+                return -P3R_DP_BAD_HEADER;
         }
         pkt->port = get16(in + ip_bytes);
         *dst_port = get16(in + ip_bytes + 2);
@@ -262,19 +262,19 @@ static int parse_outer(p3dp_pkt *pkt, const uint8_t **p3, uint32_t *p3_len, cons
         *p3_len = udp_len - 8;
         return 0;
     }
-    return -200;
+    return -P3R_DP_BAD_HEADER;
 }
 
 /* ---- inner packet ---- */
 
-/* next_header for an inner packet, or -207 when it is not a whole IP packet. */
+/* next_header for an inner packet, or -P3R_DP_BAD_INNER when it is not a whole IP packet. */
 static int inner_next_header(const uint8_t *p, uint32_t len)
 {
     if (len >= 20 && p[0] >> 4 == 4 && (p[0] & 15) >= 5 && get16(p + 2) == len)
         return 4;
     if (len >= 40 && p[0] >> 4 == 6 && 40u + get16(p + 4) == len)
         return 41;
-    return -207;
+    return -P3R_DP_BAD_INNER;
 }
 
 /* In and out are never the same memory (rotation writes out of order). */
@@ -354,32 +354,32 @@ static int seal_prepare(p3dp_ctx *ctx, p3dp_pkt *pkt, uint32_t flags, struct p3_
     int next_header;
 
     if (!peer)
-        return -206;
+        return -P3R_DP_NO_ROUTE;
     if ((!pkt->in_buf && inner_len) || overlaps(pkt->in_buf, inner_len, pkt->out_buf, pkt->out_cap))
-        return -214;
+        return -P3R_DP_BAD_ARGUMENT;
     sa = current_outbound(peer, retired, nretired);
     if (!sa || !peer->hp_out)
-        return -210;
+        return -P3R_DP_SA_NOT_FOUND;
     if (pkt->kind == P3DP_KIND_DUMMY)
         next_header = 59;
     else if (pkt->kind == P3DP_KIND_DATA)
         next_header = inner_next_header(pkt->in_buf, inner_len);
     else
-        next_header = -214;
+        next_header = -P3R_DP_BAD_ARGUMENT;
     if (next_header < 0)
         return next_header;
     if (inner_len > P3DP_MAX_FRAME_BYTES)
-        return -205;
+        return -P3R_DP_TOO_BIG;
     frame_len = p3dp_bucket_frame_len(ctx, peer, inner_len + 3);
     if (!frame_len)
-        return -205;
+        return -P3R_DP_TOO_BIG;
     outer = (flags & P3DP_OUT_IP) ? peer->outer_header_bytes : 0;
     total = outer + P3DP_P3_HEADER_BYTES + frame_len + P3DP_ICV_BYTES;
     if (!pkt->out_buf || total > pkt->out_cap)
-        return -205;
+        return -P3R_DP_TOO_BIG;
     if (sa->next_seq == UINT64_MAX) {
         sa->counters.drops[12]++;
-        return -212;                    /* seq never wraps: rekey (DESIGN.md §3) */
+        return -P3R_DP_SEQ_EXHAUSTED;                    /* seq never wraps: rekey (DESIGN.md §3) */
     }
     seq = sa->next_seq++;
 
@@ -468,7 +468,7 @@ static void run_on_fallback(p3dp_ctx *ctx, struct p3_crypto_op *op, int sealing)
     op->status = 0;
     op->fault = 0;
     if (ctx->fallback->enqueue(ctx->fallback_state, &op, 1) != 1) {
-        op->status = -215;
+        op->status = -P3R_DP_CRYPTO_ENGINE;
         return;
     }
     while (ctx->fallback->dequeue(ctx->fallback_state, &done, 1) == 0)
@@ -491,21 +491,21 @@ static void rerun_on_fallback(p3dp_ctx *ctx, struct p3_crypto_op *op, int sealin
         seal_write_frame(op->user);
     run_on_fallback(ctx, op, sealing);
     ctx->engine_status.rerun_ops++;
-    if (!sealing && op->status == -202) {
+    if (!sealing && op->status == -P3R_DP_AUTH_FAILED) {
         /* The fallback says forged: it is, whatever the engine said. Not
          * blamed on the engine, so forged packets cannot push traffic off
          * it (a token may report a bad tag as a general error). */
         ctx->engine_status.forged_opens++;
         return;
     }
-    if (engine_rc == -202)
+    if (engine_rc == -P3R_DP_AUTH_FAILED)
         fault = P3_FAULT_CORRUPT;
     p3dp_engine_fault(ctx, fault ? fault : P3_FAULT_ERROR);
 }
 
 static int engine_failed_op(const struct p3_crypto_op *op, int sealing)
 {
-    return op->status == -609 || op->status == -215 || (!sealing && op->status == -202);
+    return op->status == -P3R_ACCEL_FAULT || op->status == -P3R_DP_CRYPTO_ENGINE || (!sealing && op->status == -P3R_DP_AUTH_FAILED);
 }
 
 /* A lookaside engine gets ops in batches of this many while the rest of the
@@ -562,10 +562,10 @@ static size_t run_ops(p3dp_ctx *ctx, struct p3_crypto_op **ops, uint16_t n, uint
             struct p3_crypto_op *op = done[i];
             if (guarded && engine_failed_op(op, sealing)) {
                 rerun_on_fallback(ctx, op, sealing);
-            } else if (op->status == -609) {
+            } else if (op->status == -P3R_ACCEL_FAULT) {
                 /* No fallback: the packet is lost, the fault recorded. */
                 p3dp_engine_fault(ctx, op->fault);
-                op->status = -215;
+                op->status = -P3R_DP_CRYPTO_ENGINE;
             } else {
                 (*completed)++;
             }
@@ -640,14 +640,14 @@ static int open_prepare(p3dp_ctx *ctx, p3dp_pkt *pkt, uint32_t flags, struct p3_
     pkt->p3_id = 0;
     pkt->seq = 0;
     if (!pkt->in_buf || overlaps(pkt->in_buf, pkt->in_len, pkt->out_buf, pkt->out_cap))
-        return -214;
+        return -P3R_DP_BAD_ARGUMENT;
     if (flags & P3DP_IN_IP) {
         rc = parse_outer(pkt, &p3, &p3_len, &dst_addr, &dst_port);
         if (rc)
             return rc;
     } else {
         if (pkt->family != 4 && pkt->family != 6)
-            return -214;
+            return -P3R_DP_BAD_ARGUMENT;
         if (pkt->family == 4)
             memset(pkt->addr + 4, 0, 12);
         p3 = pkt->in_buf;
@@ -662,16 +662,16 @@ static int open_prepare(p3dp_ctx *ctx, p3dp_pkt *pkt, uint32_t flags, struct p3_
         return 1;
     }
     if (p3_len < P3DP_P3_HEADER_BYTES + 16 + P3DP_ICV_BYTES)
-        return -200;
+        return -P3R_DP_BAD_HEADER;
     if (p3[0] != 1 || p3[1] || p3[2] || p3[3])
-        return -200;                    /* version 1, reserved bits zero */
+        return -P3R_DP_BAD_HEADER;                    /* version 1, reserved bits zero */
     peer = p3dp_find_peer_by_addr(ctx, pkt->family, pkt->addr, pkt->port);
     if (!peer || !peer->hp_in)
-        return -208;
+        return -P3R_DP_UNKNOWN_SESSION;
     /* A whole IP packet must also be addressed to this end of the session. */
     if (dst_addr && (memcmp(dst_addr, peer->cfg.local_addr, pkt->family == 6 ? 16 : 4) != 0 ||
                      dst_port != peer->cfg.local_port))
-        return -208;
+        return -P3R_DP_UNKNOWN_SESSION;
     /* Unmask with the current hp key, then the previous one (a rolled key). */
     keys[0] = peer->hp_in;
     keys[1] = peer->hp_in_previous;
@@ -679,14 +679,14 @@ static int open_prepare(p3dp_ctx *ctx, p3dp_pkt *pkt, uint32_t flags, struct p3_
         if (!keys[k])
             continue;
         if (p3dp_hp_mask(keys[k], p3 + P3DP_P3_HEADER_BYTES, mask))
-            return -215;
+            return -P3R_DP_CRYPTO_ENGINE;
         p3_id = p3dp_get_be32(p3 + 4) ^ p3dp_get_be32(mask);
         sa = p3dp_find_inbound_sa(ctx, p3_id);
         if (sa && sa->peer_id != peer->cfg.peer_id)
             sa = NULL;
     }
     if (!sa)
-        return -201;
+        return -P3R_DP_UNKNOWN_ID;
     pkt->peer = peer->cfg.peer_id;
     seq = p3dp_get_be64(p3 + 8) ^ p3dp_get_be64(mask + 4);
     pkt->p3_id = p3_id;
@@ -698,8 +698,8 @@ static int open_prepare(p3dp_ctx *ctx, p3dp_pkt *pkt, uint32_t flags, struct p3_
     }
     frame_len = p3_len - P3DP_P3_HEADER_BYTES - P3DP_ICV_BYTES;
     if (!pkt->out_buf || frame_len > pkt->out_cap || frame_len > P3DP_MAX_FRAME_BYTES) {
-        p3dp_count_drop(&sa->counters, -205);
-        return -205;
+        p3dp_count_drop(&sa->counters, -P3R_DP_TOO_BIG);
+        return -P3R_DP_TOO_BIG;
     }
     rot = p3dp_rotation(sa, seq, frame_len);
 
@@ -752,13 +752,13 @@ static int open_finish(p3dp_ctx *ctx, struct p3_crypto_op *op)
         pad_len = get16(frame + frame_len - 3);
         next_header = frame[frame_len - 1];
         if (pad_len > frame_len - 3) {
-            rc = -207;
+            rc = -P3R_DP_BAD_INNER;
         } else {
             inner_len = frame_len - 3 - pad_len;
             if (next_header == 59) {
                 pkt->kind = P3DP_KIND_DUMMY;
             } else if (inner_next_header(frame, inner_len) != next_header) {
-                rc = -207;
+                rc = -P3R_DP_BAD_INNER;
             } else {
                 pkt->kind = is_local(ctx, frame, next_header) ? P3DP_KIND_CONTROL : P3DP_KIND_DATA;
             }

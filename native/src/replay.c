@@ -16,13 +16,13 @@
 int p3dp_replay_check(const struct p3dp_replay *w, uint64_t seq)
 {
     if (seq == 0)
-        return -204;                  /* seq starts at 1 (DESIGN.md §3) */
+        return -P3R_DP_TOO_OLD;                  /* seq starts at 1 (DESIGN.md §3) */
     if (seq > w->top)
         return 0;
     if (w->top - seq >= P3DP_REPLAY_WINDOW)
-        return -204;
+        return -P3R_DP_TOO_OLD;
     if (w->bitmap[(seq >> 6) % REPLAY_WORDS] & (1ull << (seq & 63)))
-        return -203;
+        return -P3R_DP_REPLAY;
     return 0;
 }
 

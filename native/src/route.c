@@ -39,7 +39,7 @@
  *     The cost: inner-node memory is retained until p3dp_routes_free. It is
  *     bounded by the distinct paths ever used (a gateway's routes come from
  *     its configuration, and churn re-adds the same prefixes on the same
- *     paths) and by the node pool cap (-213 when full). See docs/routing.md.
+ *     paths) and by the node pool cap (-P3R_DP_TABLE_FULL when full). See docs/routing.md.
  *
  * Node pools and the IPv4 root are reserved with mmap(MAP_NORESERVE): the
  * kernel hands out zero pages on first touch, so an empty table costs almost
@@ -56,15 +56,15 @@
 #define ENTRY_CHILD 0x80000000u
 #define NODE_ENTRIES 256u
 
-/* Caps: "table full" (-213) rather than unbounded growth. */
+/* Caps: "table full" (-P3R_DP_TABLE_FULL) rather than unbounded growth. */
 #define V4_MAX_NODES (1u << 16) /* 64 MiB of tbl8 address space, touched lazily */
 #define V6_MAX_NODES (1u << 20) /* 1 GiB of node address space, touched lazily */
 #define MAX_ROUTES_PER_FAMILY (1u << 21)
 
 enum {
-    ERR_NOT_FOUND = -217,  /* P3-E217: no such prefix (delete) */
-    ERR_TABLE_FULL = -213, /* P3-E213 DP_TABLE_FULL */
-    ERR_BAD_ARG = -214     /* P3-E214 DP_BAD_ARGUMENT */
+    ERR_NOT_FOUND = -P3R_DP_ROUTE_NOT_FOUND,  /* P3-E217: no such prefix (delete) */
+    ERR_TABLE_FULL = -P3R_DP_TABLE_FULL, /* P3-E213 DP_TABLE_FULL */
+    ERR_BAD_ARG = -P3R_DP_BAD_ARGUMENT     /* P3-E214 DP_BAD_ARGUMENT */
 };
 
 struct route_rec {

@@ -164,14 +164,14 @@ static int lane_init(struct lane *l, p3dp_worker *w, unsigned index, p3dp_ctx *c
     l->buffers = malloc((size_t)3 * WORKER_BURST * WORKER_BUF_BYTES);
     l->ring = calloc(RING_SLOTS, sizeof(struct ring_slot));
     if (!l->buffers || !l->ring)
-        return -213;
+        return -P3R_DP_TABLE_FULL;
     for (unsigned j = 0; j < w->nlanes; j++) {
         if (j == index)
             continue;
         l->in_lan[j] = calloc(1, sizeof(struct handoff));
         l->in_wan[j] = calloc(1, sizeof(struct handoff));
         if (!l->in_lan[j] || !l->in_wan[j])
-            return -213;
+            return -P3R_DP_TABLE_FULL;
     }
     bind_buffers(l->lan_in, lane_memory(l, 0));
     bind_buffers(l->wan_out, lane_memory(l, 1));
@@ -187,17 +187,17 @@ p3dp_worker *p3dp_worker_new_lanes(const p3dp_worker_lanes *lanes, const p3dp_ro
     fail(err, 0);
     if (!lanes || !routes || !cfg || lanes->n < 1 || lanes->n > P3DP_MAX_WORKERS ||
         (!dpdk && (lanes->n != 1 || cfg->lan_fd < 0 || cfg->wan_fd < 0))) {
-        fail(err, -214);
+        fail(err, -P3R_DP_BAD_ARGUMENT);
         return NULL;
     }
     for (unsigned i = 0; i < lanes->n; i++)
         if (!lanes->ctx[i]) {
-            fail(err, -214);
+            fail(err, -P3R_DP_BAD_ARGUMENT);
             return NULL;
         }
     p3dp_worker *w = calloc(1, sizeof(*w));
     if (!w) {
-        fail(err, -213);
+        fail(err, -P3R_DP_TABLE_FULL);
         return NULL;
     }
     w->nlanes = lanes->n;
@@ -211,7 +211,7 @@ p3dp_worker *p3dp_worker_new_lanes(const p3dp_worker_lanes *lanes, const p3dp_ro
     for (unsigned i = 0; i < w->nlanes && rc == 0; i++)
         rc = lane_init(&w->lanes[i], w, i, lanes->ctx[i], lanes->flows[i], lanes->cpu[i]);
     if (rc == 0 && (w->wake_fd < 0 || w->notify_fd < 0))
-        rc = -213;
+        rc = -P3R_DP_TABLE_FULL;
     if (rc != 0) {
         p3dp_worker_free(w);
         fail(err, rc);
@@ -221,7 +221,7 @@ p3dp_worker *p3dp_worker_new_lanes(const p3dp_worker_lanes *lanes, const p3dp_ro
     if (dpdk) {
         struct p3_io lan[P3DP_MAX_WORKERS], wan[P3DP_MAX_WORKERS];
         w->txq = calloc(TXQ_SLOTS, sizeof(struct txq_slot));
-        rc = w->txq ? p3_dpdk_ports_load(cfg, w->nlanes, lan, wan) : -213;
+        rc = w->txq ? p3_dpdk_ports_load(cfg, w->nlanes, lan, wan) : -P3R_DP_TABLE_FULL;
         if (rc != 0) {
             p3dp_worker_free(w);
             fail(err, rc);
@@ -240,13 +240,13 @@ p3dp_worker *p3dp_worker_new_lanes(const p3dp_worker_lanes *lanes, const p3dp_ro
         if (p3_io_open(&l0->lan, P3_IO_TUN, cfg->lan_fd, 0) != 0 ||
             p3_io_open(&l0->wan, P3_IO_UDP, cfg->wan_fd, 0) != 0) {
             p3dp_worker_free(w);
-            fail(err, -214);
+            fail(err, -P3R_DP_BAD_ARGUMENT);
             return NULL;
         }
         if (cfg->esp_fd >= 0) {
             if (p3_io_open(&l0->esp, P3_IO_ESP, cfg->esp_fd, cfg->esp_family) != 0) {
                 p3dp_worker_free(w);
-                fail(err, -214);
+                fail(err, -P3R_DP_BAD_ARGUMENT);
                 return NULL;
             }
             w->has_esp = 1;
@@ -315,7 +315,7 @@ int p3dp_worker_recv(p3dp_worker *w, uint8_t *buf, size_t cap, p3dp_worker_msg *
     if (!l) {
         uint64_t drain;
         if (read(w->notify_fd, &drain, sizeof(drain)) < 0 && errno != EAGAIN)
-            return -901;
+            return -P3R_OS_ERROR;
         /* a message may have landed between the check and the drain */
         l = ring_with_message(w, w->next_ring);
         if (!l)
@@ -326,7 +326,7 @@ int p3dp_worker_recv(p3dp_worker *w, uint8_t *buf, size_t cap, p3dp_worker_msg *
     unsigned tail = atomic_load_explicit(&l->ring_tail, memory_order_relaxed);
     struct ring_slot *slot = &l->ring[tail % RING_SLOTS];
     if (slot->info.len > cap)
-        return -205;
+        return -P3R_DP_TOO_BIG;
     memcpy(buf, slot->data, slot->info.len);
     *info = slot->info;
     atomic_store_explicit(&l->ring_tail, tail + 1, memory_order_release);
@@ -777,7 +777,7 @@ int p3dp_worker_start(p3dp_worker *w)
     for (unsigned i = 0; i < w->nlanes; i++) {
         if (pthread_create(&w->lanes[i].thread, NULL, lane_main, &w->lanes[i]) != 0) {
             p3dp_worker_stop(w);
-            return -901;
+            return -P3R_OS_ERROR;
         }
         w->lanes[i].started = 1;
         w->started = 1;
@@ -815,7 +815,7 @@ int p3dp_worker_pause(p3dp_worker *w)
     if (write(w->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN) {
         atomic_store(&w->pause_req, 0);
         pthread_mutex_unlock(&w->caller_lock);
-        return -901;
+        return -P3R_OS_ERROR;
     }
     pthread_mutex_lock(&w->park_lock);
     while (w->parked < w->nlanes)
@@ -866,18 +866,18 @@ int p3dp_worker_is_dpdk(const p3dp_worker *w)
     return w->dpdk;
 }
 
-/* Queues a packet for lane 0 to send (DPDK ports). -213 when full. */
+/* Queues a packet for lane 0 to send (DPDK ports). -P3R_DP_TABLE_FULL when full. */
 static int txq_put(p3dp_worker *w, int to_lan, const uint8_t *head, uint32_t head_len, const uint8_t *data,
                    uint32_t len)
 {
     int rc = 0;
     if (head_len + len > TXQ_SLOT_BYTES)
-        return -205;
+        return -P3R_DP_TOO_BIG;
     pthread_mutex_lock(&w->txq_lock);
     unsigned head_i = atomic_load_explicit(&w->txq_head, memory_order_relaxed);
     unsigned tail = atomic_load_explicit(&w->txq_tail, memory_order_acquire);
     if (head_i - tail >= TXQ_SLOTS) {
-        rc = -213;
+        rc = -P3R_DP_TABLE_FULL;
     } else {
         struct txq_slot *slot = &w->txq[head_i % TXQ_SLOTS];
         memcpy(slot->data, head, head_len);
@@ -893,7 +893,7 @@ static int txq_put(p3dp_worker *w, int to_lan, const uint8_t *head, uint32_t hea
 int p3dp_worker_send_lan(p3dp_worker *w, const uint8_t *data, uint32_t len)
 {
     if (!w->dpdk)
-        return -214;
+        return -P3R_DP_BAD_ARGUMENT;
     return txq_put(w, 1, NULL, 0, data, len);
 }
 
@@ -906,20 +906,20 @@ int p3dp_worker_send(p3dp_worker *w, int via_esp, int family, const uint8_t *add
     struct lane *l0 = &w->lanes[0];
     struct p3_io *out = via_esp && w->has_esp ? &l0->esp : &l0->wan;
     if (family != 4 && family != 6)
-        return -214;
+        return -P3R_DP_BAD_ARGUMENT;
     if (w->dpdk) {
         /* No kernel below: the outer IP (and UDP) header is written here. */
         uint8_t head[48];
         const p3dp_worker_config *c = &w->dpdk_cfg;
         if (family != c->family)
-            return -214;
+            return -P3R_DP_BAD_ARGUMENT;
         uint32_t head_len = p3dp_write_ip_header(head, family, c->wan_addr, addr, via_esp ? 0 : c->udp_port,
                                                  via_esp ? 0 : port, data, len);
         return txq_put(w, 0, head, head_len, data, len);
     }
     struct sockaddr_storage ss;
     socklen_t sl = p3_io_sockaddr(&ss, out->family, family, addr, out == &l0->esp ? 0 : port);
-    return sendto(out->fd, data, len, 0, (struct sockaddr *)&ss, sl) == (ssize_t)len ? 0 : -901;
+    return sendto(out->fd, data, len, 0, (struct sockaddr *)&ss, sl) == (ssize_t)len ? 0 : -P3R_OS_ERROR;
 }
 
 void p3dp_worker_free(p3dp_worker *w)

@@ -149,7 +149,7 @@ static void test_each_fault_is_rerun_on_the_fallback(void)
             CHECK_EQ(open_all(b, pkts), N);
             p3dp_ctx_engine_status(faulty, &st);
             CHECK_EQ(st.on_fallback, 1);
-            CHECK_EQ(st.reason, -609);
+            CHECK_EQ(st.reason, -P3R_ACCEL_FAULT);
             CHECK_EQ(st.last_fault, fault);
             CHECK_EQ(st.failovers, 1);
             CHECK(st.rerun_ops >= 1);
@@ -216,13 +216,13 @@ static void test_engine_arguments(void)
     p3dp_engine_params bad;
     memset(&bad, 0, sizeof(bad));
     bad.ring_slots = 100;           /* not a power of two */
-    CHECK_EQ(p3dp_ctx_set_engine(ctx, P3DP_ENGINE_ACCEL_SIM, &bad, P3DP_ENGINE_AESNI), -215);
-    CHECK_EQ(p3dp_ctx_set_engine(ctx, 99, NULL, P3DP_ENGINE_AESNI), -211);
-    CHECK_EQ(p3dp_ctx_set_engine(ctx, P3DP_ENGINE_ACCEL_SIM, NULL, P3DP_ENGINE_ACCEL_SIM), -214);
-    CHECK_EQ(p3dp_accel_inject(ctx, P3DP_FAULT_ERROR, 0, 1), -214);
+    CHECK_EQ(p3dp_ctx_set_engine(ctx, P3DP_ENGINE_ACCEL_SIM, &bad, P3DP_ENGINE_AESNI), -P3R_DP_CRYPTO_ENGINE);
+    CHECK_EQ(p3dp_ctx_set_engine(ctx, 99, NULL, P3DP_ENGINE_AESNI), -P3R_DP_BAD_CIPHER);
+    CHECK_EQ(p3dp_ctx_set_engine(ctx, P3DP_ENGINE_ACCEL_SIM, NULL, P3DP_ENGINE_ACCEL_SIM), -P3R_DP_BAD_ARGUMENT);
+    CHECK_EQ(p3dp_accel_inject(ctx, P3DP_FAULT_ERROR, 0, 1), -P3R_DP_BAD_ARGUMENT);
     CHECK_EQ(p3dp_ctx_set_engine(ctx, P3DP_ENGINE_ACCEL_SIM, NULL, P3DP_ENGINE_NONE), 0);
     CHECK_EQ(p3dp_ctx_set_engine(ctx, P3DP_ENGINE_ACCEL_SIM, NULL, P3DP_ENGINE_AESNI), 0);   /* replaces it */
-    CHECK_EQ(p3dp_accel_inject(ctx, 9, 0, 1), -214);
+    CHECK_EQ(p3dp_accel_inject(ctx, 9, 0, 1), -P3R_DP_BAD_ARGUMENT);
     p3dp_ctx_free(ctx);
 }
 

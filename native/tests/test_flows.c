@@ -440,9 +440,9 @@ static void check_unreachable(const uint8_t *pkt, size_t len, const struct endpo
 static void test_unreachable_codes_can_be_chosen(void)
 {
     p3dp_flows *flows = p3dp_flows_new(1024, HOUR_MS, MINUTE_MS);
-    CHECK_EQ(p3dp_flows_set_unreachable_codes(flows, 16, 1), -214);
-    CHECK_EQ(p3dp_flows_set_unreachable_codes(flows, 13, 8), -214);
-    CHECK_EQ(p3dp_flows_set_unreachable_codes(NULL, 13, 1), -214);
+    CHECK_EQ(p3dp_flows_set_unreachable_codes(flows, 16, 1), -P3R_DP_BAD_ARGUMENT);
+    CHECK_EQ(p3dp_flows_set_unreachable_codes(flows, 13, 8), -P3R_DP_BAD_ARGUMENT);
+    CHECK_EQ(p3dp_flows_set_unreachable_codes(NULL, 13, 1), -P3R_DP_BAD_ARGUMENT);
     CHECK_EQ(p3dp_flows_set_unreachable_codes(flows, 13, 1), 0);
     struct endpoint local = ep("10.1.0.5", 5353), remote = ep("10.2.0.53", 53);
     struct endpoint local6 = ep("fd00:1::5", 5353), remote6 = ep("fd00:2::53", 53);
@@ -624,7 +624,7 @@ static void test_burst_hook_sees_only_data_that_crossed_the_tunnel(void)
     out[1].in_buf = dropped;
     out[1].in_len = (uint32_t)tcp_packet(dropped, &other, &remote, 1, 0, F_SYN, 0);
     out[1].peer = 7;
-    out[1].status = -210;
+    out[1].status = -P3R_DP_SA_NOT_FOUND;
     out[2].in_buf = cover;
     out[2].in_len = (uint32_t)udp_packet(cover, &other, &remote, 10);
     out[2].peer = 7;
@@ -767,7 +767,7 @@ static void test_small_output_buffer_is_filled_then_resumed(void)
     size_t lens[8];
     p3dp_flows_terminated done;
     /* Room for no packet at all: an error, and nothing is lost. */
-    CHECK_EQ(p3dp_flows_terminate(flows, 1, 2000, out, 30, lens, 8, &done), -205);
+    CHECK_EQ(p3dp_flows_terminate(flows, 1, 2000, out, 30, lens, 8, &done), -P3R_DP_TOO_BIG);
     CHECK_EQ(done.flows_remaining, 10);
     int total = 0, calls = 0;
     for (;;) {
@@ -891,14 +891,14 @@ static void test_bad_arguments_are_refused(void)
     CHECK(p3dp_flows_new(1024, 0, MINUTE_MS) == NULL);
     p3dp_flows *flows = p3dp_flows_new(1024, HOUR_MS, MINUTE_MS);
     uint8_t pkt[100] = {0x45};
-    CHECK_EQ(p3dp_flows_observe(NULL, 1, pkt, 20, P3DP_FLOW_FROM_LAN, 0), -214);
-    CHECK_EQ(p3dp_flows_observe(flows, 1, NULL, 20, P3DP_FLOW_FROM_LAN, 0), -214);
-    CHECK_EQ(p3dp_flows_observe(flows, 1, pkt, 20, 7, 0), -214);
+    CHECK_EQ(p3dp_flows_observe(NULL, 1, pkt, 20, P3DP_FLOW_FROM_LAN, 0), -P3R_DP_BAD_ARGUMENT);
+    CHECK_EQ(p3dp_flows_observe(flows, 1, NULL, 20, P3DP_FLOW_FROM_LAN, 0), -P3R_DP_BAD_ARGUMENT);
+    CHECK_EQ(p3dp_flows_observe(flows, 1, pkt, 20, 7, 0), -P3R_DP_BAD_ARGUMENT);
     p3dp_flows_terminated done;
     size_t lens[1];
-    CHECK_EQ(p3dp_flows_terminate(NULL, 1, 0, pkt, 100, lens, 1, &done), -214);
-    CHECK_EQ(p3dp_flows_terminate(flows, 1, 0, NULL, 100, lens, 1, &done), -214);
-    CHECK_EQ(p3dp_flows_terminate(flows, 1, 0, pkt, 100, lens, 1, NULL), -214);
+    CHECK_EQ(p3dp_flows_terminate(NULL, 1, 0, pkt, 100, lens, 1, &done), -P3R_DP_BAD_ARGUMENT);
+    CHECK_EQ(p3dp_flows_terminate(flows, 1, 0, NULL, 100, lens, 1, &done), -P3R_DP_BAD_ARGUMENT);
+    CHECK_EQ(p3dp_flows_terminate(flows, 1, 0, pkt, 100, lens, 1, NULL), -P3R_DP_BAD_ARGUMENT);
     CHECK_EQ(p3dp_flows_terminate(flows, 1, 0, pkt, 100, lens, 1, &done), 0);
     p3dp_flows_free(flows);
     p3dp_flows_free(NULL);

@@ -217,12 +217,12 @@ static void test_replay_too_old_and_far_future(void)
     CHECK_EQ(seal_one(p.a, 7, inner, 60, 0, &first_len), 0);
     memcpy(first, wire, first_len);
     CHECK_EQ(open_one(p.b, first, first_len, 0, &pkt, 6), 0);
-    CHECK_EQ(open_one(p.b, first, first_len, 0, &pkt, 6), -203);
+    CHECK_EQ(open_one(p.b, first, first_len, 0, &pkt, 6), -P3R_DP_REPLAY);
     /* Far future: accepted, and the window moves past the first packet. */
     CHECK_EQ(p3dp_sa_set_next_seq(p.a, 7, 0x1001, 1 + P3DP_REPLAY_WINDOW + 5), 0);
     CHECK_EQ(seal_one(p.a, 7, inner, 60, 0, &wlen), 0);
     CHECK_EQ(open_one(p.b, wire, wlen, 0, &pkt, 6), 0);
-    CHECK_EQ(open_one(p.b, first, first_len, 0, &pkt, 6), -204);
+    CHECK_EQ(open_one(p.b, first, first_len, 0, &pkt, 6), -P3R_DP_TOO_OLD);
     pair_free(&p);
 }
 
@@ -245,7 +245,7 @@ static void test_rekey_switch_and_old_sa_until_removed(void)
         CHECK_EQ(pkt.seq, i <= 3 ? i : i - 3);
     }
     CHECK_EQ(p3dp_sa_remove(p.b, P3DP_DIR_IN, 9, 0x1001), 0);
-    CHECK_EQ(p3dp_sa_remove(p.b, P3DP_DIR_IN, 9, 0x1001), -210);
+    CHECK_EQ(p3dp_sa_remove(p.b, P3DP_DIR_IN, 9, 0x1001), -P3R_DP_SA_NOT_FOUND);
     open_port = P3DP_UDP_PORT;
     pair_free(&p);
 }
@@ -337,7 +337,7 @@ static void test_cover_traffic_without_payload_and_overlap_refused(void)
     pkt.in_buf = wire;
     pkt.in_len = 100;
     CHECK_EQ(p3dp_seal_burst(p.a, &pkt, 1, 0), 0);
-    CHECK_EQ(pkt.status, -214);
+    CHECK_EQ(pkt.status, -P3R_DP_BAD_ARGUMENT);
     pair_free(&p);
 }
 

@@ -9,7 +9,7 @@ static void test_fresh_window_accepts_any_seq_but_zero(void)
 {
     struct p3dp_replay w;
     memset(&w, 0, sizeof(w));
-    CHECK_EQ(p3dp_replay_check(&w, 0), -204);
+    CHECK_EQ(p3dp_replay_check(&w, 0), -P3R_DP_TOO_OLD);
     CHECK_EQ(p3dp_replay_check(&w, 1), 0);
     CHECK_EQ(p3dp_replay_check(&w, UINT64_MAX - 1), 0);
 }
@@ -20,10 +20,10 @@ static void test_duplicates_inside_the_window_are_replays(void)
     memset(&w, 0, sizeof(w));
     for (uint64_t s = 1; s <= 3000; s += 2)
         CHECK_EQ(p3dp_replay_update(&w, s), 0);
-    CHECK_EQ(p3dp_replay_check(&w, 2999), -203);
+    CHECK_EQ(p3dp_replay_check(&w, 2999), -P3R_DP_REPLAY);
     CHECK_EQ(p3dp_replay_check(&w, 2998), 0);               /* never seen, inside */
     CHECK_EQ(p3dp_replay_update(&w, 2998), 0);
-    CHECK_EQ(p3dp_replay_update(&w, 2998), -203);
+    CHECK_EQ(p3dp_replay_update(&w, 2998), -P3R_DP_REPLAY);
 }
 
 static void test_window_edge_is_exactly_the_advertised_width(void)
@@ -34,12 +34,12 @@ static void test_window_edge_is_exactly_the_advertised_width(void)
     CHECK_EQ(p3dp_replay_update(&w, top), 0);
     CHECK(P3DP_REPLAY_WINDOW >= 1024);
     CHECK_EQ(p3dp_replay_check(&w, top - (P3DP_REPLAY_WINDOW - 1)), 0);
-    CHECK_EQ(p3dp_replay_check(&w, top - P3DP_REPLAY_WINDOW), -204);
+    CHECK_EQ(p3dp_replay_check(&w, top - P3DP_REPLAY_WINDOW), -P3R_DP_TOO_OLD);
     /* every seq in the window is accepted once, in any order */
     for (uint64_t s = top - 1; s > top - P3DP_REPLAY_WINDOW; s--)
         CHECK_EQ(p3dp_replay_update(&w, s), 0);
     for (uint64_t s = top - 1; s > top - P3DP_REPLAY_WINDOW; s -= 97)
-        CHECK_EQ(p3dp_replay_check(&w, s), -203);
+        CHECK_EQ(p3dp_replay_check(&w, s), -P3R_DP_REPLAY);
 }
 
 static void test_jumps_clear_stale_words(void)
@@ -54,7 +54,7 @@ static void test_jumps_clear_stale_words(void)
     CHECK_EQ(p3dp_replay_check(&w, 2100 + 64 * 31), 0);
     CHECK_EQ(p3dp_replay_update(&w, 2100 + 64 * 32 + 70), 0);
     CHECK_EQ(p3dp_replay_check(&w, 2100 + 64 * 32 + 6), 0);
-    CHECK_EQ(p3dp_replay_check(&w, 2100 + 64 * 32), -203);
+    CHECK_EQ(p3dp_replay_check(&w, 2100 + 64 * 32), -P3R_DP_REPLAY);
 }
 
 static void test_siphash_matches_the_paper_vector(void)

@@ -221,29 +221,29 @@ static void test_bad_arguments_are_rejected_with_reason_codes(void)
 {
     p3dp_routes *r = p3dp_routes_new();
     /* Host bits set beyond the prefix length: P3-E214. */
-    CHECK_EQ(add4(r, "10.1.2.3", 24, 1), -214);
-    CHECK_EQ(add4(r, "10.128.0.0", 8, 1), -214);
-    CHECK_EQ(add6(r, "2001:db8::1", 64, 1), -214);
-    CHECK_EQ(add6(r, "2001:db8:8000::", 32, 1), -214);
-    CHECK_EQ(del4(r, "10.1.2.3", 24), -214);
+    CHECK_EQ(add4(r, "10.1.2.3", 24, 1), -P3R_DP_BAD_ARGUMENT);
+    CHECK_EQ(add4(r, "10.128.0.0", 8, 1), -P3R_DP_BAD_ARGUMENT);
+    CHECK_EQ(add6(r, "2001:db8::1", 64, 1), -P3R_DP_BAD_ARGUMENT);
+    CHECK_EQ(add6(r, "2001:db8:8000::", 32, 1), -P3R_DP_BAD_ARGUMENT);
+    CHECK_EQ(del4(r, "10.1.2.3", 24), -P3R_DP_BAD_ARGUMENT);
     /* Length out of range, unknown family, peer out of range, NULLs. */
     uint8_t zero[16] = {0};
-    CHECK_EQ(p3dp_route_add(r, 4, zero, 33, 1), -214);
-    CHECK_EQ(p3dp_route_add(r, 6, zero, 129, 1), -214);
-    CHECK_EQ(p3dp_route_add(r, 5, zero, 8, 1), -214);
-    CHECK_EQ(p3dp_route_add(r, 4, zero, 8, P3DP_NO_PEER), -214);
-    CHECK_EQ(p3dp_route_add(r, 4, zero, 8, P3DP_ROUTE_PEER_MAX + 1), -214);
-    CHECK_EQ(p3dp_route_add(NULL, 4, zero, 8, 1), -214);
-    CHECK_EQ(p3dp_route_add(r, 4, NULL, 8, 1), -214);
-    CHECK_EQ(p3dp_route_del(r, 0, zero, 8), -214);
-    CHECK_EQ(p3dp_route_del(r, 4, zero, 40), -214);
+    CHECK_EQ(p3dp_route_add(r, 4, zero, 33, 1), -P3R_DP_BAD_ARGUMENT);
+    CHECK_EQ(p3dp_route_add(r, 6, zero, 129, 1), -P3R_DP_BAD_ARGUMENT);
+    CHECK_EQ(p3dp_route_add(r, 5, zero, 8, 1), -P3R_DP_BAD_ARGUMENT);
+    CHECK_EQ(p3dp_route_add(r, 4, zero, 8, P3DP_NO_PEER), -P3R_DP_BAD_ARGUMENT);
+    CHECK_EQ(p3dp_route_add(r, 4, zero, 8, P3DP_ROUTE_PEER_MAX + 1), -P3R_DP_BAD_ARGUMENT);
+    CHECK_EQ(p3dp_route_add(NULL, 4, zero, 8, 1), -P3R_DP_BAD_ARGUMENT);
+    CHECK_EQ(p3dp_route_add(r, 4, NULL, 8, 1), -P3R_DP_BAD_ARGUMENT);
+    CHECK_EQ(p3dp_route_del(r, 0, zero, 8), -P3R_DP_BAD_ARGUMENT);
+    CHECK_EQ(p3dp_route_del(r, 4, zero, 40), -P3R_DP_BAD_ARGUMENT);
     /* Deleting what is not there: P3-E217. A covering or covered prefix of a
      * present one is a different prefix. */
     CHECK_EQ(add4(r, "10.0.0.0", 8, 1), 0);
-    CHECK_EQ(del4(r, "10.0.0.0", 16), -217);
-    CHECK_EQ(del4(r, "10.0.0.0", 7), -217);
-    CHECK_EQ(del4(r, "11.0.0.0", 8), -217);
-    CHECK_EQ(del6(r, "2001:db8::", 32), -217);
+    CHECK_EQ(del4(r, "10.0.0.0", 16), -P3R_DP_ROUTE_NOT_FOUND);
+    CHECK_EQ(del4(r, "10.0.0.0", 7), -P3R_DP_ROUTE_NOT_FOUND);
+    CHECK_EQ(del4(r, "11.0.0.0", 8), -P3R_DP_ROUTE_NOT_FOUND);
+    CHECK_EQ(del6(r, "2001:db8::", 32), -P3R_DP_ROUTE_NOT_FOUND);
     /* Nothing changed by the rejected calls. */
     CHECK_EQ(p3dp_route_count(r, 4), 1);
     CHECK_EQ(p3dp_route_count(r, 6), 0);
@@ -271,7 +271,7 @@ static void test_full_node_pool_refuses_new_paths_but_keeps_working(void)
         rc = p3dp_route_add(r, 4, p, 25, i);
         added += rc == 0;
     }
-    CHECK_EQ(rc, -213);
+    CHECK_EQ(rc, -P3R_DP_TABLE_FULL);
     CHECK_EQ(added, 65536);
     CHECK_EQ(p3dp_route_count(r, 4), 65536);
     /* Existing paths still take routes: replace, delete, re-add. */
@@ -433,7 +433,7 @@ static void random_table_matches_brute_force(int family)
             continue;
         CHECK_EQ(p3dp_route_del(r, family, rt[i].prefix, rt[i].len), 0);
         rt[i].present = false;
-        CHECK_EQ(p3dp_route_del(r, family, rt[i].prefix, rt[i].len), -217);
+        CHECK_EQ(p3dp_route_del(r, family, rt[i].prefix, rt[i].len), -P3R_DP_ROUTE_NOT_FOUND);
     }
     CHECK_EQ(p3dp_route_count(r, family), ref_count(rt, N));
     CHECK_EQ(check_against_reference(r, family, rt, N, SAMPLES), 0);

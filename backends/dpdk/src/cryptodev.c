@@ -119,7 +119,7 @@ static int gcm_capable(int dev)
 }
 
 /* EAL up, the first AES-GCM capable device configured with its queue pairs
- * and started. Caller holds g.lock. 0 or -608. */
+ * and started. Caller holds g.lock. 0 or -P3R_CRYPTODEV. */
 static int device_up(const char *eal_args)
 {
     struct rte_cryptodev_info info;
@@ -127,12 +127,12 @@ static int device_up(const char *eal_args)
     struct rte_cryptodev_qp_conf qconf = { .nb_descriptors = QP_DESCRIPTORS };
 
     if (g.eal_state)
-        return g.eal_state > 0 ? 0 : -608;
+        return g.eal_state > 0 ? 0 : -P3R_CRYPTODEV;
     g.eal_state = -1;
     /* Shared with the port backend (eal.c): whichever starts first brings
      * the EAL up with the one dpdk_eal_args of the configuration. */
     if (p3_dpdk_eal_up(eal_args, "cryptodev") != 0)
-        return -608;
+        return -P3R_CRYPTODEV;
     for (uint8_t d = 0; d < rte_cryptodev_count(); d++)
         if (gcm_capable(d)) {
             g.dev = d;
@@ -140,7 +140,7 @@ static int device_up(const char *eal_args)
         }
     if (g.dev < 0) {
         say("no crypto device with AES-GCM (give one with --vdev=crypto_openssl0 or a PCI device)");
-        return -608;
+        return -P3R_CRYPTODEV;
     }
     rte_cryptodev_info_get((uint8_t)g.dev, &info);
     g.nb_qps = info.max_nb_queue_pairs < MAX_QPS ? (uint16_t)info.max_nb_queue_pairs : MAX_QPS;
@@ -150,17 +150,17 @@ static int device_up(const char *eal_args)
             rte_cryptodev_sym_get_private_session_size((uint8_t)g.dev), 0, 0, conf.socket_id);
     if (!g.sess_pool || g.nb_qps == 0 || rte_cryptodev_configure((uint8_t)g.dev, &conf) < 0) {
         say("crypto device configuration failed");
-        return -608;
+        return -P3R_CRYPTODEV;
     }
     qconf.mp_session = g.sess_pool;
     for (uint16_t q = 0; q < g.nb_qps; q++)
         if (rte_cryptodev_queue_pair_setup((uint8_t)g.dev, q, &qconf, conf.socket_id) < 0) {
             say("crypto queue pair setup failed");
-            return -608;
+            return -P3R_CRYPTODEV;
         }
     if (rte_cryptodev_start((uint8_t)g.dev) < 0) {
         say("crypto device start failed");
-        return -608;
+        return -P3R_CRYPTODEV;
     }
     g.eal_state = 1;
     return 0;
@@ -256,7 +256,7 @@ static uint16_t refuse(struct cdev_engine *e, struct p3_crypto_op **ops, uint16_
 {
     uint16_t k = 0;
     while (k < n && e->nrefused < REFUSED_MAX) {
-        ops[k]->status = -609;
+        ops[k]->status = -P3R_ACCEL_FAULT;
         ops[k]->fault = e->stale ? P3_FAULT_TIMEOUT : P3_FAULT_GONE;
         e->refused[e->nrefused++] = ops[k++];
     }
@@ -316,10 +316,10 @@ static void complete(struct rte_crypto_op *cop, struct p3_crypto_op *op)
         op->status = 0;
         break;
     case RTE_CRYPTO_OP_STATUS_AUTH_FAILED:
-        op->status = -202;
+        op->status = -P3R_DP_AUTH_FAILED;
         break;
     default:
-        op->status = -609;
+        op->status = -P3R_ACCEL_FAULT;
         op->fault = P3_FAULT_ERROR;
         break;
     }
@@ -363,7 +363,7 @@ static uint16_t cdev_dequeue(void *engine, struct p3_crypto_op **ops, uint16_t n
          * completions only touch this engine's mbufs and are dropped. */
         while (out < n && e->inflight) {
             struct p3_crypto_op *op = e->pending[e->head++ % MAX_INFLIGHT].op;
-            op->status = -609;
+            op->status = -P3R_ACCEL_FAULT;
             op->fault = P3_FAULT_TIMEOUT;
             ops[out++] = op;
             e->inflight--;
@@ -420,7 +420,7 @@ static const uint8_t kat_out[80] = {
     0xba, 0x91, 0x3b, 0xf3, 0xf5, 0x42, 0xef, 0x68, 0x33, 0x06, 0xf2, 0x69, 0x14, 0xed, 0x9b, 0x02,
 };
 
-/* The device is present and seals the known answer right: 0, else -609.
+/* The device is present and seals the known answer right: 0, else -P3R_ACCEL_FAULT.
  * Called by the dataplane between bursts (nothing of ours in flight). */
 static int cdev_health(void *engine)
 {
@@ -429,7 +429,7 @@ static int cdev_health(void *engine)
     uint8_t in[64], out[64], tag[TAG_LEN];
     uint64_t deadline;
     if (e->inflight)
-        return -609;
+        return -P3R_ACCEL_FAULT;
     for (unsigned i = 0; i < sizeof(in); i++)
         in[i] = (uint8_t)(3 * i);
     memset(&op, 0, sizeof(op));
@@ -446,13 +446,13 @@ static int cdev_health(void *engine)
     op.seg[0].len = sizeof(in);
     struct p3_crypto_op *ops[1] = { &op };
     if (cdev_enqueue(e, ops, 1) != 1)
-        return -609;
+        return -P3R_ACCEL_FAULT;
     deadline = now_ns() + e->timeout_ns;
     while (cdev_dequeue(e, &done, 1) == 0)
         if (now_ns() > deadline)
-            return -609;
+            return -P3R_ACCEL_FAULT;
     if (done != &op || op.status != 0 || memcmp(out, kat_out, 64) != 0 || memcmp(tag, kat_out + 64, TAG_LEN) != 0)
-        return -609;
+        return -P3R_ACCEL_FAULT;
     return 0;
 }
 
@@ -513,7 +513,7 @@ static struct cdev_engine *engine_new(const struct p3dp_engine_params *params)
 }
 
 /* The one entry point ctx.c looks up after dlopen: EAL and device up (once
- * per process), then an engine on a free queue pair. 0, or -608 with the
+ * per process), then an engine on a free queue pair. 0, or -P3R_CRYPTODEV with the
  * reason on stderr. */
 int p3_cryptodev_open(const struct p3dp_engine_params *params, const char *eal_args,
                       const struct p3_crypto_engine **vtable, void **state);
@@ -526,7 +526,7 @@ int p3_cryptodev_open(const struct p3dp_engine_params *params, const char *eal_a
     *state = rc == 0 ? engine_new(params) : NULL;
     pthread_mutex_unlock(&g.lock);
     if (!*state)
-        return -608;
+        return -P3R_CRYPTODEV;
     *vtable = &cdev_vtable;
     return 0;
 }

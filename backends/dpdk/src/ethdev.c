@@ -450,16 +450,16 @@ static int port_up(const char *name, int lan, const struct p3dp_worker_config *c
     if (!name || !*name || rte_eth_dev_get_port_by_name(name, &id) != 0) {
         fprintf(stderr, "p3hw dpdk: no DPDK port named '%s' (the EAL arguments must bring it up, "
                         "e.g. --vdev=net_af_packet0,iface=eth1)\n", name ? name : "");
-        return -607;
+        return -P3R_DPDK_PORT;
     }
     if (rte_eth_dev_info_get(id, &info) != 0 || info.max_rx_queues < nq || info.max_tx_queues < nq) {
         fprintf(stderr, "p3hw dpdk: port %s has fewer than %u queues in each direction, one per worker "
                         "(net_af_packet: add qpairs=%u to its --vdev)\n", name, nq, nq);
-        return -607;
+        return -P3R_DPDK_PORT;
     }
     p = calloc(1, sizeof(*p));
     if (!p)
-        return -607;
+        return -P3R_DPDK_PORT;
     p->id = id;
     p->mtu = cfg->mtu ? cfg->mtu : 1500;
     p->pool = shared_pool();
@@ -505,7 +505,7 @@ static int port_up(const char *name, int lan, const struct p3dp_worker_config *c
 fail:
     pthread_spin_destroy(&p->ns_lock);
     free(p);
-    return -607;
+    return -P3R_DPDK_PORT;
 }
 
 /* queue q of port p as a p3_io. */
@@ -514,7 +514,7 @@ static int queue_io(struct port *p, uint16_t q, const struct p3_io_ops *ops, int
 {
     struct portq *pq = calloc(1, sizeof(*pq));
     if (!pq)
-        return -607;
+        return -P3R_DPDK_PORT;
     pq->port = p;
     pq->q = q;
     atomic_fetch_add(&p->open_queues, 1);
@@ -535,13 +535,13 @@ int p3_dpdk_ports_open(const struct p3dp_worker_config *cfg, unsigned nq, struct
     struct port *lp = NULL, *wp = NULL;
     int rc;
     if ((cfg->family != 4 && cfg->family != 6) || nq < 1 || nq > P3DP_MAX_WORKERS)
-        return -607;
+        return -P3R_DPDK_PORT;
     if (p3_dpdk_eal_up(cfg->eal_args, "dpdk") != 0)
-        return -606;
+        return -P3R_DPDK_UNAVAILABLE;
     if (cfg->dpdk_lan_port && cfg->dpdk_wan_port && strcmp(cfg->dpdk_lan_port, cfg->dpdk_wan_port) == 0) {
         fprintf(stderr, "p3hw dpdk: the LAN and WAN ports must be two ports (both are '%s')\n",
                 cfg->dpdk_lan_port);
-        return -607;
+        return -P3R_DPDK_PORT;
     }
     rc = port_up(cfg->dpdk_lan_port, 1, cfg, nq, &lp);
     if (rc == 0)
