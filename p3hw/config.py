@@ -87,6 +87,8 @@ MAX_VALUE_CHARS = 4096
 MAX_REPORTED_ERRORS = 100
 #: The byte order mark some editors put first in a UTF-8 file (U+FEFF).
 UTF8_BOM = "\ufeff"
+#: A CR that is not part of a CRLF line ending (nor the file's last character).
+_LONE_CR = re.compile(r"\r(?!\n|\Z)")
 #: A psk_file value that is no path but key material (64 hex digits, base64): never repeated in a message.
 _KEY_LIKE_HEX = re.compile(r"[0-9A-Fa-f]{32,}", re.ASCII)
 _KEY_LIKE_BASE64 = re.compile(r"[A-Za-z0-9+/=_-]{20,}", re.ASCII)
@@ -1255,6 +1257,12 @@ def parse_config(text: str, filename: str = "<string>", role: str | None = None,
         line = text.count("\n", 0, text.index("\x00")) + 1
         parser.error(line, "CONFIG_UNREADABLE", "the file holds binary data (a NUL byte)",
                      "give the path of the text configuration file")
+        raise ConfigErrors(parser.errors)
+    lone_cr = _LONE_CR.search(text)
+    if lone_cr is not None:  # CR-only line endings (classic Mac) would read as one long line
+        parser.error(text.count("\n", 0, lone_cr.start()) + 1, "CONFIG_SYNTAX",
+                     "a carriage return (CR) that does not end a line: CR-only line endings?",
+                     "save the file with LF or CRLF line endings")
         raise ConfigErrors(parser.errors)
     return parser.run(text)
 

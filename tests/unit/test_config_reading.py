@@ -54,6 +54,16 @@ def test_crlf_line_endings_read_like_lf(tmp_path: Path) -> None:
     assert config.to_dict() == {**parse_config(lf, filename=str(path), base_dir=tmp_path).to_dict()}
 
 
+def test_cr_only_line_endings_are_refused_on_the_line_that_has_one(tmp_path: Path) -> None:
+    path = tmp_path / "cr.conf"
+    path.write_bytes(config_text().replace("\n", "\r").encode())
+    errors = errors_of(path)
+    assert [(e.line, e.code) for e in errors] == [(1, "P3-E101")]
+    assert "CR-only line endings" in errors.message()
+    path.write_bytes(config_text(local="interface = p3-0\rjunk\n").encode())
+    assert [(e.line, e.code) for e in errors_of(path)] == [(5, "P3-E101")]
+
+
 def test_a_key_written_where_the_psk_path_belongs_is_not_repeated(tmp_path: Path) -> None:
     for key in (KEY_HEX, KEY_BASE64):
         path = tmp_path / "key.conf"
