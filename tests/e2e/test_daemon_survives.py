@@ -272,3 +272,25 @@ def test_admin_socket_that_cannot_be_created_is_logged_and_the_daemon_runs_on(
         unmount(read_only)
     dep.start_daemon(1)
     dep.wait_established(40)
+
+
+def test_primary_starts_from_a_configuration_saved_with_crlf_and_a_bom(
+        two_sites: tuple[Topology, Deployment, Path, Path]) -> None:
+    topo, dep, _status_fs, _store_fs = two_sites
+    daemon = dep.daemons[0]
+    good = daemon.config_path.read_text()
+    sessions_before = count(dep, 1, " established: ")
+    try:
+        dep.stop_daemon(0)
+        daemon.config_path.write_bytes(b"\xef\xbb\xbf" + good.replace("\n", "\r\n").encode())
+        dep.start_daemon(0)
+        wait_for(dep, lambda: count(dep, 1, " established: ") > sessions_before or not daemon.running, 40,
+                 "the secondary to re-establish with the primary")
+        assert daemon.running, daemon.log()[-3000:]
+        dep.wait_established(20)
+        assert pings_through_the_tunnel(topo) == 10
+        # The admin socket named on a CRLF line is the path without the CR.
+        done = p3ctl(dep, 0, "status")
+        assert done.returncode == 0, done.stdout + done.stderr
+    finally:
+        daemon.config_path.write_text(good)
