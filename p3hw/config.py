@@ -1195,10 +1195,10 @@ class _Parser:
         try:
             info = os.stat(path)
         except OSError as exc:
-            if _looks_like_key(value):
+            if _looks_like_secret(value, keyword):
                 self.error(line, "CONFIG_SECRET_FILE", f"{keyword} names a file that does not exist; the value "
-                           "looks like a key, not a path, so it is not repeated here",
-                           "write the key into a mode 0600 file and give that file's path")
+                           "looks like the secret itself, not a path, so it is not repeated here",
+                           "write the secret into a mode 0600 file and give that file's path")
                 return path
             self.error(line, "CONFIG_SECRET_FILE", f"{keyword} {path}: {exc.strerror or exc}",
                        "create it with 'p3hw setup' or write the key and 'chmod 600' it")
@@ -1223,10 +1223,12 @@ class _Parser:
         return path
 
 
-def _looks_like_key(value: str) -> bool:
-    """A psk_file value that is key material written where its path belongs (64 hex digits, base64)."""
+def _looks_like_secret(value: str, keyword: str) -> bool:
+    """A secret written where its file's path belongs: key material (hex, base64), or a bare PIN."""
     if _KEY_LIKE_HEX.fullmatch(value):
         return True
+    if keyword == "pkcs11_pin_file" and "/" not in value and "." not in value:
+        return True  # a PIN has no path shape; a real PIN file is named by a path (docs/hardware.md)
     return (_KEY_LIKE_BASE64.fullmatch(value) is not None and not value.startswith("/")
             and any(c.isupper() for c in value) and any(c.islower() for c in value)
             and any(c.isdigit() for c in value))

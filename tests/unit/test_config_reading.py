@@ -77,6 +77,15 @@ def test_a_key_written_where_the_psk_path_belongs_is_not_repeated(tmp_path: Path
             assert key not in shown and key[:12] not in shown
 
 
+def test_a_pin_written_where_the_pin_file_belongs_is_not_repeated(tmp_path: Path) -> None:
+    path = tmp_path / "pin.conf"
+    path.write_text(config_text(local="pkcs11_module = /usr/lib/softhsm/libsofthsm2.so\npkcs11_token = p3\n"
+                                      "pkcs11_pin_file = 731942\n"))
+    errors = errors_of(path)
+    assert [e.code for e in errors] == ["P3-E117"]
+    assert "731942" not in errors.message() and "does not exist" in errors.message()
+
+
 def test_a_missing_psk_file_that_is_a_path_is_named(tmp_path: Path) -> None:
     path = tmp_path / "missing.conf"
     path.write_text(config_text(remote="1/psk_file = keys/branch1.key\n"))
