@@ -227,6 +227,38 @@ def test_psk_file_opened_to_others_at_run_time_is_logged_and_retried(
     assert pings_through_the_tunnel(topo) == 10
 
 
+def test_primary_whose_psk_file_is_opened_to_others_refuses_the_attempt_and_serves_on(
+        two_sites: tuple[Topology, Deployment, Path, Path]) -> None:
+    topo, dep, _status_fs, _store_fs = two_sites
+    primary_psk = dep.psk_paths[1]
+    own_psk = dep.workdir / "site1-own.psk"  # the same key, in a file of the secondary's own
+    own_psk.write_bytes(primary_psk.read_bytes())
+    own_psk.chmod(0o600)
+    secondary = dep.daemons[1]
+    good = secondary.config_path.read_text()
+    refused_before = count(dep, 0, "P3-E117 ")
+    try:
+        dep.stop_daemon(1)
+        secondary.config_path.write_text(configfile.set_value(good, "1/psk_file", str(own_psk)))
+        os.chmod(primary_psk, 0o644)
+        dep.start_daemon(1)
+        wait_for(dep, lambda: count(dep, 0, "P3-E117 ") > refused_before or not dep.daemons[0].running, 40,
+                 "the primary to log that its psk file is open to others")
+        log = dep.daemons[0].log()
+        assert dep.daemons[0].running, log[-3000:]
+        assert "chmod 600" in log and "Traceback" not in log
+    finally:
+        os.chmod(primary_psk, 0o600)
+    try:
+        wait_for(dep, dep.established, 60, "the secondary to connect once the primary's psk file is private again")
+        assert pings_through_the_tunnel(topo) == 10
+    finally:
+        dep.stop_daemon(1)
+        secondary.config_path.write_text(good)
+        dep.start_daemon(1)
+        dep.wait_established(40)
+
+
 def test_refused_reload_logs_each_problem_with_its_own_code(
         two_sites: tuple[Topology, Deployment, Path, Path]) -> None:
     _topo, dep, _status_fs, _store_fs = two_sites
