@@ -85,6 +85,13 @@ MAX_KEYWORD_CHARS = 40
 MAX_VALUE_CHARS = 4096
 #: After this many problems the rest are counted, not listed.
 MAX_REPORTED_ERRORS = 100
+#: The byte order mark some editors put first in a UTF-8 file (U+FEFF).
+UTF8_BOM = "\ufeff"
+#: A CR that is not part of a CRLF line ending (nor the file's last character).
+_LONE_CR = re.compile(r"\r(?!\n|\Z)")
+#: A psk_file value that is no path but key material (64 hex digits, base64): never repeated in a message.
+_KEY_LIKE_HEX = re.compile(r"[0-9A-Fa-f]{32,}", re.ASCII)
+_KEY_LIKE_BASE64 = re.compile(r"[A-Za-z0-9+/=_-]{20,}", re.ASCII)
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -859,6 +866,7 @@ class _Parser:
             return None
         if not self.check_hardware(resolved, origins, values, end_line):
             return None
+        self.check_admin_socket(resolved["admin_socket"], origins["admin_socket"].line or end_line)
         if not self.check_dpdk_io(resolved, origins, values, end_line):
             return None
         return LocalHost(**resolved, origins=origins)
@@ -1142,6 +1150,44 @@ class _Parser:
             return None
         return full - inverted.bit_length()
 
+    def check_admin_socket(self, path: str, line: int) -> bool:
+        """admin_socket names a socket or nothing yet, in a directory that is or can be made (docs/config.md)."""
+        hint = "name a path where the daemon can create its socket, e.g. /run/p3hw/admin.sock"
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            info = None
+        except NotADirectoryError:
+            info = None  # a file where a directory should be: found below
+        except OSError as exc:
+            self.error(line, "CONFIG_VALUE_OUT_OF_RANGE", f"admin_socket {path}: {exc.strerror or exc}", hint)
+            return False
+        if info is not None:
+            if stat.S_ISSOCK(info.st_mode):
+                return True  # a stale socket of an earlier run: the daemon replaces it
+            kind = "a directory" if stat.S_ISDIR(info.st_mode) else \
+                "a symbolic link" if stat.S_ISLNK(info.st_mode) else "a file"
+            self.error(line, "CONFIG_VALUE_OUT_OF_RANGE", f"admin_socket {path} is {kind}, not a socket",
+                       hint + "; the daemon never replaces a file that is not a socket")
+            return False
+        ancestor = os.path.dirname(path)
+        while ancestor not in ("", "/"):
+            try:
+                info = os.stat(ancestor)
+            except (FileNotFoundError, NotADirectoryError):
+                ancestor = os.path.dirname(ancestor)
+                continue
+            except OSError as exc:
+                self.error(line, "CONFIG_VALUE_OUT_OF_RANGE", f"admin_socket {path}: {ancestor}: "
+                           f"{exc.strerror or exc}", hint)
+                return False
+            if not stat.S_ISDIR(info.st_mode):
+                self.error(line, "CONFIG_VALUE_OUT_OF_RANGE", f"admin_socket {path}: its directory cannot be "
+                           f"created, {ancestor} is a file", hint)
+                return False
+            break
+        return True
+
     def check_secret_file(self, value: str, line: int, keyword: str) -> Path:
         path = Path(value)
         if not path.is_absolute():
@@ -1149,6 +1195,11 @@ class _Parser:
         try:
             info = os.stat(path)
         except OSError as exc:
+            if _looks_like_secret(value, keyword):
+                self.error(line, "CONFIG_SECRET_FILE", f"{keyword} names a file that does not exist; the value "
+                           "looks like the secret itself, not a path, so it is not repeated here",
+                           "write the secret into a mode 0600 file and give that file's path")
+                return path
             self.error(line, "CONFIG_SECRET_FILE", f"{keyword} {path}: {exc.strerror or exc}",
                        "create it with 'p3hw setup' or write the key and 'chmod 600' it")
             return path
@@ -1172,16 +1223,48 @@ class _Parser:
         return path
 
 
+def _looks_like_secret(value: str, keyword: str) -> bool:
+    """A secret written where its file's path belongs: key material (hex, base64), or a bare PIN."""
+    if _KEY_LIKE_HEX.fullmatch(value):
+        return True
+    if keyword == "pkcs11_pin_file" and "/" not in value and "." not in value:
+        return True  # a PIN has no path shape; a real PIN file is named by a path (docs/hardware.md)
+    return (_KEY_LIKE_BASE64.fullmatch(value) is not None and not value.startswith("/")
+            and any(c.isupper() for c in value) and any(c.islower() for c in value)
+            and any(c.isdigit() for c in value))
+
+
+def config_error_text(error: P3Error) -> str:
+    """An error's text for a log line that already starts with its code (log.failure): where, what, hint."""
+    errors: list[P3Error] = list(error.errors) if isinstance(error, ConfigErrors) else [error]
+    parts = []
+    for one in errors:
+        where = ""
+        if isinstance(one, ConfigError):
+            where = f"{one.file}:{one.line}: " if one.line else f"{one.file}: "
+        code = f"{one.code} " if one.code != errors[0].code else ""
+        parts.append(f"{where}{code}{one.detail}" + (f" (hint: {one.hint})" if one.hint else ""))
+    return "; ".join(parts)
+
+
 def parse_config(text: str, filename: str = "<string>", role: str | None = None,
                  base_dir: str | os.PathLike[str] | None = None) -> Config:
     """Parse configuration text. Raises :class:`ConfigErrors` listing every problem."""
     if role is not None and role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, not {role!r}")
     parser = _Parser(filename, Path(base_dir) if base_dir is not None else Path.cwd(), role)
+    # Editors on Windows start UTF-8 files with a byte order mark; it is not part of the first keyword.
+    text = text.removeprefix(UTF8_BOM)
     if "\x00" in text:
         line = text.count("\n", 0, text.index("\x00")) + 1
         parser.error(line, "CONFIG_UNREADABLE", "the file holds binary data (a NUL byte)",
                      "give the path of the text configuration file")
+        raise ConfigErrors(parser.errors)
+    lone_cr = _LONE_CR.search(text)
+    if lone_cr is not None:  # CR-only line endings (classic Mac) would read as one long line
+        parser.error(text.count("\n", 0, lone_cr.start()) + 1, "CONFIG_SYNTAX",
+                     "a carriage return (CR) that does not end a line: CR-only line endings?",
+                     "save the file with LF or CRLF line endings")
         raise ConfigErrors(parser.errors)
     return parser.run(text)
 
@@ -1259,6 +1342,6 @@ def read_psk(path: str | os.PathLike[str]) -> bytes:
     return key
 
 
-__all__ = ["Config", "ConfigError", "ConfigErrors", "Keyword", "LocalHost", "Origin", "RemoteHost",
+__all__ = ["Config", "ConfigError", "ConfigErrors", "config_error_text", "Keyword", "LocalHost", "Origin", "RemoteHost",
            "LOCAL_KEYWORDS", "REMOTE_KEYWORDS", "OVERRIDES", "PRIMARY", "SECONDARY", "load_config",
            "parse_config", "read_config_text", "read_psk"]

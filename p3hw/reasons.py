@@ -124,6 +124,8 @@ _CATALOGUE: tuple[Reason, ...] = (
     # 9xx host system and internal
     Reason("P3-E900", "NEED_ROOT", "the operation needs root (CAP_NET_ADMIN)"),
     Reason("P3-E901", "OS_ERROR", "the operating system refused an operation"),
+    Reason("P3-E902", "FILE_WRITE", "a file the daemon keeps (status file, audit) cannot be written: full or "
+           "read-only file system, or no permission; the daemon runs on and retries"),
     Reason("P3-E999", "INTERNAL", "an internal error; please report it with the log"),
 )
 

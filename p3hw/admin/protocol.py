@@ -136,7 +136,20 @@ def _check_type(name: str, value: Any, kind: str) -> None:
         ok = (isinstance(value, list) and len(value) <= MAX_LIST_ITEMS
               and all(isinstance(v, str) and len(v) <= MAX_STRING_CHARS for v in value))
     if not ok:
-        raise malformed(f"argument {name!r} must be a {kind} (got {type(value).__name__})")
+        raise malformed(f"argument {name!r} {_type_problem(value, kind)}")
+
+
+def _type_problem(value: Any, kind: str) -> str:
+    """Why a value is not of its kind: the wrong type, or too long (issue 16: say the real reason)."""
+    if kind == STR and isinstance(value, str):
+        return f"is {len(value)} characters long; at most {MAX_STRING_CHARS} are accepted"
+    if kind == STRLIST and isinstance(value, list):
+        if len(value) > MAX_LIST_ITEMS:
+            return f"has {len(value)} items; at most {MAX_LIST_ITEMS} are accepted"
+        for item in value:
+            if isinstance(item, str) and len(item) > MAX_STRING_CHARS:
+                return f"holds a string of {len(item)} characters; at most {MAX_STRING_CHARS} are accepted"
+    return f"must be a {kind} (got {type(value).__name__})"
 
 
 def parse_request(message: dict[str, Any]) -> Request:

@@ -14,13 +14,17 @@ the secondary's own override. The last one wins.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from p3hw.fsutil import FailureLog
 from p3hw.reasons import P3Error
+
+log = logging.getLogger("p3hw.admin")
 
 #: Where the primary keeps its store when the configuration names none.
 DEFAULT_STORE_PATH = "/var/lib/p3hw/admin.db"
@@ -29,6 +33,8 @@ DEFAULT_GROUP_PRIORITY = 100
 AUDIT_KEEP = 1_000_000
 #: Pruning runs once per this many records written.
 AUDIT_PRUNE_EVERY = 1000
+#: Audit records kept in memory while the store cannot be written; written when it can again.
+AUDIT_PENDING_MAX = 1000
 #: Enrollment states.
 PENDING, APPROVED, REJECTED = "pending", "approved", "rejected"
 
@@ -116,6 +122,9 @@ class Store:
 
     def __init__(self, path: str) -> None:
         self.path = path
+        #: a full or read-only store: logged once, not once per request (issue 16)
+        self.write_failures = FailureLog(log, f"admin store {path}")
+        self._pending_audit: list[tuple[Any, ...]] = []
         try:
             if path != ":memory:":
                 os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o750, exist_ok=True)
@@ -157,17 +166,23 @@ class Store:
     def sync_secondaries(self, peers: list[dict[str, Any]]) -> None:
         """Record every remote the daemon knows (status peers: id, address, subnets)."""
         now = utc_now()
-        self._run("BEGIN")
         try:
-            for peer in peers:
-                self.db.execute(
-                    "INSERT INTO secondaries (id, address, subnets, first_seen) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT(id) DO UPDATE SET address = excluded.address, subnets = excluded.subnets",
-                    (int(peer["id"]), str(peer["address"]), json.dumps(list(peer.get("subnets", []))), now))
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
+            self._run("BEGIN")
+            try:
+                for peer in peers:
+                    self.db.execute(
+                        "INSERT INTO secondaries (id, address, subnets, first_seen) VALUES (?, ?, ?, ?) "
+                        "ON CONFLICT(id) DO UPDATE SET address = excluded.address, subnets = excluded.subnets",
+                        (int(peer["id"]), str(peer["address"]), json.dumps(list(peer.get("subnets", []))), now))
+                self.db.execute("COMMIT")
+            except BaseException:
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:  # full or read-only: the daemon serves on, the next sync writes them
+            self.write_failures.failed(_store_error(str(exc), self.path))
+        except P3Error as error:
+            self.write_failures.failed(error)
 
     def secondary_ids(self) -> set[int]:
         return {int(r[0]) for r in self._run("SELECT id FROM secondaries")}
@@ -349,13 +364,35 @@ class Store:
 
     def audit(self, uid: int | None, user: str, role: str | None, command: str, args: dict[str, Any],
               result: str, detail: str = "") -> None:
-        cursor = self._run("INSERT INTO audit (at, uid, user, role, command, args, result, detail) "
-                           "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                           (utc_now(), uid, user, role, command, json.dumps(args, sort_keys=True)[:4096], result,
-                            detail[:1024]))
-        newest = int(cursor.lastrowid or 0)
+        newest = self._write_audit((utc_now(), uid, user, role, command, json.dumps(args, sort_keys=True)[:4096],
+                                    result, detail[:1024]))
+        if newest is None:
+            return
         if newest % AUDIT_PRUNE_EVERY == 0:
-            self._run("DELETE FROM audit WHERE id <= ?", (newest - AUDIT_KEEP,))
+            try:
+                self._run("DELETE FROM audit WHERE id <= ?", (newest - AUDIT_KEEP,))
+            except P3Error as error:  # pruned with a later record
+                self.write_failures.failed(error)
+
+    def _write_audit(self, record: tuple[Any, ...]) -> int | None:
+        """Write the record (and any held back); its id, or None when the store cannot be written now.
+
+        A full or read-only store is logged once, not per request; records wait in memory (the
+        newest AUDIT_PENDING_MAX) and are written with the first record that gets through.
+        """
+        self._pending_audit.append(record)
+        del self._pending_audit[:-AUDIT_PENDING_MAX]
+        newest = None
+        try:
+            while self._pending_audit:
+                newest = int(self._run("INSERT INTO audit (at, uid, user, role, command, args, result, detail) "
+                                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", self._pending_audit[0]).lastrowid or 0)
+                self._pending_audit.pop(0)
+        except P3Error as error:
+            self.write_failures.failed(error)
+            return None
+        self.write_failures.succeeded()
+        return newest
 
     def audit_log(self, limit: int = 100, command: str | None = None) -> list[dict[str, Any]]:
         limit = max(1, min(limit, 100000))

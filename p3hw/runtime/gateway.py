@@ -30,7 +30,7 @@ from p3hw.backends import tun as tun_backend
 from p3hw.backends.esp import open_esp
 from p3hw.backends.pkcs11.token import read_pin
 from p3hw.backends.udp import open_udp
-from p3hw.config import Config, RemoteHost, load_config, read_psk
+from p3hw.config import Config, RemoteHost, config_error_text, load_config, read_psk
 from p3hw.constants import NON_ESP_MARKER
 from p3hw.crypto.keyarray import ArrayKind
 from p3hw.crypto.keygen import make_key_source
@@ -46,6 +46,7 @@ from p3hw.dataplane import (
     Terminated,
     Worker,
 )
+from p3hw.fsutil import StatusFileWriter
 from p3hw.log import failure
 from p3hw.protocol.control import SendControlPacket
 from p3hw.protocol.handshake import (
@@ -156,6 +157,7 @@ class Gateway:
         self.config_path = config_path
         self.status_file = status_file
         self._status_written_at = 0.0
+        self._status_writer: StatusFileWriter | None = None
         self.role = config.role
         self.log = logger
         # Spec §4.2 / Appendix A key_generation: software, or the token (hardware).
@@ -341,6 +343,9 @@ class Gateway:
             self.admin = await start_admin_server(self, self.config.local.admin_socket, store)
         except P3Error as exc:
             failure(self.log, exc.reason.name, f"admin socket {self.config.local.admin_socket} not served: {exc.detail}")
+        except OSError as exc:  # a file or a read-only directory in the way: run on without it (docs/admin.md)
+            failure(self.log, "OS_ERROR", f"admin socket {self.config.local.admin_socket} not served: "
+                    f"{exc.filename or ''}: {exc.strerror or exc}; the gateway runs on without it")
         if self.config.local.metrics_port:
             try:
                 self.metrics_server = await start_metrics_server(self.status, self.config.local.metrics_port)
@@ -417,10 +422,10 @@ class Gateway:
         if self.status_file is None or now - self._status_written_at < STATUS_INTERVAL_S:
             return
         self._status_written_at = now
-        tmp = f"{self.status_file}.tmp"
-        with open(tmp, "w") as out:
-            json.dump(self.status(), out)
-        os.replace(tmp, self.status_file)
+        if self._status_writer is None:  # private, atomic, a full disk logged once (p3hw/fsutil.py)
+            self._status_writer = StatusFileWriter(self.status_file, self.log,
+                                                   group_from=self.config.local.admin_socket)
+        self._status_writer.write(json.dumps(self.status()).encode())
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -534,8 +539,15 @@ class Gateway:
 
     def _start_handshake(self, peer: PeerState, now: float) -> None:
         remote = peer.remote
+        try:
+            psk = self._psk(remote)
+        except P3Error as exc:  # the key file changed under us (mode 0644, removed): log, retry with §2.1.7 backoff
+            failure(self.log, exc.reason.name, f"remote {remote.id} ({remote.address}): {config_error_text(exc)}")
+            if peer.recovery is not None:
+                self._run_recovery(peer, peer.recovery.connect_failed(now, f"{exc.code} psk_file unusable"), now)
+            return
         peer.handshake = InitiatorHandshake(
-            Identity.ip(self.local_address), self._psk(remote),
+            Identity.ip(self.local_address), psk,
             data_ciphers=(cipher_name(remote.key_type, remote.cipher),),
             remote_identity=Identity.ip(str(remote.address)),
             inbound_p3_id=self._allocate_p3_id(),
@@ -566,7 +578,12 @@ class Gateway:
             if peer is None:
                 return None
             remote = peer.remote
-            return PeerPolicy(psk=self._psk(remote), data_ciphers=(cipher_name(remote.key_type, remote.cipher),))
+            try:
+                psk = self._psk(remote)
+            except P3Error as exc:  # refuse this attempt, keep serving the others
+                failure(self.log, exc.reason.name, f"remote {remote.id} ({remote.address}): {config_error_text(exc)}")
+                return None
+            return PeerPolicy(psk=psk, data_ciphers=(cipher_name(remote.key_type, remote.cipher),))
 
         return ResponderHandshake(Identity.ip(self.local_address), peer_for, allocate_p3_id=self._allocate_p3_id)
 
@@ -930,8 +947,10 @@ class Gateway:
             return
         try:
             new = load_config(self.config_path, role=self.role)
-        except Exception as exc:  # ConfigErrors: keep running on the old configuration
-            failure(self.log, "CONFIG_SYNTAX", f"reload refused, keeping the running configuration: {exc}")
+        except P3Error as exc:  # ConfigErrors: keep running on the old configuration; each error with its own code
+            for error in getattr(exc, "errors", [exc]):
+                failure(self.log, error.reason.name, "reload refused, keeping the running configuration: "
+                        f"{config_error_text(error)}")
             return
         if getattr(self, "admin", None) is not None:  # group settings and overrides stay on top (docs/admin.md)
             new = effective_config(new, self.admin.store)
