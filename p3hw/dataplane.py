@@ -28,7 +28,7 @@ from p3hw.log import failure
 from p3hw.reasons import REASONS, P3Error
 
 #: The ABI stamp this Python code was written against (native/src/cpu.c).
-EXPECTED_ABI_VERSION = 8
+EXPECTED_ABI_VERSION = 9
 
 try:
     from p3hw import _dataplane  # type: ignore[attr-defined]
@@ -775,9 +775,33 @@ class FlowTable:
     def forget(self, peer: int) -> int:
         return int(self._lib.p3dp_flows_forget(self.table, peer))
 
-    def terminate(self, peer: int, now_ms: int) -> tuple[list[bytes], Terminated]:
-        """The RSTs and ICMP unreachables to write toward the LAN for *peer*'s live flows."""
+    def export_state(self, now_ms: int) -> bytes:
+        """The live flows as bytes for :meth:`import_state` after a restart (docs/flows.md)."""
         ffi, lib = self._ffi, self._lib
+        needed = ffi.new("size_t *")
+        lib.p3dp_flows_export(self.table, now_ms, ffi.NULL, 0, needed)
+        while True:
+            out = ffi.new("uint8_t[]", needed[0] + 4096)   # room for flows that start meanwhile
+            rc = lib.p3dp_flows_export(self.table, now_ms, out, len(out), needed)
+            if rc >= 0:
+                return bytes(ffi.buffer(out, needed[0]))
+
+    def import_state(self, data: bytes, now_ms: int, extra_idle_ms: int) -> int:
+        """Load flows written by :meth:`export_state`, aged by *extra_idle_ms*; how many were loaded."""
+        return check(self._lib.p3dp_flows_import(self.table, data, len(data), now_ms, extra_idle_ms),
+                     "flow state import")
+
+    def stale_resets(self) -> int:
+        """RSTs sent for segments of connections of an earlier session (docs/flows.md)."""
+        stats = self._ffi.new("p3dp_flows_stats *")
+        self._lib.p3dp_flows_stats_get(self.table, stats)
+        return int(stats.stale_resets)
+
+    def terminate(self, peer: int | None, now_ms: int) -> tuple[list[bytes], Terminated]:
+        """The RSTs and ICMP unreachables to write toward the LAN for *peer*'s live flows (None: every peer's)."""
+        ffi, lib = self._ffi, self._lib
+        if peer is None:
+            peer = lib.P3DP_NO_PEER
         batch = self.TERMINATE_BATCH
         out = ffi.new("uint8_t[]", batch * lib.P3DP_FLOWS_MAX_PACKET)
         lens = ffi.new("size_t[]", batch)

@@ -319,6 +319,26 @@ def tcp_echo(args: argparse.Namespace) -> dict[str, object]:
     return {"mode": "tcp-echo", "connections": connections}
 
 
+def _wait_in_recv(conn: socket.socket, timeout_s: float, poke_every_s: float) -> bytes | None:
+    """recv until data, EOF or an error; None at the timeout.
+
+    With poke_every_s, send one octet that often and read the echoes back: only EOF, an error or the
+    timeout ends the wait.
+    """
+    deadline = time.monotonic() + timeout_s
+    while (left := deadline - time.monotonic()) > 0:
+        conn.settimeout(min(left, poke_every_s) if poke_every_s > 0 else left)
+        try:
+            data = conn.recv(CHUNK)
+        except TimeoutError:
+            if poke_every_s > 0:
+                conn.send(b".")
+            continue
+        if not data or poke_every_s <= 0:
+            return data
+    return None
+
+
 def tcp_hold(args: argparse.Namespace) -> dict[str, object]:
     greeting = b"p3hw hold\n"
     with socket.create_connection((args.to, args.port), timeout=args.connect_timeout_s) as conn:
@@ -326,11 +346,10 @@ def tcp_hold(args: argparse.Namespace) -> dict[str, object]:
         if _read_exactly(conn, len(greeting)) != greeting:
             return {"mode": "tcp-hold", "outcome": "no echo"}
         print("CONNECTED", flush=True)
-        conn.settimeout(args.timeout_s)
         started = time.monotonic()
         try:
-            data = conn.recv(CHUNK)
-            outcome = "data" if data else "eof"
+            data = _wait_in_recv(conn, args.timeout_s, args.poke_every_s)
+            outcome = "timeout" if data is None else "data" if data else "eof"
             err = None
         except ConnectionResetError as exc:
             outcome, err = "reset", exc.errno
@@ -394,6 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--connect-timeout-s", type=float, default=10.0)
     p.add_argument("--timeout-s", type=float, default=60.0)
+    p.add_argument("--poke-every-s", type=float, default=0.0,
+                   help="send one octet this often while waiting (0: stay silent)")
     p.set_defaults(run=tcp_hold)
     return parser
 

@@ -259,6 +259,7 @@ typedef struct p3dp_flows_stats {
     uint64_t expired;    /* flows found idle past their timeout and reused */
     uint64_t entries;    /* entries in use now (idle ones included until reused) */
     uint32_t capacity;
+    uint64_t stale_resets; /* RSTs answering segments of connections no flow knows (reset_stale) */
 } p3dp_flows_stats;
 
 typedef struct p3dp_flows_terminated {
@@ -282,12 +283,34 @@ int p3dp_flows_observe(p3dp_flows *flows, uint32_t peer, const uint8_t *packet, 
  * out (out_lens[i] = length of packet i) and forgets those flows. Returns the
  * number of packets written; *done says what they are. A flow whose packets
  * do not fit stays (done->flows_remaining): call again with a fresh buffer.
- * -P3R_DP_TOO_BIG when nothing fits at all, -P3R_DP_BAD_ARGUMENT on a bad argument. */
+ * -P3R_DP_TOO_BIG when nothing fits at all, -P3R_DP_BAD_ARGUMENT on a bad argument.
+ * peer P3DP_NO_PEER: every peer's flows (after a restart, those of the
+ * previous run loaded by p3dp_flows_import). */
 int p3dp_flows_terminate(p3dp_flows *flows, uint32_t peer, uint64_t now_ms, uint8_t *out,
                          size_t out_cap, size_t *out_lens, size_t max_packets,
                          p3dp_flows_terminated *done);
 /* Forgets the peer's flows without writing anything; returns how many. */
 size_t p3dp_flows_forget(p3dp_flows *flows, uint32_t peer);
+/* Login termination across restarts (docs/flows.md "After a restart").
+ * A TCP segment from the LAN (ACK set, no SYN or RST) that the tunnel could
+ * not carry (seal failed: no session) and that belongs to no flow this table
+ * knows is a connection of an earlier session: writes into out (cap >= 60)
+ * the RST its sender accepts (SEQ = the segment's ACK, RFC 793 §3.4, which is
+ * the sender's RCV.NXT exactly, RFC 5961 §3.2) and returns its length; 0 when
+ * the packet is anything else. -P3R_DP_BAD_ARGUMENT on a bad argument. */
+int p3dp_flows_reset_stale(p3dp_flows *flows, uint32_t peer, const uint8_t *packet, size_t len,
+                           uint64_t now_ms, uint8_t *out, size_t cap);
+/* The live flows as a byte string (a versioned header, then fixed records):
+ * written into out when it fits, and *needed set to the size either way.
+ * Returns the flow count, -P3R_DP_TOO_BIG when out is too small. */
+int p3dp_flows_export(p3dp_flows *flows, uint64_t now_ms, uint8_t *out, size_t cap, size_t *needed);
+/* Loads flows written by p3dp_flows_export (of this build) into the table,
+ * each aged by extra_idle_ms more (the time between export and import);
+ * flows idle past their timeout then are skipped. Returns how many were
+ * loaded; -P3R_DP_BAD_ARGUMENT when the bytes are not an export of this
+ * format. */
+int p3dp_flows_import(p3dp_flows *flows, const uint8_t *in, size_t len, uint64_t now_ms,
+                      uint64_t extra_idle_ms);
 /* Live (not idle past timeout) flows of the peer. */
 size_t p3dp_flows_count(p3dp_flows *flows, uint32_t peer, uint64_t now_ms);
 void p3dp_flows_stats_get(p3dp_flows *flows, p3dp_flows_stats *stats);

@@ -115,6 +115,7 @@ struct p3dp_flows {
     uint8_t unreachable_code_v4;
     uint8_t unreachable_code_v6;
     _Atomic uint64_t ignored;
+    _Atomic uint64_t stale_resets;
 };
 
 /* A packet taken apart: pointers into the caller's buffer. */
@@ -499,6 +500,7 @@ p3dp_flows *p3dp_flows_new(uint32_t capacity, uint64_t tcp_idle_ms, uint64_t oth
     flows->unreachable_code_v4 = 1;   /* host unreachable (RFC 792) */
     flows->unreachable_code_v6 = 3;   /* address unreachable (RFC 4443 §3.1) */
     atomic_init(&flows->ignored, 0);
+    atomic_init(&flows->stale_resets, 0);
     for (uint32_t si = 0; si < FLOWS_SHARDS; si++) {
         struct shard *s = &flows->shards[si];
         atomic_flag_clear(&s->lock);
@@ -573,6 +575,30 @@ static void track_tcp(struct flow *f, const struct parsed *p, bool from_lan)
     }
 }
 
+/* The flow a packet belongs to, oriented by our LAN; false for what is not
+ * tracked (malformed, an ICMP error, a non-unicast end). */
+static bool flow_key_of(uint32_t peer, const uint8_t *packet, size_t len, bool from_lan, struct parsed *p,
+                        struct flow_key *key)
+{
+    memset(key, 0, sizeof(*key));
+    if (!parse_packet(packet, len, p) || !key_ports(p, from_lan, key))
+        return false;
+    const uint8_t *local = from_lan ? p->src : p->dst;
+    const uint8_t *remote = from_lan ? p->dst : p->src;
+    /* Only unicast ends can be told anything (RFC 1122 §3.2.2, RFC 4443
+     * §2.4(e)); TCP has no other kind. */
+    if (!(p->family == 4 ? v4_unicast(local) && v4_unicast(remote)
+                         : v6_unicast(local) && v6_unicast(remote)))
+        return false;
+    size_t alen = p->family == 4 ? 4 : 16;
+    memcpy(key->local_addr, local, alen);
+    memcpy(key->remote_addr, remote, alen);
+    key->peer = peer;
+    key->family = p->family;
+    key->proto = p->proto;
+    return true;
+}
+
 int p3dp_flows_observe(p3dp_flows *flows, uint32_t peer, const uint8_t *packet, size_t len,
                        int direction, uint64_t now_ms)
 {
@@ -581,22 +607,8 @@ int p3dp_flows_observe(p3dp_flows *flows, uint32_t peer, const uint8_t *packet, 
     bool from_lan = direction == P3DP_FLOW_FROM_LAN;
     struct parsed p;
     struct flow_key key;
-    memset(&key, 0, sizeof(key));
-    if (!parse_packet(packet, len, &p) || !key_ports(&p, from_lan, &key))
+    if (!flow_key_of(peer, packet, len, from_lan, &p, &key))
         goto ignored;
-    const uint8_t *local = from_lan ? p.src : p.dst;
-    const uint8_t *remote = from_lan ? p.dst : p.src;
-    /* Only unicast ends can be told anything (RFC 1122 §3.2.2, RFC 4443
-     * §2.4(e)); TCP has no other kind. */
-    if (!(p.family == 4 ? v4_unicast(local) && v4_unicast(remote)
-                        : v6_unicast(local) && v6_unicast(remote)))
-        goto ignored;
-    size_t alen = p.family == 4 ? 4 : 16;
-    memcpy(key.local_addr, local, alen);
-    memcpy(key.remote_addr, remote, alen);
-    key.peer = peer;
-    key.family = p.family;
-    key.proto = p.proto;
 
     uint32_t hash = key_hash(flows, &key);
     struct shard *s = shard_of(flows, hash);
@@ -807,7 +819,7 @@ int p3dp_flows_terminate(p3dp_flows *flows, uint32_t peer, uint64_t now_ms, uint
         for (uint32_t i = s->lru_head; i != NIL; i = next) {
             struct flow *f = &s->entries[i];
             next = f->lru_next;
-            if (f->key.peer != peer)
+            if (peer != P3DP_NO_PEER && f->key.peer != peer)
                 continue;
             bool tcp = f->key.proto == PROTO_TCP;
             if (flow_expired(flows, f, now_ms) || (!tcp && f->quote_len == 0)) {
@@ -903,6 +915,7 @@ void p3dp_flows_stats_get(p3dp_flows *flows, p3dp_flows_stats *stats)
         return;
     stats->capacity = flows->capacity;
     stats->ignored = atomic_load_explicit(&flows->ignored, memory_order_relaxed);
+    stats->stale_resets = atomic_load_explicit(&flows->stale_resets, memory_order_relaxed);
     for (uint32_t si = 0; si < FLOWS_SHARDS; si++) {
         struct shard *s = &flows->shards[si];
         lock_shard(s);
@@ -915,4 +928,145 @@ void p3dp_flows_stats_get(p3dp_flows *flows, p3dp_flows_stats *stats)
         unlock_shard(s);
     }
     stats->observed = stats->tracked + stats->ignored;
+}
+
+/* ---- across restarts (docs/flows.md "After a restart") ---------------- */
+
+int p3dp_flows_reset_stale(p3dp_flows *flows, uint32_t peer, const uint8_t *packet, size_t len,
+                           uint64_t now_ms, uint8_t *out, size_t cap)
+{
+    if (!flows || !packet || !out)
+        return ERR_BAD_ARGUMENT;
+    struct parsed p;
+    struct flow f;
+    memset(&f, 0, sizeof(f));
+    if (!flow_key_of(peer, packet, len, true, &p, &f.key) || p.proto != PROTO_TCP)
+        return 0;
+    uint8_t flags = p.l4[13];
+    /* A SYN opens a connection, a RST ends one: neither is stale. Without
+     * ACK the segment names no RCV.NXT a RST could carry. */
+    if ((flags & (TCP_SYN | TCP_RST)) || !(flags & TCP_ACK))
+        return 0;
+    if (cap < ip_header_len(&f.key) + 20)
+        return ERR_TOO_BIG;
+    f.hash = key_hash(flows, &f.key);
+    struct shard *s = shard_of(flows, f.hash);
+    lock_shard(s);
+    uint32_t i = shard_find(s, &f.key, f.hash);
+    bool known = i != NIL && !flow_expired(flows, &s->entries[i], now_ms);
+    unlock_shard(s);
+    if (known)
+        return 0;
+    /* f.seen is 0: the RST carries no ACK, as RFC 793 §3.4 asks when it
+     * answers a segment that had one. */
+    atomic_fetch_add_explicit(&flows->stale_resets, 1, memory_order_relaxed);
+    return (int)write_rst(out, &f, get32(p.l4 + 8));
+}
+
+/* The export format: this header, then `count` records of one build's layout
+ * (the version and record size catch a file written by another build). */
+#define FLOWS_EXPORT_MAGIC 0x4c463350u   /* "P3FL" */
+#define FLOWS_EXPORT_VERSION 1u
+
+struct export_header {
+    uint32_t magic;
+    uint32_t version;
+    uint32_t record_bytes;
+    uint32_t count;
+};
+
+struct export_record {
+    struct flow_key key;
+    uint64_t idle_ms;
+    uint8_t seen;
+    uint8_t quote_len;
+    uint8_t zero[6];
+    union {
+        struct tcp_track tcp;
+        uint8_t quote[FLOWS_QUOTE_MAX];
+    } u;
+};
+
+int p3dp_flows_export(p3dp_flows *flows, uint64_t now_ms, uint8_t *out, size_t cap, size_t *needed)
+{
+    if (!flows || !needed || (cap && !out))
+        return ERR_BAD_ARGUMENT;
+    size_t count = 0, at = sizeof(struct export_header);
+    bool fits = cap >= at;
+    for (uint32_t si = 0; si < FLOWS_SHARDS; si++) {
+        struct shard *s = &flows->shards[si];
+        lock_shard(s);
+        for (uint32_t i = s->lru_head; i != NIL; i = s->entries[i].lru_next) {
+            const struct flow *f = &s->entries[i];
+            if (flow_expired(flows, f, now_ms))
+                continue;
+            count++;
+            if (fits && at + sizeof(struct export_record) <= cap) {
+                struct export_record r;
+                memset(&r, 0, sizeof(r));
+                r.key = f->key;
+                r.idle_ms = now_ms > f->last_seen_ms ? now_ms - f->last_seen_ms : 0;
+                r.seen = f->seen;
+                r.quote_len = f->quote_len;
+                memcpy(&r.u, &f->u, sizeof(r.u));
+                memcpy(out + at, &r, sizeof(r));
+            } else {
+                fits = false;
+            }
+            at += sizeof(struct export_record);
+        }
+        unlock_shard(s);
+    }
+    *needed = at;
+    if (!fits || count > INT32_MAX)
+        return ERR_TOO_BIG;
+    struct export_header h = { FLOWS_EXPORT_MAGIC, FLOWS_EXPORT_VERSION, sizeof(struct export_record),
+                               (uint32_t)count };
+    memcpy(out, &h, sizeof(h));
+    return (int)count;
+}
+
+int p3dp_flows_import(p3dp_flows *flows, const uint8_t *in, size_t len, uint64_t now_ms,
+                      uint64_t extra_idle_ms)
+{
+    struct export_header h;
+    if (!flows || !in || len < sizeof(h))
+        return ERR_BAD_ARGUMENT;
+    memcpy(&h, in, sizeof(h));
+    if (h.magic != FLOWS_EXPORT_MAGIC || h.version != FLOWS_EXPORT_VERSION ||
+        h.record_bytes != sizeof(struct export_record) ||
+        (len - sizeof(h)) / sizeof(struct export_record) < h.count)
+        return ERR_BAD_ARGUMENT;
+    int loaded = 0;
+    for (uint32_t n = 0; n < h.count; n++) {
+        struct export_record r;
+        memcpy(&r, in + sizeof(h) + (size_t)n * sizeof(r), sizeof(r));
+        if ((r.key.family != 4 && r.key.family != 6) || r.quote_len > FLOWS_QUOTE_MAX)
+            return ERR_BAD_ARGUMENT;
+        uint64_t idle = r.idle_ms + extra_idle_ms;
+        uint64_t timeout = r.key.proto == PROTO_TCP ? flows->tcp_idle_ms : flows->other_idle_ms;
+        if (idle >= timeout)
+            continue;
+        uint32_t hash = key_hash(flows, &r.key);
+        struct shard *s = shard_of(flows, hash);
+        lock_shard(s);
+        uint32_t i = shard_find(s, &r.key, hash);
+        if (i == NIL) {
+            i = shard_alloc(flows, s, now_ms);
+            s->entries[i].key = r.key;
+            s->entries[i].hash = hash;
+            s->entries[i].chain_next = s->buckets[hash & s->bucket_mask];
+            s->buckets[hash & s->bucket_mask] = i;
+            lru_push_head(s, i);
+            s->created++;
+        }
+        struct flow *f = &s->entries[i];
+        f->last_seen_ms = now_ms > idle ? now_ms - idle : 0;   /* a clock that started late */
+        f->seen = r.seen;
+        f->quote_len = r.quote_len;
+        memcpy(&f->u, &r.u, sizeof(f->u));
+        unlock_shard(s);
+        loaded++;
+    }
+    return loaded;
 }

@@ -98,6 +98,7 @@ struct lane {
     struct p3_iobuf mine[WORKER_BURST];  /* this burst's input for this lane */
     uint8_t handed[WORKER_BURST];        /* mine[i] came from another lane: free it after */
     p3dp_pkt pkts[WORKER_BURST];
+    uint8_t stale_rst[WORKER_BURST][64];  /* RSTs for connections of an earlier session */
     uint8_t *buffers;
     p3dp_worker_stats stats;
 };
@@ -437,6 +438,35 @@ static void transmit(struct lane *l, struct p3_io *out, struct p3_iobuf *lent, s
         out->ops->tx_release(out, lent, (unsigned)nlent);
 }
 
+/* TCP segments from the LAN that no session could carry and no flow knows
+ * belong to connections of an earlier session (the daemon restarted, or the
+ * session was lost): a RST back makes the LAN host give up now instead of at
+ * its own timeout (spec §2.1.7 1), docs/flows.md "After a restart"). */
+static void reset_stale(struct lane *l, size_t m)
+{
+    uint64_t now = now_ms();
+    unsigned k = 0;
+    for (size_t i = 0; i < m; i++) {
+        const p3dp_pkt *p = &l->pkts[i];
+        if (p->status == 0 || p->kind != P3DP_KIND_DATA)
+            continue;
+        int len = p3dp_flows_reset_stale(l->flows, p->peer, p->in_buf, p->in_len, now, l->stale_rst[k],
+                                         sizeof(l->stale_rst[k]));
+        if (len <= 0)
+            continue;
+        l->send[k] = (struct p3_iobuf){ .data = l->stale_rst[k], .len = (uint32_t)len,
+                                        .cap = sizeof(l->stale_rst[k]) };
+        k++;
+    }
+    if (!k)
+        return;
+    int sent = l->lan.ops->tx_burst(&l->lan, l->send, k);
+    if (sent < 0)
+        l->stats.io_errors++;
+    else
+        l->stats.lan_tx_packets += (uint64_t)sent;
+}
+
 static void lan_to_wan(struct lane *l)
 {
     p3dp_worker *w = l->w;
@@ -508,6 +538,8 @@ static void lan_to_wan(struct lane *l)
         memcpy(b->addr, peer->cfg.remote_addr, 16);
     }
     transmit(l, out, ob, m, k, &l->stats.wan_tx_packets);
+    if (l->flows && k < m)
+        reset_stale(l, m);
     if (w->nlanes > 1)
         free_handed(l, &l->lan, (unsigned)m);
 }

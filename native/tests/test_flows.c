@@ -991,6 +991,123 @@ static void test_observe_cost_per_packet_is_reported(void)
     p3dp_flows_free(flows);
 }
 
+
+/* ---- across restarts ---------------------------------------------------- */
+
+static void test_flows_exported_and_imported_into_a_new_table_are_reset_as_before(void)
+{
+    /* A daemon saves its flows; after a kill -9 the new process loads them
+     * into a fresh table and resets every peer's connections. */
+    p3dp_flows *before = p3dp_flows_new(1024, HOUR_MS, MINUTE_MS);
+    struct endpoint local = ep("10.1.0.5", 40000), remote = ep("10.2.0.7", 80);
+    struct endpoint local6 = ep("fd00:1::5", 40001), remote6 = ep("fd00:2::7", 443);
+    established_flow(before, 3, &local, &remote);
+    established_flow(before, 9, &local6, &remote6);
+    size_t needed = 0;
+    CHECK_EQ(p3dp_flows_export(before, 2000, NULL, 0, &needed), -P3R_DP_TOO_BIG);
+    CHECK(needed > 0);
+    static uint8_t state[8192];
+    CHECK(needed <= sizeof(state));
+    CHECK_EQ(p3dp_flows_export(before, 2000, state, sizeof(state), &needed), 2);
+    p3dp_flows_free(before);
+
+    p3dp_flows *after = p3dp_flows_new(1024, HOUR_MS, MINUTE_MS);
+    /* A new process has a new monotonic clock: 5 s went by between the two. */
+    CHECK_EQ(p3dp_flows_import(after, state, needed, 100, 5000), 2);
+    struct out_buf o;
+    terminate(after, P3DP_NO_PEER, 100, &o);
+    CHECK_EQ(o.n, 2);
+    CHECK_EQ(o.done.tcp_flows_reset, 2);
+    for (int i = 0; i < o.n; i++) {
+        const uint8_t *pkt = o.bytes + o.offs[i];
+        if ((pkt[0] >> 4) == 4)
+            check_rst(pkt, o.lens[i], &local, &remote, 5201, 1101);
+        else
+            check_rst(pkt, o.lens[i], &local6, &remote6, 5201, 1101);
+    }
+    p3dp_flows_free(after);
+}
+
+static void test_import_skips_flows_idle_past_their_timeout_and_refuses_foreign_bytes(void)
+{
+    p3dp_flows *before = p3dp_flows_new(1024, HOUR_MS, MINUTE_MS);
+    struct endpoint local = ep("10.1.0.5", 40000), remote = ep("10.2.0.7", 80);
+    established_flow(before, 3, &local, &remote);
+    static uint8_t state[8192];
+    size_t needed = 0;
+    CHECK_EQ(p3dp_flows_export(before, 2000, state, sizeof(state), &needed), 1);
+    p3dp_flows_free(before);
+
+    p3dp_flows *after = p3dp_flows_new(1024, HOUR_MS, MINUTE_MS);
+    /* Down for longer than a TCP flow may idle: nothing left to reset. */
+    CHECK_EQ(p3dp_flows_import(after, state, needed, 10 * HOUR_MS, 2 * (uint64_t)HOUR_MS), 0);
+    CHECK_EQ(p3dp_flows_count(after, 3, 10 * HOUR_MS), 0);
+    /* Truncated, another format, garbage: refused, nothing loaded. */
+    CHECK_EQ(p3dp_flows_import(after, state, needed - 1, 10 * HOUR_MS, 0), -P3R_DP_BAD_ARGUMENT);
+    CHECK_EQ(p3dp_flows_import(after, state, 8, 10 * HOUR_MS, 0), -P3R_DP_BAD_ARGUMENT);
+    uint8_t other[sizeof(state)];
+    memcpy(other, state, needed);
+    other[4] ^= 0x7f;                                       /* version */
+    CHECK_EQ(p3dp_flows_import(after, other, needed, 10 * HOUR_MS, 0), -P3R_DP_BAD_ARGUMENT);
+    CHECK_EQ(p3dp_flows_count(after, 3, 10 * HOUR_MS), 0);
+    p3dp_flows_free(after);
+}
+
+static void test_segment_of_an_unknown_connection_gets_a_rst_at_its_ack(void)
+{
+    /* The sender's RCV.NXT is the ACK it sends: a RST with that SEQ and no
+     * ACK is what RFC 793 §3.4 answers, and Linux accepts it exactly. */
+    p3dp_flows *flows = p3dp_flows_new(1024, HOUR_MS, MINUTE_MS);
+    struct endpoint local = ep("10.1.0.5", 40000), remote = ep("10.2.0.7", 80);
+    uint8_t pkt[1600], rst[64];
+    size_t len = tcp_packet(pkt, &local, &remote, 7000, 9000, F_ACK | F_PSH, 10);
+    int n = p3dp_flows_reset_stale(flows, 3, pkt, len, 1000, rst, sizeof(rst));
+    CHECK(n > 0);
+    check_rst(rst, (size_t)n, &local, &remote, 9000, 0);
+    CHECK(!(rst[20 + 13] & F_ACK));
+    p3dp_flows_stats st;
+    p3dp_flows_stats_get(flows, &st);
+    CHECK_EQ(st.stale_resets, 1);
+
+    struct endpoint local6 = ep("fd00:1::5", 40001), remote6 = ep("fd00:2::7", 443);
+    len = tcp_packet(pkt, &local6, &remote6, 1, 0x80000000u, F_ACK, 0);
+    n = p3dp_flows_reset_stale(flows, 3, pkt, len, 1000, rst, sizeof(rst));
+    CHECK_EQ(n, 60);
+    check_rst(rst, (size_t)n, &local6, &remote6, 0x80000000u, 0);
+    p3dp_flows_free(flows);
+}
+
+static void test_known_flows_syns_rsts_and_other_protocols_get_no_stale_rst(void)
+{
+    p3dp_flows *flows = p3dp_flows_new(1024, HOUR_MS, MINUTE_MS);
+    struct endpoint local = ep("10.1.0.5", 40000), remote = ep("10.2.0.7", 80);
+    established_flow(flows, 3, &local, &remote);
+    uint8_t pkt[1600], rst[64];
+    /* A flow this session knows: its packets were only dropped for now. */
+    size_t len = tcp_packet(pkt, &local, &remote, 1101, 5201, F_ACK, 0);
+    CHECK_EQ(p3dp_flows_reset_stale(flows, 3, pkt, len, 2000, rst, sizeof(rst)), 0);
+    /* ... but once it idled out, it is stale. */
+    CHECK(p3dp_flows_reset_stale(flows, 3, pkt, len, 2000 + 2 * (uint64_t)HOUR_MS, rst, sizeof(rst)) > 0);
+    struct endpoint other = ep("10.1.0.6", 40002);
+    len = tcp_packet(pkt, &other, &remote, 1, 0, F_SYN, 0);
+    CHECK_EQ(p3dp_flows_reset_stale(flows, 3, pkt, len, 2000, rst, sizeof(rst)), 0);
+    len = tcp_packet(pkt, &other, &remote, 1, 5, F_RST | F_ACK, 0);
+    CHECK_EQ(p3dp_flows_reset_stale(flows, 3, pkt, len, 2000, rst, sizeof(rst)), 0);
+    len = tcp_packet(pkt, &other, &remote, 1, 0, 0, 0);          /* no ACK: no RCV.NXT to name */
+    CHECK_EQ(p3dp_flows_reset_stale(flows, 3, pkt, len, 2000, rst, sizeof(rst)), 0);
+    len = udp_packet(pkt, &other, &remote, 20);
+    CHECK_EQ(p3dp_flows_reset_stale(flows, 3, pkt, len, 2000, rst, sizeof(rst)), 0);
+    struct endpoint bcast = ep("255.255.255.255", 80);
+    len = tcp_packet(pkt, &other, &bcast, 1, 5, F_ACK, 0);
+    CHECK_EQ(p3dp_flows_reset_stale(flows, 3, pkt, len, 2000, rst, sizeof(rst)), 0);
+    for (size_t cut = 0; cut < 40; cut++)                          /* truncated: nothing */
+        CHECK_EQ(p3dp_flows_reset_stale(flows, 3, pkt, cut, 2000, rst, sizeof(rst)), 0);
+    len = tcp_packet(pkt, &other, &remote, 1, 5, F_ACK, 0);
+    CHECK_EQ(p3dp_flows_reset_stale(flows, 3, pkt, len, 2000, rst, 10), -P3R_DP_TOO_BIG);
+    CHECK_EQ(p3dp_flows_reset_stale(NULL, 3, pkt, len, 2000, rst, sizeof(rst)), -P3R_DP_BAD_ARGUMENT);
+    p3dp_flows_free(flows);
+}
+
 NTEST_MAIN(NTEST(test_v4_established_flow_gets_rst_at_last_ack_sent_by_local_end),
            NTEST(test_v6_established_flow_gets_rst_with_v6_pseudo_header_checksum),
            NTEST(test_remote_opened_flow_is_reset_towards_local_server),
@@ -1018,4 +1135,8 @@ NTEST_MAIN(NTEST(test_v4_established_flow_gets_rst_at_last_ack_sent_by_local_end
            NTEST(test_random_and_truncated_packets_never_crash),
            NTEST(test_bad_arguments_are_refused),
            NTEST(test_two_workers_observe_concurrently),
+           NTEST(test_flows_exported_and_imported_into_a_new_table_are_reset_as_before),
+           NTEST(test_import_skips_flows_idle_past_their_timeout_and_refuses_foreign_bytes),
+           NTEST(test_segment_of_an_unknown_connection_gets_a_rst_at_its_ack),
+           NTEST(test_known_flows_syns_rsts_and_other_protocols_get_no_stale_rst),
            NTEST(test_observe_cost_per_packet_is_reported))

@@ -67,6 +67,7 @@ from p3hw.protocol.recovery import (
 from p3hw.protocol.rekey import InstallInboundSa, InstallOutboundSa, RekeyCompleted, RemoveInboundSa
 from p3hw.protocol.session import ConfigReceived, Session, SessionConfig, SessionLost
 from p3hw.reasons import P3Error
+from p3hw.runtime.flowstate import FlowState, state_path
 from p3hw.runtime.shards import ShardedDataplane, ShardedFlows
 from p3hw.wire.ike import Identity
 
@@ -181,6 +182,7 @@ class Gateway:
         # Inbound P3 IDs live in this gateway's dataplane: one table for every
         # session, so an ID must be unique across sessions (DESIGN.md §3).
         self._live_p3_ids: set[int] = set()
+        self.flow_state = FlowState(state_path(config.local.admin_socket), logger)
 
     # ------------------------------------------------------------ set-up
 
@@ -308,6 +310,7 @@ class Gateway:
                 self._start_handshake(peer, now)
         if self.role == "primary":
             self.responder = self._make_responder()
+        self._reset_flows_of_previous_run()
         await self._start_admin()
         self.log.info("p3hw %s up: address %s port %d, %d remote(s), transport %s, %s",
                       self.role, self.local_address, self.udp_port, len(self.peers),
@@ -317,6 +320,7 @@ class Gateway:
                 self._handle_timers(time.monotonic())
                 self.engine_watch.poll()  # logs P3-E609 when the engine fails over or comes back
                 self._maybe_write_status(time.monotonic())
+                self.flow_state.maybe_save(self._flow_tables(), time.monotonic())
                 delay = self._next_deadline(time.monotonic())
                 self._wake.clear()
                 try:
@@ -406,6 +410,7 @@ class Gateway:
             "engine": None if self.dp is None else {**self.dp.engine_status().__dict__,
                                                     "active": self.dp.engine_status().active},
             "termination": None if self.last_termination is None else self.last_termination.__dict__,
+            "stale_resets": sum(t.stale_resets() for t in self._flow_tables()),
         }
 
     def _io_status(self) -> dict[str, object]:
@@ -823,6 +828,12 @@ class Gateway:
         if self.flows is None:
             return Terminated()
         packets, done = self.flows.terminate(peer.peer_id, int(time.monotonic() * 1000))
+        self._write_lan(packets)
+        self.last_termination = done
+        return done
+
+    def _write_lan(self, packets: list[bytes]) -> None:
+        """Termination packets (RSTs, ICMP unreachables) into the LAN."""
         if self.tun_fd < 0:
             assert self.worker is not None
             for packet in packets:    # DPDK: out of the LAN port, from the worker's thread
@@ -830,8 +841,7 @@ class Gateway:
                     self.worker.send_lan(packet)
                 except P3Error:
                     break
-            self.last_termination = done
-            return done
+            return
         # The TUN carries a virtio-net header (offloads): "no offload" for these.
         header = bytes(VNET_HDR_BYTES) if self.tun_offloads else b""
         for packet in packets:
@@ -839,8 +849,21 @@ class Gateway:
                 os.write(self.tun_fd, header + packet)
             except OSError:
                 break
-        self.last_termination = done
-        return done
+
+    def _flow_tables(self) -> list[FlowTable]:
+        if self.flows is None:
+            return []
+        return list(self.flows.shards) if isinstance(self.flows, ShardedFlows) else [self.flows]
+
+    def _reset_flows_of_previous_run(self) -> None:
+        """After a crash or restart: the LAN hosts' connections through the old sessions are reset (docs/flows.md)."""
+        packets, done, flows = self.flow_state.restore(time.monotonic())
+        if not flows:
+            return
+        self._write_lan(packets)
+        self.log.warning("P3-E502 %d connection(s) of the previous run reset at start: tcp_flows_reset=%d "
+                         "tcp_resets=%d icmp_unreachables=%d", flows, done.tcp_flows_reset, done.tcp_resets,
+                         done.icmp_unreachables)
 
     last_termination = None
 
@@ -989,6 +1012,7 @@ class Gateway:
             self._loop.remove_reader(self.worker.notify_fd)
         if self.worker is not None:
             self.worker.stop()
+            self.flow_state.save(self._flow_tables(), time.monotonic())
         for subnet in self._kernel_routes:
             try:
                 tun_backend.remove_route(self.config.local.interface, subnet)
