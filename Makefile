@@ -20,6 +20,7 @@ build: bootstrap
 	@mkdir -p build
 	@$(PY) setup.py -q build_ext --inplace >build/build_ext.log 2>&1 || { cat build/build_ext.log; exit 1; }
 	@$(MAKE) -s -C native dpdk
+	@$(PY) -m p3hw.fips record    # FIPS mode's integrity values: <library>.hmac (docs/fips.md)
 
 # Native unit tests under AddressSanitizer and UBSan (native/tests/).
 native-tests: bootstrap

@@ -246,6 +246,25 @@ def _cpu_list(value: str) -> tuple[int, ...]:
     return cpus
 
 
+#: Appendix A extension ike_groups / ike_prfs: the words and the IKEv2 transform IDs (RFC 7296 §3.3.2).
+IKE_GROUPS = {"x25519": 31, "ecp256": 19, "ecp384": 20}
+IKE_PRFS = {"hmac-sha256": 5, "cmac": 8, "xcbc": 4}
+#: FIPS mode (docs/fips.md): what SP 800-56A / SP 800-108 / FIPS 198 approve among them.
+FIPS_IKE_GROUPS = ("ecp256", "ecp384")
+FIPS_IKE_PRFS = ("hmac-sha256", "cmac")
+
+
+def _word_list(allowed: dict[str, int], what: str) -> Callable[[str], tuple[str, ...]]:
+    def parse(value: str) -> tuple[str, ...]:
+        words = tuple(w.strip().lower() for w in value.split(","))
+        unknown = [w for w in words if w not in allowed]
+        if not words or unknown or len(set(words)) != len(words):
+            raise _BadValue("CONFIG_VALUE_OUT_OF_RANGE", f"{_show(value)} is not a list of {what}",
+                            f"choose from {', '.join(allowed)}, separated by commas, each once")
+        return words
+    return parse
+
+
 def _interface_address(value: str) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
     """An address with its on-link prefix, 10.1.0.1/24 or 2001:db8:1::1/64."""
     if "/" not in value:
@@ -389,6 +408,10 @@ LOCAL_KEYWORDS: dict[str, Keyword] = {k.name: k for k in (
     # Several workers, one queue of each port each (docs/dpdk.md "Several workers").
     Keyword("dpdk_workers", "dpdk_workers", _int_in(1, MAX_DPDK_WORKERS), 1, BOTH, extension=True),
     Keyword("dpdk_cpus", "dpdk_cpus", _cpu_list, (), BOTH, extension=True),
+    Keyword("fips", "fips", _choice(0, 1), 0, BOTH, extension=True),
+    Keyword("ike_groups", "ike_groups", _word_list(IKE_GROUPS, "IKE key exchange groups"), None, BOTH,
+            extension=True),
+    Keyword("ike_prfs", "ike_prfs", _word_list(IKE_PRFS, "IKE PRFs"), None, BOTH, extension=True),
 )}
 
 #: Remote section (Appendix A 1 and 2, plus extensions). subnet/mask take an index.
@@ -477,6 +500,11 @@ class LocalHost:
     dpdk_wan_gateway: Address | None = None
     dpdk_workers: int = 1
     dpdk_cpus: tuple[int, ...] = ()
+    #: FIPS mode (docs/fips.md): approved algorithms only, self-tests at start
+    fips: int = 0
+    #: IKE_SA_INIT offers, in order of preference; the defaults follow fips
+    ike_groups: tuple[str, ...] = ("x25519", "ecp256")
+    ike_prfs: tuple[str, ...] = ("hmac-sha256", "cmac", "xcbc")
     origins: dict[str, Origin] = field(default_factory=dict, repr=False, compare=False)
 
     def origin(self, attr: str) -> Origin:
@@ -484,6 +512,14 @@ class LocalHost:
 
     def source(self, attr: str) -> str:
         return self.origins[attr].source
+
+    @property
+    def ike_group_ids(self) -> tuple[int, ...]:
+        return tuple(IKE_GROUPS[g] for g in self.ike_groups)
+
+    @property
+    def ike_prf_ids(self) -> tuple[int, ...]:
+        return tuple(IKE_PRFS[p] for p in self.ike_prfs)
 
 
 @dataclass
@@ -522,7 +558,7 @@ _LOCAL_ATTRS = ("ip", "address", "port", "key_generation", "rekey_wait_s", "arra
                 "transport", "interface", "admin_socket", "admin_store", "metrics_port", "log_facility", "pkcs11_module", "pkcs11_token",
                 "pkcs11_pin_file", "key_fallback", "hardware_rng", "crypto_engine", "crypto_fallback",
                 "dpdk_eal_args", "io", "dpdk_lan_port", "dpdk_wan_port", "dpdk_lan_address", "dpdk_lan_gateway",
-                "dpdk_wan_gateway", "dpdk_workers", "dpdk_cpus")
+                "dpdk_wan_gateway", "dpdk_workers", "dpdk_cpus", "fips", "ike_groups", "ike_prfs")
 _REMOTE_ATTRS = ("ip", "address", "port", "key_type", "cipher", "pfs", "psk_file", "rekey_wait_s",
                  "array_size", "data_array_time_s", "control_array_time_s", "heartbeat_time_s", "heartbeat_fail_s")
 _ATTR_TO_LOCAL_KEYWORD = {k.attr: k.name for k in LOCAL_KEYWORDS.values()}
@@ -869,7 +905,28 @@ class _Parser:
         self.check_admin_socket(resolved["admin_socket"], origins["admin_socket"].line or end_line)
         if not self.check_dpdk_io(resolved, origins, values, end_line):
             return None
+        if not self.check_fips(resolved, origins, end_line):
+            return None
         return LocalHost(**resolved, origins=origins)
+
+    def check_fips(self, resolved: dict[str, Any], origins: dict[str, Origin], end_line: int) -> bool:
+        """fips = 1: only approved groups and PRFs; the defaults follow the mode (docs/fips.md)."""
+        fips = resolved["fips"] == 1
+        defaults = {"ike_groups": FIPS_IKE_GROUPS if fips else ("x25519", "ecp256"),
+                    "ike_prfs": FIPS_IKE_PRFS if fips else tuple(IKE_PRFS)}
+        approved = {"ike_groups": FIPS_IKE_GROUPS, "ike_prfs": FIPS_IKE_PRFS}
+        ok = True
+        for attr, default in defaults.items():
+            if resolved[attr] is None:
+                resolved[attr] = default
+                continue
+            refused = [w for w in resolved[attr] if fips and w not in approved[attr]]
+            if refused:
+                self.error(origins[attr].line or end_line, "CONFIG_NOT_APPROVED",
+                           f"{attr} names {', '.join(refused)}, which FIPS mode does not allow",
+                           f"with fips = 1 use {', '.join(approved[attr])}, or leave {attr} out")
+                ok = False
+        return ok
 
     def check_dpdk_io(self, resolved: dict[str, Any], origins: dict[str, Origin],
                       values: dict[str, tuple[Any, int]], end_line: int) -> bool:

@@ -52,6 +52,7 @@ _CATALOGUE: tuple[Reason, ...] = (
     Reason("P3-E120", "SETUP_BAD_ANSWER", "an answer given to 'p3hw setup' is not valid"),
     Reason("P3-E121", "SETUP_WRITE_FAILED", "'p3hw setup' could not write the configuration file"),
     Reason("P3-E122", "USAGE", "a command was called with wrong arguments"),
+    Reason("P3-E123", "CONFIG_NOT_APPROVED", "FIPS mode (fips = 1) and an algorithm that is not FIPS-approved is configured"),
     # 2xx dataplane
     Reason("P3-E200", "DP_BAD_HEADER", "a packet's outer header, P3 flags or length is malformed"),
     Reason("P3-E201", "DP_UNKNOWN_ID", "a packet names a P3 ID that no inbound SA has"),
@@ -126,6 +127,7 @@ _CATALOGUE: tuple[Reason, ...] = (
     Reason("P3-E901", "OS_ERROR", "the operating system refused an operation"),
     Reason("P3-E902", "FILE_WRITE", "a file the daemon keeps (status file, audit) cannot be written: full or "
            "read-only file system, or no permission; the daemon runs on and retries"),
+    Reason("P3-E903", "FIPS_SELF_TEST", "a FIPS power-on self-test or the integrity check of a native library failed: the daemon does not start"),
     Reason("P3-E999", "INTERNAL", "an internal error; please report it with the log"),
 )
 

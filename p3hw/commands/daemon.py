@@ -13,8 +13,8 @@ import asyncio
 import logging
 import os
 
-from p3hw.config import load_config
-from p3hw.log import setup_logging
+from p3hw.config import Config, load_config
+from p3hw.log import failure, setup_logging
 from p3hw.reasons import P3Error
 
 
@@ -36,7 +36,29 @@ def run(args: argparse.Namespace) -> int:
         raise P3Error("NEED_ROOT", f"p3hw {role} needs root (CAP_NET_ADMIN) for its TUN interface and routes")
     logger = setup_logging(ident=f"p3hw-{role}", facility=config.local.log_facility,
                            level=logging.DEBUG if args.verbose else logging.INFO)
+    if config.local.fips:
+        fips_self_tests(config, logger)
     from p3hw.runtime.gateway import Gateway
 
     gateway = Gateway(config, logger, config_path=args.config, status_file=args.status_file)
     return asyncio.run(gateway.run())
+
+
+def fips_self_tests(config: Config, logger: logging.Logger) -> None:
+    """fips = 1: the power-on self-tests before anything opens (docs/fips.md); a failure ends the start."""
+    from p3hw.crypto.keygen import make_key_source
+    from p3hw.fips import power_on_self_tests
+    from p3hw.runtime.engines import set_crypto_engine
+
+    source = make_key_source(config, logger)
+    try:
+        report = power_on_self_tests(config, source, lambda plane: set_crypto_engine(plane, config.local))
+    except P3Error as error:
+        failure(logger, "FIPS_SELF_TEST", f"{error.detail}: the daemon does not start")
+        raise
+    finally:
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()
+    logger.info("FIPS mode: %d power-on self-tests passed (%s); native code checked: %s",
+                len(report.passed), ", ".join(report.passed), ", ".join(report.libraries))

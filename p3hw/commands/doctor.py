@@ -410,6 +410,24 @@ def check_kernel() -> list[dict[str, Any]]:
     return found
 
 
+def check_fips() -> list[dict[str, Any]]:
+    """FIPS mode (fips = 1, docs/fips.md): the integrity values, and which module boundary applies."""
+    from p3hw import fips  # noqa: PLC0415 - imports the extension
+
+    try:
+        fips.verify_integrity(fips.native_libraries())
+        integrity = _check("fips integrity", True, "the native libraries match the HMAC-SHA-256 recorded at build",
+                           "fips = 1 (the daemon checks it at start)")
+    except P3Error as exc:
+        integrity = _check("fips integrity", False, exc.message(), "fips = 1 (the daemon checks it at start)")
+    provider = fips.openssl_fips_provider()
+    boundary = (f"OpenSSL FIPS provider {provider}" if provider is not None else
+                "no OpenSSL FIPS provider installed (Debian 12 ships none): FIPS mode restricts the algorithms "
+                "and self-tests them, but the OpenSSL it runs on is not a validated module; with "
+                "crypto_engine = pkcs11 the HSM is the module boundary for data keys")
+    return [integrity, _check("fips provider", provider is not None, boundary, "a validated module boundary")]
+
+
 def checks(pkcs11_module: str | None = None, dpdk_library: str | None = None) -> list[dict[str, Any]]:
     """Each check: name, ok, detail, needed_by (and data for --json).
 
@@ -433,6 +451,8 @@ def checks(pkcs11_module: str | None = None, dpdk_library: str | None = None) ->
     found += check_pkcs11(pkcs11_module)
     found.append(check_dpdk_library(dpdk_library))
     found += check_dpdk()
+    if found[0]["ok"]:
+        found += check_fips()
     return found
 
 

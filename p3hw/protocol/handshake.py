@@ -48,6 +48,7 @@ from p3hw.wire.ike import (
     CERT_X509_SIGNATURE,
     DH_CURVE25519,
     DH_ECP_256,
+    DH_ECP_384,
     ENCR_AES_CCM_16,
     ENCR_AES_CTR,
     ENCR_AES_GCM_16,
@@ -135,8 +136,8 @@ class IkeProposalConfig:
     ike_key_bits: tuple[int, ...] = (256, 128)
 
     def __post_init__(self) -> None:
-        if not self.dh_groups or set(self.dh_groups) - {DH_CURVE25519, DH_ECP_256}:
-            raise P3Error("CONFIG_VALUE_OUT_OF_RANGE", f"DH groups {self.dh_groups}: 31 and 19 are supported")
+        if not self.dh_groups or set(self.dh_groups) - {DH_CURVE25519, DH_ECP_256, DH_ECP_384}:
+            raise P3Error("CONFIG_VALUE_OUT_OF_RANGE", f"DH groups {self.dh_groups}: 31, 19 and 20 are supported")
         if not self.prf_ids or set(self.prf_ids) - {PRF_HMAC_SHA2_256, PRF_AES128_CMAC, PRF_AES128_XCBC}:
             raise P3Error("CONFIG_VALUE_OUT_OF_RANGE", f"PRFs {self.prf_ids}: 5, 8 and 4 are supported")
         if not self.ike_key_bits or set(self.ike_key_bits) - {128, 256}:
@@ -231,8 +232,13 @@ class _Failure(Exception):
 # --- Diffie-Hellman -------------------------------------------------------------
 
 
+#: RFC 5903 groups: the curve and the octets of one coordinate.
+_ECP_CURVES: dict[int, tuple[type[ec.EllipticCurve], int]] = {DH_ECP_256: (ec.SECP256R1, 32),
+                                                                DH_ECP_384: (ec.SECP384R1, 48)}
+
+
 class _DhKey:
-    """An ephemeral key of group 31 (RFC 8031) or 19 (RFC 5903)."""
+    """An ephemeral key of group 31 (RFC 8031), 19 or 20 (RFC 5903)."""
 
     def __init__(self, group: int) -> None:
         self.group = group
@@ -240,8 +246,8 @@ class _DhKey:
             self._x25519 = x25519.X25519PrivateKey.generate()
             self.public = self._x25519.public_key().public_bytes(
                 serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-        elif group == DH_ECP_256:
-            self._ecp = ec.generate_private_key(ec.SECP256R1())
+        elif group in _ECP_CURVES:
+            self._ecp = ec.generate_private_key(_ECP_CURVES[group][0]())
             # RFC 5903 §7: x ‖ y, without the X9.62 0x04 prefix.
             self.public = self._ecp.public_key().public_bytes(
                 serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)[1:]
@@ -257,9 +263,10 @@ class _DhKey:
                 if shared == bytes(32):  # RFC 8031 §2.3: a low-order point
                     raise ValueError("all-zero X25519 result")
                 return shared
-            if len(peer_public) != 64:
-                raise ValueError("ECP-256 share is 64 octets")
-            point = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), b"\x04" + peer_public)
+            curve, coordinate = _ECP_CURVES[self.group]
+            if len(peer_public) != 2 * coordinate:
+                raise ValueError(f"the share is {2 * coordinate} octets")
+            point = ec.EllipticCurvePublicKey.from_encoded_point(curve(), b"\x04" + peer_public)
             # RFC 5903 §7: the shared secret is the x coordinate.
             return self._ecp.exchange(ec.ECDH(), point)
         except ValueError as error:

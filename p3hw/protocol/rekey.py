@@ -49,6 +49,7 @@ import struct
 from dataclasses import dataclass, field
 from enum import Enum
 
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -69,6 +70,11 @@ DEFAULT_GRACE_S = 30.0
 #: part of a reason code (404: KEY_ARRAY_MISSING, ...).
 STATUS_OK = 0
 X25519_SHARE_BYTES = 32
+#: An ECP-256 share (FIPS mode, docs/fips.md): the uncompressed X9.62 point, 0x04 ‖ x ‖ y.
+ECP256_SHARE_BYTES = 65
+#: PFS groups a primary may choose (`pfs_group`); the secondary answers in the group of the share
+#: it got, told apart by its length.
+PFS_GROUPS = ("x25519", "ecp256")
 
 
 # --- actions for the dataplane ----------------------------------------------------
@@ -179,24 +185,49 @@ def _split_keys(data: bytes, control: bytes, sa_bytes: int) -> _NewKeys:
     return _NewKeys(data[:sa_bytes], data[sa_bytes:], control[:CONTROL_KEY_BYTES], control[CONTROL_KEY_BYTES:])
 
 
-def _ephemeral_private_key(source: KeySource) -> X25519PrivateKey:
+PfsPrivateKey = X25519PrivateKey | ec.EllipticCurvePrivateKey
+
+
+def _ephemeral_private_key(source: KeySource, group: str = "x25519") -> PfsPrivateKey:
     # The key source makes the ephemeral secret too, so a hardware source
     # (key_generation = 2) covers every secret a rekey uses.
+    if group == "ecp256":
+        # FIPS 186-5 A.2.1: 64 extra bits of randomness, reduced into [1, n-1].
+        order = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+        secret = int.from_bytes(source.random_bytes(40), "big") % (order - 1) + 1
+        return ec.derive_private_key(secret, ec.SECP256R1())
     return X25519PrivateKey.from_private_bytes(source.random_bytes(X25519_SHARE_BYTES))
 
 
-def _public_bytes(private: X25519PrivateKey) -> bytes:
+def _public_bytes(private: PfsPrivateKey) -> bytes:
+    if isinstance(private, ec.EllipticCurvePrivateKey):
+        return private.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
     return private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
-def _shared_secret(private: X25519PrivateKey, peer_share: bytes) -> bytes:
-    if len(peer_share) != X25519_SHARE_BYTES:
-        raise P3Error("CTL_MALFORMED", f"X25519 share of {len(peer_share)} octets")
+def _share_group(share: bytes) -> str:
+    if len(share) == X25519_SHARE_BYTES:
+        return "x25519"
+    if len(share) == ECP256_SHARE_BYTES:
+        return "ecp256"
+    raise P3Error("CTL_MALFORMED", f"a PFS share of {len(share)} octets (X25519: 32, ECP-256: 65)")
+
+
+def _shared_secret(private: PfsPrivateKey, peer_share: bytes) -> bytes:
+    group = _share_group(peer_share)
     try:
+        if isinstance(private, ec.EllipticCurvePrivateKey):
+            if group != "ecp256":
+                raise ValueError("an X25519 share answers an ECP-256 one")
+            point = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), peer_share)
+            return private.exchange(ec.ECDH(), point)
+        if group != "x25519":
+            raise ValueError("an ECP-256 share answers an X25519 one")
         return private.exchange(X25519PublicKey.from_public_bytes(peer_share))
-    except ValueError:
-        # RFC 7748 §6.1: an all-zero shared secret (low-order point) is refused.
-        raise P3Error("CTL_MALFORMED", "the peer's X25519 share is a low-order point") from None
+    except ValueError as error:
+        # RFC 7748 §6.1: an all-zero X25519 secret (low-order point) is refused; so is an ECP point
+        # off the curve (SP 800-56A 5.6.2.3).
+        raise P3Error("CTL_MALFORMED", f"the peer's PFS share is refused: {error}") from None
 
 
 def control_epoch(rekey_id: int) -> int:
@@ -224,7 +255,7 @@ class _Attempt:
     control_material: bytes
     data_index: int | None
     control_index: int | None
-    pfs_private: X25519PrivateKey | None
+    pfs_private: PfsPrivateKey | None
     outbound_id: int = 0
     first_seq: int = 0
     switch_request: ControlMessage | None = None
@@ -252,7 +283,11 @@ class PrimaryRekey:
         pfs: bool = False,
         data_schedule: ArraySchedule | None = None,
         control_schedule: ArraySchedule | None = None,
+        pfs_group: str = "x25519",
     ) -> None:
+        if pfs_group not in PFS_GROUPS:
+            raise P3Error("CONFIG_VALUE_OUT_OF_RANGE", f"PFS group {pfs_group!r}: choose from {PFS_GROUPS}")
+        self.pfs_group = pfs_group
         self.channel = channel
         self.cipher = cipher
         self.key_source = key_source
@@ -327,7 +362,7 @@ class PrimaryRekey:
         fields: dict[str, FieldValue] = {"rekey_id": rekey_id, "new_inbound_id": new_inbound_id, **data_fields, **control_fields}
         private = None
         if self.pfs:
-            private = _ephemeral_private_key(self.key_source)
+            private = _ephemeral_private_key(self.key_source, self.pfs_group)
             fields["pfs_share"] = _public_bytes(private)
         request = self.channel.send_request(MsgType.REKEY, fields, now)
         self._attempt = _Attempt(
@@ -365,7 +400,7 @@ class PrimaryRekey:
             if attempt.pfs_private is not None:
                 share = response.bytes_field("pfs_share")
                 if share is None:
-                    raise P3Error("REKEY_REJECTED", "secondary answered a PFS rekey without its X25519 share")
+                    raise P3Error("REKEY_REJECTED", "secondary answered a PFS rekey without its share")
                 shared = _shared_secret(attempt.pfs_private, share)
             keys = _split_keys(
                 _mix_pfs(attempt.data_material, shared, b"data", attempt.rekey_id),
@@ -526,7 +561,7 @@ class SecondaryRekey:
             fields: dict[str, FieldValue] = {"rekey_id": rekey_id, "status": STATUS_OK}
             share = message.bytes_field("pfs_share")
             if share is not None:
-                private = _ephemeral_private_key(self.key_source)
+                private = _ephemeral_private_key(self.key_source, _share_group(share))
                 shared = _shared_secret(private, share)
                 fields["pfs_share"] = _public_bytes(private)
             keys = _split_keys(

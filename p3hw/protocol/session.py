@@ -70,6 +70,8 @@ class SessionConfig:
     rekey_wait_s: float = DEFAULT_REKEY_WAIT_S
     grace_s: float = DEFAULT_GRACE_S
     pfs: bool = False
+    #: "x25519", or "ecp256" in FIPS mode (docs/fips.md); the secondary follows the primary's share
+    pfs_group: str = "x25519"
     heartbeat_time_s: float = DEFAULT_HEARTBEAT_TIME_S
     heartbeat_fail_s: float = DEFAULT_HEARTBEAT_FAIL_S
     use_key_arrays: bool = False
@@ -147,6 +149,7 @@ class Session:
                 self.channel, config.cipher, key_source, inbound_ids, keys.inbound.p3_id, now,
                 rekey_wait_s=config.rekey_wait_s, grace_s=config.grace_s, pfs=config.pfs,
                 data_schedule=self.schedules[ArrayKind.DATA], control_schedule=self.schedules[ArrayKind.CONTROL],
+                pfs_group=config.pfs_group,
             )
             # Spec §2.1.2: the primary initializes the control channel.
             self.channel.send_request(

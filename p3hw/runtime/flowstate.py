@@ -20,13 +20,13 @@ touching a disk that may be flash.
 from __future__ import annotations
 
 import logging
-import os
 import struct
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from p3hw.dataplane import FlowTable, Terminated
+from p3hw.fsutil import FailureLog, write_error, write_private_file
 from p3hw.reasons import P3Error
 
 #: How often the flow table is saved while the daemon runs (seconds). A
@@ -51,7 +51,7 @@ class FlowState:
         self.path = path
         self.log = log
         self._saved_at = 0.0
-        self._failing = False
+        self._writes = FailureLog(log, f"flow table {path}")
 
     def maybe_save(self, tables: Sequence[FlowTable], now: float) -> None:
         if now - self._saved_at >= SAVE_INTERVAL_S:
@@ -64,29 +64,15 @@ class FlowState:
         blobs = [t.export_state(now_ms) for t in tables]
         data = _HEADER.pack(_MAGIC, _VERSION, time.time(), len(blobs))
         data += b"".join(struct.pack("<I", len(b)) + b for b in blobs)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        self._writes.record(self._ensure_directory() or write_private_file(
+            str(self.path), data, mode=0o600, what="flow table"))
+
+    def _ensure_directory(self) -> P3Error | None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-            try:
-                os.write(fd, data)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
         except OSError as exc:
-            try:
-                tmp.unlink()
-            except OSError:
-                pass
-            if not self._failing:
-                self.log.warning("P3-E901 cannot save the flow table to %s: %s (retrying every %g s; "
-                                 "connections of this run may not be reset after a restart)",
-                                 self.path, exc.strerror or exc, SAVE_INTERVAL_S)
-            self._failing = True
-            return
-        if self._failing:
-            self.log.info("flow table saved to %s again", self.path)
-        self._failing = False
+            return write_error(str(self.path), exc, "flow table")
+        return None
 
     def restore(self, now: float) -> tuple[list[bytes], Terminated, int]:
         """The termination packets for the flows a previous run saved, and how many flows that was.

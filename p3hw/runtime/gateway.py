@@ -28,7 +28,6 @@ from p3hw.admin.server import effective_config, start_admin_server
 from p3hw.admin.store import Store
 from p3hw.backends import tun as tun_backend
 from p3hw.backends.esp import open_esp
-from p3hw.backends.pkcs11.token import read_pin
 from p3hw.backends.udp import open_udp
 from p3hw.config import Config, RemoteHost, config_error_text, load_config, read_psk
 from p3hw.constants import NON_ESP_MARKER
@@ -38,7 +37,6 @@ from p3hw.crypto.keys import SessionKeys, cipher_name
 from p3hw.dataplane import (
     Dataplane,
     DpdkPorts,
-    EngineParams,
     EngineWatch,
     FlowTable,
     PeerConfig,
@@ -52,6 +50,7 @@ from p3hw.protocol.control import SendControlPacket
 from p3hw.protocol.handshake import (
     HandshakeEstablished,
     HandshakeFailed,
+    IkeProposalConfig,
     InitiatorHandshake,
     MessageDropped,
     PeerPolicy,
@@ -67,6 +66,7 @@ from p3hw.protocol.recovery import (
 from p3hw.protocol.rekey import InstallInboundSa, InstallOutboundSa, RekeyCompleted, RemoveInboundSa
 from p3hw.protocol.session import ConfigReceived, Session, SessionConfig, SessionLost
 from p3hw.reasons import P3Error
+from p3hw.runtime.engines import set_crypto_engine
 from p3hw.runtime.flowstate import FlowState, state_path
 from p3hw.runtime.shards import ShardedDataplane, ShardedFlows
 from p3hw.wire.ike import Identity
@@ -86,8 +86,6 @@ FLOW_TCP_IDLE_MS = 3 * 3600 * 1000
 FLOW_OTHER_IDLE_MS = 180 * 1000
 #: Longest the loop sleeps without a timer, so a stop request is seen soon.
 MAX_SLEEP_S = 0.5
-#: A failed crypto engine is probed this often, and taken back when it answers right.
-ENGINE_RECOVER_MS = 30_000
 #: struct virtio_net_hdr, in front of every packet on a TUN with offloads.
 VNET_HDR_BYTES = 10
 #: How often --status-file is rewritten.
@@ -239,17 +237,10 @@ class Gateway:
         self.worker.start()
 
     def _set_crypto_engine(self) -> None:
-        """Appendix A extension crypto_engine: AES-NI, the accelerator, or the HSM (docs/engines.md)."""
-        local = self.config.local
+        """Appendix A extension crypto_engine: AES-NI, the accelerator, the HSM (docs/engines.md)."""
         assert self.dp is not None
         self.engine_watch = EngineWatch(self.dp, self.log)
-        if local.crypto_engine == "aesni":
-            return
-        pin = read_pin(local.pkcs11_pin_file) if local.crypto_engine == "pkcs11" else ""
-        hsm = local.crypto_engine == "pkcs11"
-        self.dp.set_engine(local.crypto_engine, EngineParams(
-            recover_ms=ENGINE_RECOVER_MS, module_path=(local.pkcs11_module or "") if hsm else "",
-            token_label=local.pkcs11_token or "", pin=pin, eal_args=local.dpdk_eal_args), local.crypto_fallback)
+        set_crypto_engine(self.dp, self.config.local)
 
     def _lan_name(self) -> str:
         local = self.config.local
@@ -555,7 +546,7 @@ class Gateway:
             Identity.ip(self.local_address), psk,
             data_ciphers=(cipher_name(remote.key_type, remote.cipher),),
             remote_identity=Identity.ip(str(remote.address)),
-            inbound_p3_id=self._allocate_p3_id(),
+            inbound_p3_id=self._allocate_p3_id(), proposals=self._ike_proposals(),
         )
         self._send_ike(str(remote.address), remote.port, peer.handshake.start(now))
 
@@ -590,7 +581,12 @@ class Gateway:
                 return None
             return PeerPolicy(psk=psk, data_ciphers=(cipher_name(remote.key_type, remote.cipher),))
 
-        return ResponderHandshake(Identity.ip(self.local_address), peer_for, allocate_p3_id=self._allocate_p3_id)
+        return ResponderHandshake(Identity.ip(self.local_address), peer_for, allocate_p3_id=self._allocate_p3_id,
+                                  proposals=self._ike_proposals())
+
+    def _ike_proposals(self) -> IkeProposalConfig:
+        """Appendix A extension ike_groups / ike_prfs; with fips = 1 only approved ones (docs/fips.md)."""
+        return IkeProposalConfig(dh_groups=self.config.local.ike_group_ids, prf_ids=self.config.local.ike_prf_ids)
 
     def _drain_responder(self, now: float) -> None:
         assert self.responder is not None
@@ -643,6 +639,7 @@ class Gateway:
             SessionConfig(
                 role=self.role, cipher=event.data_cipher, local_address=self.local_address,
                 peer_address=str(remote.address), rekey_wait_s=remote.rekey_wait_s, pfs=bool(remote.pfs),
+                pfs_group="ecp256" if self.config.local.fips else "x25519",
                 heartbeat_time_s=remote.heartbeat_time_s, heartbeat_fail_s=remote.heartbeat_fail_s,
                 use_key_arrays=self.role == "primary" and remote.array_size > 0,
                 array_size=max(remote.array_size, 1),

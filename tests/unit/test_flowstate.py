@@ -66,7 +66,7 @@ def test_a_save_that_fails_is_logged_once_and_the_next_good_save_says_so(
     with caplog.at_level(logging.INFO):
         state.save([table], 1.0)
         state.save([table], 7.0)
-        assert caplog.text.count("P3-E901 cannot save the flow table") == 1
+        assert caplog.text.count("P3-E902 cannot write the flow table") == 1
         blocker.unlink()
         state.save([table], 13.0)
-    assert "saved to" in caplog.text and (blocker / "admin.flows").exists()
+    assert "written again after 2 failed attempt(s)" in caplog.text and (blocker / "admin.flows").exists()
