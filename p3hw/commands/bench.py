@@ -10,7 +10,7 @@ from types import ModuleType
 
 from p3hw.reasons import P3Error
 
-SUITES = ("crypto", "engines", "lpm", "dpdk", "tunnel")
+SUITES = ("crypto", "engines", "lpm", "dpdk", "keygen", "tunnel")
 NOT_YET: list[str] = []
 BENCH_DIR = pathlib.Path(__file__).resolve().parents[2] / "bench"
 RESULTS = BENCH_DIR / "results.md"
@@ -31,7 +31,7 @@ def write_section(suite: str, text: str, path: pathlib.Path = RESULTS) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("suite", nargs="?", default="all",
-                        help="which benchmark: crypto, engines, lpm, dpdk, tunnel or all (default: all)")
+                        help="which benchmark: crypto, engines, lpm, dpdk, keygen, tunnel or all (default: all)")
     parser.add_argument("--seconds", type=float, default=2.0, help="seconds per P3 measurement (default 2)")
     parser.add_argument("--openssl-seconds", type=int, default=3,
                         help="seconds per 'openssl speed' run (default 3)")
@@ -77,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
             _load(suite).run(**(tunnel_options or {}), write=not args.no_write)
         elif suite == "lpm":
             _load(suite).run(write=not args.no_write)
+        elif suite == "keygen":
+            _load(suite).run(seconds=args.seconds, write=not args.no_write)
         elif suite == "dpdk":
             _load("dpdk_forward").run(seconds=max(args.seconds, 3.0), write=not args.no_write)
         else:
