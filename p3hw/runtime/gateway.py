@@ -66,6 +66,7 @@ from p3hw.protocol.recovery import (
 from p3hw.protocol.rekey import InstallInboundSa, InstallOutboundSa, RekeyCompleted, RemoveInboundSa
 from p3hw.protocol.session import ConfigReceived, Session, SessionConfig, SessionLost
 from p3hw.reasons import P3Error
+from p3hw.runtime.failclosed import FailClosed
 from p3hw.runtime.shards import ShardedDataplane, ShardedFlows
 from p3hw.wire.ike import Identity
 
@@ -176,6 +177,8 @@ class Gateway:
         self.udp_port = 0
         self.esp = None
         self._kernel_routes: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        # io = kernel: the remote subnets stay unreachable while no tunnel carries them (docs/runtime.md).
+        self.fail_closed = FailClosed(not config.local.fail_open, logger)
         # Inbound P3 IDs live in this gateway's dataplane: one table for every
         # session, so an ID must be unique across sessions (DESIGN.md §3).
         self._live_p3_ids: set[int] = set()
@@ -260,6 +263,8 @@ class Gateway:
         self.peers[remote.id] = peer
         self.peer_by_address[str(remote.address)] = peer
         assert self.routes is not None
+        if self.tun_fd >= 0:
+            self.fail_closed.subnets_configured(remote.subnets, f"remote {remote.id} ({remote.address})")
         for subnet in remote.subnets:
             self.routes.add(str(subnet), remote.id)
             if self.tun_fd >= 0:
@@ -938,6 +943,7 @@ class Gateway:
         now = time.monotonic()
         old_by_id = {p.peer_id: p for p in self.peers.values()}
         new_by_id = {r.id: r for r in new.remotes}
+        gone = {s for p in old_by_id.values() for s in p.remote.subnets} - {s for r in new.remotes for s in r.subnets}
         for peer_id, peer in old_by_id.items():
             if peer_id not in new_by_id or new_by_id[peer_id] != peer.remote:
                 self._remove_remote(peer, now)
@@ -947,6 +953,8 @@ class Gateway:
                 peer = self._add_remote(remote)
                 if self.role == "secondary":
                     self._start_handshake(peer, now)
+        if self.tun_fd >= 0 and gone:
+            self.fail_closed.subnets_removed(sorted(gone, key=str), "removed by the reload")
         self.log.info("configuration reloaded: %d remote(s)", len(self.peers))
 
     def _shutdown(self) -> None:
