@@ -58,6 +58,8 @@ from p3hw.reasons import P3Error
 from p3hw.wire.control import ControlMessage, MsgType
 
 PROTOCOL_VERSION = 1
+#: SHUTDOWN's detail is cut to this many characters (a control message holds 1200 octets).
+SHUTDOWN_DETAIL_MAX = 200
 _ROLE_CODES = {"primary": 1, "secondary": 2}
 
 
@@ -245,12 +247,6 @@ class Session:
 
     def shutdown(self, now: float, reason_code: str = "P3-E504", detail: str = "administrator shut the session down") -> None:
         """Tell the peer (one SHUTDOWN, not retried) and end the session here."""
-        if self.lost is not None:
-            return
-        self.channel.send_request(
-            MsgType.SHUTDOWN, {"reason": int(reason_code.removeprefix("P3-E")), "detail": detail}, now, retransmit=False,
-        )
-        self._events.extend(self.channel.packets_to_send())
         self._lose(reason_code, detail)
 
     def status(self) -> dict[str, object]:
@@ -402,9 +398,24 @@ class Session:
         self._lose("P3-E408", f"{request.msg_type.name} unanswered after {attempts - 1} retries")
 
     def _lose(self, reason_code: str, detail: str) -> None:
+        """End the session. Unless the peer ended it (its SHUTDOWN), tell the peer first.
+
+        A loss seen on one side only (a failed rekey, a key source gone, unanswered
+        heartbeats, an administrator) would otherwise stay unknown to the peer until its
+        own heartbeat_fail, and the peer would seal into a dead session all that time.
+        The SHUTDOWN goes once, not retried, sealed with the keys in force: it comes
+        before `SessionLost` in the actions, so the runtime seals it before it removes
+        the peer from the dataplane (docs/protocol.md §7).
+        """
         if self.lost is not None:
             return
         self.channel.cancel_all()
+        if reason_code != "P3-E501":
+            self.channel.send_request(MsgType.SHUTDOWN, {
+                "reason": int(reason_code.removeprefix("P3-E")), "detail": detail[:SHUTDOWN_DETAIL_MAX],
+            }, 0.0, retransmit=False)  # the time would only schedule a retransmission
+            self.channel.cancel_all()  # sent once: nothing waits for its ACK
+        self._events.extend(self.channel.packets_to_send())
         facts: dict[str, object] = {
             "role": self.config.role,
             "peer_p3_address": self.config.peer_address,
