@@ -68,6 +68,7 @@ from p3hw.protocol.session import ConfigReceived, Session, SessionConfig, Sessio
 from p3hw.reasons import P3Error
 from p3hw.runtime.failclosed import FailClosed
 from p3hw.runtime.shards import ShardedDataplane, ShardedFlows
+from p3hw.runtime.traffic_feed import TrafficFeed
 from p3hw.wire.ike import Identity
 
 #: Outer path MTU assumed for the WAN (bytes); the TUN MTU leaves room for
@@ -179,6 +180,7 @@ class Gateway:
         self._kernel_routes: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
         # io = kernel: the remote subnets stay unreachable while no tunnel carries them (docs/runtime.md).
         self.fail_closed = FailClosed(not config.local.fail_open, logger)
+        self.traffic_feed = TrafficFeed()  # liveness notices a silent peer that is sent traffic
         # Inbound P3 IDs live in this gateway's dataplane: one table for every
         # session, so an ID must be unique across sessions (DESIGN.md §3).
         self._live_p3_ids: set[int] = set()
@@ -455,6 +457,7 @@ class Gateway:
         return max(0.0, min(min(deadlines) - now, MAX_SLEEP_S))
 
     def _handle_timers(self, now: float) -> None:
+        self.traffic_feed.poll(now, self.peers.values(), self._live_counts)
         for peer in list(self.peers.values()):
             if peer.held_control and now >= peer.hold_control_until:
                 held, peer.held_control = peer.held_control, []
