@@ -242,3 +242,27 @@ def test_fail_open_restores_the_old_behaviour(bed: Bed) -> None:
         daemon.config_path.write_text(bed.primary_conf)
     marked_sent(reports)
     assert count >= MARKED_DATAGRAMS // 2
+
+
+def test_ipv6_gateway_killed_leaks_nothing(stale_testbeds_removed: list[str], tmp_path: Path) -> None:
+    """The same with an IPv6 WAN and IPv6 subnets: the routes are IPv6 unreachable routes (ICMPv6 no route)."""
+    with Topology.two_site(wan=WanParams()) as topo:
+        add_default_routes(topo)
+        dep = Deployment(topo, tmp_path, Options(family=6))
+        dep.write_configs()
+        try:
+            dep.start()
+            dep.wait_established(30)
+            bed = Bed(topo, dep, tmp_path, dep.daemons[0].config_path.read_text())
+            a, b = topo.a, topo.b
+            assert bed.networks(0) == {str(b.lan6)} and bed.networks(1) == {str(a.lan6)}
+            dep.stop_daemon(0, signal.SIGKILL)
+            ping = topo.ping(a.lan_ns, host(b, 6), count=1, wait_s=1)
+            assert ping.received == 0 and "unreachable" in ping.output.lower(), ping.output
+            marker = f"P3HW-LEAK-{secrets.token_hex(8)}"
+            with wan_capture(topo, tmp_path / "v6.pcapng") as pcap:
+                reports = [send_marked(topo, src, dst, marker, family=6) for src, dst in ((a, b), (b, a))]
+            marked_sent(reports)
+            assert pcap.read_bytes().count(marker.encode()) == 0
+        finally:
+            dep.stop()
