@@ -60,3 +60,6 @@ NON_ESP_MARKER = b"\x00\x00\x00\x00"
 SILENT_PEER_DEADLINE_MIN_S = 10.0
 SILENT_PEER_RTT_FACTOR = 3
 SILENT_PEER_PROBES = 5
+#: The control loop reads the per-peer packet counters for liveness this often (docs/runtime.md
+#: "Liveness feed"): well under the probe deadline and heartbeat_time, and no work per packet.
+TRAFFIC_POLL_S = 0.5

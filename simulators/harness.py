@@ -50,7 +50,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from p3hw.constants import DEFAULT_PORT
+from p3hw.constants import DEFAULT_PORT, TRAFFIC_POLL_S
 from p3hw.crypto.keys import CONTROL_KEY_BYTES, HP_KEY_BYTES, SaKeys, SessionKeys, material_length
 from p3hw.crypto.keysource import KeySource, SoftwareKeySource
 from p3hw.dataplane import Dataplane, Opened, PeerConfig
@@ -407,6 +407,7 @@ class Harness:
                            "secondary": (SECONDARY_LAN_HOST, PRIMARY_LAN_HOST)}
         self._mismatch_since: dict[str, float | None] = {"p->s": None, "s->p": None}
         self.key_mismatch_violations = 0
+        self._next_traffic_report_s = 0.0
         self.data_duplicated_by_link = 0
         self._drain(self.primary)
         self._drain(self.secondary)
@@ -624,8 +625,13 @@ class Harness:
             if self.data_running and side.lost is None and self._next_data_s[side.name] <= self.now:
                 self._send_data(side)
                 self._next_data_s[side.name] += self.data_interval_s
-            if side.lost is None:  # the runtime feeds its sessions the dataplane's counters likewise
-                side.session.observe_traffic(self.now, side.dataplane.sealed_packets, side.dataplane.opened_packets)
+        if self.now >= self._next_traffic_report_s:
+            # The runtime feeds its sessions the dataplane's counters likewise, twice a second.
+            self._next_traffic_report_s = self.now + TRAFFIC_POLL_S
+            for side in (self.primary, self.secondary):
+                if side.lost is None:
+                    side.session.observe_traffic(self.now, side.dataplane.sealed_packets,
+                                                 side.dataplane.opened_packets)
         self._check_keys()
         return True
 

@@ -13,10 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
+from p3hw.constants import TRAFFIC_POLL_S
 from p3hw.protocol.session import Session
-
-#: How often the counters are read: well under the probe deadline (10 s) and heartbeat_time.
-TRAFFIC_POLL_S = 0.5
 
 
 class _Peer(Protocol):
