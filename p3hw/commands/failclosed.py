@@ -11,6 +11,9 @@ died (p3hw/runtime/failclosed.py, docs/runtime.md "Fail closed").
   operator takes the gateway out of service and wants the LAN routed
   normally again). ``--stale`` removes instead the routes no remote of the
   configuration has.
+* ``install -c CONF``: install them without starting the gateway -- at boot,
+  before the network comes up (kernel routes do not survive a reboot), or
+  before the first start.
 """
 
 from __future__ import annotations
@@ -20,15 +23,16 @@ import ipaddress
 import json
 
 from p3hw.config import Config, load_config
-from p3hw.runtime.failclosed import list_routes, remove_routes
+from p3hw.runtime.failclosed import FAILCLOSED_METRIC, install_routes, list_routes, remove_routes
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    clearing = parser.get_default("_path") == ("failclosed", "clear")
-    parser.add_argument("-c", "--config", metavar="CONF", required=clearing,
-                        help="the gateway's configuration file" + ("" if clearing else " (to tell stale routes)"))
+    verb = parser.get_default("_path")[1]
+    clearing = verb == "clear"
+    parser.add_argument("-c", "--config", metavar="CONF", required=verb != "status",
+                        help="the gateway's configuration file" + (" (to tell stale routes)" if verb == "status" else ""))
     if clearing:
         parser.add_argument("--stale", action="store_true",
                             help="remove the routes that no remote of CONF has, and keep CONF's")
@@ -43,6 +47,16 @@ def _configured(config: Config) -> dict[IPNetwork, str]:
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config) if args.config else None
     configured = _configured(config) if config is not None else {}
+    if args._path[1] == "install":
+        assert config is not None
+        if config.local.io == "dpdk" or config.local.fail_open:
+            why = "io = dpdk" if config.local.io == "dpdk" else "fail_open = 1"
+            print(f"{why}: no fail-closed routes for this configuration")
+            return 0
+        install_routes(list(configured))
+        for network in configured:
+            print(f"unreachable {network} proto 153 metric {FAILCLOSED_METRIC}  {configured[network]}")
+        return 0
     if args._path[1] == "clear":
         assert config is not None
         routes = list_routes()

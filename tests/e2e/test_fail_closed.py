@@ -213,7 +213,7 @@ def test_reload_that_removes_a_remote_removes_its_route(bed: Bed) -> None:
         daemon.config_path.write_text(bed.primary_conf)
 
 
-def test_failclosed_clear_removes_the_routes_of_the_configuration(bed: Bed) -> None:
+def test_failclosed_clear_removes_and_install_restores_the_routes_of_the_configuration(bed: Bed) -> None:
     bed.running_again()
     bed.dep.stop_daemon(1, signal.SIGTERM)
     done = bed.failclosed(1, "clear")
@@ -221,7 +221,13 @@ def test_failclosed_clear_removes_the_routes_of_the_configuration(bed: Bed) -> N
     assert f"removed unreachable {bed.topo.a.lan4}" in done.stdout
     status = bed.routes(1)
     assert status["routes"] == [] and status["missing"] == [str(bed.topo.a.lan4)]
-    # Started again, the gateway closes them again.
+    # `install` puts them back without the gateway (what a boot-time unit runs) ...
+    done = bed.failclosed(1, "install")
+    assert done.returncode == 0, done.stderr
+    assert bed.networks(1) == {str(bed.topo.a.lan4)}
+    done = bed.failclosed(1, "clear")
+    assert done.returncode == 0 and bed.networks(1) == set(), done.stderr
+    # ... and the gateway, started again, closes them again.
     bed.running_again()
     assert bed.networks(1) == {str(bed.topo.a.lan4)}
 
