@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import re
 
+from p3hw.crypto.keysource import SoftwareKeySource
 from p3hw.protocol.recovery import ScheduleReconnect, SyslogMessage
 from p3hw.protocol.session import SessionConfig
+from p3hw.reasons import P3Error
 from p3hw.simulators.harness import DropControl, Harness, Side
 from p3hw.simulators.link import LinkConfig
 from p3hw.wire.control import MsgType
@@ -26,11 +28,22 @@ HEARTBEAT_TIME_S = 15.0
 HEARTBEAT_FAIL_S = 120.0
 
 
-def idle_harness() -> Harness:
+def idle_harness(key_source: SoftwareKeySource | None = None) -> Harness:
     config = SessionConfig("primary", "aes-256-gcm", "10.255.0.1", "10.255.0.2",
                            heartbeat_time_s=HEARTBEAT_TIME_S, heartbeat_fail_s=HEARTBEAT_FAIL_S)
-    return Harness(seed=3, primary_config=config, data_interval_s=0.0,
+    return Harness(seed=3, primary_config=config, data_interval_s=0.0, key_source=key_source,
                    to_secondary=LinkConfig(delay_s=ONE_WAY_S), to_primary=LinkConfig(delay_s=ONE_WAY_S))
+
+
+class RemovableToken(SoftwareKeySource):
+    """The primary's key source on a PKCS#11 token that can be pulled out."""
+
+    removed = False
+
+    def random_bytes(self, length: int) -> bytes:
+        if self.removed:
+            raise P3Error("PKCS11_TOKEN", "token 'p3hw' is gone (CKR_TOKEN_NOT_PRESENT)")
+        return super().random_bytes(length)
 
 
 def lost_at_s(side: Side) -> float:
@@ -91,3 +104,17 @@ def test_a_side_ended_by_the_peers_shutdown_does_not_answer_with_its_own() -> No
     assert harness.secondary.lost is not None and harness.secondary.lost.reason_code == "P3-E501"
     assert harness.secondary.control_sent[MsgType.SHUTDOWN.name] == 0
     assert harness.secondary.control_sent[MsgType.ACK.name] >= 1
+
+
+def test_token_removed_on_the_primary_ends_the_secondarys_session_within_a_second() -> None:
+    token = RemovableToken()
+    harness = idle_harness(key_source=token)
+    harness.run_until(1.0)
+    token.removed = True
+    harness.rekey()
+    harness.run_until(300.0)
+    primary, secondary = harness.primary, harness.secondary
+    assert primary.lost is not None and primary.lost.reason_code == "P3-E602"
+    assert secondary.lost is not None and secondary.lost.reason_code == "P3-E501"
+    assert "P3-E602" in secondary.lost.detail and "CKR_TOKEN_NOT_PRESENT" in secondary.lost.detail
+    assert lost_at_s(secondary) - lost_at_s(primary) < 1.0
