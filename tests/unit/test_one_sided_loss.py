@@ -2,7 +2,7 @@
 
 In virtual time, on real packets (two native dataplanes): one side declares
 the session lost on its own -- a rekey step unanswered four times (P3-E402),
-heartbeats unanswered (P3-E500) -- while the link toward the other side still
+heartbeats unanswered (P3-E500), its token removed (P3-E602) -- while the link toward the other side still
 works. The other side must end its session within a second (P3-E501 naming
 the cause) and, as a secondary, start the §2.1.7 reconnect schedule, instead
 of sealing into a dead session until its own heartbeat_fail (135 s with the
