@@ -27,7 +27,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("secondary",): ("p3hw.commands.daemon", "run a secondary gateway in the foreground"),
     ("failclosed", "status"): ("p3hw.commands.failclosed", "list the routes that keep remote subnets closed"),
     ("failclosed", "clear"): ("p3hw.commands.failclosed", "remove the fail-closed routes of a configuration"),
-    ("failclosed", "install"): ("p3hw.commands.failclosed", "install them without starting the gateway (at boot)"),
+    ("failclosed", "install"): ("p3hw.commands.failclosed", "install the fail-closed routes of a configuration without the gateway (at boot)"),
 }
 
 
