@@ -25,6 +25,9 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("demo",): ("p3hw.commands.demo", "run the two-site demo in network namespaces"),
     ("primary",): ("p3hw.commands.daemon", "run a primary gateway in the foreground"),
     ("secondary",): ("p3hw.commands.daemon", "run a secondary gateway in the foreground"),
+    ("failclosed", "status"): ("p3hw.commands.failclosed", "list the routes that keep remote subnets closed"),
+    ("failclosed", "clear"): ("p3hw.commands.failclosed", "remove the fail-closed routes of a configuration"),
+    ("failclosed", "install"): ("p3hw.commands.failclosed", "install the fail-closed routes of a configuration without the gateway (at boot)"),
 }
 
 

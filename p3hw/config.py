@@ -412,6 +412,8 @@ LOCAL_KEYWORDS: dict[str, Keyword] = {k.name: k for k in (
     Keyword("ike_groups", "ike_groups", _word_list(IKE_GROUPS, "IKE key exchange groups"), None, BOTH,
             extension=True),
     Keyword("ike_prfs", "ike_prfs", _word_list(IKE_PRFS, "IKE PRFs"), None, BOTH, extension=True),
+    # 0: remote subnets are unreachable while their tunnel is down, daemon gone included (docs/runtime.md).
+    Keyword("fail_open", "fail_open", _choice(0, 1), 0, BOTH, extension=True),
 )}
 
 #: Remote section (Appendix A 1 and 2, plus extensions). subnet/mask take an index.
@@ -505,6 +507,8 @@ class LocalHost:
     #: IKE_SA_INIT offers, in order of preference; the defaults follow fips
     ike_groups: tuple[str, ...] = ("x25519", "ecp256")
     ike_prfs: tuple[str, ...] = ("hmac-sha256", "cmac", "xcbc")
+    #: 1: no unreachable routes for the remote subnets (docs/runtime.md "Fail closed")
+    fail_open: int = 0
     origins: dict[str, Origin] = field(default_factory=dict, repr=False, compare=False)
 
     def origin(self, attr: str) -> Origin:
@@ -558,7 +562,7 @@ _LOCAL_ATTRS = ("ip", "address", "port", "key_generation", "rekey_wait_s", "arra
                 "transport", "interface", "admin_socket", "admin_store", "metrics_port", "log_facility", "pkcs11_module", "pkcs11_token",
                 "pkcs11_pin_file", "key_fallback", "hardware_rng", "crypto_engine", "crypto_fallback",
                 "dpdk_eal_args", "io", "dpdk_lan_port", "dpdk_wan_port", "dpdk_lan_address", "dpdk_lan_gateway",
-                "dpdk_wan_gateway", "dpdk_workers", "dpdk_cpus", "fips", "ike_groups", "ike_prfs")
+                "dpdk_wan_gateway", "dpdk_workers", "dpdk_cpus", "fips", "ike_groups", "ike_prfs", "fail_open")
 _REMOTE_ATTRS = ("ip", "address", "port", "key_type", "cipher", "pfs", "psk_file", "rekey_wait_s",
                  "array_size", "data_array_time_s", "control_array_time_s", "heartbeat_time_s", "heartbeat_fail_s")
 _ATTR_TO_LOCAL_KEYWORD = {k.attr: k.name for k in LOCAL_KEYWORDS.values()}

@@ -46,3 +46,20 @@ NEXT_HEADER_IPV6 = 41
 NEXT_HEADER_DUMMY = 59
 #: RFC 3948: the non-ESP marker that puts IKE on the same UDP port.
 NON_ESP_MARKER = b"\x00\x00\x00\x00"
+#: docs/protocol.md §6, p3hw/protocol/liveness.py: a peer that stays silent while this side
+#: sends it data is probed at once and declared lost (P3-E505) when nothing comes back for
+#: the probe deadline, instead of heartbeat_fail (120 s by default, 135 s of silence in
+#: all). Every second of that wait is data sealed into a session the peer may already have
+#: dropped. The deadline must still ride out what a healthy WAN does: a loss burst, a
+#: route or LTE cell change, a busy peer -- a few seconds -- so it is at least 10 s, and
+#: at least 3 heartbeat round trips on a slow path (satellite: 600 ms, 1.8 s). Five probes
+#: in that time (one every 2 s) all fail on a live path with 20 % loss each way only once
+#: in about 160 tries. It is never longer than heartbeat_fail. With the defaults a silent
+#: peer that is sent traffic is lost 15 + 10 = 25 s after it was last heard, not 135 s;
+#: an idle link keeps the spec's timers.
+SILENT_PEER_DEADLINE_MIN_S = 10.0
+SILENT_PEER_RTT_FACTOR = 3
+SILENT_PEER_PROBES = 5
+#: The control loop reads the per-peer packet counters for liveness this often (docs/runtime.md
+#: "Liveness feed"): well under the probe deadline and heartbeat_time, and no work per packet.
+TRAFFIC_POLL_S = 0.5

@@ -100,6 +100,7 @@ _CATALOGUE: tuple[Reason, ...] = (
     Reason("P3-E502", "SESSION_LOST", "the session was lost; enterprise connections through it were terminated"),
     Reason("P3-E503", "RECONNECT_FAILED", "the secondary could not reach the primary; it will retry"),
     Reason("P3-E504", "ADMIN_SHUTDOWN", "an administrator shut the session down"),
+    Reason("P3-E505", "PEER_SILENT", "nothing came back from the peer while data was sent to it, and heartbeat probes went unanswered: the session is lost"),
     # 6xx hardware backends
     Reason("P3-E600", "PKCS11_MODULE", "the PKCS#11 module is missing or is not a PKCS#11 library"),
     Reason("P3-E601", "PKCS11_PIN", "the PKCS#11 PIN is wrong or locked"),

@@ -50,7 +50,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from p3hw.constants import DEFAULT_PORT
+from p3hw.constants import DEFAULT_PORT, TRAFFIC_POLL_S
 from p3hw.crypto.keys import CONTROL_KEY_BYTES, HP_KEY_BYTES, SaKeys, SessionKeys, material_length
 from p3hw.crypto.keysource import KeySource, SoftwareKeySource
 from p3hw.dataplane import Dataplane, Opened, PeerConfig
@@ -191,6 +191,8 @@ class SideDataplane:
         self.install_errors: list[str] = []
         self.seal_failures: Counter[str] = Counter()
         self.torn_down = False
+        #: packets sealed and opened, as the runtime reads them from the dataplane's counters
+        self.sealed_packets = self.opened_packets = 0
         self._expect_first: tuple[int, int] | None = None  # (p3_id, first seq) promised to the session
 
     def install_session(self, keys: SessionKeys) -> None:
@@ -248,6 +250,7 @@ class SideDataplane:
         if sealed.status != "OK":
             self.seal_failures[sealed.status] += 1
             return None
+        self.sealed_packets += 1
         if self._expect_first is not None:
             # The first packet after a switch must use the SA and seq we told the session.
             if (sealed.p3_id, sealed.seq) != self._expect_first:
@@ -258,7 +261,9 @@ class SideDataplane:
         return sealed.data
 
     def open(self, packets: list[bytes]) -> list[Opened]:
-        return self.dp.open(packets, with_ip=True)
+        opened = self.dp.open(packets, with_ip=True)
+        self.opened_packets += sum(1 for result in opened if result.status == "OK")
+        return opened
 
     def holds(self, sa: SaKeys) -> bool:
         return self.inbound.get(sa.p3_id) == sa
@@ -402,6 +407,7 @@ class Harness:
                            "secondary": (SECONDARY_LAN_HOST, PRIMARY_LAN_HOST)}
         self._mismatch_since: dict[str, float | None] = {"p->s": None, "s->p": None}
         self.key_mismatch_violations = 0
+        self._next_traffic_report_s = 0.0
         self.data_duplicated_by_link = 0
         self._drain(self.primary)
         self._drain(self.secondary)
@@ -619,6 +625,13 @@ class Harness:
             if self.data_running and side.lost is None and self._next_data_s[side.name] <= self.now:
                 self._send_data(side)
                 self._next_data_s[side.name] += self.data_interval_s
+        if self.now >= self._next_traffic_report_s:
+            # The runtime feeds its sessions the dataplane's counters likewise, twice a second.
+            self._next_traffic_report_s = self.now + TRAFFIC_POLL_S
+            for side in (self.primary, self.secondary):
+                if side.lost is None:
+                    side.session.observe_traffic(self.now, side.dataplane.sealed_packets,
+                                                 side.dataplane.opened_packets)
         self._check_keys()
         return True
 

@@ -58,6 +58,8 @@ from p3hw.reasons import P3Error
 from p3hw.wire.control import ControlMessage, MsgType
 
 PROTOCOL_VERSION = 1
+#: SHUTDOWN's detail is cut to this many characters (a control message holds 1200 octets).
+SHUTDOWN_DETAIL_MAX = 200
 _ROLE_CODES = {"primary": 1, "secondary": 2}
 
 
@@ -135,6 +137,8 @@ class Session:
         self._heartbeat_sent_s: float | None = None
         #: the round trip of the last answered heartbeat (spec §2.1.1.1 status), None before one
         self.heartbeat_rtt_s: float | None = None
+        #: (data packets sealed, packets opened) at the last observe_traffic, None before the first
+        self._traffic_seen: tuple[int, int] | None = None
         self._array_generation = {ArrayKind.DATA: 0, ArrayKind.CONTROL: 0}
         self._array_chunks_unacked: dict[int, tuple[ArrayKind, int]] = {}
         self.schedules = {
@@ -200,6 +204,21 @@ class Session:
         rekey.outbound_installed(p3_id, first_seq, now)
         self._collect()
 
+    def observe_traffic(self, now: float, sealed_packets: int, opened_packets: int) -> None:
+        """The dataplane's packet counters for this peer (monotonic totals, any origin), read by the
+        runtime on its own clock (never per packet). Sealed packets beyond this session's own control
+        messages are data sent to the peer; any packet opened from it is news from the peer. Liveness
+        uses both to notice a peer that went silent while traffic flows (p3hw/protocol/liveness.py)."""
+        if self.lost is not None:
+            return
+        data_sealed = sealed_packets - self.channel.messages_sent
+        if self._traffic_seen is None:
+            self._traffic_seen = (data_sealed, opened_packets)
+            return
+        seen_sealed, seen_opened = self._traffic_seen
+        self.liveness.traffic(now, sent=data_sealed > seen_sealed, received=opened_packets > seen_opened)
+        self._traffic_seen = (max(data_sealed, seen_sealed), max(opened_packets, seen_opened))
+
     def request_rekey(self, now: float) -> bool:
         """Force a rekey (spec §2.1.1.1 Keys 2). Only the primary rekeys."""
         if self.primary is None:
@@ -248,12 +267,6 @@ class Session:
 
     def shutdown(self, now: float, reason_code: str = "P3-E504", detail: str = "administrator shut the session down") -> None:
         """Tell the peer (one SHUTDOWN, not retried) and end the session here."""
-        if self.lost is not None:
-            return
-        self.channel.send_request(
-            MsgType.SHUTDOWN, {"reason": int(reason_code.removeprefix("P3-E")), "detail": detail}, now, retransmit=False,
-        )
-        self._events.extend(self.channel.packets_to_send())
         self._lose(reason_code, detail)
 
     def status(self) -> dict[str, object]:
@@ -311,6 +324,11 @@ class Session:
             elif action is LivenessAction.PEER_LOST:
                 silent_s = now - self.liveness.last_heard_s
                 self._lose("P3-E500", f"no answer to heartbeats for {self.liveness.heartbeat_fail_s:g} s (silent for {silent_s:.1f} s)")
+            elif action is LivenessAction.PEER_SILENT:
+                silent_s = now - self.liveness.last_received_s
+                self._lose("P3-E505", f"nothing received for {silent_s:.1f} s while sending data; "
+                           f"{self.liveness.probes_sent} heartbeat probe(s) unanswered in "
+                           f"{self.liveness.probe_deadline_s:g} s")
         self._collect()
 
     # --- dispatch -------------------------------------------------------------------
@@ -379,6 +397,7 @@ class Session:
                 and request.int_field("echo") == self._heartbeat_echo:
             # Heartbeats are sent once (no retransmission), so the answer times the last one.
             self.heartbeat_rtt_s = now - self._heartbeat_sent_s
+            self.liveness.rtt_s = self.heartbeat_rtt_s
             return
         if self.primary is not None and request.msg_type in (MsgType.REKEY, MsgType.SWITCH):
             self.primary.on_response(request, response, now)
@@ -405,9 +424,24 @@ class Session:
         self._lose("P3-E408", f"{request.msg_type.name} unanswered after {attempts - 1} retries")
 
     def _lose(self, reason_code: str, detail: str) -> None:
+        """End the session. Unless the peer ended it (its SHUTDOWN), tell the peer first.
+
+        A loss seen on one side only (a failed rekey, a key source gone, unanswered
+        heartbeats, an administrator) would otherwise stay unknown to the peer until its
+        own heartbeat_fail, and the peer would seal into a dead session all that time.
+        The SHUTDOWN goes once, not retried, sealed with the keys in force: it comes
+        before `SessionLost` in the actions, so the runtime seals it before it removes
+        the peer from the dataplane (docs/protocol.md §7).
+        """
         if self.lost is not None:
             return
         self.channel.cancel_all()
+        if reason_code != "P3-E501":
+            self.channel.send_request(MsgType.SHUTDOWN, {
+                "reason": int(reason_code.removeprefix("P3-E")), "detail": detail[:SHUTDOWN_DETAIL_MAX],
+            }, 0.0, retransmit=False)  # the time would only schedule a retransmission
+            self.channel.cancel_all()  # sent once: nothing waits for its ACK
+        self._events.extend(self.channel.packets_to_send())
         facts: dict[str, object] = {
             "role": self.config.role,
             "peer_p3_address": self.config.peer_address,

@@ -67,8 +67,10 @@ from p3hw.protocol.rekey import InstallInboundSa, InstallOutboundSa, RekeyComple
 from p3hw.protocol.session import ConfigReceived, Session, SessionConfig, SessionLost
 from p3hw.reasons import P3Error
 from p3hw.runtime.engines import set_crypto_engine
+from p3hw.runtime.failclosed import FailClosed
 from p3hw.runtime.flowstate import FlowState, state_path
 from p3hw.runtime.shards import ShardedDataplane, ShardedFlows
+from p3hw.runtime.traffic_feed import TrafficFeed
 from p3hw.wire.ike import Identity
 
 #: Outer path MTU assumed for the WAN (bytes); the TUN MTU leaves room for
@@ -177,6 +179,9 @@ class Gateway:
         self.udp_port = 0
         self.esp = None
         self._kernel_routes: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        # io = kernel: the remote subnets stay unreachable while no tunnel carries them (docs/runtime.md).
+        self.fail_closed = FailClosed(not config.local.fail_open, logger)
+        self.traffic_feed = TrafficFeed()  # liveness notices a silent peer that is sent traffic
         # Inbound P3 IDs live in this gateway's dataplane: one table for every
         # session, so an ID must be unique across sessions (DESIGN.md §3).
         self._live_p3_ids: set[int] = set()
@@ -255,6 +260,8 @@ class Gateway:
         self.peers[remote.id] = peer
         self.peer_by_address[str(remote.address)] = peer
         assert self.routes is not None
+        if self.tun_fd >= 0:
+            self.fail_closed.subnets_configured(remote.subnets, f"remote {remote.id} ({remote.address})")
         for subnet in remote.subnets:
             self.routes.add(str(subnet), remote.id)
             if self.tun_fd >= 0:
@@ -451,6 +458,7 @@ class Gateway:
         return max(0.0, min(min(deadlines) - now, MAX_SLEEP_S))
 
     def _handle_timers(self, now: float) -> None:
+        self.traffic_feed.poll(now, self.peers.values(), self._live_counts)
         for peer in list(self.peers.values()):
             if peer.held_control and now >= peer.hold_control_until:
                 held, peer.held_control = peer.held_control, []
@@ -977,6 +985,7 @@ class Gateway:
         now = time.monotonic()
         old_by_id = {p.peer_id: p for p in self.peers.values()}
         new_by_id = {r.id: r for r in new.remotes}
+        gone = {s for p in old_by_id.values() for s in p.remote.subnets} - {s for r in new.remotes for s in r.subnets}
         for peer_id, peer in old_by_id.items():
             if peer_id not in new_by_id or new_by_id[peer_id] != peer.remote:
                 self._remove_remote(peer, now)
@@ -986,6 +995,8 @@ class Gateway:
                 peer = self._add_remote(remote)
                 if self.role == "secondary":
                     self._start_handshake(peer, now)
+        if self.tun_fd >= 0 and gone:
+            self.fail_closed.subnets_removed(sorted(gone, key=str), "removed by the reload")
         self.log.info("configuration reloaded: %d remote(s)", len(self.peers))
 
     def _shutdown(self) -> None:

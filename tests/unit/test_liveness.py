@@ -43,12 +43,12 @@ def test_any_answer_restarts_the_idle_clock() -> None:
     assert happened[-1] == (164.0, LivenessAction.PEER_LOST)
 
 
-def _harness(heartbeat_time_s: float, heartbeat_fail_s: float) -> Harness:
+def _harness(heartbeat_time_s: float, heartbeat_fail_s: float, data_interval_s: float = 0.05) -> Harness:
     config = SessionConfig(
         "primary", "aes-256-gcm", "10.255.0.1", "10.255.0.2",
         heartbeat_time_s=heartbeat_time_s, heartbeat_fail_s=heartbeat_fail_s,
     )
-    return Harness(seed=1, primary_config=config, data_interval_s=0.05)
+    return Harness(seed=1, primary_config=config, data_interval_s=data_interval_s)
 
 
 def test_idle_session_stays_up_on_heartbeats_alone() -> None:
@@ -61,8 +61,8 @@ def test_idle_session_stays_up_on_heartbeats_alone() -> None:
     assert harness.primary.control_sent["HEARTBEAT_ACK"] + harness.secondary.control_sent["HEARTBEAT_ACK"] == heartbeats
 
 
-def test_link_cut_is_detected_by_both_sides_at_heartbeat_fail_with_e500() -> None:
-    harness = _harness(15.0, 120.0)
+def test_idle_link_cut_is_detected_by_both_sides_at_heartbeat_fail_with_e500() -> None:
+    harness = _harness(15.0, 120.0, data_interval_s=0.0)
     harness.run_until(100.0)
     last_heard = {side.name: side.session.liveness.last_heard_s for side in (harness.primary, harness.secondary)}
     for link in (harness.to_primary, harness.to_secondary):

@@ -88,14 +88,16 @@ def test_rekey_with_pfs_exchanges_shares_and_loses_nothing() -> None:
 
 
 # Which link carries which message: REKEY and SWITCH go to the secondary.
-def test_secondary_notices_a_silent_primary_and_schedules_reconnect() -> None:
+def test_secondary_learns_of_a_failed_rekey_from_the_primary_and_schedules_reconnect() -> None:
     harness = make_harness(heartbeat_time_s=2.0, heartbeat_fail_s=6.0)
     harness.to_secondary.drop_rules.append(DropControl(MsgType.SWITCH, count=5))
     harness.run_until(1.0)
     harness.rekey()
     harness.run_until(30.0)
     assert harness.primary.lost is not None and harness.primary.lost.reason_code == "P3-E402"
-    assert harness.secondary.lost is not None and harness.secondary.lost.reason_code == "P3-E500"
+    # The primary's SHUTDOWN names the cause (not a heartbeat timeout on the secondary).
+    assert harness.secondary.lost is not None and harness.secondary.lost.reason_code == "P3-E501"
+    assert "P3-E402" in harness.secondary.lost.detail
     assert any(isinstance(a, ScheduleReconnect) for a in harness.secondary.recovery_actions)
 
 

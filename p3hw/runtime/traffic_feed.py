@@ -1,0 +1,41 @@
+"""The sessions learn from the dataplane's counters whether traffic flows (docs/runtime.md "Liveness").
+
+Liveness probes a peer that stays silent while this side sends it data
+(p3hw/protocol/liveness.py). Python never sees a data packet, so the control
+loop reads each established peer's packet counters (the native SA counters,
+summed over the session's SAs) every `TRAFFIC_POLL_S` and hands the totals to
+the session (`Session.observe_traffic`), which tells sent data from its own
+control messages. No work per packet; a few counter reads per peer and poll.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+from p3hw.constants import TRAFFIC_POLL_S
+from p3hw.protocol.session import Session
+
+
+class _Peer(Protocol):
+    session: Session | None
+    in_dataplane: bool
+
+
+class TrafficFeed:
+    def __init__(self, interval_s: float = TRAFFIC_POLL_S) -> None:
+        self.interval_s = interval_s
+        self.next_poll_s = 0.0
+
+    def poll(self, now: float, peers: Iterable[_Peer],
+             counts: Callable[[_Peer], tuple[int, int, int, int]]) -> None:
+        """*counts(peer)*: (packets in, packets out, bytes in, bytes out) since the gateway started."""
+        if now < self.next_poll_s:
+            return
+        self.next_poll_s = now + self.interval_s
+        for peer in peers:
+            session = peer.session
+            if session is None or session.lost is not None or not peer.in_dataplane:
+                continue
+            packets_in, packets_out, _, _ = counts(peer)
+            session.observe_traffic(now, packets_out, packets_in)
