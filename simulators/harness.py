@@ -435,7 +435,7 @@ class Harness:
         results: dict[str, HandshakeEstablished] = {}
         while len(results) < 2:
             for name, machine in (("primary", responder), ("secondary", initiator)):
-                while (event := machine.next_event()) is not None:
+                for event in machine.events():
                     if isinstance(event, HandshakeFailed):
                         raise P3Error(event.reason_code, f"initial exchange failed at the {name}: {event.detail}")
                     if isinstance(event, HandshakeEstablished):
@@ -443,7 +443,7 @@ class Harness:
             if len(results) == 2:
                 break
             candidates = [t for t in (self.to_primary.next_arrival(), self.to_secondary.next_arrival(),
-                                      initiator.next_timer(), responder.next_timer()) if t is not None]
+                                      initiator.get_timer(), responder.get_timer()) if t is not None]
             if not candidates or min(candidates) > HANDSHAKE_LIMIT_S:
                 raise P3Error("IKE_TIMEOUT", f"initial exchange unfinished after {self.now:.1f} virtual s")
             self.now = max(self.now, min(candidates))
@@ -453,11 +453,11 @@ class Harness:
             for answer in self._receive_ike(dp_s, self.to_secondary.pop_arrivals(self.now)):
                 for request in initiator.receive(answer, self.now):
                     self._send_ike(self.to_primary, self.secondary_outer, self.primary_outer, request)
-            timer = initiator.next_timer()
+            timer = initiator.get_timer()
             if timer is not None and timer <= self.now:
                 for request in initiator.handle_timer(self.now):
                     self._send_ike(self.to_primary, self.secondary_outer, self.primary_outer, request)
-            timer = responder.next_timer()
+            timer = responder.get_timer()
             if timer is not None and timer <= self.now:
                 responder.handle_timer(self.now)
         # IKE messages still in flight (retransmits) would reach a side that no longer listens.
@@ -480,7 +480,7 @@ class Harness:
     def _drain(self, side: Side) -> None:
         """Execute the session's actions the way the runtime does."""
         while True:
-            actions = side.session.actions()
+            actions = side.session.events()
             if not actions:
                 return
             for action in actions:
@@ -507,9 +507,8 @@ class Harness:
         elif isinstance(action, SessionLost):
             side.lost = action
             dp.tear_down()
-            side.recovery_actions.extend(
-                side.recovery.session_lost(self.now, action.reason_code, action.detail, action.facts),
-            )
+            side.recovery.session_lost(self.now, action.reason_code, action.detail, action.facts)
+            side.recovery_actions.extend(side.recovery.events())
         else:
             side.other_actions.append(action)
 
@@ -615,7 +614,8 @@ class Harness:
                 side.session.handle_timer(self.now)
                 self._drain(side)
             if side.recovery.get_timer() is not None:
-                side.recovery_actions.extend(side.recovery.handle_timer(self.now))
+                side.recovery.handle_timer(self.now)
+                side.recovery_actions.extend(side.recovery.events())
             if self.data_running and side.lost is None and self._next_data_s[side.name] <= self.now:
                 self._send_data(side)
                 self._next_data_s[side.name] += self.data_interval_s

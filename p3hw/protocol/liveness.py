@@ -6,7 +6,8 @@ another every `heartbeat_time_s` while still unanswered); if nothing has
 come back `heartbeat_fail_s` seconds after the first unanswered heartbeat,
 the peer is lost (P3-E500 HEARTBEAT_LOST).
 
-Sans-I/O: `poll(now)` says what is due; `get_timer()` says when to call it.
+Sans-I/O, in the vocabulary of every machine here: `handle_timer(now)` at
+`get_timer()`; `events()` drains what is due (`LivenessAction`s).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class Liveness:
         self.last_heartbeat_s: float | None = None
         self.lost = False
         self.heartbeats_sent = 0
+        self._events: list[LivenessAction] = []
 
     def heard_from_peer(self, now: float) -> None:
         self.last_heard_s = max(self.last_heard_s, now)
@@ -49,7 +51,16 @@ class Liveness:
         assert self.last_heartbeat_s is not None
         return min(self.first_unanswered_s + self.heartbeat_fail_s, self.last_heartbeat_s + self.heartbeat_time_s)
 
-    def poll(self, now: float) -> LivenessAction | None:
+    def events(self) -> list[LivenessAction]:
+        out, self._events = self._events, []
+        return out
+
+    def handle_timer(self, now: float) -> None:
+        action = self._due(now)
+        if action is not None:
+            self._events.append(action)
+
+    def _due(self, now: float) -> LivenessAction | None:
         if self.lost:
             return None
         if self.first_unanswered_s is not None and now >= self.first_unanswered_s + self.heartbeat_fail_s:

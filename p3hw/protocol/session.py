@@ -7,7 +7,7 @@ Sans-I/O, in the aioquic shape (STYLE.md):
   `outbound_installed(p3_id, first_seq, now)` after executing an
   `InstallOutboundSa`, and the administrator's requests (`request_rekey`,
   `generate_key_array`, `flush_key_array`, `send_config`, `shutdown`);
-* output: `actions()` drains what the runtime must do, in order:
+* output: `events()` drains what the runtime must do, in order:
   `SendControlPacket` (seal as data and send), `InstallInboundSa`,
   `InstallOutboundSa`, `RemoveInboundSa`, and the events `RekeyCompleted`,
   `KeyArrayDelivered`, `KeyArrayFlushed`, `ConfigReceived`, `SessionLost`.
@@ -42,10 +42,10 @@ from p3hw.protocol.control import (
     ResponseReceived,
     SendControlPacket,
 )
+from p3hw.protocol.ids import IdSource, P3IdAllocator
 from p3hw.protocol.liveness import Liveness, LivenessAction
 from p3hw.protocol.rekey import (
     DEFAULT_GRACE_S,
-    IdAllocator,
     InstallInboundSa,
     InstallOutboundSa,
     PrimaryRekey,
@@ -113,7 +113,7 @@ SessionAction = (
 
 class Session:
     def __init__(self, config: SessionConfig, keys: SessionKeys, key_source: KeySource, now: float,
-                 id_allocator: IdAllocator | None = None) -> None:
+                 id_allocator: IdSource | None = None) -> None:
         """*id_allocator* gives this side's new inbound P3 IDs; a gateway with many
         sessions in one dataplane passes one that keeps IDs unique across them."""
         if config.role not in _ROLE_CODES:
@@ -127,7 +127,7 @@ class Session:
         )
         self.liveness = Liveness(now, config.heartbeat_time_s, config.heartbeat_fail_s)
         self.key_source = key_source
-        inbound_ids = id_allocator or IdAllocator(keys.inbound.p3_id)
+        inbound_ids = id_allocator or P3IdAllocator().for_session({keys.inbound.p3_id})
         self._events: list[SessionAction] = []
         self._heartbeat_echo = 0
         self._heartbeat_sent_s: float | None = None
@@ -163,7 +163,7 @@ class Session:
 
     # --- outputs --------------------------------------------------------------------
 
-    def actions(self) -> list[SessionAction]:
+    def events(self) -> list[SessionAction]:
         self._collect()
         out, self._events = self._events, []
         return out
@@ -171,15 +171,15 @@ class Session:
     def _collect(self) -> None:
         rekey = self.primary or self.secondary
         assert rekey is not None
-        for action in rekey.pop_actions():
+        for action in rekey.events():
             if isinstance(action, RekeyFailed):
                 self._lose(action.reason_code, action.detail)
             elif self.lost is None:
                 self._events.append(action)
         if self.lost is None:
-            self._events.extend(self.channel.packets_to_send())
+            self._events.extend(self.channel.events())
         else:
-            self.channel.packets_to_send()
+            self.channel.events()
 
     # --- inputs ---------------------------------------------------------------------
 
@@ -250,7 +250,7 @@ class Session:
         self.channel.send_request(
             MsgType.SHUTDOWN, {"reason": int(reason_code.removeprefix("P3-E")), "detail": detail}, now, retransmit=False,
         )
-        self._events.extend(self.channel.packets_to_send())
+        self._events.extend(self.channel.events())
         self._lose(reason_code, detail)
 
     def status(self) -> dict[str, object]:
@@ -300,7 +300,10 @@ class Session:
         if self.lost is None:
             rekey.handle_timer(now)
         if self.lost is None:
-            action = self.liveness.poll(now)
+            self.liveness.handle_timer(now)
+        for action in self.liveness.events():
+            if self.lost is not None:
+                break
             if action is LivenessAction.SEND_HEARTBEAT:
                 self._heartbeat_echo += 1
                 self._heartbeat_sent_s = now
@@ -341,7 +344,7 @@ class Session:
             self._events.append(ConfigReceived(settings))
         elif kind is MsgType.SHUTDOWN:
             self.channel.send_response(message, MsgType.ACK, {})
-            self._events.extend(self.channel.packets_to_send())
+            self._events.extend(self.channel.events())
             detail = message.get("detail") or ""
             self._lose("P3-E501", f"peer closed the session with P3-E{message.int_field('reason'):03d} {detail}".rstrip())
         elif self.secondary is not None and kind is MsgType.REKEY:

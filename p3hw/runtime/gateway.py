@@ -436,15 +436,15 @@ class Gateway:
             for machine in (peer.session, peer.handshake):
                 if machine is None:
                     continue
-                timer = machine.get_timer() if isinstance(machine, Session) else machine.next_timer()
+                timer = machine.get_timer()
                 if timer is not None:
                     deadlines.append(timer)
             if peer.recovery is not None and peer.recovery.get_timer() is not None:
                 deadlines.append(peer.recovery.get_timer())
             if peer.held_control:
                 deadlines.append(peer.hold_control_until)
-        if self.responder is not None and self.responder.next_timer() is not None:
-            deadlines.append(self.responder.next_timer())
+        if self.responder is not None and self.responder.get_timer() is not None:
+            deadlines.append(self.responder.get_timer())
         if not deadlines:
             return MAX_SLEEP_S
         return max(0.0, min(min(deadlines) - now, MAX_SLEEP_S))
@@ -456,7 +456,7 @@ class Gateway:
                 for packet in held:
                     self._send_control(peer, packet)
             if peer.handshake is not None:
-                timer = peer.handshake.next_timer()
+                timer = peer.handshake.get_timer()
                 if timer is not None and timer <= now:
                     self._send_ike(peer.outer_addr or str(peer.remote.address), peer.remote.port,
                                    peer.handshake.handle_timer(now))
@@ -469,9 +469,10 @@ class Gateway:
             if peer.recovery is not None:
                 timer = peer.recovery.get_timer()
                 if timer is not None and timer <= now:
-                    self._run_recovery(peer, peer.recovery.handle_timer(now), now)
+                    peer.recovery.handle_timer(now)
+                    self._run_recovery(peer, peer.recovery.events(), now)
         if self.responder is not None:
-            timer = self.responder.next_timer()
+            timer = self.responder.get_timer()
             if timer is not None and timer <= now:
                 self.responder.handle_timer(now)
 
@@ -544,18 +545,20 @@ class Gateway:
 
     def _drain_handshake(self, peer: PeerState, now: float) -> None:
         assert peer.handshake is not None
-        while (event := peer.handshake.next_event()) is not None:
+        for event in peer.handshake.events():
             if isinstance(event, HandshakeEstablished):
                 peer.handshake = None
                 self._establish(peer, event, str(peer.remote.address), peer.remote.port, now)
                 if peer.recovery is not None:
-                    self._run_recovery(peer, peer.recovery.connected(now), now)
+                    peer.recovery.connected(now)
+                    self._run_recovery(peer, peer.recovery.events(), now)
                 return
             if isinstance(event, HandshakeFailed):
                 peer.handshake = None
                 failure(self.log, event.reason_code, f"initial exchange with {peer.remote.address}: {event.detail}")
                 if peer.recovery is not None:
-                    self._run_recovery(peer, peer.recovery.connect_failed(now, f"{event.reason_code} {event.detail}"), now)
+                    peer.recovery.connect_failed(now, f"{event.reason_code} {event.detail}")
+                    self._run_recovery(peer, peer.recovery.events(), now)
                 return
             if isinstance(event, MessageDropped):
                 self.log.debug("%s dropped IKE message: %s", event.reason_code, event.detail)
@@ -572,7 +575,7 @@ class Gateway:
 
     def _drain_responder(self, now: float) -> None:
         assert self.responder is not None
-        while (event := self.responder.next_event()) is not None:
+        for event in self.responder.events():
             addr, port = event.peer_addr if isinstance(event.peer_addr, tuple) else ("?", 0)
             if isinstance(event, HandshakeEstablished):
                 peer = self.peer_by_address.get(str(event.peer_identity))
@@ -666,7 +669,7 @@ class Gateway:
             return
         # Actions can beget actions (outbound_installed answers with SWITCH): loop until quiet.
         for _ in range(16):
-            actions = session.actions()
+            actions = session.events()
             if not actions and session.lost is None:
                 return
             for action in actions:
@@ -768,7 +771,8 @@ class Gateway:
         facts["tcp_flows_reset"] = done.tcp_flows_reset
         facts["tcp_resets"] = done.tcp_resets
         facts["icmp_unreachables"] = done.icmp_unreachables
-        actions = recovery.session_lost(now, lost.reason_code, lost.detail, facts)
+        recovery.session_lost(now, lost.reason_code, lost.detail, facts)
+        actions = recovery.events()
         self._run_recovery(peer, [a for a in actions if not isinstance(a, TerminateEnterpriseConnections)], now)
         self._teardown_peer_dataplane(peer)
         peer.rekeys_earlier_sessions = peer.rekeys_completed
@@ -992,6 +996,6 @@ class Gateway:
         session = peer.session
         if session is None:
             return
-        for action in session.actions():
+        for action in session.events():
             if isinstance(action, SendControlPacket):
                 self._send_control(peer, action.packet)

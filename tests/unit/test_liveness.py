@@ -15,15 +15,15 @@ from p3hw.wire.control import MsgType
 def _drive(liveness: Liveness, until_s: float) -> list[tuple[float, LivenessAction]]:
     happened = []
     while (timer := liveness.get_timer()) is not None and timer <= until_s:
-        action = liveness.poll(timer)
-        if action is not None:
-            happened.append((timer, action))
+        liveness.handle_timer(timer)
+        happened += [(timer, action) for action in liveness.events()]
     return happened
 
 
 def test_heartbeat_after_heartbeat_time_then_lost_after_heartbeat_fail() -> None:
     liveness = Liveness(now=0.0, heartbeat_time_s=15.0, heartbeat_fail_s=120.0)
-    assert liveness.poll(14.999) is None
+    liveness.handle_timer(14.999)
+    assert liveness.events() == []
     happened = _drive(liveness, 1000.0)
     sends = [at for at, action in happened if action is LivenessAction.SEND_HEARTBEAT]
     # One heartbeat every heartbeat_time while unanswered, lost heartbeat_fail after the first.
