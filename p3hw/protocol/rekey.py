@@ -426,6 +426,11 @@ class PrimaryRekey:
 
     # --- time ------------------------------------------------------------------------
 
+    def change_rekey_wait(self, rekey_wait_s: float, now: float) -> None:
+        """The configuration's rekey_wait changed: the next rekey is due no later than *now* plus it."""
+        self.rekey_wait_s = rekey_wait_s
+        self.next_rekey_s = min(self.next_rekey_s, now + rekey_wait_s)
+
     def get_timer(self) -> float | None:
         deadlines = [d for d in (self._grace.next_deadline(),) if d is not None]
         if self.state is PrimaryState.IDLE:

@@ -5,8 +5,12 @@ Sans-I/O, in the aioquic shape (STYLE.md):
 * inputs: `receive_control_packet(packet, now)` (a decrypted inner packet
   addressed to this P3 system), `handle_timer(now)` at `get_timer()`,
   `outbound_installed(p3_id, first_seq, now)` after executing an
-  `InstallOutboundSa`, and the administrator's requests (`request_rekey`,
-  `generate_key_array`, `flush_key_array`, `send_config`, `shutdown`);
+  `InstallOutboundSa`, `change_settings(now, ...)` when the configuration's
+  timers changed (the session goes on with the new ones; the primary tells
+  the secondary in CONFIG), `announce_settings(now)` (the primary's CONFIG
+  at the start of a session), and the administrator's requests
+  (`request_rekey`, `generate_key_array`, `flush_key_array`, `send_config`,
+  `shutdown`);
 * output: `events()` drains what the runtime must do, in order:
   `SendControlPacket` (seal as data and send), `InstallInboundSa`,
   `InstallOutboundSa`, `RemoveInboundSa`, and the events `RekeyCompleted`,
@@ -19,7 +23,7 @@ connection termination, syslog and reconnection.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from p3hw.constants import (
     DEFAULT_ARRAY_SIZE,
@@ -55,7 +59,7 @@ from p3hw.protocol.rekey import (
     SecondaryRekey,
 )
 from p3hw.reasons import P3Error
-from p3hw.wire.control import ControlMessage, MsgType
+from p3hw.wire.control import ControlMessage, MsgType, SessionSettings
 
 PROTOCOL_VERSION = 1
 _ROLE_CODES = {"primary": 1, "secondary": 2}
@@ -102,7 +106,10 @@ class KeyArrayFlushed:
 
 @dataclass(frozen=True)
 class ConfigReceived:
-    settings: str
+    """Event: the primary's CONFIG arrived; its heartbeat timers (if any) are already in force."""
+
+    settings: str = ""
+    timers: SessionSettings | None = None
 
 
 SessionAction = (
@@ -243,6 +250,38 @@ class Session:
         self.channel.send_request(MsgType.CONFIG, {"settings": settings}, now)
         self._collect()
 
+    def announce_settings(self, now: float) -> None:
+        """Primary: give the secondary this session's heartbeat timers (primary-side keywords, Appendix A 1)."""
+        if self.primary is None:
+            raise P3Error("CTL_UNEXPECTED", "only the primary announces the session's settings")
+        timers = SessionSettings(self.liveness.heartbeat_time_s, self.liveness.heartbeat_fail_s)
+        self.channel.send_request(MsgType.CONFIG, timers.to_fields(), now)
+        self._collect()
+
+    def change_settings(self, now: float, *, rekey_wait_s: float | None = None, heartbeat_time_s: float | None = None,
+                        heartbeat_fail_s: float | None = None) -> None:
+        """The configuration's timers changed: go on with the new ones, never restart.
+
+        Primary: a shorter `rekey_wait` brings the next rekey forward; changed
+        heartbeat timers apply here and are sent to the secondary in CONFIG.
+        Secondary: heartbeat timers are the primary's (they come in its CONFIG),
+        so a local change to them is not applied."""
+        if self.lost is not None:
+            return
+        if self.primary is not None and rekey_wait_s is not None and rekey_wait_s != self.primary.rekey_wait_s:
+            self.primary.change_rekey_wait(rekey_wait_s, now)
+            self.config = replace(self.config, rekey_wait_s=rekey_wait_s)
+        new_timers = (heartbeat_time_s if heartbeat_time_s is not None else self.liveness.heartbeat_time_s,
+                      heartbeat_fail_s if heartbeat_fail_s is not None else self.liveness.heartbeat_fail_s)
+        if self.primary is not None and new_timers != (self.liveness.heartbeat_time_s, self.liveness.heartbeat_fail_s):
+            self._set_heartbeat(*new_timers)
+            self.announce_settings(now)
+        self._collect()
+
+    def _set_heartbeat(self, heartbeat_time_s: float, heartbeat_fail_s: float) -> None:
+        self.liveness.heartbeat_time_s, self.liveness.heartbeat_fail_s = heartbeat_time_s, heartbeat_fail_s
+        self.config = replace(self.config, heartbeat_time_s=heartbeat_time_s, heartbeat_fail_s=heartbeat_fail_s)
+
     def shutdown(self, now: float, reason_code: str = "P3-E504", detail: str = "administrator shut the session down") -> None:
         """Tell the peer (one SHUTDOWN, not retried) and end the session here."""
         if self.lost is not None:
@@ -338,10 +377,18 @@ class Session:
         elif kind is MsgType.HELLO:
             self.channel.send_response(message, MsgType.ACK, {})
         elif kind is MsgType.CONFIG:
+            try:
+                timers = SessionSettings.from_message(message)
+            except P3Error as error:
+                self.rejected_messages.append(error)
+                self.channel.send_response(message, MsgType.ERROR, {"reason": int(error.code[4:]), "detail": error.detail})
+                return
             self.channel.send_response(message, MsgType.ACK, {})
-            settings = message["settings"]
+            if timers is not None and self.secondary is not None:
+                self._set_heartbeat(timers.heartbeat_time_s, timers.heartbeat_fail_s)
+            settings = message.get("settings") or ""
             assert isinstance(settings, str)
-            self._events.append(ConfigReceived(settings))
+            self._events.append(ConfigReceived(settings, timers))
         elif kind is MsgType.SHUTDOWN:
             self.channel.send_response(message, MsgType.ACK, {})
             self._events.extend(self.channel.events())

@@ -318,6 +318,8 @@ class Gateway:
         for remote_id in plan.removed:
             self._remove_remote(self.peers[remote_id], old_by_id[remote_id], now)
         self.config = self.io.config = new
+        for remote_id in plan.retimed:  # the same input as `p3ctl config set`: the session goes on
+            self.peers[remote_id].change_settings(self._peer_settings(new_by_id[remote_id]), now)
         for remote_id in plan.added:
             self._add_remote(new_by_id[remote_id], now)
         self.log.info("configuration reloaded: %d remote(s)", len(self.peers))

@@ -21,7 +21,6 @@ Its state (`PeerState`) is plain typed data. docs/architecture.md.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -218,9 +217,7 @@ class PeerDriver:
         if self.settings.role == "primary" and self.settings.announce_settings:
             # The liveness timers are primary-side keywords (Appendix A 1); the
             # secondary learns them through the control channel.
-            config = self.session.config
-            self.session.send_config(json.dumps({"heartbeat_time_s": config.heartbeat_time_s,
-                                                 "heartbeat_fail_s": config.heartbeat_fail_s}), now)
+            self.session.announce_settings(now)
         self.execute(now)
 
     def receive_control(self, inner_packet: bytes, now: float) -> None:
@@ -258,8 +255,9 @@ class PeerDriver:
                 elif isinstance(action, RekeyCompleted):
                     state.last_rekey_at = now
                     self.log.info("rekey %d with %s completed", action.rekey_id, self.settings.address)
-                elif isinstance(action, ConfigReceived):
-                    self._apply_peer_settings(action.settings)
+                elif isinstance(action, ConfigReceived) and action.timers is not None:
+                    self.log.debug("heartbeat timers from %s: %g s, lost after %g s", self.settings.address,
+                                   action.timers.heartbeat_time_s, action.timers.heartbeat_fail_s)
             if session.lost is not None:
                 self._session_lost(session.lost, now)
                 return
@@ -276,22 +274,6 @@ class PeerDriver:
         self.state.hold_control_until = 0.0
         for packet in held:
             self.port.send_control(self.peer_id, packet)
-
-    def _apply_peer_settings(self, settings: str) -> None:
-        """Secondary: take the primary's heartbeat timers (sent as CONFIG after the handshake)."""
-        if self.settings.role != "secondary" or self.session is None:
-            return
-        try:
-            values = json.loads(settings)
-            heartbeat_time_s = float(values["heartbeat_time_s"])
-            heartbeat_fail_s = float(values["heartbeat_fail_s"])
-        except (ValueError, KeyError, TypeError):
-            failure(self.log, "CTL_MALFORMED", f"unusable settings from {self.settings.address}: {settings[:80]!r}",
-                    logging.WARNING)
-            return
-        if 0 < heartbeat_time_s <= 86400 and 0 < heartbeat_fail_s <= 86400:
-            self.session.liveness.heartbeat_time_s = heartbeat_time_s
-            self.session.liveness.heartbeat_fail_s = heartbeat_fail_s
 
     def _session_lost(self, lost: SessionLost, now: float) -> None:
         state = self.state
@@ -344,22 +326,15 @@ class PeerDriver:
     # ------------------------------------------------------------ settings
 
     def change_settings(self, settings: PeerSettings, now: float) -> None:
-        """New settings for this remote: the next session starts with them; the timers change now."""
+        """New settings for this remote: the next session starts with them, and the live
+        session takes its timers now (`Session.change_settings`; it is never restarted)."""
         self.settings = settings
-        session = self.session
-        if session is None or session.lost is not None:
+        if self.session is None or self.session.lost is not None:
             return
         new = settings.session
-        if session.primary is not None and session.primary.rekey_wait_s != new.rekey_wait_s:
-            session.primary.rekey_wait_s = new.rekey_wait_s
-            session.primary.next_rekey_s = min(session.primary.next_rekey_s, now + new.rekey_wait_s)
-        if settings.role == "primary" and (session.liveness.heartbeat_time_s, session.liveness.heartbeat_fail_s) != (
-                new.heartbeat_time_s, new.heartbeat_fail_s):
-            session.liveness.heartbeat_time_s = new.heartbeat_time_s
-            session.liveness.heartbeat_fail_s = new.heartbeat_fail_s
-            session.send_config(json.dumps({"heartbeat_time_s": new.heartbeat_time_s,
-                                            "heartbeat_fail_s": new.heartbeat_fail_s}), now)
-            self.execute(now)
+        self.session.change_settings(now, rekey_wait_s=new.rekey_wait_s, heartbeat_time_s=new.heartbeat_time_s,
+                                     heartbeat_fail_s=new.heartbeat_fail_s)
+        self.execute(now)
 
     # ------------------------------------------------------------ the administrator
 
@@ -466,6 +441,8 @@ class PeerDriver:
             entry.control_retransmissions = session_status["control_retransmissions"]  # type: ignore[assignment]
             entry.heartbeat_rtt_ms = session_status["heartbeat_rtt_ms"]  # type: ignore[assignment]
             entry.key_type = session.config.cipher
+            entry.heartbeat_time_s = session.liveness.heartbeat_time_s
+            entry.heartbeat_fail_s = session.liveness.heartbeat_fail_s
             if session.primary is not None:
                 entry.next_rekey_s = round(max(0.0, session.primary.next_rekey_s - now), 3)
         if state.last_rekey_at is not None:

@@ -38,6 +38,9 @@ class PeerStatus:
     control_retransmissions: int | None = field(default=None, metadata=_OPTIONAL)
     heartbeat_rtt_ms: float | None = field(default=None, metadata=_OPTIONAL)
     key_type: str | None = field(default=None, metadata=_OPTIONAL)
+    #: the heartbeat timers in force (the secondary's are the primary's, from its CONFIG)
+    heartbeat_time_s: float | None = field(default=None, metadata=_OPTIONAL)
+    heartbeat_fail_s: float | None = field(default=None, metadata=_OPTIONAL)
     next_rekey_s: float | None = field(default=None, metadata=_OPTIONAL)
     key_source: str = "software"
     last_rekey_s: float | None = field(default=None, metadata=_OPTIONAL)

@@ -86,6 +86,24 @@ def test_config_is_delivered_and_acknowledged() -> None:
     assert any(isinstance(r, ResponseReceived) and r.response.msg_type is MsgType.ACK for r in results)
 
 
+def test_the_primarys_heartbeat_timers_in_config_take_effect_at_the_secondary() -> None:
+    secondary, primary = _secondary_and_fake_primary()
+    results = _exchange(secondary, primary, MsgType.CONFIG, {"heartbeat_time_ms": 7000, "heartbeat_fail_ms": 45000})
+    assert any(isinstance(r, ResponseReceived) and r.response.msg_type is MsgType.ACK for r in results)
+    assert (secondary.liveness.heartbeat_time_s, secondary.liveness.heartbeat_fail_s) == (7.0, 45.0)
+    assert secondary.liveness.get_timer() == 1.0 + 7.0  # heard at 1.0; the next heartbeat 7 s later
+
+
+def test_config_with_a_zero_heartbeat_timer_is_refused_with_e400_and_changes_nothing() -> None:
+    secondary, primary = _secondary_and_fake_primary()
+    before = (secondary.liveness.heartbeat_time_s, secondary.liveness.heartbeat_fail_s)
+    results = _exchange(secondary, primary, MsgType.CONFIG, {"heartbeat_time_ms": 0, "heartbeat_fail_ms": 45000})
+    [answer] = [r for r in results if isinstance(r, ResponseReceived)]
+    assert answer.response.msg_type is MsgType.ERROR and answer.response.int_field("reason") == 400
+    assert (secondary.liveness.heartbeat_time_s, secondary.liveness.heartbeat_fail_s) == before
+    assert secondary.lost is None and secondary.rejected_messages[0].code == "P3-E400"
+
+
 @settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=200))
 def test_garbage_on_the_control_queue_never_raises_and_never_kills_the_session(data: bytes) -> None:

@@ -258,3 +258,36 @@ def test_stopping_sends_held_packets_then_one_shutdown_and_keeps_the_dataplane()
     pair.primary.stop(0.01, "primary is stopping")
     assert len(port.sent_control) == 2  # the held HELLO, then SHUTDOWN
     assert port.removed_sessions == 0 and port.terminated == 0
+
+
+def test_changed_timers_reach_the_live_session_and_the_secondary_without_a_restart() -> None:
+    pair = Pair()
+    pair.deliver()
+    session = pair.primary.session
+    assert session is not None and session.primary is not None
+    pair.now = 100.0
+    pair.primary.change_settings(_settings("primary", rekey_wait_s=300.0, heartbeat_time_s=5.0,
+                                           heartbeat_fail_s=30.0), pair.now)
+    pair.deliver()
+    assert pair.primary.session is session and pair.primary.state.sessions_started == 1
+    assert session.primary.next_rekey_s == 400.0  # brought forward: at most rekey_wait from now
+    for driver in (pair.primary, pair.secondary):
+        status = driver.status(pair.now)
+        assert (status.heartbeat_time_s, status.heartbeat_fail_s) == (5.0, 30.0)
+        assert driver.state.losses == [] and driver.phase == "established"
+
+
+def test_the_primary_announces_its_heartbeat_timers_at_the_start_of_a_session() -> None:
+    source = SoftwareKeySource()
+    ports = {"primary": FakePort(), "secondary": FakePort()}
+    primary = PeerDriver(PEER, PeerSettings(**{**_settings("primary", heartbeat_time_s=9.0).__dict__,
+                                               "announce_settings": True}),
+                         ports["primary"], P3IdAllocator(), source, LOG)
+    secondary = PeerDriver(PEER, _settings("secondary"), ports["secondary"], P3IdAllocator(), source, LOG)
+    keys_p, keys_s = make_initial_keys(CIPHER, source)
+    primary.start_session(keys_p, CIPHER, ("198.51.100.2", 5653), 0.0)
+    secondary.start_session(keys_s, CIPHER, ("192.0.2.1", 5653), 0.0)
+    assert len(ports["primary"].sent_control) == 2  # HELLO, CONFIG
+    for packet in ports["primary"].sent_control:
+        secondary.receive_control(packet, 0.0)
+    assert secondary.status(0.0).heartbeat_time_s == 9.0
