@@ -112,6 +112,25 @@ class ConfigReceived:
     timers: SessionSettings | None = None
 
 
+@dataclass(frozen=True)
+class SessionStatus:
+    """What `p3ctl status` shows for one session (spec §2.1.1.1 Status)."""
+
+    role: str
+    peer_p3_address: str
+    state: str  # "established" | "lost"
+    lost_reason: str | None
+    inbound_p3_id: int
+    rekeys_completed: int
+    control_sent: int
+    control_received: int
+    control_retransmissions: int
+    control_rejected: int
+    key_arrays: dict[str, int]  # kind ("data", "control") -> generation in force
+    last_heard_s: float
+    heartbeat_rtt_ms: float | None
+
+
 SessionAction = (
     SendControlPacket | InstallInboundSa | InstallOutboundSa | RemoveInboundSa | RekeyCompleted
     | KeyArrayDelivered | KeyArrayFlushed | ConfigReceived | SessionLost
@@ -292,7 +311,7 @@ class Session:
         self._events.extend(self.channel.events())
         self._lose(reason_code, detail)
 
-    def status(self) -> dict[str, object]:
+    def status(self) -> SessionStatus:
         """What `p3ctl status` shows for this session (spec §2.1.1.1 Status)."""
         rekey = self.primary or self.secondary
         assert rekey is not None
@@ -304,21 +323,21 @@ class Session:
         arrays = self.arrays.current if self.secondary else {
             kind: schedule.array for kind, schedule in self.schedules.items() if schedule.delivered
         }
-        return {
-            "role": self.config.role,
-            "peer_p3_address": self.config.peer_address,
-            "state": "lost" if self.lost else "established",
-            "lost_reason": self.lost.reason_code if self.lost else None,
-            "inbound_p3_id": rekey.current_inbound_id,
-            "rekeys_completed": completed,
-            "control_sent": self.channel.messages_sent,
-            "control_received": self.channel.messages_received,
-            "control_retransmissions": self.channel.retransmissions,
-            "control_rejected": self.channel.rejected,
-            "key_arrays": {kind.name.lower(): array.generation for kind, array in arrays.items() if array is not None},
-            "last_heard_s": self.liveness.last_heard_s,
-            "heartbeat_rtt_ms": None if self.heartbeat_rtt_s is None else round(self.heartbeat_rtt_s * 1000, 3),
-        }
+        return SessionStatus(
+            role=self.config.role,
+            peer_p3_address=self.config.peer_address,
+            state="lost" if self.lost else "established",
+            lost_reason=self.lost.reason_code if self.lost else None,
+            inbound_p3_id=rekey.current_inbound_id,
+            rekeys_completed=completed,
+            control_sent=self.channel.messages_sent,
+            control_received=self.channel.messages_received,
+            control_retransmissions=self.channel.retransmissions,
+            control_rejected=self.channel.rejected,
+            key_arrays={kind.name.lower(): array.generation for kind, array in arrays.items() if array is not None},
+            last_heard_s=self.liveness.last_heard_s,
+            heartbeat_rtt_ms=None if self.heartbeat_rtt_s is None else round(self.heartbeat_rtt_s * 1000, 3),
+        )
 
     # --- time -----------------------------------------------------------------------
 

@@ -133,7 +133,7 @@ class PeerDriver:
     @property
     def rekeys_completed(self) -> int:
         """Rekeys completed with this remote, over every session since the driver started."""
-        current = int(self.session.status()["rekeys_completed"]) if self.session is not None else 0  # type: ignore[call-overload]
+        current = self.session.status().rekeys_completed if self.session is not None else 0
         return self.state.rekeys_earlier_sessions + current
 
     # ------------------------------------------------------------ the initial exchange
@@ -437,9 +437,9 @@ class PeerDriver:
         if session is not None and session.lost is None:
             session_status = session.status()
             entry.session_live = True
-            entry.inbound_p3_id = session_status["inbound_p3_id"]  # type: ignore[assignment]
-            entry.control_retransmissions = session_status["control_retransmissions"]  # type: ignore[assignment]
-            entry.heartbeat_rtt_ms = session_status["heartbeat_rtt_ms"]  # type: ignore[assignment]
+            entry.inbound_p3_id = session_status.inbound_p3_id
+            entry.control_retransmissions = session_status.control_retransmissions
+            entry.heartbeat_rtt_ms = session_status.heartbeat_rtt_ms
             entry.key_type = session.config.cipher
             entry.heartbeat_time_s = session.liveness.heartbeat_time_s
             entry.heartbeat_fail_s = session.liveness.heartbeat_fail_s

@@ -97,8 +97,8 @@ def test_heartbeat_round_trip_is_measured_over_the_link() -> None:
                            heartbeat_fail_s=10.0)
     harness = Harness(primary_config=config, data_interval_s=0.0, to_secondary=LinkConfig(delay_s=0.030),
                       to_primary=LinkConfig(delay_s=0.020))
-    assert harness.secondary.session.status()["heartbeat_rtt_ms"] is None
+    assert harness.secondary.session.status().heartbeat_rtt_ms is None
     # Idle past heartbeat_time: the secondary (last to hear) sends one; its answer resets the primary's clock.
     harness.run_until(3.0)
     assert harness.secondary.control_sent["HEARTBEAT"] == 1
-    assert harness.secondary.session.status()["heartbeat_rtt_ms"] == pytest.approx(50.0, abs=0.5)
+    assert harness.secondary.session.status().heartbeat_rtt_ms == pytest.approx(50.0, abs=0.5)
