@@ -20,10 +20,12 @@ them (``seal(..., with_ip=True)``) and as the receiving dataplane reads them
   then start from the keys that exchange produced. The IKE datagrams are
   recorded (`ike_capture`, `write_ike_pcap`) as a pcap a dissector can read.
 
-The sessions' actions are executed on the dataplanes the way the runtime
-does (p3hw/runtime/gateway.py): `InstallInboundSa` -> ``add_inbound_sa``,
-`InstallOutboundSa` -> ``add_outbound_sa(sa, 0)`` then
-``outbound_installed(p3_id, next_seq)``, `RemoveInboundSa` -> ``remove_sa``,
+Each side's session runs in a `p3hw.runtime.peer.PeerDriver`, the daemon's
+own executor of the machines' actions; `SideDataplane` is its
+`DataplanePort`: `InstallInboundSa` -> ``add_inbound_sa``,
+`InstallOutboundSa` -> ``add_outbound_sa(sa, 0)`` (the driver tells the
+session the new SA starts at `NEW_SA_FIRST_SEQ`, and the side checks that
+promise on the first packet sealed), `RemoveInboundSa` -> ``remove_sa``,
 `SessionLost` -> the peer is removed from that side's dataplane.
 
 The link sees only bytes; to let tests drop "the first SWITCH" each packet
@@ -43,17 +45,18 @@ alive.
 from __future__ import annotations
 
 import functools
+import logging
 import random
 import struct
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from p3hw.constants import DEFAULT_PORT, TRAFFIC_POLL_S
 from p3hw.crypto.keys import CONTROL_KEY_BYTES, HP_KEY_BYTES, SaKeys, SessionKeys, material_length
 from p3hw.crypto.keysource import KeySource, SoftwareKeySource
-from p3hw.dataplane import Dataplane, Opened, PeerConfig
+from p3hw.dataplane import Dataplane, Opened, PeerConfig, Terminated
 from p3hw.protocol.control import SendControlPacket
 from p3hw.protocol.handshake import (
     HandshakeEstablished,
@@ -63,16 +66,27 @@ from p3hw.protocol.handshake import (
     PeerPolicy,
     ResponderHandshake,
 )
-from p3hw.protocol.recovery import Recovery, RecoveryAction
+from p3hw.protocol.ids import P3IdAllocator
+from p3hw.protocol.recovery import (
+    Reconnect,
+    Recovery,
+    RecoveryAction,
+    ScheduleReconnect,
+    SyslogMessage,
+    TerminateEnterpriseConnections,
+)
 from p3hw.protocol.rekey import InstallInboundSa, InstallOutboundSa, RekeyCompleted, RemoveInboundSa
 from p3hw.protocol.session import Session, SessionAction, SessionConfig, SessionLost
 from p3hw.reasons import P3Error
+from p3hw.runtime.peer import NEW_SA_FIRST_SEQ, PeerDriver, PeerSettings
+from p3hw.runtime.ports import Traffic
 from p3hw.wire.control import MsgType
 from p3hw.wire.ike import Identity
 from p3hw.wire.pcap import CapturedDatagram, ike_datagram, udp_packet, write_pcap
 
 from .link import Link, LinkConfig
 
+RECOVERY_ACTIONS = (TerminateEnterpriseConnections, SyslogMessage, ScheduleReconnect, Reconnect)
 #: The peer id each side's dataplane gives the other side (one session each).
 PEER_ID = 1
 #: Outer (WAN) addresses of the two gateways, documentation ranges (RFC 5737).
@@ -89,7 +103,7 @@ MAX_INBOUND_SAS = 256
 #: Give up on an initial exchange that has not finished after this long (virtual s).
 HANDSHAKE_LIMIT_S = 120.0
 IKE_SA_INIT, IKE_AUTH = 34, 35
-NEW_SA_FIRST_SEQ = 1
+LOG = logging.getLogger("p3hw.harness")
 
 
 @dataclass(frozen=True)
@@ -176,7 +190,8 @@ def stream_seq_of(inner: bytes) -> int | None:
 
 class SideDataplane:
     """One side's native dataplane context with its one peer, and the harness's
-    record of what it installed there (for the key-mismatch invariant and tests)."""
+    record of what it installed there (for the key-mismatch invariant and tests).
+    It is the side's `DataplanePort`: its peer id is always `PEER_ID`."""
 
     def __init__(self, local_outer: tuple[str, int], remote_outer: tuple[str, int], p3_address: str) -> None:
         self.local_outer, self.remote_outer = local_outer, remote_outer
@@ -194,12 +209,50 @@ class SideDataplane:
         #: packets sealed and opened, as the runtime reads them from the dataplane's counters
         self.sealed_packets = self.opened_packets = 0
         self._expect_first: tuple[int, int] | None = None  # (p3_id, first seq) promised to the session
+        #: where sealed control packets go (the harness puts them on the link)
+        self.control_out: Callable[[bytes], None] = lambda data: None
 
-    def install_session(self, keys: SessionKeys) -> None:
+    # --- DataplanePort ---------------------------------------------------------------
+
+    def install_session(self, peer_id: int, outer: tuple[str, int], keys: SessionKeys) -> None:
         self.dp.install_session(PEER_ID, keys)
         self.outbound = keys.outbound
         self.inbound = {keys.inbound.p3_id: keys.inbound}
         self.installed = [keys.inbound]
+
+    def remove_session(self, peer_id: int, inbound_ids: Collection[int]) -> Traffic:
+        self.tear_down()
+        return Traffic()
+
+    def add_inbound_sa(self, peer_id: int, sa: SaKeys) -> None:
+        self.install_inbound(sa)
+
+    def remove_inbound_sa(self, peer_id: int, p3_id: int) -> Traffic:
+        self.remove_inbound(p3_id)
+        return Traffic()
+
+    def install_outbound_sa(self, peer_id: int, sa: SaKeys) -> Traffic:
+        self.install_outbound(sa)
+        return Traffic()
+
+    def send_control(self, peer_id: int, inner_packet: bytes) -> None:
+        data = self.seal(inner_packet)
+        if data is not None:
+            self.control_out(data)
+
+    def send_ike(self, addr: str, port: int, message: bytes) -> None:
+        raise P3Error("DP_BAD_ARGUMENT", "the harness runs the initial exchange itself")
+
+    def terminate_flows(self, peer_id: int) -> Terminated:
+        return Terminated()  # no LAN hosts with connections to reset
+
+    def traffic(self, peer_id: int, inbound_ids: Collection[int]) -> Traffic:
+        return Traffic()
+
+    def outbound_id(self, peer_id: int) -> int | None:
+        return None if self.torn_down else self.dp.outbound_id(PEER_ID)
+
+    # --- what the port does --------------------------------------------------------
 
     def install_inbound(self, sa: SaKeys) -> None:
         if sa.p3_id in self.inbound or sa.p3_id in self.removed_ids:
@@ -212,23 +265,16 @@ class SideDataplane:
         self.inbound[sa.p3_id] = sa
         self.installed.append(sa)
 
-    def install_outbound(self, sa: SaKeys) -> int:
-        """Seal with *sa* from the next packet on (switch_after_seq 0); its first seq."""
+    def install_outbound(self, sa: SaKeys) -> None:
+        """Seal with *sa* from the next packet on (switch_after_seq 0). The driver promised the
+        session NEW_SA_FIRST_SEQ; seal() checks the promise on the first packet."""
         try:
             self.dp.add_outbound_sa(PEER_ID, sa, 0)
         except P3Error as error:
             self.install_errors.append(f"add_outbound_sa {sa.p3_id:#x}: {error.message()}")
-            return 0
+            return
         self.outbound = sa
-        if self.dp.outbound_id(PEER_ID) == sa.p3_id:
-            first_seq = self.dp.next_seq(PEER_ID)
-        else:
-            # Pending until the next seal: p3dp_peer_next_seq still reports the
-            # *current* SA's counter, and a new SA starts at seq 1
-            # (docs/dataplane.md, SAs). seal() checks the promise on the first packet.
-            first_seq = NEW_SA_FIRST_SEQ
-        self._expect_first = (sa.p3_id, first_seq)
-        return first_seq
+        self._expect_first = (sa.p3_id, NEW_SA_FIRST_SEQ)
 
     def remove_inbound(self, p3_id: int) -> None:
         try:
@@ -284,9 +330,10 @@ class StreamStats:
 @dataclass
 class Side:
     name: str
-    session: Session
     dataplane: SideDataplane
-    recovery: Recovery
+    driver: PeerDriver
+    #: the side's one session (kept after it is lost, for tests to inspect); set when it starts
+    session: Session = None  # type: ignore[assignment]
     stream: StreamStats = field(default_factory=StreamStats)  # what this side RECEIVED
     next_stream_seq: int = 1
     control_delivered: int = 0
@@ -298,6 +345,12 @@ class Side:
     recovery_actions: list[RecoveryAction] = field(default_factory=list)
     other_actions: list[SessionAction] = field(default_factory=list)
     control_sent: Counter[str] = field(default_factory=Counter)
+    #: the tap record of the control packet being sent (what the sender knew)
+    tap: tuple[MsgType, int] | None = None
+
+    @property
+    def recovery(self) -> Recovery:
+        return self.driver.recovery
 
 
 @dataclass
@@ -381,6 +434,9 @@ class Harness:
             self.to_primary.drop_rules.append(rule)
         dp_p = SideDataplane(primary_outer, secondary_outer, primary_config.local_address)
         dp_s = SideDataplane(secondary_outer, primary_outer, secondary_config.local_address)
+        # Each side's inbound P3 IDs, as a gateway allocates them (reproducible from the seed).
+        id_rng = random.Random(self.rng.random())
+        self.ids = {"primary": P3IdAllocator(id_rng.randbytes), "secondary": P3IdAllocator(id_rng.randbytes)}
         self.ike_capture: list[CapturedDatagram] = []
         self.handshake_results: tuple[HandshakeEstablished, HandshakeEstablished] | None = None
         if handshake:
@@ -390,16 +446,18 @@ class Harness:
             keys_p, keys_s = at_primary.keys, at_secondary.keys
         else:
             keys_p, keys_s = make_initial_keys(primary_config.cipher, self.key_source)
-        dp_p.install_session(keys_p)
-        dp_s.install_session(keys_s)
-        self.primary = Side(
-            "primary", Session(primary_config, keys_p, self.key_source, self.now), dp_p,
-            Recovery("primary", primary_config.peer_address),
-        )
-        self.secondary = Side(
-            "secondary", Session(secondary_config, keys_s, self.key_source, self.now), dp_s,
-            Recovery("secondary", secondary_config.peer_address),
-        )
+        starts = []
+        for name, config, dp, keys, remote_outer in (
+                ("primary", primary_config, dp_p, keys_p, secondary_outer),
+                ("secondary", secondary_config, dp_s, keys_s, primary_outer)):
+            driver = PeerDriver(PEER_ID, PeerSettings(role=name, address=config.peer_address,
+                                                      remote_port=remote_outer[1], session=config),
+                                dp, self.ids[name], self.key_source, LOG)
+            side = Side(name, dp, driver)
+            driver.observer = functools.partial(self._observe, side)
+            dp.control_out = functools.partial(self._send_control, side)
+            starts.append((side, keys, config.cipher, remote_outer))
+        self.primary, self.secondary = starts[0][0], starts[1][0]
         self.data_interval_s = data_interval_s
         self.data_running = data_interval_s > 0
         self._next_data_s = {"primary": self.now, "secondary": self.now + data_interval_s / 2}
@@ -409,8 +467,10 @@ class Harness:
         self.key_mismatch_violations = 0
         self._next_traffic_report_s = 0.0
         self.data_duplicated_by_link = 0
-        self._drain(self.primary)
-        self._drain(self.secondary)
+        for side, keys, cipher, remote_outer in starts:  # the primary's HELLO goes out first
+            side.driver.start_session(keys, cipher, remote_outer, self.now)
+            assert side.driver.session is not None
+            side.session = side.driver.session
 
     # --- the initial exchange ------------------------------------------------------------
 
@@ -433,15 +493,15 @@ class Harness:
         """The secondary initiates (spec §2.1.2); both sides' IKE goes over the links."""
         secondary_id, primary_id = Identity.ip(self.secondary_outer[0]), Identity.ip(self.primary_outer[0])
         initiator = InitiatorHandshake(secondary_id, secondary_psk, data_ciphers=(cipher,), proposals=proposals,
-                                       remote_identity=primary_id)
+                                       remote_identity=primary_id, inbound_p3_id=self.ids["secondary"].allocate())
         responder = ResponderHandshake(primary_id, {secondary_id: PeerPolicy(psk, data_ciphers=(cipher,))}.get,
-                                       proposals=proposals)
+                                       proposals=proposals, allocate_p3_id=self.ids["primary"].allocate)
         for message in initiator.start(self.now):
             self._send_ike(self.to_primary, self.secondary_outer, self.primary_outer, message)
         results: dict[str, HandshakeEstablished] = {}
         while len(results) < 2:
             for name, machine in (("primary", responder), ("secondary", initiator)):
-                while (event := machine.next_event()) is not None:
+                for event in machine.events():
                     if isinstance(event, HandshakeFailed):
                         raise P3Error(event.reason_code, f"initial exchange failed at the {name}: {event.detail}")
                     if isinstance(event, HandshakeEstablished):
@@ -449,7 +509,7 @@ class Harness:
             if len(results) == 2:
                 break
             candidates = [t for t in (self.to_primary.next_arrival(), self.to_secondary.next_arrival(),
-                                      initiator.next_timer(), responder.next_timer()) if t is not None]
+                                      initiator.get_timer(), responder.get_timer()) if t is not None]
             if not candidates or min(candidates) > HANDSHAKE_LIMIT_S:
                 raise P3Error("IKE_TIMEOUT", f"initial exchange unfinished after {self.now:.1f} virtual s")
             self.now = max(self.now, min(candidates))
@@ -459,11 +519,11 @@ class Harness:
             for answer in self._receive_ike(dp_s, self.to_secondary.pop_arrivals(self.now)):
                 for request in initiator.receive(answer, self.now):
                     self._send_ike(self.to_primary, self.secondary_outer, self.primary_outer, request)
-            timer = initiator.next_timer()
+            timer = initiator.get_timer()
             if timer is not None and timer <= self.now:
                 for request in initiator.handle_timer(self.now):
                     self._send_ike(self.to_primary, self.secondary_outer, self.primary_outer, request)
-            timer = responder.next_timer()
+            timer = responder.get_timer()
             if timer is not None and timer <= self.now:
                 responder.handle_timer(self.now)
         # IKE messages still in flight (retransmits) would reach a side that no longer listens.
@@ -483,41 +543,25 @@ class Harness:
     def _link_from(self, side: Side) -> Link[WirePacket]:
         return self.to_secondary if side is self.primary else self.to_primary
 
-    def _drain(self, side: Side) -> None:
-        """Execute the session's actions the way the runtime does."""
-        while True:
-            actions = side.session.actions()
-            if not actions:
-                return
-            for action in actions:
-                self._execute(side, action)
-
-    def _execute(self, side: Side, action: SessionAction) -> None:
-        dp = side.dataplane
+    def _observe(self, side: Side, action: SessionAction | RecoveryAction) -> None:
+        """What the side's driver is about to execute: the harness's records and the link's tap."""
         if isinstance(action, SendControlPacket):
             side.control_sent[action.msg_type.name] += 1
-            if side.lost is None or action.msg_type in (MsgType.SHUTDOWN, MsgType.ACK):
-                data = dp.seal(action.packet)
-                if data is not None:
-                    packet = WirePacket(data, "control", msg_type=action.msg_type, msg_id=action.msg_id)
-                    self._link_from(side).send(packet, self.now)
-        elif isinstance(action, InstallInboundSa):
-            dp.install_inbound(action.sa)
-        elif isinstance(action, InstallOutboundSa):
-            first_seq = dp.install_outbound(action.sa)
-            side.session.outbound_installed(action.sa.p3_id, first_seq, self.now)
-        elif isinstance(action, RemoveInboundSa):
-            dp.remove_inbound(action.p3_id)
+            side.tap = (action.msg_type, action.msg_id)
         elif isinstance(action, RekeyCompleted):
             side.rekeys_completed.append(action)
         elif isinstance(action, SessionLost):
             side.lost = action
-            dp.tear_down()
-            side.recovery_actions.extend(
-                side.recovery.session_lost(self.now, action.reason_code, action.detail, action.facts),
-            )
-        else:
+        elif isinstance(action, RECOVERY_ACTIONS):
+            side.recovery_actions.append(action)
+        elif not isinstance(action, InstallInboundSa | InstallOutboundSa | RemoveInboundSa):
             side.other_actions.append(action)
+
+    def _send_control(self, side: Side, data: bytes) -> None:
+        """The side's dataplane sealed a control packet: onto the link, with the tap record."""
+        msg_type, msg_id = side.tap if side.tap is not None else (None, 0)
+        side.tap = None
+        self._link_from(side).send(WirePacket(data, "control", msg_type=msg_type, msg_id=msg_id), self.now)
 
     def _deliver(self, receiver: Side, packets: list[WirePacket]) -> None:
         """One receive burst: open everything that arrived now, then dispatch it."""
@@ -534,8 +578,7 @@ class Harness:
                     receiver.misclassified += 1
                 else:
                     receiver.control_delivered += 1
-                    receiver.session.receive_control_packet(result.data, self.now)
-                    self._drain(receiver)
+                    receiver.driver.receive_control(result.data, self.now)
                 continue
             stream = receiver.stream
             link_reordered = packet.stream_seq < stream.highest_arrived
@@ -592,19 +635,18 @@ class Harness:
 
     # --- driving -----------------------------------------------------------------------
 
-    def _next_event_s(self) -> tuple[float | None, dict[str, float | None]]:
-        timers = {side.name: side.session.get_timer() for side in (self.primary, self.secondary)}
-        candidates = [self.to_secondary.next_arrival(), self.to_primary.next_arrival(), *timers.values()]
+    def _next_event_s(self) -> float | None:
+        candidates = [self.to_secondary.next_arrival(), self.to_primary.next_arrival()]
         for side in (self.primary, self.secondary):
-            candidates.append(side.recovery.get_timer())
+            candidates.append(side.driver.get_timer())
             if self.data_running and side.lost is None:
                 candidates.append(self._next_data_s[side.name])
         present = [c for c in candidates if c is not None]
-        return (min(present) if present else None), timers
+        return min(present) if present else None
 
     def step(self, until_s: float) -> bool:
         """Process everything due at the next event time (not after *until_s*)."""
-        at, timers = self._next_event_s()
+        at = self._next_event_s()
         if at is None or at > until_s:
             self.now = max(self.now, until_s)
             return False
@@ -614,14 +656,7 @@ class Harness:
             if arrivals:
                 self._deliver(receiver, arrivals)
         for side in (self.primary, self.secondary):
-            # Deliveries above only ever add timers in the future, and
-            # handle_timer is harmless when nothing is due any more.
-            timer = timers[side.name]
-            if timer is not None and timer <= self.now:
-                side.session.handle_timer(self.now)
-                self._drain(side)
-            if side.recovery.get_timer() is not None:
-                side.recovery_actions.extend(side.recovery.handle_timer(self.now))
+            side.driver.handle_timer(self.now)  # whatever of its machines is due
             if self.data_running and side.lost is None and self._next_data_s[side.name] <= self.now:
                 self._send_data(side)
                 self._next_data_s[side.name] += self.data_interval_s
@@ -649,13 +684,13 @@ class Harness:
 
     def rekey(self) -> bool:
         started = self.primary.session.request_rekey(self.now)
-        self._drain(self.primary)
+        self.primary.driver.execute(self.now)
         return started
 
     def do(self, side: Side, method: str, *args: object, **kwargs: object) -> object:
         """Call a session method at the current time and execute its actions."""
         result = getattr(side.session, method)(*args, now=self.now, **kwargs)
-        self._drain(side)
+        side.driver.execute(self.now)
         return result
 
     # --- results -------------------------------------------------------------------------

@@ -2,9 +2,10 @@
 
 Sans-I/O (STYLE.md, the aioquic shape): feed it the decrypted inner packets
 that were addressed to this P3 system (`receive_packet`) and the time
-(`handle_timer`); it returns events, and queues `SendControlPacket` items
-(`packets_to_send`) that the runtime hands to the dataplane as ordinary
-inner packets (spec §2.1.3: they are sealed again with the data key).
+(`handle_timer` at `get_timer()`); those inputs return what the peer said
+(`ControlEvent`s, for the session that owns the channel), and `events()`
+drains the `SendControlPacket`s that the runtime hands to the dataplane as
+ordinary inner packets (spec §2.1.3: they are sealed again with the data key).
 
 Reliability model (docs/protocol.md §Control channel):
 
@@ -198,7 +199,7 @@ class ControlChannel:
     def cancel_all(self) -> None:
         self._pending.clear()
 
-    def packets_to_send(self) -> list[SendControlPacket]:
+    def events(self) -> list[SendControlPacket]:
         out, self._outbox = self._outbox, []
         return out
 

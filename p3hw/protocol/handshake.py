@@ -16,7 +16,7 @@ security gateway to security gateway) carries the data cipher, and its SPI
 is the P3 ID that its *receiver* allocated (DESIGN.md §3).
 
 Shape (STYLE.md, aioquic): feed bytes and ``now`` in, take bytes to send and
-events out. ``next_timer()`` says when ``handle_timer(now)`` wants to run.
+events out. ``get_timer()`` says when ``handle_timer(now)`` wants to run.
 Nothing here does I/O; the runtime adds the non-ESP marker and UDP 5653.
 """
 
@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, x25519
 from p3hw.crypto.keys import CIPHERS, SessionKeys
 from p3hw.crypto.prf import PRF_AES128_CMAC, PRF_AES128_XCBC, PRF_HMAC_SHA2_256, PrfAlgorithm, prf_by_id
 from p3hw.crypto.schedule import MIN_NONCE_BYTES, IkeSaKeys, derive_ike_sa_keys, derive_session_keys
+from p3hw.protocol.ids import P3IdAllocator
 from p3hw.reasons import P3Error, reason
 from p3hw.wire.ike import (
     AUTH_DIGITAL_SIGNATURE,
@@ -532,10 +533,6 @@ def _random_nonzero(rng: Callable[[int], bytes], size: int) -> bytes:
             return value
 
 
-def _random_p3_id(rng: Callable[[int], bytes]) -> int:
-    return int.from_bytes(_random_nonzero(rng, 4), "big")
-
-
 # --- Initiator (the secondary) -------------------------------------------------------
 
 
@@ -589,7 +586,7 @@ class InitiatorHandshake:
         self.proposals = proposals or IkeProposalConfig()
         self.ts_i, self.ts_r = ts_i, ts_r
         self._rng = rng
-        self.inbound_p3_id = inbound_p3_id if inbound_p3_id is not None else _random_p3_id(rng)
+        self.inbound_p3_id = inbound_p3_id if inbound_p3_id is not None else P3IdAllocator(rng).allocate()
         if not 0 < self.inbound_p3_id <= 0xFFFFFFFF:
             raise P3Error("DP_BAD_ARGUMENT", f"P3 ID {self.inbound_p3_id} out of range")
         self._timeouts = retransmit_timeouts_s
@@ -640,7 +637,7 @@ class InitiatorHandshake:
         except _Failure as failure:
             return self._fail(failure)
 
-    def next_timer(self) -> float | None:
+    def get_timer(self) -> float | None:
         return self._deadline
 
     def handle_timer(self, now: float) -> list[bytes]:
@@ -655,8 +652,11 @@ class InitiatorHandshake:
         self.transmissions += 1
         return [self._outstanding]
 
-    def next_event(self) -> HandshakeEvent | None:
-        return self._events.popleft() if self._events else None
+    def events(self) -> list[HandshakeEvent]:
+        """What happened since the last call, in order (established, failed, dropped)."""
+        out = list(self._events)
+        self._events.clear()
+        return out
 
     # -- IKE_SA_INIT --
 
@@ -908,7 +908,7 @@ class ResponderHandshake:
         self._peer_for = peer_for
         self.proposals = proposals or IkeProposalConfig()
         self._rng = rng
-        self._allocate_p3_id = allocate_p3_id or (lambda: _random_p3_id(rng))
+        self._allocate_p3_id = allocate_p3_id or P3IdAllocator(rng).allocate
         self.cookie_threshold = cookie_threshold
         self.half_open_timeout_s = half_open_timeout_s
         self._cookie_secret = rng(32)
@@ -950,7 +950,7 @@ class ResponderHandshake:
             self._events.append(MessageDropped(error.code, error.detail, peer_addr))
             return []
 
-    def next_timer(self) -> float | None:
+    def get_timer(self) -> float | None:
         return min((e.expires_at for e in self._by_spi_r.values()), default=None)
 
     def handle_timer(self, now: float) -> list[bytes]:
@@ -958,8 +958,11 @@ class ResponderHandshake:
             self._forget(exchange)
         return []
 
-    def next_event(self) -> HandshakeEvent | None:
-        return self._events.popleft() if self._events else None
+    def events(self) -> list[HandshakeEvent]:
+        """What happened since the last call, in order (established, failed, dropped)."""
+        out = list(self._events)
+        self._events.clear()
+        return out
 
     # -- cookies (RFC 7296 §2.6) --
 

@@ -19,7 +19,8 @@ SILENT_PEER_RTT_FACTOR x the heartbeat round trip)`, never longer than
 `heartbeat_fail_s` (p3hw/constants.py gives the reasoning; docs/protocol.md §6).
 Anything received from the peer ends the probing.
 
-Sans-I/O: `poll(now)` says what is due; `get_timer()` says when to call it.
+Sans-I/O, in the vocabulary of every machine here: `handle_timer(now)` at
+`get_timer()`; `events()` drains what is due (`LivenessAction`s).
 The runtime reports traffic with `traffic(now, sent, received)`: whether the
 dataplane sealed data for the peer, or opened anything from it, since the last
 report (it reads the per-peer counters on its own clock, never per packet).
@@ -58,6 +59,7 @@ class Liveness:
         self.last_heartbeat_s: float | None = None
         self.lost = False
         self.heartbeats_sent = 0
+        self._events: list[LivenessAction] = []
         #: anything from the peer: control heard, or data the dataplane opened
         self.last_received_s = now
         #: the last report of data sealed for the peer (None: none since the session began)
@@ -135,7 +137,16 @@ class Liveness:
                 deadlines.append(at)
         return min(deadlines)
 
-    def poll(self, now: float) -> LivenessAction | None:
+    def events(self) -> list[LivenessAction]:
+        out, self._events = self._events, []
+        return out
+
+    def handle_timer(self, now: float) -> None:
+        action = self._due(now)
+        if action is not None:
+            self._events.append(action)
+
+    def _due(self, now: float) -> LivenessAction | None:
         if self.lost:
             return None
         spec = self._spec_lost_s()

@@ -9,7 +9,9 @@ failed attempt, up to once a minute (5, 10, 15, ... 60, 60, ...). The
 primary never initiates (spec §2.1.2), so it only terminates and logs.
 
 One `Recovery` per configured peer lives across sessions (the schedule
-belongs to the peer, not to one session). Sans-I/O: methods return actions.
+belongs to the peer, not to one session). Sans-I/O, in the vocabulary of
+every machine here: inputs (`session_lost`, `connect_failed`, `connected`,
+`handle_timer(now)` at `get_timer()`) queue actions; `events()` drains them.
 """
 
 from __future__ import annotations
@@ -74,8 +76,13 @@ class Recovery:
         self.failures = 0
         self.reconnect_at_s: float | None = None
         self.waits_s: list[float] = []
+        self._events: list[RecoveryAction] = []
 
-    def session_lost(self, now: float, reason_code: str, detail: str, facts: dict[str, object]) -> list[RecoveryAction]:
+    def events(self) -> list[RecoveryAction]:
+        out, self._events = self._events, []
+        return out
+
+    def session_lost(self, now: float, reason_code: str, detail: str, facts: dict[str, object]) -> None:
         """The session with the peer is gone: terminate, log, and (secondary) retry."""
         known = {"peer": self.peer, "role": self.role, "time_s": f"{now:.3f}", **facts}
         meaning = reason(reason_code).meaning
@@ -86,15 +93,15 @@ class Recovery:
         self.failures = 0
         if self.role == "secondary":
             actions.append(self._schedule(now))
-        return actions
+        self._events.extend(actions)
 
-    def connect_failed(self, now: float, detail: str) -> list[RecoveryAction]:
+    def connect_failed(self, now: float, detail: str) -> None:
         """An attempt to re-establish the session failed: log and wait longer."""
         if self.role != "secondary":
-            return []
+            return
         self.failures += 1
         schedule = self._schedule(now)
-        return [
+        self._events += [
             SyslogMessage(
                 "warning", "P3-E503",
                 f"P3-E503 cannot reach primary {self.peer}: {detail}; attempt {self.failures} failed, "
@@ -103,10 +110,10 @@ class Recovery:
             schedule,
         ]
 
-    def connected(self, now: float) -> list[RecoveryAction]:
+    def connected(self, now: float) -> None:
         self.failures = 0
         self.reconnect_at_s = None
-        return [SyslogMessage("info", "", f"session with {self.peer} established at {now:.3f}")]
+        self._events.append(SyslogMessage("info", "", f"session with {self.peer} established at {now:.3f}"))
 
     def _schedule(self, now: float) -> ScheduleReconnect:
         wait = reconnect_wait_s(self.failures)
@@ -117,8 +124,8 @@ class Recovery:
     def get_timer(self) -> float | None:
         return self.reconnect_at_s
 
-    def handle_timer(self, now: float) -> list[RecoveryAction]:
+    def handle_timer(self, now: float) -> None:
         if self.reconnect_at_s is None or now < self.reconnect_at_s:
-            return []
+            return
         self.reconnect_at_s = None
-        return [Reconnect(self.failures + 1)]
+        self._events.append(Reconnect(self.failures + 1))

@@ -59,6 +59,7 @@ from p3hw.crypto.keys import CONTROL_KEY_BYTES, SaKeys, material_length
 from p3hw.crypto.keysource import KeySource
 from p3hw.crypto.prf import prf_hmac_sha256, prf_plus
 from p3hw.protocol.control import ControlChannel
+from p3hw.protocol.ids import IdSource
 from p3hw.reasons import P3Error
 from p3hw.wire.control import ControlMessage, FieldValue, MsgType
 
@@ -125,21 +126,6 @@ RekeyAction = InstallInboundSa | InstallOutboundSa | RemoveInboundSa | RekeyComp
 
 
 # --- helpers shared by both sides --------------------------------------------------
-
-
-class IdAllocator:
-    """This side's inbound P3 IDs: sequential, never 0, never reused in a session."""
-
-    def __init__(self, last_allocated: int) -> None:
-        self._last = last_allocated
-        self._remaining = 0xFFFFFFFF - 1  # IDs left before one would repeat
-
-    def allocate(self) -> int:
-        if self._remaining == 0:
-            raise P3Error("REKEY_FAILED", "every P3 ID of this session has been used; the session must be re-established")
-        self._remaining -= 1
-        self._last = self._last % 0xFFFFFFFF + 1
-        return self._last
 
 
 class GraceTimers:
@@ -275,7 +261,7 @@ class PrimaryRekey:
         channel: ControlChannel,
         cipher: str,
         key_source: KeySource,
-        inbound_ids: IdAllocator,
+        inbound_ids: IdSource,
         current_inbound_id: int,
         now: float,
         rekey_wait_s: float = DEFAULT_REKEY_WAIT_S,
@@ -308,7 +294,7 @@ class PrimaryRekey:
         self._grace = GraceTimers()
         self._actions: list[RekeyAction] = []
 
-    def pop_actions(self) -> list[RekeyAction]:
+    def events(self) -> list[RekeyAction]:
         out, self._actions = self._actions, []
         return out
 
@@ -475,6 +461,11 @@ class PrimaryRekey:
 
     # --- time ------------------------------------------------------------------------
 
+    def change_rekey_wait(self, rekey_wait_s: float, now: float) -> None:
+        """The configuration's rekey_wait changed: the next rekey is due no later than *now* plus it."""
+        self.rekey_wait_s = rekey_wait_s
+        self.next_rekey_s = min(self.next_rekey_s, now + rekey_wait_s)
+
     def get_timer(self) -> float | None:
         deadlines = [d for d in (self._grace.next_deadline(),) if d is not None]
         if self.state is PrimaryState.IDLE:
@@ -509,7 +500,7 @@ class SecondaryRekey:
         channel: ControlChannel,
         cipher: str,
         key_source: KeySource,
-        inbound_ids: IdAllocator,
+        inbound_ids: IdSource,
         current_inbound_id: int,
         arrays: KeyArrayStore,
         grace_s: float = DEFAULT_GRACE_S,
@@ -528,7 +519,7 @@ class SecondaryRekey:
         self._grace = GraceTimers()
         self._actions: list[RekeyAction] = []
 
-    def pop_actions(self) -> list[RekeyAction]:
+    def events(self) -> list[RekeyAction]:
         out, self._actions = self._actions, []
         return out
 

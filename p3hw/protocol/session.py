@@ -5,9 +5,13 @@ Sans-I/O, in the aioquic shape (STYLE.md):
 * inputs: `receive_control_packet(packet, now)` (a decrypted inner packet
   addressed to this P3 system), `handle_timer(now)` at `get_timer()`,
   `outbound_installed(p3_id, first_seq, now)` after executing an
-  `InstallOutboundSa`, and the administrator's requests (`request_rekey`,
-  `generate_key_array`, `flush_key_array`, `send_config`, `shutdown`);
-* output: `actions()` drains what the runtime must do, in order:
+  `InstallOutboundSa`, `change_settings(now, ...)` when the configuration's
+  timers changed (the session goes on with the new ones; the primary tells
+  the secondary in CONFIG), `announce_settings(now)` (the primary's CONFIG
+  at the start of a session), and the administrator's requests
+  (`request_rekey`, `generate_key_array`, `flush_key_array`, `send_config`,
+  `shutdown`);
+* output: `events()` drains what the runtime must do, in order:
   `SendControlPacket` (seal as data and send), `InstallInboundSa`,
   `InstallOutboundSa`, `RemoveInboundSa`, and the events `RekeyCompleted`,
   `KeyArrayDelivered`, `KeyArrayFlushed`, `ConfigReceived`, `SessionLost`.
@@ -19,7 +23,7 @@ connection termination, syslog and reconnection.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from p3hw.constants import (
     DEFAULT_ARRAY_SIZE,
@@ -42,10 +46,10 @@ from p3hw.protocol.control import (
     ResponseReceived,
     SendControlPacket,
 )
+from p3hw.protocol.ids import IdSource, P3IdAllocator
 from p3hw.protocol.liveness import Liveness, LivenessAction
 from p3hw.protocol.rekey import (
     DEFAULT_GRACE_S,
-    IdAllocator,
     InstallInboundSa,
     InstallOutboundSa,
     PrimaryRekey,
@@ -55,7 +59,7 @@ from p3hw.protocol.rekey import (
     SecondaryRekey,
 )
 from p3hw.reasons import P3Error
-from p3hw.wire.control import ControlMessage, MsgType
+from p3hw.wire.control import ControlMessage, MsgType, SessionSettings
 
 PROTOCOL_VERSION = 1
 #: SHUTDOWN's detail is cut to this many characters (a control message holds 1200 octets).
@@ -106,7 +110,29 @@ class KeyArrayFlushed:
 
 @dataclass(frozen=True)
 class ConfigReceived:
-    settings: str
+    """Event: the primary's CONFIG arrived; its heartbeat timers (if any) are already in force."""
+
+    settings: str = ""
+    timers: SessionSettings | None = None
+
+
+@dataclass(frozen=True)
+class SessionStatus:
+    """What `p3ctl status` shows for one session (spec §2.1.1.1 Status)."""
+
+    role: str
+    peer_p3_address: str
+    state: str  # "established" | "lost"
+    lost_reason: str | None
+    inbound_p3_id: int
+    rekeys_completed: int
+    control_sent: int
+    control_received: int
+    control_retransmissions: int
+    control_rejected: int
+    key_arrays: dict[str, int]  # kind ("data", "control") -> generation in force
+    last_heard_s: float
+    heartbeat_rtt_ms: float | None
 
 
 SessionAction = (
@@ -117,7 +143,7 @@ SessionAction = (
 
 class Session:
     def __init__(self, config: SessionConfig, keys: SessionKeys, key_source: KeySource, now: float,
-                 id_allocator: IdAllocator | None = None) -> None:
+                 id_allocator: IdSource | None = None) -> None:
         """*id_allocator* gives this side's new inbound P3 IDs; a gateway with many
         sessions in one dataplane passes one that keeps IDs unique across them."""
         if config.role not in _ROLE_CODES:
@@ -131,7 +157,7 @@ class Session:
         )
         self.liveness = Liveness(now, config.heartbeat_time_s, config.heartbeat_fail_s)
         self.key_source = key_source
-        inbound_ids = id_allocator or IdAllocator(keys.inbound.p3_id)
+        inbound_ids = id_allocator or P3IdAllocator().for_session({keys.inbound.p3_id})
         self._events: list[SessionAction] = []
         self._heartbeat_echo = 0
         self._heartbeat_sent_s: float | None = None
@@ -170,7 +196,7 @@ class Session:
 
     # --- outputs --------------------------------------------------------------------
 
-    def actions(self) -> list[SessionAction]:
+    def events(self) -> list[SessionAction]:
         self._collect()
         out, self._events = self._events, []
         return out
@@ -178,15 +204,15 @@ class Session:
     def _collect(self) -> None:
         rekey = self.primary or self.secondary
         assert rekey is not None
-        for action in rekey.pop_actions():
+        for action in rekey.events():
             if isinstance(action, RekeyFailed):
                 self._lose(action.reason_code, action.detail)
             elif self.lost is None:
                 self._events.append(action)
         if self.lost is None:
-            self._events.extend(self.channel.packets_to_send())
+            self._events.extend(self.channel.events())
         else:
-            self.channel.packets_to_send()
+            self.channel.events()
 
     # --- inputs ---------------------------------------------------------------------
 
@@ -265,11 +291,43 @@ class Session:
         self.channel.send_request(MsgType.CONFIG, {"settings": settings}, now)
         self._collect()
 
+    def announce_settings(self, now: float) -> None:
+        """Primary: give the secondary this session's heartbeat timers (primary-side keywords, Appendix A 1)."""
+        if self.primary is None:
+            raise P3Error("CTL_UNEXPECTED", "only the primary announces the session's settings")
+        timers = SessionSettings(self.liveness.heartbeat_time_s, self.liveness.heartbeat_fail_s)
+        self.channel.send_request(MsgType.CONFIG, timers.to_fields(), now)
+        self._collect()
+
+    def change_settings(self, now: float, *, rekey_wait_s: float | None = None, heartbeat_time_s: float | None = None,
+                        heartbeat_fail_s: float | None = None) -> None:
+        """The configuration's timers changed: go on with the new ones, never restart.
+
+        Primary: a shorter `rekey_wait` brings the next rekey forward; changed
+        heartbeat timers apply here and are sent to the secondary in CONFIG.
+        Secondary: heartbeat timers are the primary's (they come in its CONFIG),
+        so a local change to them is not applied."""
+        if self.lost is not None:
+            return
+        if self.primary is not None and rekey_wait_s is not None and rekey_wait_s != self.primary.rekey_wait_s:
+            self.primary.change_rekey_wait(rekey_wait_s, now)
+            self.config = replace(self.config, rekey_wait_s=rekey_wait_s)
+        new_timers = (heartbeat_time_s if heartbeat_time_s is not None else self.liveness.heartbeat_time_s,
+                      heartbeat_fail_s if heartbeat_fail_s is not None else self.liveness.heartbeat_fail_s)
+        if self.primary is not None and new_timers != (self.liveness.heartbeat_time_s, self.liveness.heartbeat_fail_s):
+            self._set_heartbeat(*new_timers)
+            self.announce_settings(now)
+        self._collect()
+
+    def _set_heartbeat(self, heartbeat_time_s: float, heartbeat_fail_s: float) -> None:
+        self.liveness.heartbeat_time_s, self.liveness.heartbeat_fail_s = heartbeat_time_s, heartbeat_fail_s
+        self.config = replace(self.config, heartbeat_time_s=heartbeat_time_s, heartbeat_fail_s=heartbeat_fail_s)
+
     def shutdown(self, now: float, reason_code: str = "P3-E504", detail: str = "administrator shut the session down") -> None:
         """Tell the peer (one SHUTDOWN, not retried) and end the session here."""
         self._lose(reason_code, detail)
 
-    def status(self) -> dict[str, object]:
+    def status(self) -> SessionStatus:
         """What `p3ctl status` shows for this session (spec §2.1.1.1 Status)."""
         rekey = self.primary or self.secondary
         assert rekey is not None
@@ -281,21 +339,21 @@ class Session:
         arrays = self.arrays.current if self.secondary else {
             kind: schedule.array for kind, schedule in self.schedules.items() if schedule.delivered
         }
-        return {
-            "role": self.config.role,
-            "peer_p3_address": self.config.peer_address,
-            "state": "lost" if self.lost else "established",
-            "lost_reason": self.lost.reason_code if self.lost else None,
-            "inbound_p3_id": rekey.current_inbound_id,
-            "rekeys_completed": completed,
-            "control_sent": self.channel.messages_sent,
-            "control_received": self.channel.messages_received,
-            "control_retransmissions": self.channel.retransmissions,
-            "control_rejected": self.channel.rejected,
-            "key_arrays": {kind.name.lower(): array.generation for kind, array in arrays.items() if array is not None},
-            "last_heard_s": self.liveness.last_heard_s,
-            "heartbeat_rtt_ms": None if self.heartbeat_rtt_s is None else round(self.heartbeat_rtt_s * 1000, 3),
-        }
+        return SessionStatus(
+            role=self.config.role,
+            peer_p3_address=self.config.peer_address,
+            state="lost" if self.lost else "established",
+            lost_reason=self.lost.reason_code if self.lost else None,
+            inbound_p3_id=rekey.current_inbound_id,
+            rekeys_completed=completed,
+            control_sent=self.channel.messages_sent,
+            control_received=self.channel.messages_received,
+            control_retransmissions=self.channel.retransmissions,
+            control_rejected=self.channel.rejected,
+            key_arrays={kind.name.lower(): array.generation for kind, array in arrays.items() if array is not None},
+            last_heard_s=self.liveness.last_heard_s,
+            heartbeat_rtt_ms=None if self.heartbeat_rtt_s is None else round(self.heartbeat_rtt_s * 1000, 3),
+        )
 
     # --- time -----------------------------------------------------------------------
 
@@ -316,7 +374,10 @@ class Session:
         if self.lost is None:
             rekey.handle_timer(now)
         if self.lost is None:
-            action = self.liveness.poll(now)
+            self.liveness.handle_timer(now)
+        for action in self.liveness.events():
+            if self.lost is not None:
+                break
             if action is LivenessAction.SEND_HEARTBEAT:
                 self._heartbeat_echo += 1
                 self._heartbeat_sent_s = now
@@ -356,13 +417,21 @@ class Session:
         elif kind is MsgType.HELLO:
             self.channel.send_response(message, MsgType.ACK, {})
         elif kind is MsgType.CONFIG:
+            try:
+                timers = SessionSettings.from_message(message)
+            except P3Error as error:
+                self.rejected_messages.append(error)
+                self.channel.send_response(message, MsgType.ERROR, {"reason": int(error.code[4:]), "detail": error.detail})
+                return
             self.channel.send_response(message, MsgType.ACK, {})
-            settings = message["settings"]
+            if timers is not None and self.secondary is not None:
+                self._set_heartbeat(timers.heartbeat_time_s, timers.heartbeat_fail_s)
+            settings = message.get("settings") or ""
             assert isinstance(settings, str)
-            self._events.append(ConfigReceived(settings))
+            self._events.append(ConfigReceived(settings, timers))
         elif kind is MsgType.SHUTDOWN:
             self.channel.send_response(message, MsgType.ACK, {})
-            self._events.extend(self.channel.packets_to_send())
+            self._events.extend(self.channel.events())
             detail = message.get("detail") or ""
             self._lose("P3-E501", f"peer closed the session with P3-E{message.int_field('reason'):03d} {detail}".rstrip())
         elif self.secondary is not None and kind is MsgType.REKEY:
@@ -441,7 +510,7 @@ class Session:
                 "reason": int(reason_code.removeprefix("P3-E")), "detail": detail[:SHUTDOWN_DETAIL_MAX],
             }, 0.0, retransmit=False)  # the time would only schedule a retransmission
             self.channel.cancel_all()  # sent once: nothing waits for its ACK
-        self._events.extend(self.channel.packets_to_send())
+        self._events.extend(self.channel.events())
         facts: dict[str, object] = {
             "role": self.config.role,
             "peer_p3_address": self.config.peer_address,

@@ -10,16 +10,14 @@ control messages. No work per packet; a few counter reads per peer and poll.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Protocol
 
 from p3hw.constants import TRAFFIC_POLL_S
-from p3hw.protocol.session import Session
 
 
-class _Peer(Protocol):
-    session: Session | None
-    in_dataplane: bool
+class _Driver(Protocol):
+    def observe_traffic(self, now: float) -> None: ...
 
 
 class TrafficFeed:
@@ -27,15 +25,10 @@ class TrafficFeed:
         self.interval_s = interval_s
         self.next_poll_s = 0.0
 
-    def poll(self, now: float, peers: Iterable[_Peer],
-             counts: Callable[[_Peer], tuple[int, int, int, int]]) -> None:
-        """*counts(peer)*: (packets in, packets out, bytes in, bytes out) since the gateway started."""
+    def poll(self, now: float, drivers: Iterable[_Driver]) -> None:
+        """Each driver reads its peer's counters (`PeerDriver.observe_traffic`), at most every interval_s."""
         if now < self.next_poll_s:
             return
         self.next_poll_s = now + self.interval_s
-        for peer in peers:
-            session = peer.session
-            if session is None or session.lost is not None or not peer.in_dataplane:
-                continue
-            packets_in, packets_out, _, _ = counts(peer)
-            session.observe_traffic(now, packets_out, packets_in)
+        for driver in drivers:
+            driver.observe_traffic(now)

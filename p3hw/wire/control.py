@@ -100,6 +100,8 @@ FIELDS: dict[str, tuple[int, str]] = {
     "detail": (24, "text"),
     "protocol_version": (25, "u8"),
     "role": (26, "u8"),
+    "heartbeat_time_ms": (27, "u32"),
+    "heartbeat_fail_ms": (28, "u32"),
 }
 _BY_TAG: dict[int, tuple[str, str]] = {tag: (name, kind) for name, (tag, kind) in FIELDS.items()}
 _INT_BYTES = {"u8": 1, "u16": 2, "u32": 4, "u64": 8}
@@ -125,7 +127,8 @@ SCHEMA: dict[MsgType, tuple[frozenset[str], frozenset[str]]] = {
         frozenset(),
     ),
     MsgType.KEY_ARRAY_FLUSH: (frozenset({"array_kind", "generation"}), frozenset()),
-    MsgType.CONFIG: (frozenset({"settings"}), frozenset()),
+    # The primary's session settings (heartbeat timers, `SessionSettings`) and/or free text.
+    MsgType.CONFIG: (frozenset(), frozenset({"settings", "heartbeat_time_ms", "heartbeat_fail_ms"})),
     MsgType.SHUTDOWN: (frozenset({"reason"}), frozenset({"detail"})),
     MsgType.ERROR: (frozenset({"reason"}), frozenset({"detail"})),
     MsgType.ACK: (frozenset(), frozenset()),
@@ -163,6 +166,43 @@ class ControlMessage:
 
 def _malformed(detail: str) -> P3Error:
     return P3Error("CTL_MALFORMED", detail)
+
+
+#: Longest heartbeat_time / heartbeat_fail a CONFIG may carry (one day).
+MAX_HEARTBEAT_MS = 86_400_000
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """The settings a primary gives the secondary in CONFIG (Appendix A: primary-side keywords).
+
+    The heartbeat timers travel in whole milliseconds (`heartbeat_time_ms`,
+    `heartbeat_fail_ms`, both required together)."""
+
+    heartbeat_time_s: float
+    heartbeat_fail_s: float
+
+    def to_fields(self) -> dict[str, FieldValue]:
+        fields: dict[str, FieldValue] = {"heartbeat_time_ms": round(self.heartbeat_time_s * 1000),
+                                         "heartbeat_fail_ms": round(self.heartbeat_fail_s * 1000)}
+        for name, value in fields.items():
+            if not 0 < int(value) <= MAX_HEARTBEAT_MS:  # type: ignore[call-overload]
+                raise _malformed(f"{name}={value} is outside 1..{MAX_HEARTBEAT_MS}")
+        return fields
+
+    @classmethod
+    def from_message(cls, msg: ControlMessage) -> SessionSettings | None:
+        """The settings a CONFIG carries, None if it carries none; P3-E400 if they are unusable."""
+        names = {"heartbeat_time_ms", "heartbeat_fail_ms"} & set(msg.fields)
+        if not names:
+            return None
+        if len(names) != 2:
+            raise _malformed(f"CONFIG carries {sorted(names)[0]} without the other heartbeat timer")
+        time_ms, fail_ms = msg.int_field("heartbeat_time_ms"), msg.int_field("heartbeat_fail_ms")
+        for name, value in (("heartbeat_time_ms", time_ms), ("heartbeat_fail_ms", fail_ms)):
+            if not 0 < value <= MAX_HEARTBEAT_MS:
+                raise _malformed(f"CONFIG {name}={value} is outside 1..{MAX_HEARTBEAT_MS}")
+        return cls(time_ms / 1000, fail_ms / 1000)
 
 
 def _check_message_shape(msg: ControlMessage) -> None:

@@ -1,4 +1,5 @@
-"""SIGHUP on the primary adds a remote without disturbing the established one.
+"""SIGHUP on the primary adds a remote without disturbing the established one, and new
+heartbeat timers reach a running session (both sides) without restarting it.
 
 The primary starts knowing only secondary 1. While a sequence-numbered
 stream runs from secondary 1's LAN to the primary's, the primary's
@@ -75,3 +76,20 @@ def test_sighup_adds_a_remote_and_leaves_the_established_session_alone(
         entry = peer(dep, index, address)
         assert entry["state"] == "established", entry
         assert entry["sessions_started"] == 1 and entry["losses"] == [], entry
+
+
+def test_sighup_with_new_heartbeat_timers_keeps_the_session_and_the_secondary_takes_them(
+        one_of_two: tuple[Topology, Deployment, str]) -> None:
+    topo, dep, full = one_of_two
+    s1_wan = dep.wan_address(topo.sites[1])
+    primary = dep.daemons[0]
+    reloads = primary.log().count("configuration reloaded")
+    primary.config_path.write_text(full.rstrip("\n") + "\n1/heartbeat_time = 7\n1/heartbeat_fail = 45\n")
+    primary.proc.send_signal(signal.SIGHUP)
+    dep.wait(lambda: primary.log().count("configuration reloaded") > reloads, 10, "the primary to reload")
+    dep.wait(lambda: peer(dep, 1).get("heartbeat_time_s") == 7, 10, "secondary 1 to take heartbeat_time 7 s")
+    for index, address in ((0, s1_wan), (1, None)):
+        entry = peer(dep, index, address)
+        assert entry["state"] == "established", entry
+        assert entry["sessions_started"] == 1 and entry["losses"] == [], entry  # the session was not restarted
+        assert (entry["heartbeat_time_s"], entry["heartbeat_fail_s"]) == (7, 45), entry

@@ -19,6 +19,7 @@ from p3hw.wire.control import (
     ControlOpener,
     ControlSealer,
     MsgType,
+    SessionSettings,
     decode_message,
     encode_message,
     unwrap_packet,
@@ -210,4 +211,20 @@ def test_oversized_message_is_refused_when_encoding() -> None:
     message = ControlMessage(MsgType.CONFIG, 1, 0, {"settings": "x" * 5000})
     with pytest.raises(P3Error) as caught:
         encode_message(message)
+    assert caught.value.code == "P3-E400"
+
+
+def test_session_settings_travel_in_config_as_whole_milliseconds() -> None:
+    message = ControlMessage(MsgType.CONFIG, 3, 0, SessionSettings(7.5, 45.0).to_fields())
+    decoded = decode_message(encode_message(message))
+    assert decoded.fields == {"heartbeat_time_ms": 7500, "heartbeat_fail_ms": 45000}
+    assert SessionSettings.from_message(decoded) == SessionSettings(7.5, 45.0)
+    assert SessionSettings.from_message(ControlMessage(MsgType.CONFIG, 4, 0, {"settings": "x"})) is None
+
+
+@pytest.mark.parametrize("fields", [{"heartbeat_time_ms": 7000}, {"heartbeat_time_ms": 0, "heartbeat_fail_ms": 1},
+                                    {"heartbeat_time_ms": 1, "heartbeat_fail_ms": 86_400_001}])
+def test_unusable_session_settings_are_malformed(fields: dict[str, int]) -> None:
+    with pytest.raises(P3Error) as caught:
+        SessionSettings.from_message(ControlMessage(MsgType.CONFIG, 3, 0, dict(fields)))
     assert caught.value.code == "P3-E400"

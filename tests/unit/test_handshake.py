@@ -54,10 +54,7 @@ PSK = b"correct horse battery staple"
 
 
 def _events(machine: InitiatorHandshake | ResponderHandshake) -> list:
-    out = []
-    while (event := machine.next_event()) is not None:
-        out.append(event)
-    return out
+    return machine.events()
 
 
 @dataclass
@@ -95,7 +92,7 @@ def run_handshake(
         if not in_flight:
             if initiator.state in (InitiatorState.ESTABLISHED, InitiatorState.FAILED):
                 break
-            deadline = initiator.next_timer()
+            deadline = initiator.get_timer()
             assert deadline is not None
             run.now = deadline
             in_flight = [("r", d) for d in initiator.handle_timer(run.now)]
@@ -306,7 +303,7 @@ def test_cookies_start_when_half_open_exchanges_reach_the_threshold() -> None:
     answer = decode_message(responder.receive(initiator.start(0.0)[0], 0.0, SECONDARY_ADDR)[0])
     assert answer.notify(16390) is not None and responder.cookies_sent == 1
     # Half-open exchanges expire; then no cookie is needed.
-    responder.handle_timer(responder.next_timer() or 0.0)
+    responder.handle_timer(responder.get_timer() or 0.0)
     assert responder.half_open_count == 0
 
 
@@ -438,7 +435,7 @@ def test_lossy_link_either_establishes_matching_keys_or_times_out(fates: list[st
     send("r", initiator.start(now))
     while initiator.state not in (InitiatorState.ESTABLISHED, InitiatorState.FAILED):
         queue.sort()
-        timer = initiator.next_timer()
+        timer = initiator.get_timer()
         if queue and (timer is None or queue[0][0] <= timer):
             now, _, destination, datagram = queue.pop(0)
             if destination == "r":

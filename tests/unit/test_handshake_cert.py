@@ -84,11 +84,7 @@ def _run(initiator: InitiatorHandshake, responder: ResponderHandshake) -> tuple[
             requests += initiator.receive(answer, 0.0)
 
     def drain(machine):  # type: ignore[no-untyped-def]
-        events = []
-        while (event := machine.next_event()) is not None:
-            if not isinstance(event, MessageDropped):
-                events.append(event)
-        return events
+        return [event for event in machine.events() if not isinstance(event, MessageDropped)]
 
     return drain(initiator), drain(responder), sent
 

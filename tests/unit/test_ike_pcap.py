@@ -78,7 +78,7 @@ def _capture(key_bits: int, dh_group: int, certificates: bool = False,
             captured.append(ike_datagram(now, PRIMARY, SECONDARY, answer))
             requests += initiator.receive(answer, now)
         now += 0.005
-    result = initiator.next_event()
+    [result] = initiator.events()
     assert isinstance(result, HandshakeEstablished)
     return captured, result
 

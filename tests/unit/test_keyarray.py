@@ -96,9 +96,9 @@ def test_rekeys_name_an_index_at_the_configured_times() -> None:
     assert len(harness.primary.rekeys_completed) >= 55
     for side in (harness.primary, harness.secondary):
         status = side.session.status()
-        assert status["key_arrays"] == {"data": 1, "control": 1}
-        assert status["rekeys_completed"] == len(harness.primary.rekeys_completed)
-        assert status["inbound_p3_id"] == side.dataplane.installed[-1].p3_id
+        assert status.key_arrays == {"data": 1, "control": 1}
+        assert status.rekeys_completed == len(harness.primary.rekeys_completed)
+        assert status.inbound_p3_id == side.dataplane.installed[-1].p3_id
     # The secondary derived exactly the primary's keys from the index: nothing was lost.
     _assert_no_loss(harness)
 

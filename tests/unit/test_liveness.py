@@ -15,15 +15,15 @@ from p3hw.wire.control import MsgType
 def _drive(liveness: Liveness, until_s: float) -> list[tuple[float, LivenessAction]]:
     happened = []
     while (timer := liveness.get_timer()) is not None and timer <= until_s:
-        action = liveness.poll(timer)
-        if action is not None:
-            happened.append((timer, action))
+        liveness.handle_timer(timer)
+        happened += [(timer, action) for action in liveness.events()]
     return happened
 
 
 def test_heartbeat_after_heartbeat_time_then_lost_after_heartbeat_fail() -> None:
     liveness = Liveness(now=0.0, heartbeat_time_s=15.0, heartbeat_fail_s=120.0)
-    assert liveness.poll(14.999) is None
+    liveness.handle_timer(14.999)
+    assert liveness.events() == []
     happened = _drive(liveness, 1000.0)
     sends = [at for at, action in happened if action is LivenessAction.SEND_HEARTBEAT]
     # One heartbeat every heartbeat_time while unanswered, lost heartbeat_fail after the first.
@@ -97,8 +97,8 @@ def test_heartbeat_round_trip_is_measured_over_the_link() -> None:
                            heartbeat_fail_s=10.0)
     harness = Harness(primary_config=config, data_interval_s=0.0, to_secondary=LinkConfig(delay_s=0.030),
                       to_primary=LinkConfig(delay_s=0.020))
-    assert harness.secondary.session.status()["heartbeat_rtt_ms"] is None
+    assert harness.secondary.session.status().heartbeat_rtt_ms is None
     # Idle past heartbeat_time: the secondary (last to hear) sends one; its answer resets the primary's clock.
     harness.run_until(3.0)
     assert harness.secondary.control_sent["HEARTBEAT"] == 1
-    assert harness.secondary.session.status()["heartbeat_rtt_ms"] == pytest.approx(50.0, abs=0.5)
+    assert harness.secondary.session.status().heartbeat_rtt_ms == pytest.approx(50.0, abs=0.5)

@@ -27,9 +27,9 @@ def _rekey_secondary(fields: dict[str, object]) -> tuple[list[object], ResponseR
     secondary = Session(SessionConfig("secondary", CIPHER, S_ADDR, P_ADDR), keys_s, source, now=0.0)
     primary = ControlChannel(P_ADDR, S_ADDR, keys_p.control_out_key, keys_p.control_in_key)
     primary.send_request(MsgType.REKEY, fields, now=0.0)  # type: ignore[arg-type]
-    [packet] = primary.packets_to_send()
+    [packet] = primary.events()
     secondary.receive_control_packet(packet.packet, now=0.0)
-    actions = secondary.actions()
+    actions = secondary.events()
     [answer] = [e for a in actions if isinstance(a, SendControlPacket) for e in primary.receive_packet(a.packet, 0.0)]
     assert isinstance(answer, ResponseReceived)
     return actions, answer

@@ -47,8 +47,8 @@ def drive(liveness: Liveness, until_s: float, *, sending: bool, answer_after_s: 
             liveness.traffic(now, sent=sending, received=False)
             report_s += REPORT_EVERY_S
         if timer is not None and now >= timer:
-            action = liveness.poll(now)
-            if action is not None:
+            liveness.handle_timer(now)
+            for action in liveness.events():
                 happened.append((now, action))
                 if action is LivenessAction.SEND_HEARTBEAT and answer_after_s is not None:
                     answers.append(now + answer_after_s)
