@@ -112,6 +112,7 @@ _CATALOGUE: tuple[Reason, ...] = (
     Reason("P3-E609", "ACCEL_FAULT", "the crypto accelerator failed; the fallback engine took over"),
     Reason("P3-E610", "ABI_MISMATCH", "the built extension's ABI stamp does not match this p3hw"),
     Reason("P3-E611", "TUN_UNAVAILABLE", "/dev/net/tun is missing or cannot be opened"),
+    Reason("P3-E612", "BACKEND_NOT_BUILT", "a backend was left out of this build (its build dependency was missing); 'p3hw doctor' lists what is compiled out"),
     # 7xx administration
     Reason("P3-E700", "ADMIN_MALFORMED", "an admin request is truncated, too large, of an unknown version or wrongly typed"),
     Reason("P3-E701", "ADMIN_DENIED", "the caller's role does not allow this command"),
