@@ -29,6 +29,7 @@ from p3hw.admin.store import Store
 from p3hw.backends import tun as tun_backend
 from p3hw.backends.esp import open_esp
 from p3hw.backends.pkcs11.token import read_pin
+from p3hw.backends.pkcs11_engine import start_engine
 from p3hw.backends.udp import open_udp
 from p3hw.config import Config, RemoteHost, load_config, read_psk
 from p3hw.constants import NON_ESP_MARKER
@@ -243,7 +244,7 @@ class Gateway:
             return
         pin = read_pin(local.pkcs11_pin_file) if local.crypto_engine == "pkcs11" else ""
         hsm = local.crypto_engine == "pkcs11"
-        self.dp.set_engine(local.crypto_engine, EngineParams(
+        start_engine(self.dp, local.crypto_engine, EngineParams(
             recover_ms=ENGINE_RECOVER_MS, module_path=(local.pkcs11_module or "") if hsm else "",
             token_label=local.pkcs11_token or "", pin=pin, eal_args=local.dpdk_eal_args), local.crypto_fallback)
 
