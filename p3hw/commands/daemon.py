@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--status-file", help="rewrite this JSON file with the gateway's status twice a second")
     parser.add_argument("--allow-core-dumps", action="store_true",
-                        help="let the daemon dump core (it holds keys: off by default, docs/runtime.md)")
+                        help="let the daemon dump core (it holds keys: off by default, docs/hardware.md)")
 
 
 def run(args: argparse.Namespace) -> int:

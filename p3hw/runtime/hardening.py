@@ -5,7 +5,7 @@ daemon sets ``RLIMIT_CORE`` to 0 (hard and soft, so no child can raise it)
 and ``prctl(PR_SET_DUMPABLE, 0)``, which also keeps other processes of the
 same uid from ptrace-attaching and reading its memory. An operator who needs a
 core (a crash to debug) starts the daemon with ``--allow-core-dumps`` and
-raises ``LimitCORE=`` in the unit (docs/runtime.md).
+raises ``LimitCORE=`` in the unit (docs/hardware.md).
 """
 
 from __future__ import annotations
