@@ -122,6 +122,8 @@ _CATALOGUE: tuple[Reason, ...] = (
     Reason("P3-E705", "ENROLL_PENDING", "the secondary is enrolled anonymously and awaits approval"),
     Reason("P3-E706", "ADMIN_NOT_LIVE", "this setting cannot change while the daemon runs; write it with --permanent and reload"),
     Reason("P3-E707", "ADMIN_STORE", "the admin store (SQLite) cannot be opened, migrated or written"),
+    Reason("P3-E708", "ADMIN_LIMIT", "an admin connection was refused or closed: too many from this uid, idle too long, or too many refusals"),
+    Reason("P3-E709", "ADMIN_OUT_OF_RANGE", "a number in an admin request is outside its allowed range"),
     # 9xx host system and internal
     Reason("P3-E900", "NEED_ROOT", "the operation needs root (CAP_NET_ADMIN)"),
     Reason("P3-E901", "OS_ERROR", "the operating system refused an operation"),
