@@ -23,7 +23,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 
-from p3hw.admin.metrics import start_metrics_server
+from p3hw.admin.metrics import allow_users, start_metrics_server
 from p3hw.admin.server import effective_config, start_admin_server
 from p3hw.admin.store import Store
 from p3hw.backends import tun as tun_backend
@@ -344,7 +344,8 @@ class Gateway:
             failure(self.log, exc.reason.name, f"admin socket {self.config.local.admin_socket} not served: {exc.detail}")
         if self.config.local.metrics_port:
             try:
-                self.metrics_server = await start_metrics_server(self.status, self.config.local.metrics_port)
+                self.metrics_server = await start_metrics_server(
+                    self.status, self.config.local.metrics_port, allow=allow_users(self.admin and self.admin.store))
             except OSError as exc:
                 failure(self.log, "OS_ERROR", f"metrics port {self.config.local.metrics_port} not served: {exc}")
 

@@ -188,3 +188,66 @@ def test_out_of_range_numbers_are_refused_with_a_reason_code(served: ServedTarge
     assert code == p3ctl.EXIT_USAGE
     assert result["error"]["code"] == "P3-E709" and what in result["error"]["detail"]
     assert served.run(served.store.list_groups) == []
+
+
+# ------------------------------------------------------------------ the metrics endpoint
+
+def _scrape_as(uid: int | None, port: int) -> tuple[int, str]:
+    """GET /metrics, from a child running as *uid* (None: this process); HTTP status and body."""
+    import encodings.idna  # noqa: F401 - imported here: the child, as another uid, may not read the library
+    import urllib.error
+    import urllib.request
+
+    def get() -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as reply:
+                return reply.status, reply.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
+
+    if uid is None:
+        return get()
+
+    def work(report: Any, _wait_go: Any) -> None:
+        report(get())
+
+    pid, lines, go = as_other_user(work)
+    try:
+        line = json.loads(lines.readline())
+        assert isinstance(line, list), line
+        status, body = line
+    finally:
+        os.close(go)
+        os.waitpid(pid, 0)
+    return int(status), str(body)
+
+
+@pytest.mark.root
+def test_metrics_are_served_on_loopback_to_p3hw_users_only(served: ServedTarget,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    import asyncio
+
+    from p3hw.admin import metrics
+
+    async def start() -> Any:
+        return await metrics.start_metrics_server(served.target.status, 0, allow=metrics.allow_users(served.store))
+
+    http = asyncio.run_coroutine_threadsafe(start(), served.loop).result(10)
+    try:
+        host, port = http.sockets[0].getsockname()[:2]
+        assert host == "127.0.0.1"
+        code, body = _scrape_as(OTHER_UID, port)              # a local user with no role
+        assert code == 403 and body.startswith("P3-E701") and f"uid {OTHER_UID}" in body
+        assert "p3hw_sessions" not in body
+        assert _scrape_as(None, port)[0] == 200                # root
+        assert p3ctl.main(["--socket", served.socket_path, "user", "add", "prom", "--uid", str(OTHER_UID),
+                           "--role", "viewer"]) == 0
+        capsys.readouterr()
+        code, body = _scrape_as(OTHER_UID, port)
+        assert code == 200 and "p3hw_sessions" in body
+    finally:
+        async def stop() -> None:
+            http.close()
+            await http.wait_closed()
+
+        asyncio.run_coroutine_threadsafe(stop(), served.loop).result(10)
