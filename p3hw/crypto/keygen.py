@@ -82,9 +82,9 @@ class PolicyKeySource:
         self._close_hardware()
         if getattr(error, "already_reported", False):
             # The same refusal again (a PIN the token refused: no login was attempted): logged once, not per retry.
-            self._retry_at = self._clock() + self._retry_s
             if not self.allow_software:
                 raise error
+            self._retry_at = self._clock() + self._retry_s
             return
         # A refused PIN: say that it is not tried again (backends/pkcs11/pinguard.py), not "retrying".
         pin = f"; {error.hint}" if error.reason.name == "PKCS11_PIN" and error.hint else ""

@@ -134,3 +134,28 @@ def test_a_daemon_whose_pin_is_refused_exits_77_so_systemd_does_not_restart_it(
     assert "P3-E601" in done.stderr and "no further login" in done.stderr and "Traceback" not in done.stderr
     unit = (Path(__file__).resolve().parents[2] / "packaging" / "p3hw-primary.service").read_text()
     assert f"RestartPreventExitStatus={pinguard.EXIT_PIN_REFUSED}" in unit.splitlines()
+
+
+class _TokenThatRefusesItsPin:
+    """Hardware that worked, then had its PIN refused (a token re-initialised under the daemon)."""
+
+    name = "pkcs11"
+
+    def random_bytes(self, length: int) -> bytes:
+        raise pinguard.PinRefused("PKCS11_PIN", "token 't' refused this PIN before; no further login is attempted")
+
+
+def test_with_key_fallback_none_a_remembered_refusal_never_turns_into_software_keys() -> None:
+    opened = [_TokenThatRefusesItsPin()]
+
+    def open_hardware() -> _TokenThatRefusesItsPin:
+        if opened:
+            return opened.pop()
+        raise pinguard.PinRefused("PKCS11_PIN", "token 't' refused this PIN before; no further login is attempted")
+
+    source = PolicyKeySource(open_hardware, allow_software=False, clock=Clock(), retry_s=60.0)
+    for _ in range(3):
+        with pytest.raises(P3Error) as caught:
+            source.random_bytes(16)
+        assert caught.value.code == "P3-E601"
+    assert source.software_requests == 0
