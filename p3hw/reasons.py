@@ -114,6 +114,7 @@ _CATALOGUE: tuple[Reason, ...] = (
     Reason("P3-E609", "ACCEL_FAULT", "the crypto accelerator failed; the fallback engine took over"),
     Reason("P3-E610", "ABI_MISMATCH", "the built extension's ABI stamp does not match this p3hw"),
     Reason("P3-E611", "TUN_UNAVAILABLE", "/dev/net/tun is missing or cannot be opened"),
+    Reason("P3-E612", "BACKEND_NOT_BUILT", "a backend was left out of this build (its build dependency was missing); 'p3hw doctor' lists what is compiled out"),
     # 7xx administration
     Reason("P3-E700", "ADMIN_MALFORMED", "an admin request is truncated, too large, of an unknown version or wrongly typed"),
     Reason("P3-E701", "ADMIN_DENIED", "the caller's role does not allow this command"),
@@ -123,6 +124,8 @@ _CATALOGUE: tuple[Reason, ...] = (
     Reason("P3-E705", "ENROLL_PENDING", "the secondary is enrolled anonymously and awaits approval"),
     Reason("P3-E706", "ADMIN_NOT_LIVE", "this setting cannot change while the daemon runs; write it with --permanent and reload"),
     Reason("P3-E707", "ADMIN_STORE", "the admin store (SQLite) cannot be opened, migrated or written"),
+    Reason("P3-E708", "ADMIN_LIMIT", "an admin connection was refused or closed: too many from this uid, idle too long, or too many refusals"),
+    Reason("P3-E709", "ADMIN_OUT_OF_RANGE", "a number in an admin request is outside its allowed range"),
     # 9xx host system and internal
     Reason("P3-E900", "NEED_ROOT", "the operation needs root (CAP_NET_ADMIN)"),
     Reason("P3-E901", "OS_ERROR", "the operating system refused an operation"),

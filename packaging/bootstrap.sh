@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
     build-essential pkg-config libssl-dev openssl python3-venv python3-dev
+    libp11-kit-dev
     softhsm2 libsofthsm2 opensc
     libdpdk-dev dpdk
     iproute2 iputils-ping iperf3 tshark ethtool

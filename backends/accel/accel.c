@@ -543,8 +543,8 @@ static int accel_health(void *engine)
         return -P3R_ACCEL_FAULT;
     while (accel_dequeue(e, &done, 1) == 0)
         ;
-    if (op.status != 0 || memcmp(e->kat_out, e->kat_expect, 64) != 0 ||
-        memcmp(e->kat_tag, e->kat_expect + 64, 16) != 0)
+    if (op.status != 0 || CRYPTO_memcmp(e->kat_out, e->kat_expect, 64) != 0 ||
+        CRYPTO_memcmp(e->kat_tag, e->kat_expect + 64, 16) != 0)
         return -P3R_ACCEL_FAULT;
     return 0;
 }

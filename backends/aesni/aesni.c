@@ -129,7 +129,7 @@ static int gcm_iv_param_works(void)
         gcm_start(c, 1, iv, NULL) &&
         EVP_EncryptUpdate(c, ct, &outl, pt, 16) && outl == 16 &&
         EVP_EncryptFinal_ex(c, final_block, &outl) && get_tag(c, tag))
-        ok = memcmp(ct, want_ct, 16) == 0 && memcmp(tag, want_tag, 16) == 0;
+        ok = CRYPTO_memcmp(ct, want_ct, 16) == 0 && CRYPTO_memcmp(tag, want_tag, 16) == 0;
     EVP_CIPHER_CTX_free(c);
     if (!ok)
         ERR_clear_error();      /* a refusal leaves its error on the queue */

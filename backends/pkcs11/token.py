@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import pkcs11
 from pkcs11 import exceptions as pk
 
+from p3hw.backends.pkcs11 import pinguard
 from p3hw.backends.pkcs11.elf import check_pkcs11_module
 from p3hw.reasons import P3Error
 
@@ -79,6 +80,7 @@ class TokenPool:
 
     def __init__(self, module: str, label: str, pin: str, size: int = DEFAULT_POOL_SIZE) -> None:
         check_pkcs11_module(module)          # before dlopen: P3-E600 for a wrong file
+        pinguard.check(module, label, pin)   # a PIN the token refused before: P3-E601, no C_Login
         self.module, self.label, self.size = module, label, max(1, size)
         try:
             with module_lock(module):
@@ -119,6 +121,10 @@ class TokenPool:
             session = self.token.open(user_pin=self._pin, rw=True)
         except pk.UserAlreadyLoggedIn:       # §5.6: the login is per application, not per session
             session = self.token.open(rw=True)
+        except _PIN_ERRORS as exc:
+            pinguard.remember(self.module, self.label, self._pin)
+            raise P3Error("PKCS11_PIN", f"logging in to token {self.label!r}: the token refused the PIN "
+                          f"({type(exc).__name__})", pinguard.REFUSED_HINT) from None
         except pk.PKCS11Error as exc:
             raise translate(exc, f"opening a session on token {self.label!r}") from None
         return session

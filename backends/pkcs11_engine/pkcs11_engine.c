@@ -22,10 +22,23 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The PKCS#11 header comes from Debian's libp11-kit-dev (packaging/bootstrap.sh
+ * installs it). Without it the build fails, never silently: an engine that is
+ * quietly missing only shows up as failed tests on the next machine. A build
+ * that must go without says so: CFLAGS=-DP3HW_WITHOUT_PKCS11; the engine then
+ * refuses with P3-E612 and `p3hw doctor` lists it as compiled out. */
 #if defined(__has_include)
 #if __has_include(<p11-kit-1/p11-kit/pkcs11.h>)
-#define P3_HAVE_PKCS11 1
+#define P3_PKCS11_HEADER_FOUND 1
 #endif
+#endif
+
+#if defined(P3HW_WITHOUT_PKCS11)
+/* left out on purpose */
+#elif defined(P3_PKCS11_HEADER_FOUND)
+#define P3_HAVE_PKCS11 1
+#else
+#error "PKCS#11 header <p11-kit-1/p11-kit/pkcs11.h> not found: apt-get install libp11-kit-dev (packaging/bootstrap.sh), or build with CFLAGS=-DP3HW_WITHOUT_PKCS11 to leave the PKCS#11 engine out"
 #endif
 
 #ifdef P3_HAVE_PKCS11
@@ -275,7 +288,7 @@ int p3_p11_gcm(struct p3_p11 *t, unsigned long handle, const uint8_t *iv, struct
     return 0;
 }
 
-#else /* no PKCS#11 header at build time: the engine is compiled out */
+#else /* built with P3HW_WITHOUT_PKCS11: the engine is compiled out, and says so (P3-E612) */
 
 struct p3_p11 {
     int unused;
@@ -284,7 +297,7 @@ struct p3_p11 {
 struct p3_p11 *p3_p11_open(const char *module, const char *label, const char *pin, int *err)
 {
     (void)module; (void)label; (void)pin;
-    *err = -P3R_DP_BAD_CIPHER;
+    *err = -P3R_BACKEND_NOT_BUILT;
     return NULL;
 }
 
@@ -293,7 +306,7 @@ void p3_p11_close(struct p3_p11 *t) { (void)t; }
 int p3_p11_key_new(struct p3_p11 *t, const uint8_t *key, size_t len, int encrypt, unsigned long *handle)
 {
     (void)t; (void)key; (void)len; (void)encrypt; (void)handle;
-    return -P3R_DP_BAD_CIPHER;
+    return -P3R_BACKEND_NOT_BUILT;
 }
 
 void p3_p11_key_free(struct p3_p11 *t, unsigned long handle) { (void)t; (void)handle; }

@@ -6,7 +6,7 @@ default, ``--json`` for scripts (the response's ``result`` object, or
 
   0  done
   1  the daemon refused or failed the command (the message has the reason code)
-  2  wrong arguments
+  2  wrong arguments (also a number out of its range, P3-E709)
   3  the daemon cannot be reached (P3-E704)
   4  the caller's role does not allow the command (P3-E701)
   5  the session, group, user or enrollment does not exist (P3-E702)
@@ -28,7 +28,7 @@ from p3hw.reasons import P3Error
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_DENIED, EXIT_NOT_FOUND, EXIT_PARTIAL = range(7)
 _EXIT_BY_CODE = {"P3-E704": EXIT_UNREACHABLE, "P3-E701": EXIT_DENIED, "P3-E702": EXIT_NOT_FOUND,
-                 "P3-E122": EXIT_USAGE}
+                 "P3-E122": EXIT_USAGE, "P3-E709": EXIT_USAGE}
 #: How long p3ctl waits for an answer (a group rekey of a large fleet answers at once; the rekeys run after).
 TIMEOUT_S = 60.0
 SOCKET_ENV = "P3CTL_SOCKET"

@@ -6,8 +6,11 @@ Every connection is identified by the kernel (``SO_PEERCRED``): uid 0 and the
 daemon's own uid are ``admin``; any other uid must be a user in the store,
 whose role decides what it may do (viewer: status; operator: sessions and
 keys; admin: everything). Every request, refused or not, is written to the
-audit log with who, what, when and the result. A malformed request is
-answered with P3-E700 and never stops the server.
+audit log with who, what, when and the result -- refusals at most
+``limits.REFUSALS_AUDITED_PER_MINUTE`` per uid and minute, the rest counted in
+one summary row. A malformed request is answered with P3-E700 and never
+stops the server. Root and the daemon's uid are always served; other uids are
+held to connection limits (p3hw/admin/limits.py, P3-E708).
 """
 
 from __future__ import annotations
@@ -27,8 +30,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from p3hw.admin import configfile, metrics, protocol
-from p3hw.admin.store import APPROVED, REJECTED, Store
+from p3hw.admin import configfile, limits, metrics, protocol
+from p3hw.admin.store import APPROVED, DEFAULT_GROUP_PRIORITY, REJECTED, Store
 from p3hw.config import LOCAL_KEYWORDS, OVERRIDES, REMOTE_KEYWORDS, Config, ConfigErrors
 from p3hw.reasons import P3Error
 
@@ -40,8 +43,17 @@ SOCKET_GROUP = "p3hw"
 FRAME_TIMEOUT_S = 10.0
 #: A connection that sends nothing for this long is closed (it holds one of MAX_CONNECTIONS).
 IDLE_TIMEOUT_S = 300.0
-#: Connections served at once; more wait in the listen backlog.
-MAX_CONNECTIONS = 64
+#: Connections of uids other than root and the daemon's served at once (limits.py; root is always served).
+MAX_CONNECTIONS = limits.MAX_CONNECTIONS
+#: The integer arguments' allowed ranges (command, argument) -> (lowest, highest): P3-E709 outside.
+INT_RANGES: dict[tuple[str, str], tuple[int, int]] = {
+    ("group.create", "priority"): (0, 1_000_000),
+    ("audit.list", "limit"): (1, 100_000),
+    ("user.add", "uid"): (0, 2 ** 32 - 1),
+    ("enroll.approve", "id"): (1, 2 ** 53),
+    ("enroll.approve", "remote_id"): (1, 65535),
+    ("enroll.reject", "id"): (1, 2 ** 53),
+}
 
 #: Keywords that groups and per-secondary overrides may set: the per-remote
 #: overrides of Appendix A 1 plus the remote's key type, cipher and PFS.
@@ -126,6 +138,15 @@ def effective_config(config: Config, store: Store) -> Config:
 
 # ------------------------------------------------------------------ the server
 
+def check_ranges(request: protocol.Request) -> None:
+    """P3-E709 for an integer argument outside its range (INT_RANGES), naming the argument and the range."""
+    for name, value in request.args.items():
+        bounds = INT_RANGES.get((request.cmd, name))
+        if bounds is not None and isinstance(value, int) and not bounds[0] <= value <= bounds[1]:
+            raise P3Error("ADMIN_OUT_OF_RANGE", f"{request.cmd}: {name} = {value} is outside "
+                          f"{bounds[0]}..{bounds[1]}", f"give {name} a value from {bounds[0]} to {bounds[1]}")
+
+
 class Caller:
     def __init__(self, uid: int | None, pid: int | None, name: str, role: str | None) -> None:
         self.uid, self.pid, self.name, self.role = uid, pid, name, role
@@ -137,7 +158,8 @@ class AdminServer:
         self.store = store
         self.socket_path = socket_path
         self.server: asyncio.AbstractServer | None = None
-        self._slots = asyncio.Semaphore(MAX_CONNECTIONS)
+        self.limits = limits.ConnectionLimits()
+        self.refusals = limits.RefusalAudit(store)
         self.requests_served = 0
         self._handlers: dict[str, Callable[[Caller, dict[str, Any]], Awaitable[dict[str, Any]]]] = {
             "whoami": self._whoami, "status": self._status, "metrics": self._metrics,
@@ -182,6 +204,8 @@ class AdminServer:
             self.server.close()
             await self.server.wait_closed()
             self.server = None
+        with contextlib.suppress(P3Error):
+            self.refusals.flush()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.socket_path)
 
@@ -201,30 +225,49 @@ class AdminServer:
             return Caller(uid, pid, f"uid{uid}", None)
         return Caller(uid, pid, user.name, user.role)
 
+    @staticmethod
+    def _always_served(caller: Caller) -> bool:
+        return caller.uid is not None and (caller.uid == 0 or caller.uid == os.geteuid())
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        async with self._slots:
-            try:
-                caller = self._identify(writer)
-                while await self._serve_one(caller, reader, writer):
-                    pass
-            except (ConnectionError, asyncio.CancelledError):
+        counted = False
+        caller = Caller(None, None, "?", None)
+        try:
+            caller = self._identify(writer)
+            if not self._always_served(caller):
+                try:
+                    self.limits.admit(caller.uid, caller.role is not None)
+                except P3Error as error:
+                    await self._refuse(caller, writer, error)
+                    return
+                counted = True
+            while await self._serve_one(caller, reader, writer):
                 pass
-            except Exception:  # never let one connection take the server down
-                log.exception("P3-E999 admin connection failed")
-            finally:
-                writer.close()
-                with contextlib.suppress(Exception):
-                    await writer.wait_closed()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        except Exception:  # never let one connection take the server down
+            log.exception("P3-E999 admin connection failed")
+        finally:
+            if counted:
+                self.limits.release(caller.uid)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
 
     async def _serve_one(self, caller: Caller, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         """Read, run and answer one request; False when the connection should close."""
+        idle_s = IDLE_TIMEOUT_S if caller.role is not None else limits.NO_ROLE_IDLE_TIMEOUT_S
         try:
-            header = await asyncio.wait_for(reader.readexactly(protocol.HEADER_BYTES), IDLE_TIMEOUT_S)
+            header = await asyncio.wait_for(reader.readexactly(protocol.HEADER_BYTES), idle_s)
         except asyncio.IncompleteReadError as exc:
             if exc.partial:
                 await self._refuse(caller, writer, protocol.malformed("truncated frame header"))
             return False
         except TimeoutError:
+            if caller.role is None:
+                await self._refuse(caller, writer, P3Error(
+                    "ADMIN_LIMIT", f"uid {caller.uid} has no role and sent no request within {idle_s:g} s; "
+                    "connection closed", "an admin adds it: p3ctl user add NAME --uid UID --role viewer"))
             return False
         try:
             length = protocol.frame_length(header, protocol.MAX_REQUEST_BYTES)
@@ -255,7 +298,8 @@ class AdminServer:
         return True
 
     async def _refuse(self, caller: Caller, writer: asyncio.StreamWriter, error: P3Error, request_id: int = 0) -> None:
-        self.store.audit(caller.uid, caller.name, caller.role, "(malformed)", {}, error.code, error.detail)
+        command = "(connection)" if error.reason.name == "ADMIN_LIMIT" else "(malformed)"
+        self._audit_record(caller, command, {}, error.code, error.detail)
         writer.write(protocol.frame(protocol.error_response(request_id, error)))
         with contextlib.suppress(ConnectionError):
             await writer.drain()
@@ -271,6 +315,7 @@ class AdminServer:
             if protocol.ROLE_RANK[caller.role] < protocol.ROLE_RANK[command.role]:
                 raise P3Error("ADMIN_DENIED", f"{request.cmd} needs role {command.role}; "
                               f"{caller.name} is {caller.role}", "ask an admin")
+            check_ranges(request)
             result = await self._handlers[request.cmd](caller, request.args)
         except P3Error as error:
             self._audit(caller, request, error.code, error.detail)
@@ -289,10 +334,17 @@ class AdminServer:
         return protocol.ok_response(request.id, result)
 
     def _audit(self, caller: Caller, request: protocol.Request, result: str, detail: str) -> None:
+        self._audit_record(caller, request.cmd, request.args, result, detail)
+
+    def _audit_record(self, caller: Caller, command: str, args: dict[str, Any], result: str, detail: str) -> None:
+        """One audit record; refusals through the per-uid rate limit (limits.RefusalAudit)."""
         try:
-            self.store.audit(caller.uid, caller.name, caller.role, request.cmd, request.args, result, detail)
+            if result in limits.REFUSAL_CODES:
+                self.refusals.record(caller.uid, caller.name, caller.role, command, args, result, detail)
+            else:
+                self.store.audit(caller.uid, caller.name, caller.role, command, args, result, detail)
         except P3Error as error:
-            log.error("%s audit record lost for %s", error.message(), request.cmd)
+            log.error("%s audit record lost for %s", error.message(), command)
 
     # -------------------------------------------------------------- sessions
 
@@ -388,7 +440,7 @@ class AdminServer:
         name = args["name"]
         if not name or len(name) > 64 or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
             raise protocol.malformed(f"group name {name[:80]!r}: letters, digits, '-', '_' and '.', 1 to 64")
-        self.store.create_group(name, int(args.get("priority", 100)))
+        self.store.create_group(name, int(args.get("priority", DEFAULT_GROUP_PRIORITY)))
         return {"group": self.store.show_group(name), "summary": f"group {name} created"}
 
     async def _group_delete(self, _caller: Caller, args: dict[str, Any]) -> dict[str, Any]:

@@ -29,12 +29,18 @@ log = logging.getLogger("p3hw.admin")
 #: Where the primary keeps its store when the configuration names none.
 DEFAULT_STORE_PATH = "/var/lib/p3hw/admin.db"
 DEFAULT_GROUP_PRIORITY = 100
-#: Audit records kept; older ones are pruned (a busy fleet writes one per request).
-AUDIT_KEEP = 1_000_000
+#: Audit records kept: older ones are dropped (rotation), so the table stays bounded whatever is sent to the
+#: socket. A record is at most about 5 KB (arguments 4096 characters, detail 1024), typically 200 bytes.
+AUDIT_KEEP = 100_000
 #: Pruning runs once per this many records written.
 AUDIT_PRUNE_EVERY = 1000
 #: Audit records kept in memory while the store cannot be written; written when it can again.
 AUDIT_PENDING_MAX = 1000
+#: Characters of a request's arguments (JSON) and of the detail kept in its audit record.
+AUDIT_ARGS_CHARS = 4096
+AUDIT_DETAIL_CHARS = 1024
+#: The most records one audit.list returns.
+AUDIT_LIST_MAX = 100_000
 #: Enrollment states.
 PENDING, APPROVED, REJECTED = "pending", "approved", "rejected"
 
@@ -363,16 +369,22 @@ class Store:
     # ---------------------------------------------------------------- audit
 
     def audit(self, uid: int | None, user: str, role: str | None, command: str, args: dict[str, Any],
-              result: str, detail: str = "") -> None:
-        newest = self._write_audit((utc_now(), uid, user, role, command, json.dumps(args, sort_keys=True)[:4096],
-                                    result, detail[:1024]))
+              result: str, detail: str = "", args_chars: int = AUDIT_ARGS_CHARS) -> int | None:
+        """Write one audit record; its id, or None while the store cannot be written (the record waits).
+
+        Arguments that do not fit *args_chars* are cut (and still JSON)."""
+        text = json.dumps(args, sort_keys=True)
+        if len(text) > args_chars:
+            text = json.dumps({"truncated": text[:max(0, args_chars - 32)]})
+        newest = self._write_audit((utc_now(), uid, user, role, command, text, result, detail[:AUDIT_DETAIL_CHARS]))
         if newest is None:
-            return
+            return None
         if newest % AUDIT_PRUNE_EVERY == 0:
             try:
                 self._run("DELETE FROM audit WHERE id <= ?", (newest - AUDIT_KEEP,))
             except P3Error as error:  # pruned with a later record
                 self.write_failures.failed(error)
+        return newest
 
     def _write_audit(self, record: tuple[Any, ...]) -> int | None:
         """Write the record (and any held back); its id, or None when the store cannot be written now.
@@ -394,8 +406,17 @@ class Store:
         self.write_failures.succeeded()
         return newest
 
+    def audit_set_detail(self, record_id: int, detail: str) -> None:
+        """Rewrite one record's detail (the running count of a refusal summary)."""
+        try:
+            self._run("UPDATE audit SET detail = ? WHERE id = ?", (detail[:AUDIT_DETAIL_CHARS], record_id))
+        except P3Error as error:  # a full store: the summary catches up with a later update
+            self.write_failures.failed(error)
+
     def audit_log(self, limit: int = 100, command: str | None = None) -> list[dict[str, Any]]:
-        limit = max(1, min(limit, 100000))
+        if not 1 <= limit <= AUDIT_LIST_MAX:
+            raise P3Error("ADMIN_OUT_OF_RANGE", f"audit limit {limit} is outside 1..{AUDIT_LIST_MAX}",
+                          f"p3ctl audit --limit N with N from 1 to {AUDIT_LIST_MAX}")
         if command is None:
             rows = self._run("SELECT * FROM audit ORDER BY id DESC LIMIT ?", (limit,))
         else:

@@ -16,15 +16,20 @@ import os
 from p3hw.config import Config, load_config
 from p3hw.log import failure, setup_logging
 from p3hw.reasons import P3Error
+from p3hw.runtime import hardening
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", required=True, help="configuration file (spec Appendix A)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--status-file", help="rewrite this JSON file with the gateway's status twice a second")
+    parser.add_argument("--allow-core-dumps", action="store_true",
+                        help="let the daemon dump core (it holds keys: off by default, docs/hardware.md)")
 
 
 def run(args: argparse.Namespace) -> int:
+    if not args.allow_core_dumps:
+        hardening.disable_core_dumps()
     role = args._path[0]
     config = load_config(args.config, role=role)
     missing = [r for r in config.remotes if r.psk_file is None]
@@ -40,8 +45,11 @@ def run(args: argparse.Namespace) -> int:
         fips_self_tests(config, logger)
     from p3hw.runtime.gateway import Gateway
 
-    gateway = Gateway(config, logger, config_path=args.config, status_file=args.status_file)
-    return asyncio.run(gateway.run())
+    try:
+        gateway = Gateway(config, logger, config_path=args.config, status_file=args.status_file)
+        return asyncio.run(gateway.run())
+    except P3Error as error:
+        return hardening.exit_status(error)    # a refused HSM PIN: 77, and systemd does not restart
 
 
 def fips_self_tests(config: Config, logger: logging.Logger) -> None:

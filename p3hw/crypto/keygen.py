@@ -80,14 +80,23 @@ class PolicyKeySource:
     def _hardware_failed(self, error: P3Error, when: str) -> None:
         self.failures.append(error.code)
         self._close_hardware()
+        if getattr(error, "already_reported", False):
+            # The same refusal again (a PIN the token refused: no login was attempted): logged once, not per retry.
+            if not self.allow_software:
+                raise error
+            self._retry_at = self._clock() + self._retry_s
+            return
+        # A refused PIN: say that it is not tried again (backends/pkcs11/pinguard.py), not "retrying".
+        pin = f"; {error.hint}" if error.reason.name == "PKCS11_PIN" and error.hint else ""
         if not self.allow_software:
             failure(self.log, error.reason.name, f"hardware key source failed {when}: {error.detail} "
-                    "(key_fallback = none: no keys until it works again)")
+                    f"(key_fallback = none: no keys until it works again){pin}")
             raise error
         self._retry_at = self._clock() + self._retry_s
+        retry = f"{pin}; pkcs11_pin_file is read again every {self._retry_s:.0f} s" if pin else \
+            f", retrying the hardware in {self._retry_s:.0f} s"
         failure(self.log, error.reason.name, f"hardware key source failed {when}: {error.detail}; using software "
-                f"keys (key_fallback = software), retrying the hardware in {self._retry_s:.0f} s",
-                level=logging.WARNING)
+                f"keys (key_fallback = software){retry}", level=logging.WARNING)
 
     def _close_hardware(self) -> None:
         hardware, self.hardware = self.hardware, None

@@ -7,6 +7,7 @@ self-tests (``p3hw/fips.py``) for the scratch dataplanes that test the same engi
 from __future__ import annotations
 
 from p3hw.backends.pkcs11.token import read_pin
+from p3hw.backends.pkcs11_engine import start_engine
 from p3hw.config import LocalHost
 from p3hw.dataplane import Dataplane, EngineParams
 
@@ -20,6 +21,6 @@ def set_crypto_engine(plane: Dataplane, local: LocalHost) -> None:
         return
     hsm = local.crypto_engine == "pkcs11"
     pin = read_pin(local.pkcs11_pin_file) if hsm else ""
-    plane.set_engine(local.crypto_engine, EngineParams(
+    start_engine(plane, local.crypto_engine, EngineParams(
         recover_ms=ENGINE_RECOVER_MS, module_path=(local.pkcs11_module or "") if hsm else "",
         token_label=local.pkcs11_token or "", pin=pin, eal_args=local.dpdk_eal_args), local.crypto_fallback)

@@ -22,7 +22,7 @@ import signal
 import time
 from typing import Any
 
-from p3hw.admin.metrics import start_metrics_server
+from p3hw.admin.metrics import allow_users, start_metrics_server
 from p3hw.admin.server import AdminServer, effective_config, start_admin_server
 from p3hw.admin.store import Store
 from p3hw.config import Config, RemoteHost, config_error_text, load_config, read_psk
@@ -208,7 +208,8 @@ class Gateway:
                     f"{exc.filename or ''}: {exc.strerror or exc}; the gateway runs on without it")
         if self.config.local.metrics_port:
             try:
-                self.metrics_server = await start_metrics_server(self.status, self.config.local.metrics_port)
+                self.metrics_server = await start_metrics_server(
+                    self.status, self.config.local.metrics_port, allow=allow_users(self.admin and self.admin.store))
             except OSError as exc:
                 failure(self.log, "OS_ERROR", f"metrics port {self.config.local.metrics_port} not served: {exc}")
 

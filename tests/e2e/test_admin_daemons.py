@@ -187,6 +187,16 @@ def test_metrics_show_the_sessions_over_the_socket_and_http(star: tuple[Topology
     assert "p3hw_dataplane_sealed_packets_total" in scrape.stdout
 
 
+def test_running_daemons_dump_no_core(star: tuple[Topology, Deployment, str]) -> None:
+    """They hold keys: RLIMIT_CORE 0, hard and soft, from the start (issue 16; --allow-core-dumps to debug)."""
+    _topo, dep, _sock = star
+    for daemon in dep.daemons.values():
+        assert daemon.proc is not None and daemon.running
+        limits = Path(f"/proc/{daemon.proc.pid}/limits").read_text().splitlines()
+        core = next(line for line in limits if line.startswith("Max core file size"))
+        assert core.split()[4:6] == ["0", "0"], core
+
+
 def test_group_shutdown_ends_only_its_members_sessions(star: tuple[Topology, Deployment, str]) -> None:
     topo, dep, sock = star
     assert p3ctl(sock, "group", "create", "east")[0] == 0

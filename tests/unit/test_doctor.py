@@ -236,9 +236,13 @@ def test_a_damaged_dpdk_driver_is_reported_and_the_others_still_listed(
 
 
 def test_doctor_checks_the_module_a_configuration_names(tmp_path: Path) -> None:
+    # A shared object on every machine that is no PKCS#11 module: p3hw's own extension. (The Python
+    # executable is not one everywhere: Debian's /usr/bin/python3.11 is ET_EXEC, not PIE.)
+    not_a_pkcs11_module = doctor.extension_path()
+    assert not_a_pkcs11_module is not None
     config = tmp_path / "primary.conf"
     config.write_text("localstart\nrole = primary\nip = 4\naddress = 198.51.100.1\nkey_generation = 2\n"
-                      f"pkcs11_module = {os.path.realpath(sys.executable)}\npkcs11_token = p3hw\nlocalend\n"
+                      f"pkcs11_module = {not_a_pkcs11_module}\npkcs11_token = p3hw\nlocalend\n"
                       "1/address = 203.0.113.10\n1/subnet1 = 10.1.0.0\n1/mask1 = 255.255.0.0\n")
     out = run_doctor("--json", "-c", str(config))
     assert out.returncode == 0 and "Traceback" not in out.stderr
@@ -246,3 +250,35 @@ def test_doctor_checks_the_module_a_configuration_names(tmp_path: Path) -> None:
     assert found["key generation"]["ok"] is True and "token 'p3hw'" in str(found["key generation"]["detail"])
     module = found["pkcs11 module"]
     assert module["ok"] is False and "does not export C_GetFunctionList" in str(module["detail"])
+
+
+# --- what the build left out (issue 16: a pristine Debian 12) ----------------------
+
+def test_this_build_left_no_backend_out() -> None:
+    """The check that catches the next missing install step: bootstrap installs every build dependency."""
+    out = run_doctor("--json")
+    built = by_name(json.loads(out.stdout))["compiled out"]
+    assert built["features"] == [], built["detail"]
+    assert built["ok"] is True
+
+
+PKCS11_ENGINE_C = Path(__file__).resolve().parents[2] / "backends" / "pkcs11_engine" / "pkcs11_engine.c"
+
+
+def _compile_engine(tmp_path: Path, header: str, *flags: str) -> subprocess.CompletedProcess[str]:
+    """Compile the PKCS#11 engine's C as if its header were at *header* (absent: a machine without it)."""
+    source = tmp_path / "pkcs11_engine.c"
+    source.write_text(PKCS11_ENGINE_C.read_text().replace("p11-kit-1/p11-kit/pkcs11.h", header))
+    root = PKCS11_ENGINE_C.parents[2]
+    return subprocess.run(["cc", "-fsyntax-only", "-Wall", "-Wextra", "-Werror", "-std=gnu11",
+                           f"-I{root / 'native' / 'include'}", f"-I{root / 'native' / 'src'}", *flags, str(source)],
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler")
+def test_a_build_without_the_pkcs11_header_fails_and_names_the_package(tmp_path: Path) -> None:
+    missing = _compile_engine(tmp_path, "p3hw-no-such-dir/pkcs11.h")
+    assert missing.returncode != 0
+    assert "libp11-kit-dev" in missing.stderr and "P3HW_WITHOUT_PKCS11" in missing.stderr
+    assert _compile_engine(tmp_path, "p3hw-no-such-dir/pkcs11.h", "-DP3HW_WITHOUT_PKCS11").returncode == 0
+    assert _compile_engine(tmp_path, "p11-kit-1/p11-kit/pkcs11.h").returncode == 0

@@ -32,6 +32,7 @@
 #include <string.h>
 #include <time.h>
 
+#include <openssl/crypto.h>
 #include <rte_common.h>
 #include <rte_crypto.h>
 #include <rte_cryptodev.h>
@@ -451,7 +452,8 @@ static int cdev_health(void *engine)
     while (cdev_dequeue(e, &done, 1) == 0)
         if (now_ns() > deadline)
             return -P3R_ACCEL_FAULT;
-    if (done != &op || op.status != 0 || memcmp(out, kat_out, 64) != 0 || memcmp(tag, kat_out + 64, TAG_LEN) != 0)
+    if (done != &op || op.status != 0 || CRYPTO_memcmp(out, kat_out, 64) != 0 ||
+        CRYPTO_memcmp(tag, kat_out + 64, TAG_LEN) != 0)
         return -P3R_ACCEL_FAULT;
     return 0;
 }
