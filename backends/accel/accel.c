@@ -31,6 +31,7 @@
  */
 #include "p3dp.h"
 #include "p3_backend.h"
+#include "bytes.h"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -172,14 +173,6 @@ static uint64_t op_checksum(const struct p3_crypto_op *op)
     return h;
 }
 
-static void put_be64(uint8_t *p, uint64_t v)
-{
-    for (int i = 7; i >= 0; i--) {
-        p[i] = (uint8_t)v;
-        v >>= 8;
-    }
-}
-
 /* ---- the device ---- */
 
 /* RFC 4106 AES-GCM on the device's session; tag_flip flips a bit of the tag
@@ -193,7 +186,7 @@ static uint32_t device_gcm(struct accel_engine *e, struct p3_crypto_op *op, int 
     if (op->sa->direction != op->op)
         return CPL_ERROR;
     memcpy(iv, op->sa->salt, 4);
-    put_be64(iv + 4, op->seq);
+    p3_put_be64(iv + 4, op->seq);
     if (e->token) {
         int rc = p3_p11_gcm(e->token, op->sa->token_key, iv, op, tag_flip);
         return rc == 0 ? CPL_OK : rc == -P3R_DP_AUTH_FAILED ? CPL_AUTH : CPL_ERROR;
@@ -580,7 +573,7 @@ static int kat_reference(const uint8_t *key, const uint8_t *salt, const uint8_t 
     uint8_t iv[12], aad[16] = { 0 };
     int outl, ok;
     memcpy(iv, salt, 4);
-    put_be64(iv + 4, 1);
+    p3_put_be64(iv + 4, 1);
     ok = c && EVP_EncryptInit_ex(c, EVP_aes_128_gcm(), NULL, key, iv) &&
          EVP_EncryptUpdate(c, NULL, &outl, aad, 16) && EVP_EncryptUpdate(c, out, &outl, in, 64) &&
          EVP_EncryptFinal_ex(c, out + 64, &outl) &&

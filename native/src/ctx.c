@@ -388,14 +388,6 @@ static int key_bytes(uint32_t cipher)
     }
 }
 
-static uint64_t get_le64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
-
 static int sa_fill(p3dp_ctx *ctx, struct p3dp_sa *sa, const p3dp_sa_config *cfg, int direction)
 {
     memset(sa, 0, sizeof(*sa));
@@ -419,8 +411,8 @@ static int sa_fill(p3dp_ctx *ctx, struct p3dp_sa *sa, const p3dp_sa_config *cfg,
     sa->peer_id = cfg->peer_id;
     sa->cipher = cfg->cipher;
     sa->direction = direction;
-    sa->obfs_k0 = get_le64(cfg->obfs_key);
-    sa->obfs_k1 = get_le64(cfg->obfs_key + 8);
+    sa->obfs_k0 = p3_get_le64(cfg->obfs_key);
+    sa->obfs_k1 = p3_get_le64(cfg->obfs_key + 8);
     sa->next_seq = 1;
     sa->in_use = 1;
     return 0;

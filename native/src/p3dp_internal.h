@@ -4,6 +4,7 @@
 
 #include "p3dp.h"
 #include "p3_backend.h"
+#include "bytes.h"
 
 #include <openssl/evp.h>
 
@@ -101,31 +102,5 @@ int p3dp_hp_mask(struct p3dp_hp *hp, const uint8_t *sample, uint8_t *mask);
 uint32_t p3dp_bucket_frame_len(const p3dp_ctx *ctx, const struct p3dp_peer *peer, uint32_t needed);
 uint32_t p3dp_rotation(const struct p3dp_sa *sa, uint64_t seq, uint32_t frame_len);
 uint64_t p3dp_siphash24(uint64_t k0, uint64_t k1, uint64_t msg);
-
-static inline uint64_t p3dp_get_be64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v = (v << 8) | p[i];
-    return v;
-}
-
-static inline void p3dp_put_be64(uint8_t *p, uint64_t v)
-{
-    for (int i = 7; i >= 0; i--) {
-        p[i] = (uint8_t)v;
-        v >>= 8;
-    }
-}
-
-static inline uint32_t p3dp_get_be32(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-static inline void p3dp_put_be32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)(v >> 24); p[1] = (uint8_t)(v >> 16); p[2] = (uint8_t)(v >> 8); p[3] = (uint8_t)v;
-}
 
 #endif
