@@ -31,6 +31,7 @@ from p3hw.commands.bench import write_section
 from p3hw.crypto.keys import SaKeys, material_length
 from p3hw.dataplane import Dataplane, DpdkPorts, FlowTable, PeerConfig, Routes, Worker
 from p3hw.simulators.ringports import EAL_ARGS, RingPorts
+from p3hw.wire.checksum import internet_checksum
 
 IMIX = ((64, 7), (576, 4), (1400, 1))        # as bench/crypto.py (7:4:1)
 LOCAL, PEER = "192.0.2.1", "198.51.100.2"
@@ -59,20 +60,13 @@ class Row:
         return self.pps * self.inner_bytes * 8 / 1e9
 
 
-def _checksum(header: bytes) -> int:
-    total = sum(struct.unpack(f"!{len(header) // 2}H", header))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
 def _inner(size: int, flow: int, to_lan: bool = False) -> bytes:
     """An IPv4/UDP packet of ``size`` octets between the LAN host and the remote LAN (one of 16 flows)."""
     here = ipaddress.IPv4Address("10.1.0.2").packed
     there = ipaddress.IPv4Address(f"10.2.0.{2 + flow}").packed
     src, dst = (there, here) if to_lan else (here, there)
     header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, size, 0, 0x4000, 64, 17, 0, src, dst)
-    header = header[:10] + struct.pack("!H", _checksum(header)) + header[12:]
+    header = header[:10] + struct.pack("!H", internet_checksum(header)) + header[12:]
     udp = struct.pack("!HHHH", 40000 + flow, 9, size - 20, 0)
     return header + udp + bytes((i * 7) & 0xFF for i in range(size - 28))
 

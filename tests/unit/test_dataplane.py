@@ -16,6 +16,7 @@ from p3hw.crypto.keys import CIPHERS, SaKeys
 from p3hw.dataplane import Dataplane, PeerConfig
 from p3hw.reasons import P3Error
 from p3hw.wire import packet as ref
+from p3hw.wire.checksum import internet_checksum
 
 ALL_CIPHERS = sorted(CIPHERS)
 OUTER = {4: ("192.0.2.1", "198.51.100.2"), 6: ("2001:db8::1", "2001:db8::2")}
@@ -168,7 +169,7 @@ def test_outer_ipv4_header_has_valid_checksum_and_protocol() -> None:
         link = make_link(encap=encap)
         packet = link.seal([ip_packet(4, 100)])[0]
         assert packet[9] == proto
-        assert ref._checksum(packet[:20]) == 0
+        assert internet_checksum(packet[:20]) == 0
         src, port, p3 = ref.parse_outer(packet)
         assert src == ipaddress.ip_address(OUTER[4][0]).packed
         assert port == (5653 if encap == "udp" else 0)
