@@ -215,15 +215,15 @@ static uint32_t device_gcm(struct accel_engine *e, struct p3_crypto_op *op, int 
 /* The fault the next op gets, consuming the injection register. */
 static uint32_t device_next_fault(struct accel_shared *sh)
 {
-    uint32_t kind = P3_FAULT_NONE;
+    uint32_t kind = P3DP_FAULT_NONE;
 
     if (!atomic_load_explicit(&sh->fault_armed, memory_order_acquire))
-        return P3_FAULT_NONE;
+        return P3DP_FAULT_NONE;
     pthread_mutex_lock(&sh->fault_lock);
     if (sh->fault_after) {
         sh->fault_after--;
-    } else if (sh->fault_kind == P3_FAULT_GONE) {
-        kind = P3_FAULT_GONE;
+    } else if (sh->fault_kind == P3DP_FAULT_GONE) {
+        kind = P3DP_FAULT_GONE;
     } else if (sh->fault_count) {
         kind = sh->fault_kind;
         if (--sh->fault_count == 0)
@@ -239,7 +239,7 @@ static int device_gone_armed(struct accel_shared *sh)
     if (!atomic_load_explicit(&sh->fault_armed, memory_order_acquire))
         return 0;
     pthread_mutex_lock(&sh->fault_lock);
-    gone = sh->fault_kind == P3_FAULT_GONE && sh->fault_after == 0;
+    gone = sh->fault_kind == P3DP_FAULT_GONE && sh->fault_after == 0;
     pthread_mutex_unlock(&sh->fault_lock);
     return gone;
 }
@@ -313,9 +313,9 @@ static void *device_main(void *arg)
         d = e->sq[e->dev_head & e->mask];
         op = d.op;
         fault = device_next_fault(sh);
-        if (fault == P3_FAULT_GONE)
+        if (fault == P3DP_FAULT_GONE)
             continue;                     /* seen at the top of the loop */
-        if (fault == P3_FAULT_TIMEOUT) {
+        if (fault == P3DP_FAULT_TIMEOUT) {
             e->hung = 1;                  /* never completes; the driver resets */
             continue;
         }
@@ -329,14 +329,14 @@ static void *device_main(void *arg)
             if (due > now_ns())
                 device_wait_until(due);
         }
-        if (fault == P3_FAULT_ERROR) {
+        if (fault == P3DP_FAULT_ERROR) {
             code = CPL_ERROR;
             e->cq[e->dev_head & e->mask].checksum = 0;
         } else {
-            int flip_tag = fault == P3_FAULT_CORRUPT && op->op == P3_CRYPTO_OPEN;
+            int flip_tag = fault == P3DP_FAULT_CORRUPT && op->op == P3_CRYPTO_OPEN;
             code = device_gcm(e, op, flip_tag);
             e->cq[e->dev_head & e->mask].checksum = code == CPL_OK ? op_checksum(op) : 0;
-            if (fault == P3_FAULT_CORRUPT && op->op == P3_CRYPTO_SEAL && op->nseg)
+            if (fault == P3DP_FAULT_CORRUPT && op->op == P3_CRYPTO_SEAL && op->nseg)
                 op->seg[0].dst[op->seg[0].len / 2] ^= 0x04;   /* after the checksum: a bad DMA write */
         }
         e->cq[e->dev_head & e->mask].code = code;
@@ -387,12 +387,12 @@ static uint16_t accel_enqueue(void *engine, struct p3_crypto_op **ops, uint16_t 
         struct accel_pending *p = &e->pend[e->tail & e->mask];
         p->op = op;
         p->submit_ns = t;
-        op->fault = P3_FAULT_NONE;
+        op->fault = P3DP_FAULT_NONE;
         if (!present) {
             /* A device that is gone takes nothing: the op comes back as a fault. */
             p->on_device = 0;
             op->status = -P3R_ACCEL_FAULT;
-            op->fault = P3_FAULT_GONE;
+            op->fault = P3DP_FAULT_GONE;
         } else {
             p->on_device = 1;
             p->sqi = e->sq_next;
@@ -436,12 +436,12 @@ static uint16_t accel_dequeue(void *engine, struct p3_crypto_op **ops, uint16_t 
             const struct accel_cpl *c = &e->cq[p->sqi & e->mask];
             if (c->code == CPL_ERROR) {
                 op->status = -P3R_ACCEL_FAULT;
-                op->fault = P3_FAULT_ERROR;
+                op->fault = P3DP_FAULT_ERROR;
             } else if (c->code == CPL_AUTH) {
                 op->status = -P3R_DP_AUTH_FAILED;      /* the dataplane confirms it on the fallback */
             } else if (c->checksum != op_checksum(op)) {
                 op->status = -P3R_ACCEL_FAULT;
-                op->fault = P3_FAULT_CORRUPT;
+                op->fault = P3DP_FAULT_CORRUPT;
             } else {
                 op->status = 0;
             }
@@ -450,11 +450,11 @@ static uint16_t accel_dequeue(void *engine, struct p3_crypto_op **ops, uint16_t 
             continue;
         }
         if (!atomic_load_explicit(&e->sh->present, memory_order_acquire)) {
-            fail_in_flight(e, P3_FAULT_GONE);
+            fail_in_flight(e, P3DP_FAULT_GONE);
             continue;
         }
         if (now_ns() - p->submit_ns > e->timeout_ns) {
-            fail_in_flight(e, P3_FAULT_TIMEOUT);
+            fail_in_flight(e, P3DP_FAULT_TIMEOUT);
             continue;
         }
         break;
@@ -666,13 +666,13 @@ void p3_accel_inject(void *engine, uint32_t fault, uint32_t after_ops, uint32_t 
     pthread_mutex_lock(&sh->fault_lock);
     sh->fault_kind = fault;
     sh->fault_after = after_ops;
-    sh->fault_count = fault == P3_FAULT_NONE ? 0 : (count ? count : 1);
-    atomic_store_explicit(&sh->fault_armed, fault != P3_FAULT_NONE, memory_order_release);
+    sh->fault_count = fault == P3DP_FAULT_NONE ? 0 : (count ? count : 1);
+    atomic_store_explicit(&sh->fault_armed, fault != P3DP_FAULT_NONE, memory_order_release);
     pthread_mutex_unlock(&sh->fault_lock);
     pthread_mutex_lock(&e->bell_lock);
     pthread_cond_signal(&e->bell);
     pthread_mutex_unlock(&e->bell_lock);
-    if (fault == P3_FAULT_NONE) {
+    if (fault == P3DP_FAULT_NONE) {
         /* The device is back: wait until it says so, so the next probe sees it. */
         while (!atomic_load(&sh->present))
             nap_us(50);

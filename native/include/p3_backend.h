@@ -15,6 +15,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "p3dp.h"
 #include "p3_reasons.h"
 
 enum { P3_CRYPTO_SEAL = 1, P3_CRYPTO_OPEN = 2 };
@@ -45,7 +46,7 @@ struct p3_crypto_op {
     uint8_t nseg;
     int16_t status;               /* set by the engine: 0 or -reason (-P3R_DP_AUTH_FAILED auth, -P3R_DP_CRYPTO_ENGINE engine,
                                      -P3R_ACCEL_FAULT a lookaside device fault) */
-    uint8_t fault;                /* with -P3R_ACCEL_FAULT: P3DP_FAULT_* (error, timeout, corrupt, gone) */
+    uint8_t fault;                /* with -P3R_ACCEL_FAULT: P3DP_FAULT_* of p3dp.h (error, timeout, corrupt, gone) */
     void *user;                   /* the caller's packet */
     struct p3_crypto_seg seg[P3_CRYPTO_MAX_SEGS];
 };
@@ -70,10 +71,6 @@ struct p3_crypto_engine {
     int (*health)(void *engine);
 };
 
-/* Fault kinds a lookaside engine reports with status -P3R_ACCEL_FAULT (P3-E609). */
-enum { P3_FAULT_NONE = 0, P3_FAULT_ERROR = 1, P3_FAULT_TIMEOUT = 2, P3_FAULT_CORRUPT = 3,
-       P3_FAULT_GONE = 4, P3_FAULT_KINDS = 5 };
-
 /* The accelerator simulator (backends/accel/accel.c, docs/engines.md): a
  * software crypto device behind descriptor rings in shared memory, served by
  * its own thread, with latency, a throughput cap and injected faults.
@@ -81,7 +78,7 @@ enum { P3_FAULT_NONE = 0, P3_FAULT_ERROR = 1, P3_FAULT_TIMEOUT = 2, P3_FAULT_COR
 struct p3dp_engine_params;
 void *p3_accel_engine_new(const struct p3dp_engine_params *params);
 /* Arm a fault: after `after_ops` good ops the next `count` ops fail with
- * `fault` (P3_FAULT_GONE: the device is gone until P3_FAULT_NONE is armed). */
+ * `fault` (P3DP_FAULT_GONE: the device is gone until P3DP_FAULT_NONE is armed). */
 void p3_accel_inject(void *engine, uint32_t fault, uint32_t after_ops, uint32_t count);
 extern const struct p3_crypto_engine p3_accel_engine;
 

@@ -124,9 +124,11 @@ typedef struct p3dp_pkt {
     uint32_t peer;             /* seal: destination peer (routing stage); open: set to the sender */
     int32_t status;            /* set: 0 or -reason (P3-E2xx) */
     uint8_t kind;              /* P3DP_KIND_*: seal input, open output */
-    uint8_t family;            /* open: sender's outer family (input without P3DP_IN_IP, else set) */
-    uint16_t port;             /* open: sender's UDP port, 0 for raw ESP (same rule) */
-    uint8_t addr[16];          /* open: sender's outer address (same rule) */
+    uint8_t family;            /* open: sender's outer family (input without P3DP_IN_IP, else set);
+                                  seal: set to the destination peer's */
+    uint16_t port;             /* open: sender's UDP port, 0 for raw ESP (same rule); seal: set to the
+                                  destination's (ignored for ESP) */
+    uint8_t addr[16];          /* open: sender's outer address (same rule); seal: set to the destination's */
     uint32_t payload_off;      /* open, KIND_IKE: offset in in_buf of the IKE message */
     uint32_t p3_id;            /* set: the SA used (unmasked ID) */
     uint64_t seq;              /* set: the sequence number used */
@@ -439,13 +441,16 @@ enum {
     P3DP_ENGINE_CRYPTODEV = 4   /* a DPDK cryptodev (lookaside, AES-GCM; build/libp3dpdk.so) */
 };
 
+/* Fault kinds of a lookaside engine: what it reports with status -P3R_ACCEL_FAULT
+ * (P3-E609), what p3dp_accel_inject arms, what p3dp_engine_status counts. */
 enum {
     P3DP_FAULT_NONE = 0,
     P3DP_FAULT_ERROR = 1,       /* the device completed the op with an error */
     P3DP_FAULT_TIMEOUT = 2,     /* no completion within timeout_us: the device was reset */
     P3DP_FAULT_CORRUPT = 3,     /* output failed its completion checksum, or open's auth
                                    failed on the engine but passed on the fallback */
-    P3DP_FAULT_GONE = 4         /* the device disappeared */
+    P3DP_FAULT_GONE = 4,        /* the device disappeared */
+    P3DP_FAULT_KINDS = 5        /* the number of kinds (p3dp_engine_status.faults) */
 };
 
 typedef struct p3dp_engine_params {

@@ -640,7 +640,7 @@ int p3dp_accel_inject(p3dp_ctx *ctx, uint32_t fault, uint32_t after_ops, uint32_
 void p3dp_engine_fault(p3dp_ctx *ctx, unsigned fault)
 {
     p3dp_engine_status *s = &ctx->engine_status;
-    if (fault < P3_FAULT_KINDS)
+    if (fault < P3DP_FAULT_KINDS)
         s->faults[fault]++;
     s->last_fault = fault;
     s->reason = -P3R_ACCEL_FAULT;

@@ -84,6 +84,23 @@ void p3dp_count_drop(p3dp_counters *c, int status);
  * length (20/40, + 8 with UDP). packet.c. */
 uint32_t p3dp_write_ip_header(uint8_t *out, int family, const uint8_t *src, const uint8_t *dst, uint16_t sport,
                               uint16_t dport, const uint8_t *payload, uint32_t payload_len);
+/* A received outer packet, as p3dp_parse_outer reads it (pointers into the packet). */
+struct p3dp_outer {
+    int family;                 /* 4 or 6 */
+    const uint8_t *src;         /* sender's address: 4 or 16 octets */
+    const uint8_t *dst;         /* where it was sent to */
+    uint16_t src_port;          /* UDP ports, host order; 0 for raw ESP */
+    uint16_t dst_port;
+    const uint8_t *payload;     /* the ESP or UDP payload: P3 bytes, or an IKE message behind the marker */
+    uint32_t payload_len;
+    int ike;                    /* the UDP payload starts with the non-ESP marker (RFC 3948) */
+};
+/* The one outer-header parser (packet.c), used by open and by the worker's
+ * lane choice: IPv4 or IPv6 (no extension headers), then UDP or ESP.
+ * With verify, the IPv4 header checksum and a UDP checksum are checked too
+ * (a zero UDP checksum is refused over IPv6, RFC 8200 §8.1). Returns 0 or
+ * -P3R_DP_BAD_HEADER. */
+int p3dp_parse_outer(const uint8_t *in, uint32_t len, int verify, struct p3dp_outer *o);
 /* Wipe and free an SA's engine states (both engines). */
 void p3dp_sa_crypto_free(p3dp_ctx *ctx, struct p3dp_sa *sa);
 /* Engine failover (ctx.c): a fault of kind P3DP_FAULT_* moves the context

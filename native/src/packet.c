@@ -101,14 +101,9 @@ static void write_outer(const struct p3dp_peer *peer, uint8_t *out, uint32_t p3_
                          udp ? c->remote_port : 0, out + peer->outer_header_bytes, p3_len);
 }
 
-/* Parses a received IP packet; sets the sender in pkt, the P3 bytes, and
- * where it was sent to (checked against the session by the caller). A
- * non-zero UDP checksum is verified; over IPv6 zero is refused (RFC 8200 §8.1). */
-static int parse_outer(p3dp_pkt *pkt, const uint8_t **p3, uint32_t *p3_len, const uint8_t **dst_addr,
-                       uint16_t *dst_port)
+int p3dp_parse_outer(const uint8_t *in, uint32_t len, int verify, struct p3dp_outer *o)
 {
-    const uint8_t *in = pkt->in_buf;
-    uint32_t len = pkt->in_len, ip_bytes, total;
+    uint32_t ip_bytes, total;
     uint8_t proto;
 
     if (len < 20)
@@ -118,15 +113,14 @@ static int parse_outer(p3dp_pkt *pkt, const uint8_t **p3, uint32_t *p3_len, cons
         total = p3_get_be16(in + 2);
         if (ip_bytes < 20 || total < ip_bytes || total > len)
             return -P3R_DP_BAD_HEADER;
-        if (p3_csum_fold(p3_csum_add(0, in, ip_bytes)) != 0)
+        if (verify && p3_csum_fold(p3_csum_add(0, in, ip_bytes)) != 0)
             return -P3R_DP_BAD_HEADER;
         if (p3_get_be16(in + 6) & 0x3fff)
             return -P3R_DP_BAD_HEADER;                /* a fragment: reassembly is the OS's job */
         proto = in[9];
-        pkt->family = 4;
-        memset(pkt->addr, 0, sizeof(pkt->addr));
-        memcpy(pkt->addr, in + 12, 4);
-        *dst_addr = in + 16;
+        o->family = 4;
+        o->src = in + 12;
+        o->dst = in + 16;
     } else if (in[0] >> 4 == 6) {
         ip_bytes = 40;
         if (len < 40)
@@ -135,36 +129,38 @@ static int parse_outer(p3dp_pkt *pkt, const uint8_t **p3, uint32_t *p3_len, cons
         if (total > len)
             return -P3R_DP_BAD_HEADER;
         proto = in[6];                  /* no extension headers on our tunnel */
-        pkt->family = 6;
-        memcpy(pkt->addr, in + 8, 16);
-        *dst_addr = in + 24;
+        o->family = 6;
+        o->src = in + 8;
+        o->dst = in + 24;
     } else {
         return -P3R_DP_BAD_HEADER;
     }
     if (proto == 50) {
-        pkt->port = 0;
-        *dst_port = 0;
-        *p3 = in + ip_bytes;
-        *p3_len = total - ip_bytes;
+        o->src_port = 0;
+        o->dst_port = 0;
+        o->payload = in + ip_bytes;
+        o->payload_len = total - ip_bytes;
+        o->ike = 0;
         return 0;
     }
     if (proto == 17) {
+        const uint8_t *u = in + ip_bytes;
         uint32_t udp_len;
         if (total - ip_bytes < 8)
             return -P3R_DP_BAD_HEADER;
-        udp_len = p3_get_be16(in + ip_bytes + 4);
+        udp_len = p3_get_be16(u + 4);
         if (udp_len < 8 || udp_len > total - ip_bytes)
             return -P3R_DP_BAD_HEADER;
-        if (p3_get_be16(in + ip_bytes + 6) != 0 || pkt->family == 6) {
-            if (p3_get_be16(in + ip_bytes + 6) == 0 ||
-                p3_csum_fold(p3_csum_add(p3_csum_pseudo(pkt->family, pkt->addr, *dst_addr, 17, udp_len),
-                                             in + ip_bytes, udp_len)) != 0)
+        if (verify && (p3_get_be16(u + 6) != 0 || o->family == 6)) {
+            if (p3_get_be16(u + 6) == 0 ||
+                p3_csum_fold(p3_csum_add(p3_csum_pseudo(o->family, o->src, o->dst, 17, udp_len), u, udp_len)) != 0)
                 return -P3R_DP_BAD_HEADER;
         }
-        pkt->port = p3_get_be16(in + ip_bytes);
-        *dst_port = p3_get_be16(in + ip_bytes + 2);
-        *p3 = in + ip_bytes + 8;
-        *p3_len = udp_len - 8;
+        o->src_port = p3_get_be16(u);
+        o->dst_port = p3_get_be16(u + 2);
+        o->payload = u + 8;
+        o->payload_len = udp_len - 8;
+        o->ike = o->payload_len >= 4 && !(o->payload[0] | o->payload[1] | o->payload[2] | o->payload[3]);
         return 0;
     }
     return -P3R_DP_BAD_HEADER;
@@ -260,6 +256,11 @@ static int seal_prepare(p3dp_ctx *ctx, p3dp_pkt *pkt, uint32_t flags, struct p3_
 
     if (!peer)
         return -P3R_DP_NO_ROUTE;
+    /* The destination goes into the descriptor: the caller sends the packet
+     * without looking the peer up again. */
+    pkt->family = peer->cfg.family;
+    pkt->port = peer->cfg.remote_port;
+    memcpy(pkt->addr, peer->cfg.remote_addr, sizeof(pkt->addr));
     if ((!pkt->in_buf && inner_len) || overlaps(pkt->in_buf, inner_len, pkt->out_buf, pkt->out_cap))
         return -P3R_DP_BAD_ARGUMENT;
     sa = current_outbound(peer, retired, nretired);
@@ -404,8 +405,8 @@ static void rerun_on_fallback(p3dp_ctx *ctx, struct p3_crypto_op *op, int sealin
         return;
     }
     if (engine_rc == -P3R_DP_AUTH_FAILED)
-        fault = P3_FAULT_CORRUPT;
-    p3dp_engine_fault(ctx, fault ? fault : P3_FAULT_ERROR);
+        fault = P3DP_FAULT_CORRUPT;
+    p3dp_engine_fault(ctx, fault ? fault : P3DP_FAULT_ERROR);
 }
 
 static int engine_failed_op(const struct p3_crypto_op *op, int sealing)
@@ -547,9 +548,18 @@ static int open_prepare(p3dp_ctx *ctx, p3dp_pkt *pkt, uint32_t flags, struct p3_
     if (!pkt->in_buf || overlaps(pkt->in_buf, pkt->in_len, pkt->out_buf, pkt->out_cap))
         return -P3R_DP_BAD_ARGUMENT;
     if (flags & P3DP_IN_IP) {
-        rc = parse_outer(pkt, &p3, &p3_len, &dst_addr, &dst_port);
+        struct p3dp_outer o;
+        rc = p3dp_parse_outer(pkt->in_buf, pkt->in_len, 1, &o);
         if (rc)
             return rc;
+        pkt->family = (uint8_t)o.family;
+        memset(pkt->addr, 0, sizeof(pkt->addr));
+        memcpy(pkt->addr, o.src, o.family == 6 ? 16 : 4);
+        pkt->port = o.src_port;
+        dst_addr = o.dst;
+        dst_port = o.dst_port;
+        p3 = o.payload;
+        p3_len = o.payload_len;
     } else {
         if (pkt->family != 4 && pkt->family != 6)
             return -P3R_DP_BAD_ARGUMENT;
