@@ -1,7 +1,7 @@
 """`p3hw bench engines`: the full P3 seal/open path on each crypto engine, as ratios to AES-NI.
 
 Engines: AES-NI (OpenSSL EVP, synchronous: the reference), the accelerator
-simulator (backends/accel: descriptor rings in shared memory served by the
+simulator (simulators/accelerator over native/src/lookaside.c: descriptor rings in shared memory served by the
 device's own thread, no latency or cap configured, so it shows the cost of
 the lookaside path itself: ring, doorbell, completion checksum, and a second
 core doing the AES), and PKCS#11 on a SoftHSM2 token (C_Encrypt/C_Decrypt

@@ -69,37 +69,54 @@ struct p3_crypto_engine {
      * known-answer op, else -P3R_ACCEL_FAULT. NULL for synchronous engines (always ready).
      * The dataplane probes it to return from the fallback (docs/engines.md). */
     int (*health)(void *engine);
+    /* Optional (lookaside engines): arm an injected fault, as
+     * p3_lookaside_inject. NULL: the engine takes none. */
+    void (*inject)(void *engine, uint32_t fault, uint32_t after_ops, uint32_t count);
 };
 
-/* The accelerator simulator (backends/accel/accel.c, docs/engines.md): a
- * software crypto device behind descriptor rings in shared memory, served by
- * its own thread, with latency, a throughput cap and injected faults.
- * AES-GCM only. NULL on bad parameters or no memory. */
+/* ---- The lookaside driver (native/src/lookaside.c, docs/engines.md) ----
+ * Descriptor rings in shared memory served by the engine's own thread (the
+ * "device"), with latency, a throughput cap, injected faults, a health
+ * probe; the crypto itself is a core's. AES-GCM only. The PKCS#11 engine
+ * (backends/pkcs11) and the accelerator simulator (simulators/accelerator)
+ * are such cores. */
 struct p3dp_engine_params;
-void *p3_accel_engine_new(const struct p3dp_engine_params *params);
+struct p3_lookaside_core {
+    /* The device's session for one SA key (16 or 32 octets, cipher
+     * P3DP_AES_*_GCM); NULL on failure. Called on the control path. */
+    void *(*key_new)(void *core, uint32_t cipher, int encrypt, const uint8_t *key);
+    /* Wipe (or destroy in the device) a key from key_new. */
+    void (*key_free)(void *core, void *key);
+    /* One RFC 4106 op on the device thread, iv = salt ‖ seq; tag_flip: flip
+     * a bit of the tag read (the corrupted-input fault). 0,
+     * -P3R_DP_AUTH_FAILED, or another negative reason (a device error). */
+    int (*gcm)(void *core, void *key, const uint8_t *iv, struct p3_crypto_op *op, int tag_flip);
+    /* Optional: free the core (after the device thread has stopped). */
+    void (*close)(void *core);
+};
+/* A lookaside engine over core (its state core_state, owned from here on:
+ * closed on failure too); use it with p3_lookaside_driver. NULL on bad
+ * parameters (ring_slots not a power of two in 2..65536) or no memory. */
+void *p3_lookaside_new(const struct p3dp_engine_params *params, const struct p3_lookaside_core *core,
+                       void *core_state);
+extern const struct p3_crypto_engine p3_lookaside_driver;
 /* Arm a fault: after `after_ops` good ops the next `count` ops fail with
  * `fault` (P3DP_FAULT_GONE: the device is gone until P3DP_FAULT_NONE is armed). */
-void p3_accel_inject(void *engine, uint32_t fault, uint32_t after_ops, uint32_t count);
-extern const struct p3_crypto_engine p3_accel_engine;
+void p3_lookaside_inject(void *engine, uint32_t fault, uint32_t after_ops, uint32_t count);
+/* The core state an engine was made with, and the core key of one of its SAs. */
+void *p3_lookaside_core_state(void *engine);
+void *p3_lookaside_key(const struct p3_crypto_sa *sa);
 
-/* The PKCS#11 engine (docs/engines.md): the same lookaside driver and worker
- * thread as the simulator, the crypto done by a token through C_Encrypt /
- * C_Decrypt with CKM_AES_GCM. NULL with *err = -P3R_PKCS11_MODULE (module), -P3R_PKCS11_PIN (PIN),
+/* The accelerator simulator (simulators/accelerator/accel.c): OpenSSL as
+ * the device's crypto. NULL on bad parameters or no memory. */
+void *p3_accel_engine_new(const struct p3dp_engine_params *params);
+
+/* The PKCS#11 engine (backends/pkcs11/pkcs11_engine.c): a token through
+ * C_Encrypt / C_Decrypt with CKM_AES_GCM. NULL with *err = -P3R_PKCS11_MODULE (module), -P3R_PKCS11_PIN (PIN),
  * -P3R_PKCS11_TOKEN (token), -P3R_PKCS11_OPERATION (operation) or -P3R_DP_BAD_CIPHER (not built in). */
 void *p3_pkcs11_engine_new(const struct p3dp_engine_params *params, int *err);
-extern const struct p3_crypto_engine p3_pkcs11_engine;
 /* 1 when the SA's key is a sensitive, non-extractable token object, else 0. */
 int p3_pkcs11_sa_sealed_in(void *engine, struct p3_crypto_sa *sa);
-
-/* The token side (backends/pkcs11_engine/pkcs11_engine.c). */
-struct p3_p11;
-struct p3_p11 *p3_p11_open(const char *module, const char *label, const char *pin, int *err);
-void p3_p11_close(struct p3_p11 *t);
-int p3_p11_key_new(struct p3_p11 *t, const uint8_t *key, size_t len, int encrypt, unsigned long *handle);
-void p3_p11_key_free(struct p3_p11 *t, unsigned long handle);
-int p3_p11_key_sealed_in(struct p3_p11 *t, unsigned long handle);
-int p3_p11_gcm(struct p3_p11 *t, unsigned long handle, const uint8_t *iv, struct p3_crypto_op *op,
-               int tag_flip);
 
 /* The AES-NI engine (backends/aesni/aesni.c): OpenSSL EVP, synchronous.
  * scratch_bytes sizes its bounce buffer for ciphers that need one contiguous

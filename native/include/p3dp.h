@@ -425,7 +425,7 @@ enum {
  * -P3R_RNG_HEALTH / -P3R_RNG_UNAVAILABLE; *retries_used (if not NULL) counts the CF = 0 steps. */
 int p3dp_rng_fill(int source, uint8_t *out, size_t len, uint32_t max_retries, uint64_t *retries_used);
 
-/* --- Crypto engines and failover (native/src/ctx.c, backends/accel, docs/engines.md) ---
+/* --- Crypto engines and failover (native/src/ctx.c, native/src/lookaside.c, docs/engines.md) ---
  * A context seals and opens through one engine; with a fallback engine
  * configured, an op the engine fails (error completion, timeout, corrupted
  * output, device gone) is re-run on the fallback, the engine is marked

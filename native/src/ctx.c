@@ -569,12 +569,12 @@ static int engine_start(uint32_t kind, const p3dp_engine_params *params,
         *state = p3_aesni_engine_new(P3DP_MAX_FRAME_BYTES + 64);
         return *state ? 0 : -P3R_DP_CRYPTO_ENGINE;
     case P3DP_ENGINE_ACCEL_SIM:
-        *engine = &p3_accel_engine;
+        *engine = &p3_lookaside_driver;
         *state = p3_accel_engine_new(params);
         return *state ? 0 : -P3R_DP_CRYPTO_ENGINE;
     case P3DP_ENGINE_PKCS11: {
         int err = -P3R_PKCS11_OPERATION;
-        *engine = &p3_pkcs11_engine;
+        *engine = &p3_lookaside_driver;
         *state = p3_pkcs11_engine_new(params, &err);
         return *state ? 0 : err;
     }
@@ -630,10 +630,9 @@ void p3dp_ctx_engine_status(const p3dp_ctx *ctx, p3dp_engine_status *out)
 
 int p3dp_accel_inject(p3dp_ctx *ctx, uint32_t fault, uint32_t after_ops, uint32_t count)
 {
-    if (!ctx || (ctx->engine != &p3_accel_engine && ctx->engine != &p3_pkcs11_engine) ||
-        fault > P3DP_FAULT_GONE)
+    if (!ctx || !ctx->engine->inject || fault > P3DP_FAULT_GONE)
         return -P3R_DP_BAD_ARGUMENT;
-    p3_accel_inject(ctx->engine_state, fault, after_ops, count);
+    ctx->engine->inject(ctx->engine_state, fault, after_ops, count);
     return 0;
 }
 
@@ -670,7 +669,7 @@ void p3dp_engine_poll(p3dp_ctx *ctx)
 int p3dp_pkcs11_sealed_keys(const p3dp_ctx *ctx, uint32_t *sealed, uint32_t *total)
 {
     uint32_t s = 0, n = 0;
-    if (!ctx || ctx->engine != &p3_pkcs11_engine)
+    if (!ctx || ctx->engine_kind != P3DP_ENGINE_PKCS11)
         return -P3R_DP_BAD_ARGUMENT;
     for (uint32_t i = 0; i < ctx->max_sas; i++)
         if (ctx->in_sas[i].in_use) {
