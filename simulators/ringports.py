@@ -1,19 +1,27 @@
 """Ring-backed DPDK ports in this process, for tests and the forwarding benchmark.
 
-``build/libp3dpdk.so`` (backends/dpdk/src/ringports.c) makes two ethdev
-ports out of DPDK rings, a LAN port and a WAN port. A gateway's worker polls
+``build/libp3dpdk_test.so`` (backends/dpdk/test/ringports.c, a test library
+apart from the product's ``libp3dpdk.so``, whose EAL it shares) makes two
+ethdev ports out of DPDK rings, a LAN port and a WAN port. A gateway's worker polls
 them like any DPDK port (``DpdkPorts(lan_port=ports.lan_name, ...)``);
 the test side puts Ethernet frames on their receive rings and takes what the
 worker sent from their transmit rings. The EAL comes up once per process
 (with the first arguments given), so one process has one pair.
+
+The cdef below binds only the test library's own entry points; the product
+API is reached through ``p3hw.dataplane`` alone.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from p3hw.dataplane import DPDK_LIBRARY
 from p3hw.reasons import P3Error
+
+#: The test library (``make -C native dpdk``), beside the product's DPDK library it links against.
+DPDK_TEST_LIBRARY = os.path.join(os.path.dirname(DPDK_LIBRARY), "libp3dpdk_test.so")
 
 EAL_ARGS = "--no-huge -m 512 --no-shconf --no-pci --no-telemetry --log-level=*:warning"
 TEMPLATE_BYTES = 2048
@@ -53,7 +61,7 @@ class RingPorts:
         self._buf = ffi.new("uint8_t[]", TEMPLATE_BYTES)
 
     @classmethod
-    def open(cls, eal_args: str = EAL_ARGS, library: str = DPDK_LIBRARY, queues: int = 1) -> RingPorts:
+    def open(cls, eal_args: str = EAL_ARGS, library: str = DPDK_TEST_LIBRARY, queues: int = 1) -> RingPorts:
         """The process's ring ports, ``queues`` queues each way on each (one per worker)."""
         global _opened
         if _opened is None:

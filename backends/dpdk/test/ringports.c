@@ -2,7 +2,8 @@
  * ringports.c — ring-backed DPDK ports for the forwarding benchmark
  * (bench/dpdk_forward.py) and the in-process tests of the port backend
  * (tests/integration/test_dpdk_ring_ports.py), docs/dpdk.md. Not used by
- * the gateway.
+ * the gateway: built as its own test library, build/libp3dpdk_test.so,
+ * linked against libp3dpdk.so for the one EAL of the process.
  *
  * Two ethdev ports made from rings (rte_eth_from_rings): "p3b_lan" and
  * "p3b_wan". The gateway's worker polls them like any DPDK port; a traffic
