@@ -137,7 +137,7 @@ static int gcm_iv_param_works(void)
     return ok;
 }
 
-void *p3_aesni_engine_new(size_t scratch_bytes)
+static void *p3_aesni_engine_new(size_t scratch_bytes)
 {
     struct aesni_engine *e = calloc(1, sizeof(*e));
     if (!e)
@@ -369,11 +369,26 @@ static uint16_t aesni_dequeue(void *engine, struct p3_crypto_op **ops, uint16_t 
     return given;
 }
 
-const struct p3_crypto_engine p3_aesni_engine = {
+static const struct p3_crypto_engine p3_aesni_engine = {
     .name = "aesni",
     .sa_new = aesni_sa_new,
     .sa_free = aesni_sa_free,
     .enqueue = aesni_enqueue,
     .dequeue = aesni_dequeue,
     .engine_free = aesni_engine_free,
+};
+
+/* scratch: room for the largest frame, for ciphers that need one contiguous stream (CCM). */
+static int aesni_start(const struct p3dp_engine_params *params, const struct p3_crypto_engine **engine,
+                       void **state)
+{
+    (void)params;
+    *engine = &p3_aesni_engine;
+    *state = p3_aesni_engine_new(P3DP_MAX_FRAME_BYTES + 64);
+    return *state ? 0 : -P3R_DP_CRYPTO_ENGINE;
+}
+
+const struct p3_engine_backend p3_aesni_backend = {
+    .kind = P3DP_ENGINE_AESNI,
+    .start = aesni_start,
 };

@@ -346,25 +346,32 @@ static const struct p3_lookaside_core p11_core = {
     .close = p11_close,
 };
 
-void *p3_pkcs11_engine_new(const struct p3dp_engine_params *params, int *err)
+/* 0, or -P3R_PKCS11_MODULE (module), -P3R_PKCS11_PIN (PIN), -P3R_PKCS11_TOKEN (token),
+ * -P3R_PKCS11_OPERATION (operation) or -P3R_DP_BAD_CIPHER (not built in). */
+static int pkcs11_start(const struct p3dp_engine_params *params, const struct p3_crypto_engine **engine,
+                        void **state)
 {
     struct p3_p11 *token;
-    void *e;
-    if (!params) {
-        *err = -P3R_PKCS11_MODULE;
-        return NULL;
-    }
-    token = p3_p11_open(params->module_path, params->token_label, params->pin, err);
+    int err = -P3R_PKCS11_OPERATION;
+    *engine = &p3_lookaside_driver;
+    *state = NULL;
+    if (!params)
+        return -P3R_PKCS11_MODULE;
+    token = p3_p11_open(params->module_path, params->token_label, params->pin, &err);
     if (!token)
-        return NULL;
-    e = p3_lookaside_new(params, &p11_core, token);
-    if (!e)
-        *err = -P3R_PKCS11_OPERATION;
-    return e;
+        return err;
+    *state = p3_lookaside_new(params, &p11_core, token);
+    return *state ? 0 : -P3R_PKCS11_OPERATION;
 }
 
-int p3_pkcs11_sa_sealed_in(void *engine, struct p3_crypto_sa *sa)
+static int pkcs11_key_sealed_in(void *engine, struct p3_crypto_sa *sa)
 {
     void *key = p3_lookaside_key(sa);
     return engine && key && p3_p11_key_sealed_in(p3_lookaside_core_state(engine), (unsigned long)(uintptr_t)key);
 }
+
+const struct p3_engine_backend p3_pkcs11_backend = {
+    .kind = P3DP_ENGINE_PKCS11,
+    .start = pkcs11_start,
+    .key_sealed_in = pkcs11_key_sealed_in,
+};

@@ -107,22 +107,37 @@ void p3_lookaside_inject(void *engine, uint32_t fault, uint32_t after_ops, uint3
 void *p3_lookaside_core_state(void *engine);
 void *p3_lookaside_key(const struct p3_crypto_sa *sa);
 
-/* The accelerator simulator (simulators/accelerator/accel.c): OpenSSL as
- * the device's crypto. NULL on bad parameters or no memory. */
-void *p3_accel_engine_new(const struct p3dp_engine_params *params);
+/* ---- The backend table (backends/registry.c) ----
+ * The core never names a concrete backend: ctx.c starts crypto engines and
+ * worker.c loads the DPDK ports through the table it is handed, and
+ * backends/registry.c is the one place that lists them. Each backend
+ * exports its entry from its own folder. */
+struct p3_engine_backend {
+    uint32_t kind;              /* P3DP_ENGINE_* */
+    /* Start an instance: 0 with *engine and *state set, or a negative reason. */
+    int (*start)(const struct p3dp_engine_params *params, const struct p3_crypto_engine **engine, void **state);
+    /* Optional: 1 when an SA's key exists only inside the device (PKCS#11:
+     * a sensitive, non-extractable token object), else 0. */
+    int (*key_sealed_in)(void *state, struct p3_crypto_sa *sa);
+};
 
-/* The PKCS#11 engine (backends/pkcs11/pkcs11_engine.c): a token through
- * C_Encrypt / C_Decrypt with CKM_AES_GCM. NULL with *err = -P3R_PKCS11_MODULE (module), -P3R_PKCS11_PIN (PIN),
- * -P3R_PKCS11_TOKEN (token), -P3R_PKCS11_OPERATION (operation) or -P3R_DP_BAD_CIPHER (not built in). */
-void *p3_pkcs11_engine_new(const struct p3dp_engine_params *params, int *err);
-/* 1 when the SA's key is a sensitive, non-extractable token object, else 0. */
-int p3_pkcs11_sa_sealed_in(void *engine, struct p3_crypto_sa *sa);
+struct p3dp_worker_config;
+struct p3_io;
+struct p3_backends {
+    const struct p3_engine_backend *const *engines;   /* NULL-terminated */
+    /* The DPDK port backend: nq queues on each port, lan[i] and wan[i] are
+     * queue i. 0, or -P3R_DPDK_UNAVAILABLE (no DPDK, EAL), -P3R_DPDK_PORT. */
+    int (*dpdk_ports_load)(const struct p3dp_worker_config *cfg, unsigned nq, struct p3_io *lan,
+                           struct p3_io *wan);
+};
 
-/* The AES-NI engine (backends/aesni/aesni.c): OpenSSL EVP, synchronous.
- * scratch_bytes sizes its bounce buffer for ciphers that need one contiguous
- * stream (CCM). Returns the engine state for the vtable's calls. */
-void *p3_aesni_engine_new(size_t scratch_bytes);
-extern const struct p3_crypto_engine p3_aesni_engine;
+/* The table the extension is built with (backends/registry.c). */
+extern const struct p3_backends p3_backends;
+/* The engines it lists, each from its backend's folder. */
+extern const struct p3_engine_backend p3_aesni_backend;        /* backends/aesni/aesni.c */
+extern const struct p3_engine_backend p3_pkcs11_backend;       /* backends/pkcs11/pkcs11_engine.c */
+extern const struct p3_engine_backend p3_cryptodev_backend;    /* backends/dpdk/cryptodev_load.c */
+extern const struct p3_engine_backend p3_accel_sim_backend;    /* simulators/accelerator/accel.c */
 
 /* ---- Packet I/O backends (backends/tun, backends/udp, backends/esp) ----
  * A burst in, a burst out; the worker (native/src/worker.c) drives them.
@@ -200,12 +215,12 @@ void p3_io_tun_teardown(struct p3_io *io);
  * hands out and takes inner IP packets; the WAN port whole outer IP packets
  * (the worker seals with P3DP_OUT_IP and opens with P3DP_IN_IP). Each answers
  * ARP / neighbour discovery for its own address and resolves next hops. */
-struct p3dp_worker_config;
 /* The library's one entry point for the ports: nq queues on each port (one
  * per worker; RSS spreads the traffic), lan[i] and wan[i] are queue i.
  * 0, or -P3R_DPDK_UNAVAILABLE (no DPDK, EAL), -P3R_DPDK_PORT (a port). */
 typedef int (*p3_dpdk_ports_open_fn)(const struct p3dp_worker_config *cfg, unsigned nq, struct p3_io *lan,
                                      struct p3_io *wan);
+/* backends/dpdk/ethdev_load.c: dlopens the library and opens the ports (the table's dpdk_ports_load). */
 int p3_dpdk_ports_load(const struct p3dp_worker_config *cfg, unsigned nq, struct p3_io *lan, struct p3_io *wan);
 
 #endif /* P3_BACKEND_H */

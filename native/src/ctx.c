@@ -50,6 +50,9 @@ void p3dp_count_drop(p3dp_counters *c, int status)
         c->drops[slot]++;
 }
 
+static int engine_start(const p3dp_ctx *ctx, uint32_t kind, const p3dp_engine_params *params,
+                        const struct p3_crypto_engine **engine, void **state);
+
 p3dp_ctx *p3dp_ctx_new(uint32_t max_peers, uint32_t max_inbound_sas)
 {
     p3dp_ctx *ctx;
@@ -71,8 +74,9 @@ p3dp_ctx *p3dp_ctx_new(uint32_t max_peers, uint32_t max_inbound_sas)
     ctx->peer_by_addr = calloc(ph, sizeof(uint32_t));
     ctx->in_sas = calloc(max_inbound_sas, sizeof(*ctx->in_sas));
     ctx->sa_by_id = calloc(sh, sizeof(uint32_t));
-    ctx->engine = &p3_aesni_engine;
-    ctx->engine_state = p3_aesni_engine_new(P3DP_MAX_FRAME_BYTES + 64);
+    ctx->backends = &p3_backends;
+    if (engine_start(ctx, P3DP_ENGINE_AESNI, NULL, &ctx->engine, &ctx->engine_state) != 0)
+        ctx->engine_state = NULL;
     ctx->engine_kind = P3DP_ENGINE_AESNI;
     ctx->fallback_kind = P3DP_ENGINE_NONE;
     if (!ctx->peers || !ctx->peer_by_id || !ctx->peer_by_addr || !ctx->in_sas || !ctx->sa_by_id ||
@@ -556,33 +560,22 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-/* backends/dpdk/cryptodev_load.c: dlopens build/libp3dpdk.so (0 or -P3R_CRYPTODEV). */
-int p3_cryptodev_engine_start(const p3dp_engine_params *params, const struct p3_crypto_engine **engine,
-                              void **state);
+/* The table's entry for an engine kind, or NULL. */
+static const struct p3_engine_backend *engine_backend(const p3dp_ctx *ctx, uint32_t kind)
+{
+    for (const struct p3_engine_backend *const *b = ctx->backends->engines; *b; b++)
+        if ((*b)->kind == kind)
+            return *b;
+    return NULL;
+}
 
-static int engine_start(uint32_t kind, const p3dp_engine_params *params,
+static int engine_start(const p3dp_ctx *ctx, uint32_t kind, const p3dp_engine_params *params,
                         const struct p3_crypto_engine **engine, void **state)
 {
-    switch (kind) {
-    case P3DP_ENGINE_AESNI:
-        *engine = &p3_aesni_engine;
-        *state = p3_aesni_engine_new(P3DP_MAX_FRAME_BYTES + 64);
-        return *state ? 0 : -P3R_DP_CRYPTO_ENGINE;
-    case P3DP_ENGINE_ACCEL_SIM:
-        *engine = &p3_lookaside_driver;
-        *state = p3_accel_engine_new(params);
-        return *state ? 0 : -P3R_DP_CRYPTO_ENGINE;
-    case P3DP_ENGINE_PKCS11: {
-        int err = -P3R_PKCS11_OPERATION;
-        *engine = &p3_lookaside_driver;
-        *state = p3_pkcs11_engine_new(params, &err);
-        return *state ? 0 : err;
-    }
-    case P3DP_ENGINE_CRYPTODEV:
-        return p3_cryptodev_engine_start(params, engine, state);
-    default:
+    const struct p3_engine_backend *b = engine_backend(ctx, kind);
+    if (!b)
         return -P3R_DP_BAD_CIPHER;
-    }
+    return b->start(params, engine, state);
 }
 
 int p3dp_ctx_set_engine(p3dp_ctx *ctx, uint32_t engine, const p3dp_engine_params *params, uint32_t fallback)
@@ -598,10 +591,10 @@ int p3dp_ctx_set_engine(p3dp_ctx *ctx, uint32_t engine, const p3dp_engine_params
     for (uint32_t i = 0; i < ctx->max_peers; i++)
         if (ctx->peers[i].in_use)
             return -P3R_DP_BAD_ARGUMENT;                   /* SAs hold engine state: choose before peers */
-    rc = engine_start(engine, params, &e, &es);
+    rc = engine_start(ctx, engine, params, &e, &es);
     if (rc)
         return rc;
-    if (fallback != P3DP_ENGINE_NONE && (rc = engine_start(fallback, params, &f, &fs)) != 0) {
+    if (fallback != P3DP_ENGINE_NONE && (rc = engine_start(ctx, fallback, params, &f, &fs)) != 0) {
         e->engine_free(es);
         return rc;
     }
@@ -669,12 +662,13 @@ void p3dp_engine_poll(p3dp_ctx *ctx)
 int p3dp_pkcs11_sealed_keys(const p3dp_ctx *ctx, uint32_t *sealed, uint32_t *total)
 {
     uint32_t s = 0, n = 0;
-    if (!ctx || ctx->engine_kind != P3DP_ENGINE_PKCS11)
+    const struct p3_engine_backend *b = ctx ? engine_backend(ctx, ctx->engine_kind) : NULL;
+    if (!b || !b->key_sealed_in)
         return -P3R_DP_BAD_ARGUMENT;
     for (uint32_t i = 0; i < ctx->max_sas; i++)
         if (ctx->in_sas[i].in_use) {
             n++;
-            s += (uint32_t)p3_pkcs11_sa_sealed_in(ctx->engine_state, ctx->in_sas[i].crypto);
+            s += (uint32_t)b->key_sealed_in(ctx->engine_state, ctx->in_sas[i].crypto);
         }
     for (uint32_t i = 0; i < ctx->max_peers; i++) {
         const struct p3dp_peer *peer = &ctx->peers[i];
@@ -684,7 +678,7 @@ int p3dp_pkcs11_sealed_keys(const p3dp_ctx *ctx, uint32_t *sealed, uint32_t *tot
         for (int k = 0; k < 2; k++)
             if (out[k]) {
                 n++;
-                s += (uint32_t)p3_pkcs11_sa_sealed_in(ctx->engine_state, out[k]->crypto);
+                s += (uint32_t)b->key_sealed_in(ctx->engine_state, out[k]->crypto);
             }
     }
     *sealed = s;

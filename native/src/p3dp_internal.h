@@ -60,6 +60,7 @@ struct p3dp_ctx {
     uint8_t local_v4[4], local_v6[16];
     int has_local_v4, has_local_v6;
     p3dp_counters counters;
+    const struct p3_backends *backends;        /* the table this context was handed (p3_backend.h) */
     const struct p3_crypto_engine *engine;
     void *engine_state;
     const struct p3_crypto_engine *fallback;   /* NULL: none (docs/engines.md) */

@@ -221,7 +221,7 @@ p3dp_worker *p3dp_worker_new_lanes(const p3dp_worker_lanes *lanes, const p3dp_ro
     if (dpdk) {
         struct p3_io lan[P3DP_MAX_WORKERS], wan[P3DP_MAX_WORKERS];
         w->txq = calloc(TXQ_SLOTS, sizeof(struct txq_slot));
-        rc = w->txq ? p3_dpdk_ports_load(cfg, w->nlanes, lan, wan) : -P3R_DP_TABLE_FULL;
+        rc = w->txq ? l0->ctx->backends->dpdk_ports_load(cfg, w->nlanes, lan, wan) : -P3R_DP_TABLE_FULL;
         if (rc != 0) {
             p3dp_worker_free(w);
             fail(err, rc);

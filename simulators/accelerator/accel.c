@@ -71,7 +71,15 @@ static const struct p3_lookaside_core sim_core = {
     .gcm = sim_gcm,
 };
 
-void *p3_accel_engine_new(const struct p3dp_engine_params *params)
+static int accel_sim_start(const struct p3dp_engine_params *params, const struct p3_crypto_engine **engine,
+                           void **state)
 {
-    return p3_lookaside_new(params, &sim_core, NULL);
+    *engine = &p3_lookaside_driver;
+    *state = p3_lookaside_new(params, &sim_core, NULL);
+    return *state ? 0 : -P3R_DP_CRYPTO_ENGINE;
 }
+
+const struct p3_engine_backend p3_accel_sim_backend = {
+    .kind = P3DP_ENGINE_ACCEL_SIM,
+    .start = accel_sim_start,
+};
