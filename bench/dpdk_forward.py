@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass
 
 from p3hw.commands.bench import write_section
+from p3hw.commands.bench_loops import bench_open, bench_seal
 from p3hw.crypto.keys import SaKeys, material_length
 from p3hw.dataplane import Dataplane, DpdkPorts, FlowTable, PeerConfig, Routes, Worker
 from p3hw.simulators.ringports import EAL_ARGS, RingPorts
@@ -155,11 +156,11 @@ def crypto_only(sizes: list[int], seconds: float, opening: bool) -> float:
     for size in set(sizes):
         if opening:
             pool = [r.data for r in far.seal([(1, _inner(size, 0, to_lan=True))] * 4096, with_ip=True)]
-            dp.bench_open(2, IN_SA, pool, 0.2)
-            n, t = dp.bench_open(2, IN_SA, pool, seconds)
+            bench_open(dp, 2, IN_SA, pool, 0.2)
+            n, t = bench_open(dp, 2, IN_SA, pool, seconds)
         else:
-            dp.bench_seal(2, _inner(size, 0), 0.2)
-            n, t = dp.bench_seal(2, _inner(size, 0), seconds)
+            bench_seal(dp, 2, _inner(size, 0), 0.2)
+            n, t = bench_seal(dp, 2, _inner(size, 0), seconds)
         rates[size] = n / t
     return len(sizes) / sum(1 / rates[size] for size in sizes)
 
@@ -226,7 +227,7 @@ def render(rows: list[Row], seconds: float, drops: dict[str, int]) -> str:
         "WAN -> LAN: packets it seals itself as the far peer) and drains its transmit ring. Target: >= 2 Mpps",
         "IMIX on one core.",
         "",
-        "Crypto only = the same core sealing (opening) one hot packet in a loop (`Dataplane.bench_seal` /",
+        "Crypto only = the same core sealing (opening) one hot packet in a loop (`bench_seal` /",
         "`bench_open`, no I/O), just before: the ratio is what the ports, the link layer, the lookups and",
         "cold packet memory cost on top of the crypto.",
         "",

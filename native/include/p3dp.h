@@ -159,6 +159,10 @@ void p3dp_ctx_counters(const p3dp_ctx *ctx, p3dp_counters *out);
 int p3dp_peer_add(p3dp_ctx *ctx, const p3dp_peer_config *cfg);
 /* Removes the peer and wipes all its SAs and header-protection keys. */
 int p3dp_peer_remove(p3dp_ctx *ctx, uint32_t peer_id);
+/* The worker (lane) of `lanes` that owns a peer: its context holds the
+ * peer's SAs, and the other workers hand its packets over (docs/dpdk.md,
+ * "Several workers"). The one place this rule is written; 0 for lanes 0. */
+uint32_t p3dp_lane_of(uint32_t peer_id, uint32_t lanes);
 /* Header-protection keys (16 octets each; NULL leaves one unchanged). A new
  * hp_in becomes current and the current one is kept as previous. */
 int p3dp_peer_set_hp_keys(p3dp_ctx *ctx, uint32_t peer_id, const uint8_t *hp_out, const uint8_t *hp_in);

@@ -53,6 +53,11 @@ void p3dp_count_drop(p3dp_counters *c, int status)
 static int engine_start(const p3dp_ctx *ctx, uint32_t kind, const p3dp_engine_params *params,
                         const struct p3_crypto_engine **engine, void **state);
 
+uint32_t p3dp_lane_of(uint32_t peer_id, uint32_t lanes)
+{
+    return lanes ? peer_id % lanes : 0;
+}
+
 p3dp_ctx *p3dp_ctx_new(uint32_t max_peers, uint32_t max_inbound_sas)
 {
     p3dp_ctx *ctx;

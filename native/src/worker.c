@@ -461,7 +461,7 @@ static void lan_to_wan(struct lane *l)
             l->stats.no_route_drops++;
             continue;
         }
-        unsigned owner = peer % w->nlanes;
+        unsigned owner = p3dp_lane_of(peer, w->nlanes);
         if (owner != l->index) {
             struct p3_iobuf b = l->lan_in[i];
             memcpy(b.addr, &peer, sizeof(peer));   /* the route's answer travels with it */

@@ -325,3 +325,13 @@ def test_any_flipped_bit_of_a_whole_ipv4_packet_is_rejected(encap: str) -> None:
     assert counters.opened_packets == 0
     assert counters.drops["DP_BAD_HEADER"] >= 20 * 8 - 1
     assert link.b.open([packet])[0].status == "OK"
+
+
+def test_each_peer_belongs_to_one_worker_by_the_native_rule() -> None:
+    # p3dp_lane_of: the rule the worker hands packets over by, and the shards place SAs by.
+    assert [Dataplane.lane_of(peer, 3) for peer in range(7)] == [0, 1, 2, 0, 1, 2, 0]
+    assert Dataplane.lane_of(12345, 1) == 0
+    assert Dataplane.lane_of(9, 0) == 0
+    with pytest.raises(P3Error) as err:
+        Dataplane.lane_of(-1, 2)
+    assert err.value.reason.name == "DP_BAD_ARGUMENT"
