@@ -1,7 +1,8 @@
 """`p3hw bench dpdk`: forwarding through the whole P3 path on DPDK ports, one core, both ways.
 
 The gateway's native worker polls two DPDK ports made from rings
-(backends/dpdk/src/bench.c: ``p3b_lan`` and ``p3b_wan``) and does all it
+(backends/dpdk/test/ringports.c in the test library build/libp3dpdk_test.so:
+``p3b_lan`` and ``p3b_wan``) and does all it
 does in production: Ethernet and the link layer, the route lookup, flow
 tracking, sealing with AES-128-GCM (bucket padding, relocation, header
 protection), the outer IPv4/UDP header and the next hop's MAC. A traffic

@@ -40,7 +40,7 @@ enum {
     P3DP_CPU_AVX512F = 128
 };
 
-/* ---- Dataplane core (ctx.c, packet.c, sa.c, replay.c, hp.c, obfs.c) ----
+/* ---- Dataplane core (ctx.c: peers and SAs, packet.c, replay.c, hp.c, obfs.c) ----
  * Wire format and inner frame: DESIGN.md §3; decisions: docs/dataplane.md.
  * Threading: a p3dp_ctx is owned by one thread at a time. Control calls
  * (peers, SAs, keys, buckets) and bursts on the same ctx must be serialized

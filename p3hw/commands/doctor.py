@@ -43,7 +43,7 @@ PMD_INFO_MARKER = b"PMD_INFO_STRING= "
 WANTED_PMDS = {
     "net_af_packet": "io = dpdk on a veth/NIC via AF_PACKET (--vdev=net_af_packet0,iface=IF; "
                      "DPDK e2e test, testbed DPDK sites)",
-    "net_ring": "ring ports (benchmark): p3hw bench dpdk, rte_eth_from_rings (libp3dpdk.so links it)",
+    "net_ring": "ring ports (benchmark): p3hw bench dpdk, rte_eth_from_rings (the test library libp3dpdk_test.so links it)",
     "net_tap": "io = dpdk on a kernel TAP device (--vdev=net_tap0,iface=NAME): no NIC needed",
     "net_memif": "io = dpdk over shared-memory packet interfaces to another DPDK/VPP process (--vdev=net_memif0)",
     "crypto_openssl": "crypto_engine = cryptodev: the default dpdk_eal_args' device (--vdev=crypto_openssl0)",
