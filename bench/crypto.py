@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from p3hw import dataplane
 from p3hw.commands.bench import write_section
+from p3hw.commands.bench_loops import bench_open, bench_seal
 from p3hw.crypto.keys import SaKeys, material_length
 from p3hw.dataplane import Dataplane, PeerConfig
 
@@ -78,11 +79,11 @@ def p3_rates(cipher: str, size: int, seconds: float) -> tuple[float, float]:
     """(seal packets/s, open packets/s) of the full P3 path for one inner size."""
     a, b, sa = _sites(cipher)
     inner = _inner(size)
-    a.bench_seal(2, inner, min(0.2, seconds))                     # warm up
-    n, t = a.bench_seal(2, inner, seconds)
+    bench_seal(a, 2, inner, min(0.2, seconds))                     # warm up
+    n, t = bench_seal(a, 2, inner, seconds)
     seal_pps = n / t
     pool = [r.data for r in a.seal([(2, inner)] * 4096, with_ip=True)]
-    n, t = b.bench_open(1, sa, pool, seconds)
+    n, t = bench_open(b, 1, sa, pool, seconds)
     return seal_pps, n / t
 
 

@@ -1,7 +1,8 @@
 """`p3hw bench dpdk`: forwarding through the whole P3 path on DPDK ports, one core, both ways.
 
 The gateway's native worker polls two DPDK ports made from rings
-(backends/dpdk/src/bench.c: ``p3b_lan`` and ``p3b_wan``) and does all it
+(backends/dpdk/test/ringports.c in the test library build/libp3dpdk_test.so:
+``p3b_lan`` and ``p3b_wan``) and does all it
 does in production: Ethernet and the link layer, the route lookup, flow
 tracking, sealing with AES-128-GCM (bucket padding, relocation, header
 protection), the outer IPv4/UDP header and the next hop's MAC. A traffic
@@ -28,9 +29,11 @@ import time
 from dataclasses import dataclass
 
 from p3hw.commands.bench import write_section
+from p3hw.commands.bench_loops import bench_open, bench_seal
 from p3hw.crypto.keys import SaKeys, material_length
 from p3hw.dataplane import Dataplane, DpdkPorts, FlowTable, PeerConfig, Routes, Worker
 from p3hw.simulators.ringports import EAL_ARGS, RingPorts
+from p3hw.wire.checksum import internet_checksum
 
 IMIX = ((64, 7), (576, 4), (1400, 1))        # as bench/crypto.py (7:4:1)
 LOCAL, PEER = "192.0.2.1", "198.51.100.2"
@@ -59,20 +62,13 @@ class Row:
         return self.pps * self.inner_bytes * 8 / 1e9
 
 
-def _checksum(header: bytes) -> int:
-    total = sum(struct.unpack(f"!{len(header) // 2}H", header))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
 def _inner(size: int, flow: int, to_lan: bool = False) -> bytes:
     """An IPv4/UDP packet of ``size`` octets between the LAN host and the remote LAN (one of 16 flows)."""
     here = ipaddress.IPv4Address("10.1.0.2").packed
     there = ipaddress.IPv4Address(f"10.2.0.{2 + flow}").packed
     src, dst = (there, here) if to_lan else (here, there)
     header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, size, 0, 0x4000, 64, 17, 0, src, dst)
-    header = header[:10] + struct.pack("!H", _checksum(header)) + header[12:]
+    header = header[:10] + struct.pack("!H", internet_checksum(header)) + header[12:]
     udp = struct.pack("!HHHH", 40000 + flow, 9, size - 20, 0)
     return header + udp + bytes((i * 7) & 0xFF for i in range(size - 28))
 
@@ -161,11 +157,11 @@ def crypto_only(sizes: list[int], seconds: float, opening: bool) -> float:
     for size in set(sizes):
         if opening:
             pool = [r.data for r in far.seal([(1, _inner(size, 0, to_lan=True))] * 4096, with_ip=True)]
-            dp.bench_open(2, IN_SA, pool, 0.2)
-            n, t = dp.bench_open(2, IN_SA, pool, seconds)
+            bench_open(dp, 2, IN_SA, pool, 0.2)
+            n, t = bench_open(dp, 2, IN_SA, pool, seconds)
         else:
-            dp.bench_seal(2, _inner(size, 0), 0.2)
-            n, t = dp.bench_seal(2, _inner(size, 0), seconds)
+            bench_seal(dp, 2, _inner(size, 0), 0.2)
+            n, t = bench_seal(dp, 2, _inner(size, 0), seconds)
         rates[size] = n / t
     return len(sizes) / sum(1 / rates[size] for size in sizes)
 
@@ -232,7 +228,7 @@ def render(rows: list[Row], seconds: float, drops: dict[str, int]) -> str:
         "WAN -> LAN: packets it seals itself as the far peer) and drains its transmit ring. Target: >= 2 Mpps",
         "IMIX on one core.",
         "",
-        "Crypto only = the same core sealing (opening) one hot packet in a loop (`Dataplane.bench_seal` /",
+        "Crypto only = the same core sealing (opening) one hot packet in a loop (`bench_seal` /",
         "`bench_open`, no I/O), just before: the ratio is what the ports, the link layer, the lookups and",
         "cold packet memory cost on top of the crypto.",
         "",

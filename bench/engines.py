@@ -1,7 +1,7 @@
 """`p3hw bench engines`: the full P3 seal/open path on each crypto engine, as ratios to AES-NI.
 
 Engines: AES-NI (OpenSSL EVP, synchronous: the reference), the accelerator
-simulator (backends/accel: descriptor rings in shared memory served by the
+simulator (simulators/accelerator over native/src/lookaside.c: descriptor rings in shared memory served by the
 device's own thread, no latency or cap configured, so it shows the cost of
 the lookaside path itself: ring, doorbell, completion checksum, and a second
 core doing the AES), and PKCS#11 on a SoftHSM2 token (C_Encrypt/C_Decrypt
@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from p3hw import dataplane
 from p3hw.commands.bench import write_section
+from p3hw.commands.bench_loops import bench_open, bench_seal
 from p3hw.dataplane import EngineParams
 from p3hw.simulators import softhsm
 from p3hw.simulators.accelerator import A_PEER_AT_B, B_PEER_AT_A, keys, site_pair, stream_packet
@@ -52,11 +53,11 @@ def rates(engine: str, size: int, seconds: float, params: EngineParams | None = 
     sa = keys(CIPHER)
     a, b = site_pair(engine, params or _params(engine), sa=sa)
     inner = stream_packet(1, size)
-    a.bench_seal(B_PEER_AT_A, inner, min(0.2, seconds))          # warm up
-    n, t = a.bench_seal(B_PEER_AT_A, inner, seconds)
+    bench_seal(a, B_PEER_AT_A, inner, min(0.2, seconds))          # warm up
+    n, t = bench_seal(a, B_PEER_AT_A, inner, seconds)
     seal_pps = n / t
     pool = [r.data for r in a.seal([(B_PEER_AT_A, inner)] * 4096, with_ip=True)]
-    n, t = b.bench_open(A_PEER_AT_B, sa, pool, seconds)
+    n, t = bench_open(b, A_PEER_AT_B, sa, pool, seconds)
     for dp in (a, b):
         if dp.engine_status().failovers:
             raise RuntimeError(f"{engine} failed over during the benchmark: {dp.engine_status()}")

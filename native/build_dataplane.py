@@ -2,7 +2,10 @@
 
 The cdef is the block of ``native/include/p3dp.h`` between the P3DP_CDEF
 markers, so the header stays the single source of the API. Sources are every
-``native/src/*.c`` plus the C of each backend (``backends/*/*.c``). A backend
+``native/src/*.c``, the backend table (``backends/registry.c``), the C of each
+backend (``backends/*/*.c``) and of the
+simulated devices the product ships for demos and tests
+(``simulators/*/*.c``: the accelerator simulator's crypto). A backend
 whose library is missing at build time is compiled out: its C guards itself
 with the ``P3HW_HAVE_*`` macros defined here.
 """
@@ -29,7 +32,9 @@ def cdef_source() -> str:
 
 
 def _sources() -> list[str]:
-    files = sorted((NATIVE / "src").glob("*.c")) + sorted((ROOT / "backends").glob("*/*.c"))
+    files = (sorted((NATIVE / "src").glob("*.c")) + sorted((ROOT / "backends").glob("*.c"))
+             + sorted((ROOT / "backends").glob("*/*.c"))
+             + sorted((ROOT / "simulators").glob("*/*.c")))
     return [str(p.relative_to(ROOT)) for p in files]
 
 

@@ -22,9 +22,6 @@ DEFAULT_CONTROL_ARRAY_TIME_S = 82800
 DEFAULT_HEARTBEAT_TIME_S = 15
 #: Appendix A 1 `heartbeat_fail`: seconds without an answer before the peer is lost.
 DEFAULT_HEARTBEAT_FAIL_S = 120
-#: §4 Performance: keys are replaced at least every ten minutes... is the
-#: *minimum period* the key servers must sustain; rekey_wait may be shorter.
-MIN_KEY_GENERATION_PERIOD_S = 600
 #: §2.1.6: a failed rekey step is attempted again up to four times.
 REKEY_MAX_RETRIES = 4
 #: §2.1.7 2): first reconnect wait, the step added per failure, and the cap.
@@ -36,14 +33,6 @@ IP_PROTO_ESP = 50
 
 # --- Implementation constants -----------------------------------------------
 
-#: DESIGN.md §3: the P3 Flags version in the top octet.
-P3_FORMAT_VERSION = 1
-#: DESIGN.md §3: anti-replay window, in packets.
-REPLAY_WINDOW = 1024
-#: DESIGN.md §3: inner next_header values.
-NEXT_HEADER_IPV4 = 4
-NEXT_HEADER_IPV6 = 41
-NEXT_HEADER_DUMMY = 59
 #: RFC 3948: the non-ESP marker that puts IKE on the same UDP port.
 NON_ESP_MARKER = b"\x00\x00\x00\x00"
 #: docs/protocol.md §6, p3hw/protocol/liveness.py: a peer that stays silent while this side

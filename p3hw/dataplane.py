@@ -23,12 +23,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from p3hw.constants import DEFAULT_PORT
 from p3hw.crypto.keys import CIPHERS, HP_KEY_BYTES, SaKeys, SessionKeys
 from p3hw.log import failure
 from p3hw.reasons import REASONS, P3Error
 
 #: The ABI stamp this Python code was written against (native/src/cpu.c).
-EXPECTED_ABI_VERSION = 9
+EXPECTED_ABI_VERSION = 10
 
 try:
     from p3hw import _dataplane  # type: ignore[attr-defined]
@@ -49,24 +50,32 @@ CPU_FEATURE_NAMES = {
     "avx512f": "P3DP_CPU_AVX512F",
 }
 
-#: CIPHERS name -> P3DP_AES_* value (native/include/p3dp.h).
-CIPHER_IDS = {
-    "aes-128-gcm": 1,
-    "aes-256-gcm": 2,
-    "aes-128-ccm": 3,
-    "aes-256-ccm": 4,
-    "aes-128-ctr": 5,
-    "aes-256-ctr": 6,
-}
+
+
+def _from_lib(constants: dict[str, str]) -> dict[str, int]:
+    """Our name -> the value of the ``P3DP_*`` constant it stands for, as the extension was built
+    (native/include/p3dp.h is the one place the numbers are written); empty without the extension."""
+    try:
+        return {name: int(getattr(_dataplane.lib, const)) for name, const in constants.items()}
+    except AttributeError:       # no extension, or one of another ABI: native() says which
+        return {}
+
+
+#: CIPHERS name -> P3DP_AES_*.
+CIPHER_IDS = _from_lib({
+    "aes-128-gcm": "P3DP_AES_128_GCM",
+    "aes-256-gcm": "P3DP_AES_256_GCM",
+    "aes-128-ccm": "P3DP_AES_128_CCM",
+    "aes-256-ccm": "P3DP_AES_256_CCM",
+    "aes-128-ctr": "P3DP_AES_128_CTR",
+    "aes-256-ctr": "P3DP_AES_256_CTR",
+})
 AEAD_CIPHERS = ("aes-128-gcm", "aes-256-gcm", "aes-128-ccm", "aes-256-ccm")
 
-UDP_PORT = 5653
-P3_HEADER_BYTES = 16
-ICV_BYTES = 16
-DIR_IN, DIR_OUT = 1, 2
-KIND_NAMES = {0: "data", 1: "control", 2: "dummy", 3: "ike"}
-# Output room per sealed packet: outer headers + P3 header + largest frame + ICV.
-_MAX_FRAME_BYTES = 65000
+#: P3DP_KIND_* -> the kind's name in Opened and WorkerMessage.
+KIND_NAMES = {v: k for k, v in _from_lib({
+    "data": "P3DP_KIND_DATA", "control": "P3DP_KIND_CONTROL", "dummy": "P3DP_KIND_DUMMY", "ike": "P3DP_KIND_IKE",
+}).items()}
 
 
 def native() -> tuple[Any, Any]:
@@ -226,8 +235,8 @@ class PeerConfig:
     local_addr: str
     remote_addr: str
     encap: str = "udp"            # "udp" (port 5653) or "esp" (IP protocol 50)
-    local_port: int = UDP_PORT
-    remote_port: int = UDP_PORT
+    local_port: int = DEFAULT_PORT
+    remote_port: int = DEFAULT_PORT
     mtu: int = 1500
 
     @property
@@ -270,13 +279,15 @@ class Opened:
 
 
 #: Worker threads one packet worker may run (P3DP_MAX_WORKERS, DPDK ports only).
-MAX_WORKERS = 8
+MAX_WORKERS = _from_lib({"max": "P3DP_MAX_WORKERS"}).get("max", 0)
 
 #: Engine names (config keyword ``crypto_engine``) -> P3DP_ENGINE_* (docs/engines.md).
-ENGINE_IDS = {"none": 0, "aesni": 1, "accel-sim": 2, "pkcs11": 3, "cryptodev": 4}
+ENGINE_IDS = _from_lib({"none": "P3DP_ENGINE_NONE", "aesni": "P3DP_ENGINE_AESNI", "accel-sim": "P3DP_ENGINE_ACCEL_SIM",
+                        "pkcs11": "P3DP_ENGINE_PKCS11", "cryptodev": "P3DP_ENGINE_CRYPTODEV"})
 ENGINE_NAMES = {v: k for k, v in ENGINE_IDS.items()}
 #: Fault kinds of a lookaside engine -> P3DP_FAULT_*.
-FAULT_IDS = {"none": 0, "error": 1, "timeout": 2, "corrupt": 3, "gone": 4}
+FAULT_IDS = _from_lib({"none": "P3DP_FAULT_NONE", "error": "P3DP_FAULT_ERROR", "timeout": "P3DP_FAULT_TIMEOUT",
+                       "corrupt": "P3DP_FAULT_CORRUPT", "gone": "P3DP_FAULT_GONE"})
 FAULT_NAMES = {v: k for k, v in FAULT_IDS.items()}
 #: The DPDK library (`make -C native dpdk`): the cryptodev engine (dlopened by set_engine("cryptodev")) and the
 #: port backend (dlopened by a Worker on DPDK ports).
@@ -432,6 +443,17 @@ class Dataplane:
             raise P3Error("DP_BAD_ARGUMENT", "after_ops and count are 32-bit counts")
         check(self._lib.p3dp_accel_inject(self.ctx, FAULT_IDS[fault], after_ops, count), f"inject {fault}")
 
+    @staticmethod
+    def lane_of(peer_id: int, lanes: int) -> int:
+        """The worker of ``lanes`` that owns ``peer_id`` (p3dp_lane_of: the rule is written once, in C)."""
+        if not (0 <= peer_id <= 0xFFFFFFFF and 0 <= lanes <= 0xFFFFFFFF):
+            raise P3Error("DP_BAD_ARGUMENT", f"peer {peer_id} or worker count {lanes} is not a 32-bit count")
+        _, lib = native()
+        return int(lib.p3dp_lane_of(peer_id, lanes))
+
+    def _direction(self, direction: str) -> int:
+        return int(self._lib.P3DP_DIR_IN if direction == "in" else self._lib.P3DP_DIR_OUT)
+
     def pkcs11_sealed_keys(self) -> tuple[int, int]:
         """PKCS#11 engine: (SA keys that are sensitive, non-extractable token objects, all SA keys)."""
         sealed, total = self._ffi.new("uint32_t *"), self._ffi.new("uint32_t *")
@@ -526,7 +548,7 @@ class Dataplane:
             self._wipe(cfg)
 
     def remove_sa(self, direction: str, peer_id: int, p3_id: int) -> None:
-        check(self._lib.p3dp_sa_remove(self.ctx, DIR_IN if direction == "in" else DIR_OUT, peer_id, p3_id),
+        check(self._lib.p3dp_sa_remove(self.ctx, self._direction(direction), peer_id, p3_id),
               f"remove {direction}bound SA {p3_id:#x}")
 
     def install_session(self, peer_id: int, keys: SessionKeys) -> None:
@@ -551,7 +573,7 @@ class Dataplane:
 
     def sa_counters(self, direction: str, peer_id: int, p3_id: int) -> Counters:
         raw = self._ffi.new("p3dp_counters *")
-        check(self._lib.p3dp_sa_counters(self.ctx, DIR_IN if direction == "in" else DIR_OUT, peer_id, p3_id, raw),
+        check(self._lib.p3dp_sa_counters(self.ctx, self._direction(direction), peer_id, p3_id, raw),
               f"counters of SA {p3_id:#x}")
         return _counters_from(self._ffi, raw)
 
@@ -627,74 +649,9 @@ class Dataplane:
                 data = datas[i][int(p.payload_off):]
             else:
                 data = bytes(ffi.buffer(p.out_buf, p.out_len))
-            peer = None if p.peer == 0xFFFFFFFF else int(p.peer)
+            peer = None if p.peer == lib.P3DP_NO_PEER else int(p.peer)
             results.append(Opened(reason_name(p.status), kind, peer, data, int(p.p3_id), int(p.seq)))
         return results
-
-    # -- benchmark loops (bench/crypto.py): bursts straight into C, no per-packet Python
-
-    def bench_seal(self, peer_id: int, inner: bytes, seconds: float, burst: int = 256,
-                   with_ip: bool = True) -> tuple[int, float]:
-        """Seal `inner` to peer_id in bursts for about `seconds`; returns (packets, elapsed_s)."""
-        import time
-
-        ffi, lib = self._ffi, self._lib
-        room = len(inner) + 2048
-        pkts = ffi.new("p3dp_pkt[]", burst)
-        src = ffi.from_buffer(inner)
-        out = ffi.new("uint8_t[]", room * burst)
-        for i in range(burst):
-            pkts[i].in_buf = src
-            pkts[i].in_len = len(inner)
-            pkts[i].out_buf = out + i * room
-            pkts[i].out_cap = room
-            pkts[i].peer = peer_id
-        flags = lib.P3DP_OUT_IP if with_ip else 0
-        ctx, seal = self.ctx, lib.p3dp_seal_burst
-        count = 0
-        start = time.perf_counter()
-        deadline = start + seconds
-        while True:
-            if seal(ctx, pkts, burst, flags) != burst:
-                raise P3Error(reason_name(min(int(pkts[i].status) for i in range(burst))), "bench seal failed")
-            count += burst
-            now = time.perf_counter()
-            if now >= deadline:
-                return count, now - start
-
-    def bench_open(self, peer_id: int, inbound: SaKeys, sealed: Sequence[bytes], seconds: float,
-                   burst: int = 256) -> tuple[int, float]:
-        """Open the whole IP packets `sealed` (all of one SA of peer_id) in bursts for about
-        `seconds`; the SA is reinstalled after each pass so the window accepts them again."""
-        import time
-
-        ffi, lib = self._ffi, self._lib
-        n = len(sealed) - len(sealed) % burst
-        if n == 0:
-            raise P3Error("DP_BAD_ARGUMENT", f"bench_open needs at least {burst} packets")
-        room = max(len(p) for p in sealed)
-        pkts = ffi.new("p3dp_pkt[]", n)
-        keep = [ffi.from_buffer(p) for p in sealed[:n]]
-        out = ffi.new("uint8_t[]", room * burst)
-        for i in range(n):
-            pkts[i].in_buf = keep[i]
-            pkts[i].in_len = len(sealed[i])
-            pkts[i].out_buf = out + (i % burst) * room
-            pkts[i].out_cap = room
-        ctx, open_burst, flags = self.ctx, lib.p3dp_open_burst, lib.P3DP_IN_IP
-        count = 0
-        elapsed = 0.0
-        while elapsed < seconds:
-            self.remove_sa("in", peer_id, inbound.p3_id)
-            self.add_inbound_sa(peer_id, inbound)
-            start = time.perf_counter()
-            for base in range(0, n, burst):
-                if open_burst(ctx, pkts + base, burst, flags) != burst:
-                    raise P3Error(reason_name(min(int(pkts[base + i].status) for i in range(burst))),
-                                  "bench open failed")
-            elapsed += time.perf_counter() - start
-            count += n
-        return count, elapsed
 
 
 class EngineStatusSource(Protocol):

@@ -1,39 +1,42 @@
 """Ring-backed DPDK ports in this process, for tests and the forwarding benchmark.
 
-``build/libp3dpdk.so`` (backends/dpdk/src/ringports.c) makes two ethdev
-ports out of DPDK rings, a LAN port and a WAN port. A gateway's worker polls
+``build/libp3dpdk_test.so`` (backends/dpdk/test/ringports.c, a test library
+apart from the product's ``libp3dpdk.so``, whose EAL it shares) makes two
+ethdev ports out of DPDK rings, a LAN port and a WAN port. A gateway's worker polls
 them like any DPDK port (``DpdkPorts(lan_port=ports.lan_name, ...)``);
 the test side puts Ethernet frames on their receive rings and takes what the
 worker sent from their transmit rings. The EAL comes up once per process
 (with the first arguments given), so one process has one pair.
+
+The cdef below binds only the test library's own entry points; the product
+API is reached through ``p3hw.dataplane`` alone.
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from p3hw.dataplane import DPDK_LIBRARY
 from p3hw.reasons import P3Error
 
+#: The test library (``make -C native dpdk``), beside the product's DPDK library it links against.
+DPDK_TEST_LIBRARY = os.path.join(os.path.dirname(DPDK_LIBRARY), "libp3dpdk_test.so")
+
 EAL_ARGS = "--no-huge -m 512 --no-shconf --no-pci --no-telemetry --log-level=*:warning"
 TEMPLATE_BYTES = 2048
 RINGS = {"lan_rx": 0, "lan_tx": 1, "wan_rx": 2, "wan_tx": 3}
 
-_CDEF = """
-int p3_dpdk_bench_ports(const char *eal_args, unsigned nq);
-int p3_dpdk_bench_port(int wan, char *name, uint8_t *mac);
-int p3_dpdk_bench_start(const uint8_t *frames, const uint32_t *lens, unsigned n, const uint8_t *wan_frame,
-                        uint32_t wan_len, int cpu);
-void p3_dpdk_bench_stop(uint64_t *fed, uint64_t *sunk, uint64_t *sunk_bytes);
-uint64_t p3_dpdk_bench_ring_full(void);
-int p3_dpdk_bench_start_sealed(void *seal_fn, void *ctx, uint32_t peer, const uint8_t *frames, const uint32_t *lens,
-                               unsigned n, const uint8_t *eth, int cpu);
-int p3_dpdk_ring_put(int ring, unsigned q, const uint8_t *frame, uint32_t len);
-int p3_dpdk_ring_get(int ring, unsigned q, uint8_t *buf, uint32_t cap);
-int p3_dpdk_test_port_up(const char *name, uint8_t *mac);
-int p3_dpdk_test_send(int port, const uint8_t *frame, uint32_t len);
-int p3_dpdk_test_recv(int port, uint8_t *buf, uint32_t cap);
-"""
+#: The test library's header: its declarations, between the markers, are this binding's cdef.
+HEADER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "backends", "dpdk", "test",
+                      "ringports.h")
+
+
+def _cdef() -> str:
+    text = Path(HEADER).read_text()
+    return text[text.index("/* RINGPORTS_CDEF_BEGIN */") + len("/* RINGPORTS_CDEF_BEGIN */"):
+                text.index("/* RINGPORTS_CDEF_END */")]
 
 _opened: RingPorts | None = None
 
@@ -53,14 +56,14 @@ class RingPorts:
         self._buf = ffi.new("uint8_t[]", TEMPLATE_BYTES)
 
     @classmethod
-    def open(cls, eal_args: str = EAL_ARGS, library: str = DPDK_LIBRARY, queues: int = 1) -> RingPorts:
+    def open(cls, eal_args: str = EAL_ARGS, library: str = DPDK_TEST_LIBRARY, queues: int = 1) -> RingPorts:
         """The process's ring ports, ``queues`` queues each way on each (one per worker)."""
         global _opened
         if _opened is None:
             import cffi
 
             ffi = cffi.FFI()
-            ffi.cdef(_CDEF)
+            ffi.cdef(_cdef())
             try:
                 lib = ffi.dlopen(library)
             except OSError as exc:

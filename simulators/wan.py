@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from p3hw.reasons import P3Error
+from p3hw.wire.checksum import checksum_update
 
 ETH_P_ALL = 0x0003
 ETH_HLEN = 14
@@ -226,11 +227,6 @@ class WanReport:
             return None
 
 
-def _ones_complement_add(a: int, b: int) -> int:
-    total = a + b
-    return (total & 0xFFFF) + (total >> 16)
-
-
 def is_link_control(frame: bytes | bytearray, base: int) -> bool:
     """True for frames that are not IP traffic of a routed path: ARP, other
     non-IP ethertypes, and ICMPv6 neighbour discovery / MLD (RFC 4861, 3810).
@@ -335,9 +331,7 @@ def _flip_payload_bit(frame: bytearray, rng: random.Random) -> None:
     is_udp = csum_at == l4 + 6
     if is_udp and old_csum == 0:
         return  # IPv4 UDP without checksum (RFC 768)
-    total = _ones_complement_add(~old_csum & 0xFFFF, ~old_word & 0xFFFF)
-    total = _ones_complement_add(total, new_word)
-    new_csum = ~total & 0xFFFF
+    new_csum = checksum_update(old_csum, old_word, new_word)
     if is_udp and new_csum == 0:
         new_csum = 0xFFFF  # RFC 768: a computed zero is sent as all ones
     struct.pack_into("!H", frame, csum_at, new_csum)

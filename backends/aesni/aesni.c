@@ -20,6 +20,7 @@
  */
 #include "p3dp.h"
 #include "p3_backend.h"
+#include "bytes.h"
 
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
@@ -136,7 +137,7 @@ static int gcm_iv_param_works(void)
     return ok;
 }
 
-void *p3_aesni_engine_new(size_t scratch_bytes)
+static void *p3_aesni_engine_new(size_t scratch_bytes)
 {
     struct aesni_engine *e = calloc(1, sizeof(*e));
     if (!e)
@@ -220,14 +221,6 @@ fail:
     return NULL;
 }
 
-static void put_be64(uint8_t *p, uint64_t v)
-{
-    for (int i = 7; i >= 0; i--) {
-        p[i] = (uint8_t)v;
-        v >>= 8;
-    }
-}
-
 static int run_gcm(struct aesni_engine *e, struct p3_crypto_op *op)
 {
     EVP_CIPHER_CTX *c = op->sa->cipher_ctx;
@@ -235,7 +228,7 @@ static int run_gcm(struct aesni_engine *e, struct p3_crypto_op *op)
     int outl;
 
     memcpy(iv, op->sa->salt, 4);
-    put_be64(iv + 4, op->seq);          /* RFC 4106 §4: salt ‖ explicit IV */
+    p3_put_be64(iv + 4, op->seq);          /* RFC 4106 §4: salt ‖ explicit IV */
     if (!gcm_start(c, e->gcm_iv_param, iv, op->op == P3_CRYPTO_OPEN ? op->tag : NULL))
         return -P3R_DP_CRYPTO_ENGINE;
     if (!EVP_CipherUpdate(c, NULL, &outl, op->aad, 16))
@@ -274,7 +267,7 @@ static int run_ccm(struct aesni_engine *e, struct p3_crypto_op *op)
         src = dst = e->scratch;
     }
     memcpy(iv, op->sa->salt, 3);
-    put_be64(iv + 3, op->seq);          /* RFC 4309 §4: salt(3) ‖ IV(8) */
+    p3_put_be64(iv + 3, op->seq);          /* RFC 4309 §4: salt(3) ‖ IV(8) */
     if (!EVP_CipherInit_ex(c, NULL, NULL, NULL, iv, -1))
         return -P3R_DP_CRYPTO_ENGINE;
     if (op->op == P3_CRYPTO_OPEN && !set_tag(c, op->tag))
@@ -311,7 +304,7 @@ static int run_ctr_hmac(struct p3_crypto_op *op)
     int outl;
 
     memcpy(block, op->sa->salt, 4);
-    put_be64(block + 4, op->seq);
+    p3_put_be64(block + 4, op->seq);
     block[12] = 0; block[13] = 0; block[14] = 0; block[15] = 1;
     if (!EVP_CipherInit_ex(c, NULL, NULL, NULL, block, -1) ||
         !EVP_MAC_init(m, NULL, 0, NULL) ||
@@ -376,11 +369,26 @@ static uint16_t aesni_dequeue(void *engine, struct p3_crypto_op **ops, uint16_t 
     return given;
 }
 
-const struct p3_crypto_engine p3_aesni_engine = {
+static const struct p3_crypto_engine p3_aesni_engine = {
     .name = "aesni",
     .sa_new = aesni_sa_new,
     .sa_free = aesni_sa_free,
     .enqueue = aesni_enqueue,
     .dequeue = aesni_dequeue,
     .engine_free = aesni_engine_free,
+};
+
+/* scratch: room for the largest frame, for ciphers that need one contiguous stream (CCM). */
+static int aesni_start(const struct p3dp_engine_params *params, const struct p3_crypto_engine **engine,
+                       void **state)
+{
+    (void)params;
+    *engine = &p3_aesni_engine;
+    *state = p3_aesni_engine_new(P3DP_MAX_FRAME_BYTES + 64);
+    return *state ? 0 : -P3R_DP_CRYPTO_ENGINE;
+}
+
+const struct p3_engine_backend p3_aesni_backend = {
+    .kind = P3DP_ENGINE_AESNI,
+    .start = aesni_start,
 };

@@ -17,11 +17,8 @@
 typedef int (*cryptodev_open_fn)(const struct p3dp_engine_params *params, const char *eal_args,
                                  const struct p3_crypto_engine **vtable, void **state);
 
-int p3_cryptodev_engine_start(const struct p3dp_engine_params *params, const struct p3_crypto_engine **engine,
-                              void **state);
-
-int p3_cryptodev_engine_start(const struct p3dp_engine_params *params, const struct p3_crypto_engine **engine,
-                              void **state)
+static int cryptodev_start(const struct p3dp_engine_params *params, const struct p3_crypto_engine **engine,
+                           void **state)
 {
     const char *path = params && params->module_path && *params->module_path ? params->module_path
                                                                                : "libp3dpdk.so";
@@ -45,3 +42,8 @@ int p3_cryptodev_engine_start(const struct p3dp_engine_params *params, const str
     }
     return open_fn(params, params ? params->eal_args : NULL, engine, state);
 }
+
+const struct p3_engine_backend p3_cryptodev_backend = {
+    .kind = P3DP_ENGINE_CRYPTODEV,
+    .start = cryptodev_start,
+};

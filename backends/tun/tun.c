@@ -14,6 +14,7 @@
  */
 #include "p3dp.h"
 #include "p3_backend.h"
+#include "bytes.h"
 
 #include <errno.h>
 #include <linux/if_tun.h>
@@ -48,50 +49,13 @@ struct tun_state {
     uint64_t merged_segments;
 };
 
-/* ---- checksums (RFC 1071) -------------------------------------------- */
-
-static uint64_t sum_bytes(const uint8_t *p, size_t len, uint64_t sum)
-{
-    while (len >= 8) {
-        uint64_t v;
-        memcpy(&v, p, 8);
-        sum += (v & 0xffffffffu) + (v >> 32);
-        p += 8;
-        len -= 8;
-    }
-    while (len >= 2) {
-        uint16_t v;
-        memcpy(&v, p, 2);
-        sum += v;
-        p += 2;
-        len -= 2;
-    }
-    if (len)
-        sum += *p; /* little-endian: the odd octet is the high half of a big-endian word */
-    return sum;
-}
-
-static uint16_t fold(uint64_t sum)
-{
-    while (sum >> 16)
-        sum = (sum & 0xffff) + (sum >> 16);
-    return (uint16_t)sum;
-}
-
-static uint16_t be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
-static void put_be16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
-static uint32_t be32(const uint8_t *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
-static void put_be32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)(v >> 24); p[1] = (uint8_t)(v >> 16); p[2] = (uint8_t)(v >> 8); p[3] = (uint8_t)v;
-}
+/* ---- checksums (RFC 1071) and byte order: native/src/bytes.h ---------- */
 
 static void ipv4_header_checksum(uint8_t *ip)
 {
     unsigned ihl = (ip[0] & 0x0f) * 4u;
     ip[10] = ip[11] = 0;
-    uint16_t c = (uint16_t)~fold(sum_bytes(ip, ihl, 0));
-    memcpy(ip + 10, &c, 2);
+    p3_csum_store(ip + 10, p3_csum_fold(p3_csum_add(0, ip, ihl)));
 }
 
 /* The TCP checksum of a whole segment (pseudo-header included). */
@@ -99,18 +63,10 @@ static void tcp_checksum(uint8_t *pkt, uint32_t l4_off, uint32_t len)
 {
     uint8_t *tcp = pkt + l4_off;
     uint32_t tcp_len = len - l4_off;
-    uint64_t sum = 0;
+    int v4 = (pkt[0] >> 4) == 4;
     tcp[16] = tcp[17] = 0;
-    if ((pkt[0] >> 4) == 4)
-        sum = sum_bytes(pkt + 12, 8, 0);
-    else
-        sum = sum_bytes(pkt + 8, 32, 0);
-    uint8_t pseudo[8] = { (uint8_t)(tcp_len >> 24), (uint8_t)(tcp_len >> 16), (uint8_t)(tcp_len >> 8),
-                          (uint8_t)tcp_len, 0, 0, 0, 6 };
-    sum = sum_bytes(pseudo, 8, sum);
-    sum = sum_bytes(tcp, tcp_len, sum);
-    uint16_t c = (uint16_t)~fold(sum);
-    memcpy(tcp + 16, &c, 2);
+    uint64_t sum = p3_csum_pseudo(v4 ? 4 : 6, pkt + (v4 ? 12 : 8), pkt + (v4 ? 16 : 24), 6, tcp_len);
+    p3_csum_store(tcp + 16, p3_csum_fold(p3_csum_add(sum, tcp, tcp_len)));
 }
 
 /* ---- cutting a super-segment ----------------------------------------- */
@@ -137,7 +93,7 @@ static unsigned emit_segments(struct tun_state *st, struct p3_iobuf *bufs, unsig
 {
     const uint8_t *src = st->super + VNET_HDR_BYTES;
     unsigned got = 0;
-    uint32_t seq0 = be32(src + st->l4_off + 4);
+    uint32_t seq0 = p3_get_be32(src + st->l4_off + 4);
     while (st->pending && got < n) {
         uint32_t chunk = st->pending < st->gso_size ? st->pending : st->gso_size;
         uint32_t len = st->hdr_len + chunk;
@@ -148,14 +104,14 @@ static unsigned emit_segments(struct tun_state *st, struct p3_iobuf *bufs, unsig
         memcpy(out + st->hdr_len, src + st->next_payload, chunk);
         int last = chunk == st->pending;
         if ((out[0] >> 4) == 4) {
-            put_be16(out + 2, (uint16_t)len);
-            put_be16(out + 4, (uint16_t)(be16(src + 4) + st->segment));
+            p3_put_be16(out + 2, (uint16_t)len);
+            p3_put_be16(out + 4, (uint16_t)(p3_get_be16(src + 4) + st->segment));
             ipv4_header_checksum(out);
         } else {
-            put_be16(out + 4, (uint16_t)(len - 40));
+            p3_put_be16(out + 4, (uint16_t)(len - 40));
         }
         uint8_t *tcp = out + st->l4_off;
-        put_be32(tcp + 4, seq0 + st->segment * st->gso_size);
+        p3_put_be32(tcp + 4, seq0 + st->segment * st->gso_size);
         if (!last)
             tcp[13] &= (uint8_t)~(TCP_FLAG_FIN | TCP_FLAG_PSH);
         if (st->segment)
@@ -178,10 +134,10 @@ static int finish_checksum(uint8_t *pkt, uint32_t len, const struct virtio_net_h
     uint32_t start = h->csum_start, at = (uint32_t)h->csum_start + h->csum_offset;
     if (start >= len || at + 2 > len)
         return -1;
-    uint16_t c = (uint16_t)~fold(sum_bytes(pkt + start, len - start, 0));
+    uint16_t c = p3_csum_fold(p3_csum_add(0, pkt + start, len - start));
     if (c == 0 && h->csum_offset == 6)
         c = 0xffff; /* UDP: a computed zero is sent as all ones (RFC 768) */
-    memcpy(pkt + at, &c, 2);
+    p3_csum_store(pkt + at, c);
     return 0;
 }
 
@@ -256,16 +212,16 @@ static int tcp_view(const uint8_t *p, uint32_t len, struct tcp_view *v)
     if (len < 40)
         return -1;
     if ((p[0] >> 4) == 4) {
-        if ((p[0] & 0x0f) != 5 || p[9] != 6 || (be16(p + 6) & 0x3fff) != 0)
+        if ((p[0] & 0x0f) != 5 || p[9] != 6 || (p3_get_be16(p + 6) & 0x3fff) != 0)
             return -1; /* options, not TCP, or a fragment */
         v->family = 4;
-        v->ip_len = be16(p + 2);
+        v->ip_len = p3_get_be16(p + 2);
         v->l4_off = 20;
     } else if ((p[0] >> 4) == 6) {
         if (len < 60 || p[6] != 6)
             return -1; /* extension headers: not merged */
         v->family = 6;
-        v->ip_len = 40u + be16(p + 4);
+        v->ip_len = 40u + p3_get_be16(p + 4);
         v->l4_off = 40;
     } else {
         return -1;
@@ -277,7 +233,7 @@ static int tcp_view(const uint8_t *p, uint32_t len, struct tcp_view *v)
         return -1;
     v->hdr_len = v->l4_off + doff;
     v->payload = len - v->hdr_len;
-    v->seq = be32(p + v->l4_off + 4);
+    v->seq = p3_get_be32(p + v->l4_off + 4);
     v->flags = p[v->l4_off + 13];
     return 0;
 }
@@ -317,19 +273,18 @@ static int write_group(int fd, struct p3_iobuf *bufs, unsigned first, unsigned c
 
     memcpy(head, p, hv->hdr_len);
     if (hv->family == 4) {
-        put_be16(head + 2, (uint16_t)len);
+        p3_put_be16(head + 2, (uint16_t)len);
         ipv4_header_checksum(head);
     } else {
-        put_be16(head + 4, (uint16_t)(len - 40));
+        p3_put_be16(head + 4, (uint16_t)(len - 40));
     }
     if (count > 1 && (bufs[first + count - 1].data[hv->l4_off + 13] & TCP_FLAG_PSH))
         head[hv->l4_off + 13] |= TCP_FLAG_PSH;
     /* CHECKSUM_PARTIAL: the field holds the folded pseudo-header sum. */
     uint32_t tcp_len = len - hv->l4_off;
-    uint8_t pseudo[8] = { 0, 0, (uint8_t)(tcp_len >> 8), (uint8_t)tcp_len, 0, 0, 0, 6 };
-    uint64_t sum = hv->family == 4 ? sum_bytes(head + 12, 8, 0) : sum_bytes(head + 8, 32, 0);
-    uint16_t partial = fold(sum_bytes(pseudo, 8, sum));
-    memcpy(head + hv->l4_off + 16, &partial, 2);
+    int v4 = hv->family == 4;
+    uint64_t sum = p3_csum_pseudo(v4 ? 4 : 6, head + (v4 ? 12 : 8), head + (v4 ? 16 : 24), 6, tcp_len);
+    p3_csum_store(head + hv->l4_off + 16, (uint16_t)~p3_csum_fold(sum));
 
     memset(&h, 0, sizeof(h));
     h.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;

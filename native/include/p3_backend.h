@@ -15,6 +15,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "p3dp.h"
 #include "p3_reasons.h"
 
 enum { P3_CRYPTO_SEAL = 1, P3_CRYPTO_OPEN = 2 };
@@ -45,7 +46,7 @@ struct p3_crypto_op {
     uint8_t nseg;
     int16_t status;               /* set by the engine: 0 or -reason (-P3R_DP_AUTH_FAILED auth, -P3R_DP_CRYPTO_ENGINE engine,
                                      -P3R_ACCEL_FAULT a lookaside device fault) */
-    uint8_t fault;                /* with -P3R_ACCEL_FAULT: P3DP_FAULT_* (error, timeout, corrupt, gone) */
+    uint8_t fault;                /* with -P3R_ACCEL_FAULT: P3DP_FAULT_* of p3dp.h (error, timeout, corrupt, gone) */
     void *user;                   /* the caller's packet */
     struct p3_crypto_seg seg[P3_CRYPTO_MAX_SEGS];
 };
@@ -68,47 +69,75 @@ struct p3_crypto_engine {
      * known-answer op, else -P3R_ACCEL_FAULT. NULL for synchronous engines (always ready).
      * The dataplane probes it to return from the fallback (docs/engines.md). */
     int (*health)(void *engine);
+    /* Optional (lookaside engines): arm an injected fault, as
+     * p3_lookaside_inject. NULL: the engine takes none. */
+    void (*inject)(void *engine, uint32_t fault, uint32_t after_ops, uint32_t count);
 };
 
-/* Fault kinds a lookaside engine reports with status -P3R_ACCEL_FAULT (P3-E609). */
-enum { P3_FAULT_NONE = 0, P3_FAULT_ERROR = 1, P3_FAULT_TIMEOUT = 2, P3_FAULT_CORRUPT = 3,
-       P3_FAULT_GONE = 4, P3_FAULT_KINDS = 5 };
-
-/* The accelerator simulator (backends/accel/accel.c, docs/engines.md): a
- * software crypto device behind descriptor rings in shared memory, served by
- * its own thread, with latency, a throughput cap and injected faults.
- * AES-GCM only. NULL on bad parameters or no memory. */
+/* ---- The lookaside driver (native/src/lookaside.c, docs/engines.md) ----
+ * Descriptor rings in shared memory served by the engine's own thread (the
+ * "device"), with latency, a throughput cap, injected faults, a health
+ * probe; the crypto itself is a core's. AES-GCM only. The PKCS#11 engine
+ * (backends/pkcs11) and the accelerator simulator (simulators/accelerator)
+ * are such cores. */
 struct p3dp_engine_params;
-void *p3_accel_engine_new(const struct p3dp_engine_params *params);
+struct p3_lookaside_core {
+    /* The device's session for one SA key (16 or 32 octets, cipher
+     * P3DP_AES_*_GCM); NULL on failure. Called on the control path. */
+    void *(*key_new)(void *core, uint32_t cipher, int encrypt, const uint8_t *key);
+    /* Wipe (or destroy in the device) a key from key_new. */
+    void (*key_free)(void *core, void *key);
+    /* One RFC 4106 op on the device thread, iv = salt ‖ seq; tag_flip: flip
+     * a bit of the tag read (the corrupted-input fault). 0,
+     * -P3R_DP_AUTH_FAILED, or another negative reason (a device error). */
+    int (*gcm)(void *core, void *key, const uint8_t *iv, struct p3_crypto_op *op, int tag_flip);
+    /* Optional: free the core (after the device thread has stopped). */
+    void (*close)(void *core);
+};
+/* A lookaside engine over core (its state core_state, owned from here on:
+ * closed on failure too); use it with p3_lookaside_driver. NULL on bad
+ * parameters (ring_slots not a power of two in 2..65536) or no memory. */
+void *p3_lookaside_new(const struct p3dp_engine_params *params, const struct p3_lookaside_core *core,
+                       void *core_state);
+extern const struct p3_crypto_engine p3_lookaside_driver;
 /* Arm a fault: after `after_ops` good ops the next `count` ops fail with
- * `fault` (P3_FAULT_GONE: the device is gone until P3_FAULT_NONE is armed). */
-void p3_accel_inject(void *engine, uint32_t fault, uint32_t after_ops, uint32_t count);
-extern const struct p3_crypto_engine p3_accel_engine;
+ * `fault` (P3DP_FAULT_GONE: the device is gone until P3DP_FAULT_NONE is armed). */
+void p3_lookaside_inject(void *engine, uint32_t fault, uint32_t after_ops, uint32_t count);
+/* The core state an engine was made with, and the core key of one of its SAs. */
+void *p3_lookaside_core_state(void *engine);
+void *p3_lookaside_key(const struct p3_crypto_sa *sa);
 
-/* The PKCS#11 engine (docs/engines.md): the same lookaside driver and worker
- * thread as the simulator, the crypto done by a token through C_Encrypt /
- * C_Decrypt with CKM_AES_GCM. NULL with *err = -P3R_PKCS11_MODULE (module), -P3R_PKCS11_PIN (PIN),
- * -P3R_PKCS11_TOKEN (token), -P3R_PKCS11_OPERATION (operation) or -P3R_DP_BAD_CIPHER (not built in). */
-void *p3_pkcs11_engine_new(const struct p3dp_engine_params *params, int *err);
-extern const struct p3_crypto_engine p3_pkcs11_engine;
-/* 1 when the SA's key is a sensitive, non-extractable token object, else 0. */
-int p3_pkcs11_sa_sealed_in(void *engine, struct p3_crypto_sa *sa);
+/* ---- The backend table (backends/registry.c) ----
+ * The core never names a concrete backend: ctx.c starts crypto engines and
+ * worker.c loads the DPDK ports through the table it is handed, and
+ * backends/registry.c is the one place that lists them. Each backend
+ * exports its entry from its own folder. */
+struct p3_engine_backend {
+    uint32_t kind;              /* P3DP_ENGINE_* */
+    /* Start an instance: 0 with *engine and *state set, or a negative reason. */
+    int (*start)(const struct p3dp_engine_params *params, const struct p3_crypto_engine **engine, void **state);
+    /* Optional: 1 when an SA's key exists only inside the device (PKCS#11:
+     * a sensitive, non-extractable token object), else 0. */
+    int (*key_sealed_in)(void *state, struct p3_crypto_sa *sa);
+};
 
-/* The token side (backends/pkcs11_engine/pkcs11_engine.c). */
-struct p3_p11;
-struct p3_p11 *p3_p11_open(const char *module, const char *label, const char *pin, int *err);
-void p3_p11_close(struct p3_p11 *t);
-int p3_p11_key_new(struct p3_p11 *t, const uint8_t *key, size_t len, int encrypt, unsigned long *handle);
-void p3_p11_key_free(struct p3_p11 *t, unsigned long handle);
-int p3_p11_key_sealed_in(struct p3_p11 *t, unsigned long handle);
-int p3_p11_gcm(struct p3_p11 *t, unsigned long handle, const uint8_t *iv, struct p3_crypto_op *op,
-               int tag_flip);
+struct p3dp_worker_config;
+struct p3_io;
+struct p3_backends {
+    const struct p3_engine_backend *const *engines;   /* NULL-terminated */
+    /* The DPDK port backend: nq queues on each port, lan[i] and wan[i] are
+     * queue i. 0, or -P3R_DPDK_UNAVAILABLE (no DPDK, EAL), -P3R_DPDK_PORT. */
+    int (*dpdk_ports_load)(const struct p3dp_worker_config *cfg, unsigned nq, struct p3_io *lan,
+                           struct p3_io *wan);
+};
 
-/* The AES-NI engine (backends/aesni/aesni.c): OpenSSL EVP, synchronous.
- * scratch_bytes sizes its bounce buffer for ciphers that need one contiguous
- * stream (CCM). Returns the engine state for the vtable's calls. */
-void *p3_aesni_engine_new(size_t scratch_bytes);
-extern const struct p3_crypto_engine p3_aesni_engine;
+/* The table the extension is built with (backends/registry.c). */
+extern const struct p3_backends p3_backends;
+/* The engines it lists, each from its backend's folder. */
+extern const struct p3_engine_backend p3_aesni_backend;        /* backends/aesni/aesni.c */
+extern const struct p3_engine_backend p3_pkcs11_backend;       /* backends/pkcs11/pkcs11_engine.c */
+extern const struct p3_engine_backend p3_cryptodev_backend;    /* backends/dpdk/cryptodev_load.c */
+extern const struct p3_engine_backend p3_accel_sim_backend;    /* simulators/accelerator/accel.c */
 
 /* ---- Packet I/O backends (backends/tun, backends/udp, backends/esp) ----
  * A burst in, a burst out; the worker (native/src/worker.c) drives them.
@@ -186,12 +215,12 @@ void p3_io_tun_teardown(struct p3_io *io);
  * hands out and takes inner IP packets; the WAN port whole outer IP packets
  * (the worker seals with P3DP_OUT_IP and opens with P3DP_IN_IP). Each answers
  * ARP / neighbour discovery for its own address and resolves next hops. */
-struct p3dp_worker_config;
 /* The library's one entry point for the ports: nq queues on each port (one
  * per worker; RSS spreads the traffic), lan[i] and wan[i] are queue i.
  * 0, or -P3R_DPDK_UNAVAILABLE (no DPDK, EAL), -P3R_DPDK_PORT (a port). */
 typedef int (*p3_dpdk_ports_open_fn)(const struct p3dp_worker_config *cfg, unsigned nq, struct p3_io *lan,
                                      struct p3_io *wan);
+/* backends/dpdk/ethdev_load.c: dlopens the library and opens the ports (the table's dpdk_ports_load). */
 int p3_dpdk_ports_load(const struct p3dp_worker_config *cfg, unsigned nq, struct p3_io *lan, struct p3_io *wan);
 
 #endif /* P3_BACKEND_H */

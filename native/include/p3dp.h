@@ -40,7 +40,7 @@ enum {
     P3DP_CPU_AVX512F = 128
 };
 
-/* ---- Dataplane core (ctx.c, packet.c, sa.c, replay.c, hp.c, obfs.c) ----
+/* ---- Dataplane core (ctx.c: peers and SAs, packet.c, replay.c, hp.c, obfs.c) ----
  * Wire format and inner frame: DESIGN.md §3; decisions: docs/dataplane.md.
  * Threading: a p3dp_ctx is owned by one thread at a time. Control calls
  * (peers, SAs, keys, buckets) and bursts on the same ctx must be serialized
@@ -124,9 +124,11 @@ typedef struct p3dp_pkt {
     uint32_t peer;             /* seal: destination peer (routing stage); open: set to the sender */
     int32_t status;            /* set: 0 or -reason (P3-E2xx) */
     uint8_t kind;              /* P3DP_KIND_*: seal input, open output */
-    uint8_t family;            /* open: sender's outer family (input without P3DP_IN_IP, else set) */
-    uint16_t port;             /* open: sender's UDP port, 0 for raw ESP (same rule) */
-    uint8_t addr[16];          /* open: sender's outer address (same rule) */
+    uint8_t family;            /* open: sender's outer family (input without P3DP_IN_IP, else set);
+                                  seal: set to the destination peer's */
+    uint16_t port;             /* open: sender's UDP port, 0 for raw ESP (same rule); seal: set to the
+                                  destination's (ignored for ESP) */
+    uint8_t addr[16];          /* open: sender's outer address (same rule); seal: set to the destination's */
     uint32_t payload_off;      /* open, KIND_IKE: offset in in_buf of the IKE message */
     uint32_t p3_id;            /* set: the SA used (unmasked ID) */
     uint64_t seq;              /* set: the sequence number used */
@@ -157,6 +159,10 @@ void p3dp_ctx_counters(const p3dp_ctx *ctx, p3dp_counters *out);
 int p3dp_peer_add(p3dp_ctx *ctx, const p3dp_peer_config *cfg);
 /* Removes the peer and wipes all its SAs and header-protection keys. */
 int p3dp_peer_remove(p3dp_ctx *ctx, uint32_t peer_id);
+/* The worker (lane) of `lanes` that owns a peer: its context holds the
+ * peer's SAs, and the other workers hand its packets over (docs/dpdk.md,
+ * "Several workers"). The one place this rule is written; 0 for lanes 0. */
+uint32_t p3dp_lane_of(uint32_t peer_id, uint32_t lanes);
 /* Header-protection keys (16 octets each; NULL leaves one unchanged). A new
  * hp_in becomes current and the current one is kept as previous. */
 int p3dp_peer_set_hp_keys(p3dp_ctx *ctx, uint32_t peer_id, const uint8_t *hp_out, const uint8_t *hp_in);
@@ -446,7 +452,7 @@ enum {
  * -P3R_RNG_HEALTH / -P3R_RNG_UNAVAILABLE; *retries_used (if not NULL) counts the CF = 0 steps. */
 int p3dp_rng_fill(int source, uint8_t *out, size_t len, uint32_t max_retries, uint64_t *retries_used);
 
-/* --- Crypto engines and failover (native/src/ctx.c, backends/accel, docs/engines.md) ---
+/* --- Crypto engines and failover (native/src/ctx.c, native/src/lookaside.c, docs/engines.md) ---
  * A context seals and opens through one engine; with a fallback engine
  * configured, an op the engine fails (error completion, timeout, corrupted
  * output, device gone) is re-run on the fallback, the engine is marked
@@ -462,13 +468,16 @@ enum {
     P3DP_ENGINE_CRYPTODEV = 4   /* a DPDK cryptodev (lookaside, AES-GCM; build/libp3dpdk.so) */
 };
 
+/* Fault kinds of a lookaside engine: what it reports with status -P3R_ACCEL_FAULT
+ * (P3-E609), what p3dp_accel_inject arms, what p3dp_engine_status counts. */
 enum {
     P3DP_FAULT_NONE = 0,
     P3DP_FAULT_ERROR = 1,       /* the device completed the op with an error */
     P3DP_FAULT_TIMEOUT = 2,     /* no completion within timeout_us: the device was reset */
     P3DP_FAULT_CORRUPT = 3,     /* output failed its completion checksum, or open's auth
                                    failed on the engine but passed on the fallback */
-    P3DP_FAULT_GONE = 4         /* the device disappeared */
+    P3DP_FAULT_GONE = 4,        /* the device disappeared */
+    P3DP_FAULT_KINDS = 5        /* the number of kinds (p3dp_engine_status.faults) */
 };
 
 typedef struct p3dp_engine_params {

@@ -3,7 +3,7 @@
 
 #include <cpuid.h>
 
-#define P3DP_ABI_VERSION 9u
+#define P3DP_ABI_VERSION 10u
 
 uint32_t p3dp_abi_version(void)
 {

@@ -50,6 +50,14 @@ void p3dp_count_drop(p3dp_counters *c, int status)
         c->drops[slot]++;
 }
 
+static int engine_start(const p3dp_ctx *ctx, uint32_t kind, const p3dp_engine_params *params,
+                        const struct p3_crypto_engine **engine, void **state);
+
+uint32_t p3dp_lane_of(uint32_t peer_id, uint32_t lanes)
+{
+    return lanes ? peer_id % lanes : 0;
+}
+
 p3dp_ctx *p3dp_ctx_new(uint32_t max_peers, uint32_t max_inbound_sas)
 {
     p3dp_ctx *ctx;
@@ -71,8 +79,9 @@ p3dp_ctx *p3dp_ctx_new(uint32_t max_peers, uint32_t max_inbound_sas)
     ctx->peer_by_addr = calloc(ph, sizeof(uint32_t));
     ctx->in_sas = calloc(max_inbound_sas, sizeof(*ctx->in_sas));
     ctx->sa_by_id = calloc(sh, sizeof(uint32_t));
-    ctx->engine = &p3_aesni_engine;
-    ctx->engine_state = p3_aesni_engine_new(P3DP_MAX_FRAME_BYTES + 64);
+    ctx->backends = &p3_backends;
+    if (engine_start(ctx, P3DP_ENGINE_AESNI, NULL, &ctx->engine, &ctx->engine_state) != 0)
+        ctx->engine_state = NULL;
     ctx->engine_kind = P3DP_ENGINE_AESNI;
     ctx->fallback_kind = P3DP_ENGINE_NONE;
     if (!ctx->peers || !ctx->peer_by_id || !ctx->peer_by_addr || !ctx->in_sas || !ctx->sa_by_id ||
@@ -388,14 +397,6 @@ static int key_bytes(uint32_t cipher)
     }
 }
 
-static uint64_t get_le64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
-
 static int sa_fill(p3dp_ctx *ctx, struct p3dp_sa *sa, const p3dp_sa_config *cfg, int direction)
 {
     memset(sa, 0, sizeof(*sa));
@@ -419,8 +420,8 @@ static int sa_fill(p3dp_ctx *ctx, struct p3dp_sa *sa, const p3dp_sa_config *cfg,
     sa->peer_id = cfg->peer_id;
     sa->cipher = cfg->cipher;
     sa->direction = direction;
-    sa->obfs_k0 = get_le64(cfg->obfs_key);
-    sa->obfs_k1 = get_le64(cfg->obfs_key + 8);
+    sa->obfs_k0 = p3_get_le64(cfg->obfs_key);
+    sa->obfs_k1 = p3_get_le64(cfg->obfs_key + 8);
     sa->next_seq = 1;
     sa->in_use = 1;
     return 0;
@@ -564,33 +565,22 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-/* backends/dpdk/cryptodev_load.c: dlopens build/libp3dpdk.so (0 or -P3R_CRYPTODEV). */
-int p3_cryptodev_engine_start(const p3dp_engine_params *params, const struct p3_crypto_engine **engine,
-                              void **state);
+/* The table's entry for an engine kind, or NULL. */
+static const struct p3_engine_backend *engine_backend(const p3dp_ctx *ctx, uint32_t kind)
+{
+    for (const struct p3_engine_backend *const *b = ctx->backends->engines; *b; b++)
+        if ((*b)->kind == kind)
+            return *b;
+    return NULL;
+}
 
-static int engine_start(uint32_t kind, const p3dp_engine_params *params,
+static int engine_start(const p3dp_ctx *ctx, uint32_t kind, const p3dp_engine_params *params,
                         const struct p3_crypto_engine **engine, void **state)
 {
-    switch (kind) {
-    case P3DP_ENGINE_AESNI:
-        *engine = &p3_aesni_engine;
-        *state = p3_aesni_engine_new(P3DP_MAX_FRAME_BYTES + 64);
-        return *state ? 0 : -P3R_DP_CRYPTO_ENGINE;
-    case P3DP_ENGINE_ACCEL_SIM:
-        *engine = &p3_accel_engine;
-        *state = p3_accel_engine_new(params);
-        return *state ? 0 : -P3R_DP_CRYPTO_ENGINE;
-    case P3DP_ENGINE_PKCS11: {
-        int err = -P3R_PKCS11_OPERATION;
-        *engine = &p3_pkcs11_engine;
-        *state = p3_pkcs11_engine_new(params, &err);
-        return *state ? 0 : err;
-    }
-    case P3DP_ENGINE_CRYPTODEV:
-        return p3_cryptodev_engine_start(params, engine, state);
-    default:
+    const struct p3_engine_backend *b = engine_backend(ctx, kind);
+    if (!b)
         return -P3R_DP_BAD_CIPHER;
-    }
+    return b->start(params, engine, state);
 }
 
 int p3dp_ctx_set_engine(p3dp_ctx *ctx, uint32_t engine, const p3dp_engine_params *params, uint32_t fallback)
@@ -606,10 +596,10 @@ int p3dp_ctx_set_engine(p3dp_ctx *ctx, uint32_t engine, const p3dp_engine_params
     for (uint32_t i = 0; i < ctx->max_peers; i++)
         if (ctx->peers[i].in_use)
             return -P3R_DP_BAD_ARGUMENT;                   /* SAs hold engine state: choose before peers */
-    rc = engine_start(engine, params, &e, &es);
+    rc = engine_start(ctx, engine, params, &e, &es);
     if (rc)
         return rc;
-    if (fallback != P3DP_ENGINE_NONE && (rc = engine_start(fallback, params, &f, &fs)) != 0) {
+    if (fallback != P3DP_ENGINE_NONE && (rc = engine_start(ctx, fallback, params, &f, &fs)) != 0) {
         e->engine_free(es);
         return rc;
     }
@@ -638,17 +628,16 @@ void p3dp_ctx_engine_status(const p3dp_ctx *ctx, p3dp_engine_status *out)
 
 int p3dp_accel_inject(p3dp_ctx *ctx, uint32_t fault, uint32_t after_ops, uint32_t count)
 {
-    if (!ctx || (ctx->engine != &p3_accel_engine && ctx->engine != &p3_pkcs11_engine) ||
-        fault > P3DP_FAULT_GONE)
+    if (!ctx || !ctx->engine->inject || fault > P3DP_FAULT_GONE)
         return -P3R_DP_BAD_ARGUMENT;
-    p3_accel_inject(ctx->engine_state, fault, after_ops, count);
+    ctx->engine->inject(ctx->engine_state, fault, after_ops, count);
     return 0;
 }
 
 void p3dp_engine_fault(p3dp_ctx *ctx, unsigned fault)
 {
     p3dp_engine_status *s = &ctx->engine_status;
-    if (fault < P3_FAULT_KINDS)
+    if (fault < P3DP_FAULT_KINDS)
         s->faults[fault]++;
     s->last_fault = fault;
     s->reason = -P3R_ACCEL_FAULT;
@@ -678,12 +667,13 @@ void p3dp_engine_poll(p3dp_ctx *ctx)
 int p3dp_pkcs11_sealed_keys(const p3dp_ctx *ctx, uint32_t *sealed, uint32_t *total)
 {
     uint32_t s = 0, n = 0;
-    if (!ctx || ctx->engine != &p3_pkcs11_engine)
+    const struct p3_engine_backend *b = ctx ? engine_backend(ctx, ctx->engine_kind) : NULL;
+    if (!b || !b->key_sealed_in)
         return -P3R_DP_BAD_ARGUMENT;
     for (uint32_t i = 0; i < ctx->max_sas; i++)
         if (ctx->in_sas[i].in_use) {
             n++;
-            s += (uint32_t)p3_pkcs11_sa_sealed_in(ctx->engine_state, ctx->in_sas[i].crypto);
+            s += (uint32_t)b->key_sealed_in(ctx->engine_state, ctx->in_sas[i].crypto);
         }
     for (uint32_t i = 0; i < ctx->max_peers; i++) {
         const struct p3dp_peer *peer = &ctx->peers[i];
@@ -693,7 +683,7 @@ int p3dp_pkcs11_sealed_keys(const p3dp_ctx *ctx, uint32_t *sealed, uint32_t *tot
         for (int k = 0; k < 2; k++)
             if (out[k]) {
                 n++;
-                s += (uint32_t)p3_pkcs11_sa_sealed_in(ctx->engine_state, out[k]->crypto);
+                s += (uint32_t)b->key_sealed_in(ctx->engine_state, out[k]->crypto);
             }
     }
     *sealed = s;

@@ -20,6 +20,7 @@
  * Nothing is allocated per packet.
  */
 #include "flows.h"
+#include "bytes.h"
 
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -131,27 +132,6 @@ struct parsed {
 
 /* ---- small helpers ------------------------------------------------------ */
 
-static inline uint16_t get16(const uint8_t *p) { return (uint16_t)((p[0] << 8) | p[1]); }
-
-static inline uint32_t get32(const uint8_t *p)
-{
-    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
-}
-
-static inline void put16(uint8_t *p, uint16_t v)
-{
-    p[0] = (uint8_t)(v >> 8);
-    p[1] = (uint8_t)v;
-}
-
-static inline void put32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)(v >> 24);
-    p[1] = (uint8_t)(v >> 16);
-    p[2] = (uint8_t)(v >> 8);
-    p[3] = (uint8_t)v;
-}
-
 /* Sequence-space comparison, RFC 793 §3.3 (modulo 2^32). */
 static inline bool seq_after(uint32_t a, uint32_t b) { return (int32_t)(a - b) > 0; }
 
@@ -167,37 +147,6 @@ static inline void lock_shard(struct shard *s)
 static inline void unlock_shard(struct shard *s)
 {
     atomic_flag_clear_explicit(&s->lock, memory_order_release);
-}
-
-/* Internet checksum (RFC 1071): one's-complement sum of 16-bit words. */
-static uint64_t csum_add(uint64_t sum, const uint8_t *p, size_t n)
-{
-    while (n > 1) {
-        sum += get16(p);
-        p += 2;
-        n -= 2;
-    }
-    if (n)
-        sum += (uint64_t)p[0] << 8;
-    return sum;
-}
-
-static uint16_t csum_fold(uint64_t sum)
-{
-    while (sum >> 16)
-        sum = (sum & 0xffff) + (sum >> 16);
-    return (uint16_t)~sum;
-}
-
-/* Sum of the pseudo header of TCP/UDP/ICMPv6: RFC 793 §3.1 (IPv4) and
- * RFC 8200 §8.1 (IPv6); the proto/length words add the same either way. */
-static uint64_t pseudo_sum(int family, const uint8_t *src, const uint8_t *dst, uint8_t proto,
-                           size_t l4_len)
-{
-    size_t alen = family == 4 ? 4 : 16;
-    uint64_t sum = csum_add(0, src, alen);
-    sum = csum_add(sum, dst, alen);
-    return sum + proto + (uint32_t)l4_len;
 }
 
 static bool v4_unicast(const uint8_t *a)
@@ -220,11 +169,11 @@ static bool parse_ipv4(const uint8_t *pkt, size_t len, struct parsed *p)
     if (len < 20)
         return false;
     size_t ihl = (size_t)(pkt[0] & 0x0f) * 4;
-    size_t total = get16(pkt + 2);
+    size_t total = p3_get_be16(pkt + 2);
     if (ihl < 20 || total < ihl || total > len)
         return false;
     /* A fragment other than the first has no upper-layer header. */
-    if ((get16(pkt + 6) & 0x1fff) != 0)
+    if ((p3_get_be16(pkt + 6) & 0x1fff) != 0)
         return false;
     p->family = 4;
     p->proto = pkt[9];
@@ -240,7 +189,7 @@ static bool parse_ipv6(const uint8_t *pkt, size_t len, struct parsed *p)
 {
     if (len < 40)
         return false;
-    size_t total = 40 + (size_t)get16(pkt + 4);
+    size_t total = 40 + (size_t)p3_get_be16(pkt + 4);
     /* A zero payload length means a jumbogram (RFC 2675): not on a TUN. */
     if (total == 40 && pkt[6] != 59)
         return false;
@@ -259,7 +208,7 @@ static bool parse_ipv6(const uint8_t *pkt, size_t len, struct parsed *p)
         } else if (next == 44) {                             /* fragment */
             if (off + 8 > total)
                 return false;
-            if ((get16(pkt + off + 2) & 0xfff8) != 0)
+            if ((p3_get_be16(pkt + off + 2) & 0xfff8) != 0)
                 return false;                                /* not the first fragment */
             hlen = 8;
         } else if (next == 51) {                             /* AH, RFC 4302 §2.2 */
@@ -307,22 +256,22 @@ static bool key_ports(const struct parsed *p, bool from_lan, struct flow_key *k)
         /* Data offset: at least the 20-octet header, within the packet. */
         if (p->l4_len < 20 || (p->l4[12] >> 4) < 5 || (size_t)(p->l4[12] >> 4) * 4 > p->l4_len)
             return false;
-        sport = get16(p->l4);
-        dport = get16(p->l4 + 2);
+        sport = p3_get_be16(p->l4);
+        dport = p3_get_be16(p->l4 + 2);
         break;
     case PROTO_UDP:
     case PROTO_UDPLITE:
         if (p->l4_len < 8)
             return false;
-        sport = get16(p->l4);
-        dport = get16(p->l4 + 2);
+        sport = p3_get_be16(p->l4);
+        dport = p3_get_be16(p->l4 + 2);
         break;
     case PROTO_SCTP:
     case PROTO_DCCP:
         if (p->l4_len < 8)
             return false;
-        sport = get16(p->l4);
-        dport = get16(p->l4 + 2);
+        sport = p3_get_be16(p->l4);
+        dport = p3_get_be16(p->l4 + 2);
         break;
     case PROTO_ICMP:
         if (p->family != 4 || p->l4_len < 8)
@@ -332,7 +281,7 @@ static bool key_ports(const struct parsed *p, bool from_lan, struct flow_key *k)
         if (p->l4[0] == 3 || p->l4[0] == 4 || p->l4[0] == 5 || p->l4[0] == 11 || p->l4[0] == 12)
             return false;
         if (p->l4[0] == 0 || p->l4[0] == 8)                   /* echo reply / request */
-            sport = dport = get16(p->l4 + 4);
+            sport = dport = p3_get_be16(p->l4 + 4);
         break;
     case PROTO_ICMPV6:
         if (p->family != 6 || p->l4_len < 8)
@@ -342,7 +291,7 @@ static bool key_ports(const struct parsed *p, bool from_lan, struct flow_key *k)
         if (p->l4[0] < 128 || (p->l4[0] >= 130 && p->l4[0] <= 137) || p->l4[0] == 143)
             return false;
         if (p->l4[0] == 128 || p->l4[0] == 129)
-            sport = dport = get16(p->l4 + 4);
+            sport = dport = p3_get_be16(p->l4 + 4);
         break;
     default:
         break;
@@ -542,9 +491,9 @@ static void track_tcp(struct flow *f, const struct parsed *p, bool from_lan)
 {
     const uint8_t *th = p->l4;
     uint8_t flags = th[13];
-    uint32_t seq = get32(th + 4);
-    uint32_t ack = get32(th + 8);
-    uint16_t window = get16(th + 14);
+    uint32_t seq = p3_get_be32(th + 4);
+    uint32_t ack = p3_get_be32(th + 8);
+    uint16_t window = p3_get_be16(th + 14);
     size_t payload = p->l4_len - (size_t)(th[12] >> 4) * 4;   /* key_ports checked the offset */
     /* SEG.LEN counts SYN and FIN (RFC 793 §3.3). */
     uint32_t seg_end = seq + (uint32_t)payload + !!(flags & TCP_SYN) + !!(flags & TCP_FIN);
@@ -709,18 +658,18 @@ static size_t write_ip_header(uint8_t *out, const struct flow_key *k, uint8_t pr
         memset(out, 0, 20);
         out[0] = 0x45;
         out[1] = tos;
-        put16(out + 2, (uint16_t)(20 + payload_len));
-        put16(out + 6, 0x4000);          /* DF; the ID is then free (RFC 6864 §4.1) */
+        p3_put_be16(out + 2, (uint16_t)(20 + payload_len));
+        p3_put_be16(out + 6, 0x4000);          /* DF; the ID is then free (RFC 6864 §4.1) */
         out[8] = FLOWS_TTL;
         out[9] = proto;
         memcpy(out + 12, k->remote_addr, 4);
         memcpy(out + 16, k->local_addr, 4);
-        put16(out + 10, csum_fold(csum_add(0, out, 20)));
+        p3_csum_store(out + 10, p3_csum_fold(p3_csum_add(0, out, 20)));
         return 20;
     }
     memset(out, 0, 40);
     out[0] = 0x60;
-    put16(out + 4, (uint16_t)payload_len);
+    p3_put_be16(out + 4, (uint16_t)payload_len);
     out[6] = proto;
     out[7] = FLOWS_TTL;
     memcpy(out + 8, k->remote_addr, 16);
@@ -736,9 +685,9 @@ static size_t write_rst(uint8_t *out, const struct flow *f, uint32_t seq)
     size_t ip = write_ip_header(out, k, PROTO_TCP, 20, 0);
     uint8_t *th = out + ip;
     memset(th, 0, 20);
-    put16(th, k->remote_port);
-    put16(th + 2, k->local_port);
-    put32(th + 4, seq);
+    p3_put_be16(th, k->remote_port);
+    p3_put_be16(th + 2, k->local_port);
+    p3_put_be32(th + 4, seq);
     th[12] = 5 << 4;
     th[13] = TCP_RST;
     /* With the ACK bit, ACK = the local end's SND.NXT: what a SYN-SENT or
@@ -748,11 +697,11 @@ static size_t write_rst(uint8_t *out, const struct flow *f, uint32_t seq)
      * cannot name it, and leave ACK out. */
     if (f->seen & SEEN_LOCAL_SEQ) {
         th[13] |= TCP_ACK;
-        put32(th + 8, f->u.tcp.local_next);
+        p3_put_be32(th + 8, f->u.tcp.local_next);
     }
-    put16(th + 16, csum_fold(csum_add(pseudo_sum(k->family, out + (k->family == 4 ? 12 : 8),
-                                                 out + (k->family == 4 ? 16 : 24), PROTO_TCP, 20),
-                                      th, 20)));
+    p3_csum_store(th + 16, p3_csum_fold(p3_csum_add(p3_csum_pseudo(k->family, out + (k->family == 4 ? 12 : 8),
+                                                                   out + (k->family == 4 ? 16 : 24), PROTO_TCP, 20),
+                                                    th, 20)));
     return ip + 20;
 }
 
@@ -789,7 +738,7 @@ static size_t write_unreachable(uint8_t *out, const struct p3dp_flows *flows, co
         icmp[0] = 3;
         icmp[1] = flows->unreachable_code_v4;
         memcpy(icmp + 8, f->u.quote, f->quote_len);
-        put16(icmp + 2, csum_fold(csum_add(0, icmp, icmp_len)));
+        p3_csum_store(icmp + 2, p3_csum_fold(p3_csum_add(0, icmp, icmp_len)));
     } else {
         /* Type 1, by default code 3 address unreachable (RFC 4443 §3.1). */
         ip = write_ip_header(out, k, PROTO_ICMPV6, icmp_len, 0);
@@ -798,8 +747,9 @@ static size_t write_unreachable(uint8_t *out, const struct p3dp_flows *flows, co
         icmp[0] = 1;
         icmp[1] = flows->unreachable_code_v6;
         memcpy(icmp + 8, f->u.quote, f->quote_len);
-        put16(icmp + 2, csum_fold(csum_add(pseudo_sum(6, out + 8, out + 24, PROTO_ICMPV6, icmp_len),
-                                           icmp, icmp_len)));
+        p3_csum_store(icmp + 2, p3_csum_fold(p3_csum_add(p3_csum_pseudo(6, out + 8, out + 24, PROTO_ICMPV6,
+                                                                        (uint32_t)icmp_len),
+                                                         icmp, icmp_len)));
     }
     return ip + icmp_len;
 }
@@ -960,7 +910,7 @@ int p3dp_flows_reset_stale(p3dp_flows *flows, uint32_t peer, const uint8_t *pack
     /* f.seen is 0: the RST carries no ACK, as RFC 793 §3.4 asks when it
      * answers a segment that had one. */
     atomic_fetch_add_explicit(&flows->stale_resets, 1, memory_order_relaxed);
-    return (int)write_rst(out, &f, get32(p.l4 + 8));
+    return (int)write_rst(out, &f, p3_get_be32(p.l4 + 8));
 }
 
 /* The export format: this header, then `count` records of one build's layout

@@ -4,6 +4,7 @@
 
 #include "p3dp.h"
 #include "p3_backend.h"
+#include "bytes.h"
 
 #include <openssl/evp.h>
 
@@ -59,6 +60,7 @@ struct p3dp_ctx {
     uint8_t local_v4[4], local_v6[16];
     int has_local_v4, has_local_v6;
     p3dp_counters counters;
+    const struct p3_backends *backends;        /* the table this context was handed (p3_backend.h) */
     const struct p3_crypto_engine *engine;
     void *engine_state;
     const struct p3_crypto_engine *fallback;   /* NULL: none (docs/engines.md) */
@@ -83,6 +85,23 @@ void p3dp_count_drop(p3dp_counters *c, int status);
  * length (20/40, + 8 with UDP). packet.c. */
 uint32_t p3dp_write_ip_header(uint8_t *out, int family, const uint8_t *src, const uint8_t *dst, uint16_t sport,
                               uint16_t dport, const uint8_t *payload, uint32_t payload_len);
+/* A received outer packet, as p3dp_parse_outer reads it (pointers into the packet). */
+struct p3dp_outer {
+    int family;                 /* 4 or 6 */
+    const uint8_t *src;         /* sender's address: 4 or 16 octets */
+    const uint8_t *dst;         /* where it was sent to */
+    uint16_t src_port;          /* UDP ports, host order; 0 for raw ESP */
+    uint16_t dst_port;
+    const uint8_t *payload;     /* the ESP or UDP payload: P3 bytes, or an IKE message behind the marker */
+    uint32_t payload_len;
+    int ike;                    /* the UDP payload starts with the non-ESP marker (RFC 3948) */
+};
+/* The one outer-header parser (packet.c), used by open and by the worker's
+ * lane choice: IPv4 or IPv6 (no extension headers), then UDP or ESP.
+ * With verify, the IPv4 header checksum and a UDP checksum are checked too
+ * (a zero UDP checksum is refused over IPv6, RFC 8200 §8.1). Returns 0 or
+ * -P3R_DP_BAD_HEADER. */
+int p3dp_parse_outer(const uint8_t *in, uint32_t len, int verify, struct p3dp_outer *o);
 /* Wipe and free an SA's engine states (both engines). */
 void p3dp_sa_crypto_free(p3dp_ctx *ctx, struct p3dp_sa *sa);
 /* Engine failover (ctx.c): a fault of kind P3DP_FAULT_* moves the context
@@ -101,31 +120,5 @@ int p3dp_hp_mask(struct p3dp_hp *hp, const uint8_t *sample, uint8_t *mask);
 uint32_t p3dp_bucket_frame_len(const p3dp_ctx *ctx, const struct p3dp_peer *peer, uint32_t needed);
 uint32_t p3dp_rotation(const struct p3dp_sa *sa, uint64_t seq, uint32_t frame_len);
 uint64_t p3dp_siphash24(uint64_t k0, uint64_t k1, uint64_t msg);
-
-static inline uint64_t p3dp_get_be64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v = (v << 8) | p[i];
-    return v;
-}
-
-static inline void p3dp_put_be64(uint8_t *p, uint64_t v)
-{
-    for (int i = 7; i >= 0; i--) {
-        p[i] = (uint8_t)v;
-        v >>= 8;
-    }
-}
-
-static inline uint32_t p3dp_get_be32(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-static inline void p3dp_put_be32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)(v >> 24); p[1] = (uint8_t)(v >> 16); p[2] = (uint8_t)(v >> 8); p[3] = (uint8_t)v;
-}
 
 #endif

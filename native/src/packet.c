@@ -46,90 +46,6 @@ struct open_job {
 
 /* ---- outer headers ---- */
 
-/* RFC 1071 Internet checksum, summed 8 octets at a time in host order: the
- * one's-complement sum is byte-order independent (RFC 1071 §2(B)), so the
- * folded result is stored back as it lies in memory. Every piece but the
- * last must have an even length. */
-static uint64_t csum_partial(uint64_t sum, const uint8_t *p, size_t len)
-{
-    while (len >= 8) {
-        uint64_t v;
-        memcpy(&v, p, 8);
-        sum += v;
-        sum += sum < v;
-        p += 8;
-        len -= 8;
-    }
-    if (len >= 4) {
-        uint32_t v;
-        memcpy(&v, p, 4);
-        sum += v;
-        sum += sum < v;
-        p += 4;
-        len -= 4;
-    }
-    if (len >= 2) {
-        uint16_t v;
-        memcpy(&v, p, 2);
-        sum += v;
-        sum += sum < v;
-        p += 2;
-        len -= 2;
-    }
-    if (len) {
-        uint16_t v = 0;
-        memcpy(&v, p, 1);          /* the odd octet is padded with a zero after it */
-        sum += v;
-        sum += sum < v;
-    }
-    return sum;
-}
-
-/* The checksum (complemented, folded) in memory order. */
-static uint16_t csum_finish(uint64_t sum)
-{
-    sum = (sum & 0xffffffffu) + (sum >> 32);
-    sum = (sum & 0xffffffffu) + (sum >> 32);
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    return (uint16_t)~sum;
-}
-
-/* UDP checksum over the pseudo header (RFC 768, RFC 8200 §8.1) and the
- * datagram at udp (its checksum field included as it is). */
-static uint16_t udp_checksum(int family, const uint8_t *src, const uint8_t *dst, const uint8_t *udp,
-                             uint32_t udp_len)
-{
-    uint8_t pseudo[40];
-    size_t alen = family == 6 ? 16 : 4, plen;
-    memcpy(pseudo, src, alen);
-    memcpy(pseudo + alen, dst, alen);
-    if (family == 6) {
-        p3dp_put_be32(pseudo + 32, udp_len);
-        p3dp_put_be32(pseudo + 36, 17);
-        plen = 40;
-    } else {
-        pseudo[8] = 0;
-        pseudo[9] = 17;
-        pseudo[10] = (uint8_t)(udp_len >> 8);
-        pseudo[11] = (uint8_t)udp_len;
-        plen = 12;
-    }
-    return csum_finish(csum_partial(csum_partial(0, pseudo, plen), udp, udp_len));
-}
-
-static void put16(uint8_t *p, uint16_t v)
-{
-    p[0] = (uint8_t)(v >> 8);
-    p[1] = (uint8_t)v;
-}
-
-static uint16_t get16(const uint8_t *p)
-{
-    return (uint16_t)(p[0] << 8 | p[1]);
-}
-
 uint32_t p3dp_write_ip_header(uint8_t *out, int family, const uint8_t *src, const uint8_t *dst, uint16_t sport,
                               uint16_t dport, const uint8_t *payload, uint32_t payload_len)
 {
@@ -142,21 +58,18 @@ uint32_t p3dp_write_ip_header(uint8_t *out, int family, const uint8_t *src, cons
     if (family == 4) {
         out[0] = 0x45;
         out[1] = 0;
-        put16(out + 2, (uint16_t)(ip_bytes + l4_len));
-        put16(out + 4, 0);              /* RFC 6864: atomic datagram, DF set */
-        put16(out + 6, 0x4000);
+        p3_put_be16(out + 2, (uint16_t)(ip_bytes + l4_len));
+        p3_put_be16(out + 4, 0);              /* RFC 6864: atomic datagram, DF set */
+        p3_put_be16(out + 6, 0x4000);
         out[8] = 64;
         out[9] = proto;
-        put16(out + 10, 0);
+        p3_put_be16(out + 10, 0);
         memcpy(out + 12, src, 4);
         memcpy(out + 16, dst, 4);
-        {
-            uint16_t cs = csum_finish(csum_partial(0, out, 20));
-            memcpy(out + 10, &cs, 2);
-        }
+        p3_csum_store(out + 10, p3_csum_fold(p3_csum_add(0, out, 20)));
     } else {
-        p3dp_put_be32(out, 0x60000000u);
-        put16(out + 4, (uint16_t)l4_len);
+        p3_put_be32(out, 0x60000000u);
+        p3_put_be16(out + 4, (uint16_t)l4_len);
         out[6] = proto;
         out[7] = 64;
         memcpy(out + 8, src, 16);
@@ -164,26 +77,17 @@ uint32_t p3dp_write_ip_header(uint8_t *out, int family, const uint8_t *src, cons
     }
     if (!udp)
         return ip_bytes;
-    put16(u, sport);
-    put16(u + 2, dport);
-    put16(u + 4, (uint16_t)l4_len);
-    put16(u + 6, 0);
+    p3_put_be16(u, sport);
+    p3_put_be16(u + 2, dport);
+    p3_put_be16(u + 4, (uint16_t)l4_len);
+    p3_put_be16(u + 6, 0);
     if (family == 6) {
         /* IPv6 needs a UDP checksum (RFC 8200 §8.1); over IPv4 zero is
          * allowed for UDP-encapsulated ESP (RFC 3948 §2.1). The header is
          * 8 octets (even), so the payload may be summed apart from it. */
-        uint8_t pseudo[40];
-        uint64_t sum;
-        uint16_t cs;
-        memcpy(pseudo, src, 16);
-        memcpy(pseudo + 16, dst, 16);
-        p3dp_put_be32(pseudo + 32, l4_len);
-        p3dp_put_be32(pseudo + 36, 17);
-        sum = csum_partial(csum_partial(0, pseudo, sizeof(pseudo)), u, 8);
-        cs = csum_finish(csum_partial(sum, payload, payload_len));
-        if (cs == 0)
-            cs = 0xffff;
-        memcpy(u + 6, &cs, 2);
+        uint64_t sum = p3_csum_add(p3_csum_pseudo(6, src, dst, 17, l4_len), u, 8);
+        uint16_t cs = p3_csum_fold(p3_csum_add(sum, payload, payload_len));
+        p3_csum_store(u + 6, cs ? cs : 0xffff);
     }
     return ip_bytes + 8;
 }
@@ -197,69 +101,66 @@ static void write_outer(const struct p3dp_peer *peer, uint8_t *out, uint32_t p3_
                          udp ? c->remote_port : 0, out + peer->outer_header_bytes, p3_len);
 }
 
-/* Parses a received IP packet; sets the sender in pkt, the P3 bytes, and
- * where it was sent to (checked against the session by the caller). A
- * non-zero UDP checksum is verified; over IPv6 zero is refused (RFC 8200 §8.1). */
-static int parse_outer(p3dp_pkt *pkt, const uint8_t **p3, uint32_t *p3_len, const uint8_t **dst_addr,
-                       uint16_t *dst_port)
+int p3dp_parse_outer(const uint8_t *in, uint32_t len, int verify, struct p3dp_outer *o)
 {
-    const uint8_t *in = pkt->in_buf;
-    uint32_t len = pkt->in_len, ip_bytes, total;
+    uint32_t ip_bytes, total;
     uint8_t proto;
 
     if (len < 20)
         return -P3R_DP_BAD_HEADER;
     if (in[0] >> 4 == 4) {
         ip_bytes = (uint32_t)(in[0] & 15) * 4;
-        total = get16(in + 2);
+        total = p3_get_be16(in + 2);
         if (ip_bytes < 20 || total < ip_bytes || total > len)
             return -P3R_DP_BAD_HEADER;
-        if (csum_finish(csum_partial(0, in, ip_bytes)) != 0)
+        if (verify && p3_csum_fold(p3_csum_add(0, in, ip_bytes)) != 0)
             return -P3R_DP_BAD_HEADER;
-        if (get16(in + 6) & 0x3fff)
+        if (p3_get_be16(in + 6) & 0x3fff)
             return -P3R_DP_BAD_HEADER;                /* a fragment: reassembly is the OS's job */
         proto = in[9];
-        pkt->family = 4;
-        memset(pkt->addr, 0, sizeof(pkt->addr));
-        memcpy(pkt->addr, in + 12, 4);
-        *dst_addr = in + 16;
+        o->family = 4;
+        o->src = in + 12;
+        o->dst = in + 16;
     } else if (in[0] >> 4 == 6) {
         ip_bytes = 40;
         if (len < 40)
             return -P3R_DP_BAD_HEADER;
-        total = 40u + get16(in + 4);
+        total = 40u + p3_get_be16(in + 4);
         if (total > len)
             return -P3R_DP_BAD_HEADER;
         proto = in[6];                  /* no extension headers on our tunnel */
-        pkt->family = 6;
-        memcpy(pkt->addr, in + 8, 16);
-        *dst_addr = in + 24;
+        o->family = 6;
+        o->src = in + 8;
+        o->dst = in + 24;
     } else {
         return -P3R_DP_BAD_HEADER;
     }
     if (proto == 50) {
-        pkt->port = 0;
-        *dst_port = 0;
-        *p3 = in + ip_bytes;
-        *p3_len = total - ip_bytes;
+        o->src_port = 0;
+        o->dst_port = 0;
+        o->payload = in + ip_bytes;
+        o->payload_len = total - ip_bytes;
+        o->ike = 0;
         return 0;
     }
     if (proto == 17) {
+        const uint8_t *u = in + ip_bytes;
         uint32_t udp_len;
         if (total - ip_bytes < 8)
             return -P3R_DP_BAD_HEADER;
-        udp_len = get16(in + ip_bytes + 4);
+        udp_len = p3_get_be16(u + 4);
         if (udp_len < 8 || udp_len > total - ip_bytes)
             return -P3R_DP_BAD_HEADER;
-        if (get16(in + ip_bytes + 6) != 0 || pkt->family == 6) {
-            if (get16(in + ip_bytes + 6) == 0 ||
-                udp_checksum(pkt->family, pkt->addr, *dst_addr, in + ip_bytes, udp_len) != 0)
+        if (verify && (p3_get_be16(u + 6) != 0 || o->family == 6)) {
+            if (p3_get_be16(u + 6) == 0 ||
+                p3_csum_fold(p3_csum_add(p3_csum_pseudo(o->family, o->src, o->dst, 17, udp_len), u, udp_len)) != 0)
                 return -P3R_DP_BAD_HEADER;
         }
-        pkt->port = get16(in + ip_bytes);
-        *dst_port = get16(in + ip_bytes + 2);
-        *p3 = in + ip_bytes + 8;
-        *p3_len = udp_len - 8;
+        o->src_port = p3_get_be16(u);
+        o->dst_port = p3_get_be16(u + 2);
+        o->payload = u + 8;
+        o->payload_len = udp_len - 8;
+        o->ike = o->payload_len >= 4 && !(o->payload[0] | o->payload[1] | o->payload[2] | o->payload[3]);
         return 0;
     }
     return -P3R_DP_BAD_HEADER;
@@ -270,9 +171,9 @@ static int parse_outer(p3dp_pkt *pkt, const uint8_t **p3, uint32_t *p3_len, cons
 /* next_header for an inner packet, or -P3R_DP_BAD_INNER when it is not a whole IP packet. */
 static int inner_next_header(const uint8_t *p, uint32_t len)
 {
-    if (len >= 20 && p[0] >> 4 == 4 && (p[0] & 15) >= 5 && get16(p + 2) == len)
+    if (len >= 20 && p[0] >> 4 == 4 && (p[0] & 15) >= 5 && p3_get_be16(p + 2) == len)
         return 4;
-    if (len >= 40 && p[0] >> 4 == 6 && 40u + get16(p + 4) == len)
+    if (len >= 40 && p[0] >> 4 == 6 && 40u + p3_get_be16(p + 4) == len)
         return 41;
     return -P3R_DP_BAD_INNER;
 }
@@ -321,7 +222,7 @@ static void seal_write_frame(const struct seal_job *job)
         put_rotated(ct, frame_len, rot, inner_len + done, src, chunk);
         done += chunk;
     }
-    put16(trailer, (uint16_t)pad_len);
+    p3_put_be16(trailer, (uint16_t)pad_len);
     trailer[2] = job->next_header;
     put_rotated(ct, frame_len, rot, frame_len - 3, trailer, 3);
     put_rotated(ct, frame_len, rot, 0, pkt->in_buf, inner_len);
@@ -355,6 +256,11 @@ static int seal_prepare(p3dp_ctx *ctx, p3dp_pkt *pkt, uint32_t flags, struct p3_
 
     if (!peer)
         return -P3R_DP_NO_ROUTE;
+    /* The destination goes into the descriptor: the caller sends the packet
+     * without looking the peer up again. */
+    pkt->family = peer->cfg.family;
+    pkt->port = peer->cfg.remote_port;
+    memcpy(pkt->addr, peer->cfg.remote_addr, sizeof(pkt->addr));
     if ((!pkt->in_buf && inner_len) || overlaps(pkt->in_buf, inner_len, pkt->out_buf, pkt->out_cap))
         return -P3R_DP_BAD_ARGUMENT;
     sa = current_outbound(peer, retired, nretired);
@@ -385,8 +291,8 @@ static int seal_prepare(p3dp_ctx *ctx, p3dp_pkt *pkt, uint32_t flags, struct p3_
 
     p3 = pkt->out_buf + outer;
     p3[0] = 1; p3[1] = 0; p3[2] = 0; p3[3] = 0;   /* Flags: version 1, reserved zero */
-    p3dp_put_be32(p3 + 4, sa->p3_id);
-    p3dp_put_be64(p3 + 8, seq);
+    p3_put_be32(p3 + 4, sa->p3_id);
+    p3_put_be64(p3 + 8, seq);
     ct = p3 + P3DP_P3_HEADER_BYTES;
     rot = p3dp_rotation(sa, seq, frame_len);
 
@@ -499,8 +405,8 @@ static void rerun_on_fallback(p3dp_ctx *ctx, struct p3_crypto_op *op, int sealin
         return;
     }
     if (engine_rc == -P3R_DP_AUTH_FAILED)
-        fault = P3_FAULT_CORRUPT;
-    p3dp_engine_fault(ctx, fault ? fault : P3_FAULT_ERROR);
+        fault = P3DP_FAULT_CORRUPT;
+    p3dp_engine_fault(ctx, fault ? fault : P3DP_FAULT_ERROR);
 }
 
 static int engine_failed_op(const struct p3_crypto_op *op, int sealing)
@@ -642,9 +548,18 @@ static int open_prepare(p3dp_ctx *ctx, p3dp_pkt *pkt, uint32_t flags, struct p3_
     if (!pkt->in_buf || overlaps(pkt->in_buf, pkt->in_len, pkt->out_buf, pkt->out_cap))
         return -P3R_DP_BAD_ARGUMENT;
     if (flags & P3DP_IN_IP) {
-        rc = parse_outer(pkt, &p3, &p3_len, &dst_addr, &dst_port);
+        struct p3dp_outer o;
+        rc = p3dp_parse_outer(pkt->in_buf, pkt->in_len, 1, &o);
         if (rc)
             return rc;
+        pkt->family = (uint8_t)o.family;
+        memset(pkt->addr, 0, sizeof(pkt->addr));
+        memcpy(pkt->addr, o.src, o.family == 6 ? 16 : 4);
+        pkt->port = o.src_port;
+        dst_addr = o.dst;
+        dst_port = o.dst_port;
+        p3 = o.payload;
+        p3_len = o.payload_len;
     } else {
         if (pkt->family != 4 && pkt->family != 6)
             return -P3R_DP_BAD_ARGUMENT;
@@ -680,7 +595,7 @@ static int open_prepare(p3dp_ctx *ctx, p3dp_pkt *pkt, uint32_t flags, struct p3_
             continue;
         if (p3dp_hp_mask(keys[k], p3 + P3DP_P3_HEADER_BYTES, mask))
             return -P3R_DP_CRYPTO_ENGINE;
-        p3_id = p3dp_get_be32(p3 + 4) ^ p3dp_get_be32(mask);
+        p3_id = p3_get_be32(p3 + 4) ^ p3_get_be32(mask);
         sa = p3dp_find_inbound_sa(ctx, p3_id);
         if (sa && sa->peer_id != peer->cfg.peer_id)
             sa = NULL;
@@ -688,7 +603,7 @@ static int open_prepare(p3dp_ctx *ctx, p3dp_pkt *pkt, uint32_t flags, struct p3_
     if (!sa)
         return -P3R_DP_UNKNOWN_ID;
     pkt->peer = peer->cfg.peer_id;
-    seq = p3dp_get_be64(p3 + 8) ^ p3dp_get_be64(mask + 4);
+    seq = p3_get_be64(p3 + 8) ^ p3_get_be64(mask + 4);
     pkt->p3_id = p3_id;
     pkt->seq = seq;
     rc = p3dp_replay_check(&sa->replay, seq);
@@ -704,8 +619,8 @@ static int open_prepare(p3dp_ctx *ctx, p3dp_pkt *pkt, uint32_t flags, struct p3_
     rot = p3dp_rotation(sa, seq, frame_len);
 
     memcpy(op->aad, p3, 4);
-    p3dp_put_be32(op->aad + 4, p3_id);
-    p3dp_put_be64(op->aad + 8, seq);
+    p3_put_be32(op->aad + 4, p3_id);
+    p3_put_be64(op->aad + 8, seq);
     op->sa = ctx->on_fallback ? sa->crypto_fb : sa->crypto;
     op->seq = seq;
     op->tag = (uint8_t *)(uintptr_t)(p3 + P3DP_P3_HEADER_BYTES + frame_len);   /* read only */
@@ -749,7 +664,7 @@ static int open_finish(p3dp_ctx *ctx, struct p3_crypto_op *op)
     if (!rc)
         rc = p3dp_replay_update(&sa->replay, op->seq);   /* only after authentication */
     if (!rc) {
-        pad_len = get16(frame + frame_len - 3);
+        pad_len = p3_get_be16(frame + frame_len - 3);
         next_header = frame[frame_len - 1];
         if (pad_len > frame_len - 3) {
             rc = -P3R_DP_BAD_INNER;

@@ -222,7 +222,7 @@ p3dp_worker *p3dp_worker_new_lanes(const p3dp_worker_lanes *lanes, const p3dp_ro
     if (dpdk) {
         struct p3_io lan[P3DP_MAX_WORKERS], wan[P3DP_MAX_WORKERS];
         w->txq = calloc(TXQ_SLOTS, sizeof(struct txq_slot));
-        rc = w->txq ? p3_dpdk_ports_load(cfg, w->nlanes, lan, wan) : -P3R_DP_TABLE_FULL;
+        rc = w->txq ? l0->ctx->backends->dpdk_ports_load(cfg, w->nlanes, lan, wan) : -P3R_DP_TABLE_FULL;
         if (rc != 0) {
             p3dp_worker_free(w);
             fail(err, rc);
@@ -491,7 +491,7 @@ static void lan_to_wan(struct lane *l)
             l->stats.no_route_drops++;
             continue;
         }
-        unsigned owner = peer % w->nlanes;
+        unsigned owner = p3dp_lane_of(peer, w->nlanes);
         if (owner != l->index) {
             struct p3_iobuf b = l->lan_in[i];
             memcpy(b.addr, &peer, sizeof(peer));   /* the route's answer travels with it */
@@ -526,16 +526,13 @@ static void lan_to_wan(struct lane *l)
     for (size_t i = 0; i < m; i++) {
         if (l->pkts[i].status != 0)
             continue;
-        const struct p3dp_peer *peer = p3dp_find_peer(l->ctx, l->pkts[i].peer);
-        if (!peer)
-            continue;
         struct p3_iobuf *b = &l->send[k++];
         *b = ob[i];
         ob[i].handle = NULL;          /* now the send list's */
         b->len = l->pkts[i].out_len;
-        b->family = peer->cfg.family;
-        b->port = peer->cfg.remote_port;
-        memcpy(b->addr, peer->cfg.remote_addr, 16);
+        b->family = l->pkts[i].family;    /* the seal wrote the destination */
+        b->port = l->pkts[i].port;
+        memcpy(b->addr, l->pkts[i].addr, 16);
     }
     transmit(l, out, ob, m, k, &l->stats.wan_tx_packets);
     if (l->flows && k < m)
@@ -552,35 +549,14 @@ static void lan_to_wan(struct lane *l)
  * every lane is parked, so reading another lane's peer table is safe. */
 static unsigned wan_owner(const struct lane *l, const struct p3_iobuf *b)
 {
-    const uint8_t *p = b->data;
-    uint32_t len = b->len, hl;
-    int family;
-    uint8_t proto, addr[16];
-    uint16_t port = 0;
+    struct p3dp_outer o;
+    uint8_t addr[16];
+    if (p3dp_parse_outer(b->data, b->len, 0, &o) != 0 || o.ike)
+        return l->index;                 /* not ours to place, or IKE behind the non-ESP marker */
+    int family = o.family;
+    uint16_t port = o.src_port;
     memset(addr, 0, sizeof(addr));
-    if (len >= 20 && p[0] >> 4 == 4) {
-        family = 4;
-        hl = (uint32_t)(p[0] & 15) * 4;
-        proto = p[9];
-        memcpy(addr, p + 12, 4);
-    } else if (len >= 40 && p[0] >> 4 == 6) {
-        family = 6;
-        hl = 40;
-        proto = p[6];
-        memcpy(addr, p + 8, 16);
-    } else {
-        return l->index;
-    }
-    if (proto == 17) {
-        if (len < hl + 12)
-            return l->index;
-        const uint8_t *u = p + hl;
-        if (!(u[8] | u[9] | u[10] | u[11]))
-            return l->index;             /* IKE behind the non-ESP marker */
-        port = (uint16_t)(u[0] << 8 | u[1]);
-    } else if (proto != 50) {
-        return l->index;
-    }
+    memcpy(addr, o.src, family == 6 ? 16 : 4);
     for (unsigned k = 0; k < l->w->nlanes; k++) {
         unsigned j = (l->index + k) % l->w->nlanes;
         if (p3dp_find_peer_by_addr(l->w->lanes[j].ctx, family, addr, port))

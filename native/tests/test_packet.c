@@ -341,10 +341,35 @@ static void test_cover_traffic_without_payload_and_overlap_refused(void)
     pair_free(&p);
 }
 
+static void test_seal_names_the_destination_in_the_descriptor(void)
+{
+    /* The worker sends a sealed packet to the address the seal wrote into
+     * its descriptor; it does not look the peer up a second time. */
+    for (int family = 4; family <= 6; family += 2) {
+        struct pair p = pair_new(P3DP_AES_128_GCM, family, P3DP_ENCAP_UDP);
+        p3dp_peer_config c;
+        p3dp_pkt pkt;
+        peer_cfg(&c, 7, family, P3DP_ENCAP_UDP, 1);
+        memset(&pkt, 0, sizeof(pkt));
+        make_inner(inner, 100, family, 3);
+        pkt.in_buf = inner;
+        pkt.in_len = 100;
+        pkt.out_buf = wire;
+        pkt.out_cap = sizeof(wire);
+        pkt.peer = 7;
+        CHECK_EQ(p3dp_seal_burst(p.a, &pkt, 1, 0), 1);
+        CHECK_EQ(pkt.family, family);
+        CHECK_EQ(pkt.port, P3DP_UDP_PORT);
+        CHECK(memcmp(pkt.addr, c.remote_addr, 16) == 0);
+        pair_free(&p);
+    }
+}
+
 NTEST_MAIN(NTEST(test_cover_traffic_without_payload_and_overlap_refused),
            NTEST(test_round_trip_every_cipher_family_and_size),
            NTEST(test_any_flipped_bit_is_rejected_and_counted),
            NTEST(test_replay_too_old_and_far_future),
            NTEST(test_rekey_switch_and_old_sa_until_removed),
            NTEST(test_fuzz_open_burst_only_counts_drops),
-           NTEST(test_sealed_length_depends_only_on_bucket))
+           NTEST(test_sealed_length_depends_only_on_bucket),
+           NTEST(test_seal_names_the_destination_in_the_descriptor))

@@ -43,7 +43,7 @@ PMD_INFO_MARKER = b"PMD_INFO_STRING= "
 WANTED_PMDS = {
     "net_af_packet": "io = dpdk on a veth/NIC via AF_PACKET (--vdev=net_af_packet0,iface=IF; "
                      "DPDK e2e test, testbed DPDK sites)",
-    "net_ring": "ring ports (benchmark): p3hw bench dpdk, rte_eth_from_rings (libp3dpdk.so links it)",
+    "net_ring": "ring ports (benchmark): p3hw bench dpdk, rte_eth_from_rings (the test library libp3dpdk_test.so links it)",
     "net_tap": "io = dpdk on a kernel TAP device (--vdev=net_tap0,iface=NAME): no NIC needed",
     "net_memif": "io = dpdk over shared-memory packet interfaces to another DPDK/VPP process (--vdev=net_memif0)",
     "crypto_openssl": "crypto_engine = cryptodev: the default dpdk_eal_args' device (--vdev=crypto_openssl0)",
@@ -387,7 +387,7 @@ def compiled_out() -> list[dict[str, str]]:
     """Every feature this build of p3hw lacks because a build dependency was missing: name, needed by, and
     what to install. `make test` asserts the list is empty (tests/unit/test_doctor.py), so a missing
     install step in packaging/bootstrap.sh fails one named test instead of a dozen obscure ones."""
-    from p3hw.backends import pkcs11_engine
+    from p3hw.backends.pkcs11 import engine as pkcs11_engine
 
     found: list[dict[str, str]] = []
     if extension_path() is not None:

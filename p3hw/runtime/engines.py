@@ -6,8 +6,8 @@ self-tests (``p3hw/fips.py``) for the scratch dataplanes that test the same engi
 
 from __future__ import annotations
 
+from p3hw.backends.pkcs11.engine import start_engine
 from p3hw.backends.pkcs11.token import read_pin
-from p3hw.backends.pkcs11_engine import start_engine
 from p3hw.config import LocalHost
 from p3hw.dataplane import Dataplane, EngineParams
 

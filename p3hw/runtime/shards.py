@@ -35,7 +35,7 @@ class ShardedDataplane:
         self.shards = list(shards)
 
     def shard(self, peer_id: int) -> Dataplane:
-        return self.shards[peer_id % len(self.shards)]
+        return self.shards[Dataplane.lane_of(peer_id, len(self.shards))]
 
     # -- the whole gateway
     def set_local_address(self, addr: str) -> None:
@@ -108,7 +108,7 @@ class ShardedDataplane:
         results: list[Sealed | None] = [None] * len(items)
         by_shard: dict[int, list[int]] = {}
         for i, (peer_id, _) in enumerate(items):
-            by_shard.setdefault(peer_id % len(self.shards), []).append(i)
+            by_shard.setdefault(Dataplane.lane_of(peer_id, len(self.shards)), []).append(i)
         for index, positions in by_shard.items():
             sealed = self.shards[index].seal([items[i] for i in positions], with_ip=with_ip, dummy=dummy)
             for i, s in zip(positions, sealed, strict=True):
@@ -123,7 +123,7 @@ class ShardedFlows:
         self.shards = list(shards)
 
     def shard(self, peer_id: int) -> FlowTable:
-        return self.shards[peer_id % len(self.shards)]
+        return self.shards[Dataplane.lane_of(peer_id, len(self.shards))]
 
     def forget(self, peer: int) -> int:
         return self.shard(peer).forget(peer)

@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from p3hw.crypto.keys import CONTROL_KEY_BYTES
 from p3hw.reasons import P3Error
+from p3hw.wire.checksum import internet_checksum
 
 CONTROL_VERSION = 1
 #: Largest plaintext control message; a KEY_ARRAY is chunked to stay below it
@@ -402,19 +403,6 @@ class ControlOpener:
 # --- predefined IP + TCP headers (spec §2.1.3) -------------------------------------
 
 
-def _ones_complement_sum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\x00"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return total
-
-
-def _checksum(data: bytes) -> int:
-    return ~_ones_complement_sum(data) & 0xFFFF
-
-
 def _tcp_header(src: bytes, dst: bytes, payload: bytes) -> bytes:
     # Static fields: ports 5653, seq 1, ack 1, data offset 5, PSH|ACK, window
     # 65535. The checksum is real so the packet is an ordinary TCP segment.
@@ -424,7 +412,7 @@ def _tcp_header(src: bytes, dst: bytes, payload: bytes) -> bytes:
         pseudo = src + dst + struct.pack("!BBH", 0, _IP_PROTO_TCP, length)
     else:
         pseudo = src + dst + struct.pack("!I3xB", length, _IP_PROTO_TCP)
-    checksum = _checksum(pseudo + header + payload)
+    checksum = internet_checksum(pseudo + header + payload)
     return header[:16] + struct.pack("!H", checksum) + header[18:]
 
 
@@ -438,7 +426,7 @@ def wrap_packet(sealed: bytes, src: str, dst: str) -> bytes:
     if src_addr.version == 4:
         total = 20 + len(tcp) + len(sealed)
         ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, total, 0, 0x4000, 64, _IP_PROTO_TCP, 0, src_addr.packed, dst_addr.packed)
-        ip = ip[:10] + struct.pack("!H", _checksum(ip)) + ip[12:]
+        ip = ip[:10] + struct.pack("!H", internet_checksum(ip)) + ip[12:]
     else:
         ip = struct.pack("!IHBB16s16s", 6 << 28, len(tcp) + len(sealed), _IP_PROTO_TCP, 64, src_addr.packed, dst_addr.packed)
     return ip + tcp + sealed

@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESCCM, AESGCM
 
 from p3hw.crypto.keys import SaKeys
 from p3hw.reasons import P3Error
+from p3hw.wire.checksum import internet_checksum
 
 VERSION = 1
 FLAGS = bytes([VERSION, 0, 0, 0])
@@ -248,15 +249,6 @@ def open_packet(sas: Mapping[int, SaKeys], hp_keys: Sequence[bytes], p3: bytes) 
 
 # ------------------------------------------------------------ outer headers
 
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
 def outer_packet(p3: bytes, src: bytes, dst: bytes, udp_ports: tuple[int, int] | None) -> bytes:
     """IPv4/IPv6 (4- or 16-octet addresses) + optional UDP header + P3 bytes, as the dataplane writes them."""
     payload = p3
@@ -267,12 +259,12 @@ def outer_packet(p3: bytes, src: bytes, dst: bytes, udp_ports: tuple[int, int] |
         udp = struct.pack("!HHHH", udp_ports[0], udp_ports[1], length, 0)
         if len(src) == 16:
             pseudo = src + dst + struct.pack("!IxxxB", length, 17)
-            csum = _checksum(pseudo + udp + p3) or 0xFFFF
+            csum = internet_checksum(pseudo + udp + p3) or 0xFFFF
             udp = udp[:6] + struct.pack("!H", csum)
         payload = udp + p3
     if len(src) == 4:
         header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), 0, 0x4000, 64, proto, 0, src, dst)
-        header = header[:10] + struct.pack("!H", _checksum(header)) + header[12:]
+        header = header[:10] + struct.pack("!H", internet_checksum(header)) + header[12:]
         return header + payload
     return struct.pack("!IHBB16s16s", 0x60000000, len(payload), proto, 64, src, dst) + payload
 
@@ -282,7 +274,7 @@ def parse_outer(packet: bytes) -> tuple[bytes, int, bytes]:
     if len(packet) >= 20 and packet[0] >> 4 == 4:
         ihl = (packet[0] & 15) * 4
         total, proto, src = struct.unpack("!H", packet[2:4])[0], packet[9], packet[12:16]
-        if ihl < 20 or total > len(packet) or _checksum(packet[:ihl]) != 0:
+        if ihl < 20 or total > len(packet) or internet_checksum(packet[:ihl]) != 0:
             raise P3Error("DP_BAD_HEADER", "bad IPv4 header")
         body = packet[ihl:total]
     elif len(packet) >= 40 and packet[0] >> 4 == 6:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from p3hw.constants import DEFAULT_PORT, NON_ESP_MARKER
 from p3hw.reasons import P3Error
+from p3hw.wire.checksum import internet_checksum
 
 PCAP_MAGIC = 0xA1B2C3D4
 LINKTYPE_RAW = 101  # raw IPv4 / IPv6, version taken from the first nibble
@@ -38,15 +39,6 @@ def ike_datagram(time_s: float, src: tuple[str, int], dst: tuple[str, int], ike_
     return CapturedDatagram(time_s, src, dst, NON_ESP_MARKER + ike_message)
 
 
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\x00"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
 def udp_packet(src: tuple[str, int], dst: tuple[str, int], payload: bytes) -> bytes:
     """An IPv4 or IPv6 + UDP packet with correct lengths and checksums."""
     try:
@@ -63,12 +55,12 @@ def udp_packet(src: tuple[str, int], dst: tuple[str, int], payload: bytes) -> by
     else:
         pseudo = src_ip.packed + dst_ip.packed + struct.pack("!IxxxB", udp_length, IP_PROTO_UDP)
     udp = struct.pack("!HHHH", src[1], dst[1], udp_length, 0) + payload
-    checksum = _checksum(pseudo + udp) or 0xFFFF
+    checksum = internet_checksum(pseudo + udp) or 0xFFFF
     udp = udp[:6] + struct.pack("!H", checksum) + udp[8:]
     if src_ip.version == 4:
         header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + udp_length, 0, 0x4000, 64, IP_PROTO_UDP, 0,
                              src_ip.packed, dst_ip.packed)
-        header = header[:10] + struct.pack("!H", _checksum(header)) + header[12:]
+        header = header[:10] + struct.pack("!H", internet_checksum(header)) + header[12:]
     else:
         header = struct.pack("!IHBB16s16s", 6 << 28, udp_length, IP_PROTO_UDP, 64, src_ip.packed, dst_ip.packed)
     return header + udp

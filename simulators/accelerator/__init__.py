@@ -1,10 +1,12 @@
 """The accelerator simulator: a software crypto device for the lookaside engine path.
 
-The device and its driver are C (backends/accel/accel.c, compiled into the
-dataplane extension): descriptor rings in a shared-memory region served by
-the device's own thread, with a per-op latency, a throughput cap and
-injected faults — error completions, timeouts, corrupted output, the device
-gone. This package is the Python side tests and the benchmark use:
+The device is C, compiled into the dataplane extension: the lookaside
+driver (native/src/lookaside.c) — descriptor rings in a shared-memory region
+served by the device's own thread, with a per-op latency, a throughput cap
+and injected faults (error completions, timeouts, corrupted output, the
+device gone) — with OpenSSL as the simulated device's crypto
+(simulators/accelerator/accel.c). This package is the Python side tests and
+the benchmark use:
 
 * :func:`site_pair` — two dataplane contexts (A seals to B) on any engine,
   with the same keys, so outputs can be compared byte for byte;

@@ -526,3 +526,17 @@ def test_two_workers_each_seal_and_open_their_own_peers_and_hand_the_rest_over_i
     assert out["handoffs"] == 2 * 150 + 2 * 150 and out["handoff_drops"] == 0, out
     assert out["sealed_per_worker"] == [300, 300], out
     assert out["ike_from_worker_1"], out
+
+
+def test_the_product_dpdk_library_carries_no_test_ports() -> None:
+    """The ring ports and traffic thread are a test library of their own; the gateway's libp3dpdk.so has none."""
+    from p3hw.backends.pkcs11.elf import read_elf
+    from p3hw.simulators.ringports import DPDK_TEST_LIBRARY
+
+    if not os.path.exists(DPDK_LIBRARY) or not os.path.exists(DPDK_TEST_LIBRARY):
+        pytest.skip("the DPDK libraries are not built (make -C native dpdk)")
+    product = read_elf(DPDK_LIBRARY)
+    test_only = read_elf(DPDK_TEST_LIBRARY)
+    assert {"p3_cryptodev_open", "p3_dpdk_ports_open"} <= set(product.exports)
+    assert not [name for name in product.exports if "bench" in name or "test" in name or "ring_" in name]
+    assert {"p3_dpdk_bench_ports", "p3_dpdk_ring_put", "p3_dpdk_test_port_up"} <= set(test_only.exports)

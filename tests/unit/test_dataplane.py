@@ -16,6 +16,7 @@ from p3hw.crypto.keys import CIPHERS, SaKeys
 from p3hw.dataplane import Dataplane, PeerConfig
 from p3hw.reasons import P3Error
 from p3hw.wire import packet as ref
+from p3hw.wire.checksum import internet_checksum
 
 ALL_CIPHERS = sorted(CIPHERS)
 OUTER = {4: ("192.0.2.1", "198.51.100.2"), 6: ("2001:db8::1", "2001:db8::2")}
@@ -168,7 +169,7 @@ def test_outer_ipv4_header_has_valid_checksum_and_protocol() -> None:
         link = make_link(encap=encap)
         packet = link.seal([ip_packet(4, 100)])[0]
         assert packet[9] == proto
-        assert ref._checksum(packet[:20]) == 0
+        assert internet_checksum(packet[:20]) == 0
         src, port, p3 = ref.parse_outer(packet)
         assert src == ipaddress.ip_address(OUTER[4][0]).packed
         assert port == (5653 if encap == "udp" else 0)
@@ -324,3 +325,13 @@ def test_any_flipped_bit_of_a_whole_ipv4_packet_is_rejected(encap: str) -> None:
     assert counters.opened_packets == 0
     assert counters.drops["DP_BAD_HEADER"] >= 20 * 8 - 1
     assert link.b.open([packet])[0].status == "OK"
+
+
+def test_each_peer_belongs_to_one_worker_by_the_native_rule() -> None:
+    # p3dp_lane_of: the rule the worker hands packets over by, and the shards place SAs by.
+    assert [Dataplane.lane_of(peer, 3) for peer in range(7)] == [0, 1, 2, 0, 1, 2, 0]
+    assert Dataplane.lane_of(12345, 1) == 0
+    assert Dataplane.lane_of(9, 0) == 0
+    with pytest.raises(P3Error) as err:
+        Dataplane.lane_of(-1, 2)
+    assert err.value.reason.name == "DP_BAD_ARGUMENT"

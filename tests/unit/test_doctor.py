@@ -262,7 +262,7 @@ def test_this_build_left_no_backend_out() -> None:
     assert built["ok"] is True
 
 
-PKCS11_ENGINE_C = Path(__file__).resolve().parents[2] / "backends" / "pkcs11_engine" / "pkcs11_engine.c"
+PKCS11_ENGINE_C = Path(__file__).resolve().parents[2] / "backends" / "pkcs11" / "pkcs11_engine.c"
 
 
 def _compile_engine(tmp_path: Path, header: str, *flags: str) -> subprocess.CompletedProcess[str]:

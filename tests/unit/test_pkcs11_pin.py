@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from p3hw.backends.pkcs11 import pinguard
-from p3hw.backends.pkcs11_engine import start_engine
+from p3hw.backends.pkcs11.engine import start_engine
 from p3hw.config import parse_config
 from p3hw.crypto.keygen import PolicyKeySource, open_hardware_source
 from p3hw.dataplane import Dataplane, EngineParams

@@ -258,7 +258,7 @@ static uint16_t refuse(struct cdev_engine *e, struct p3_crypto_op **ops, uint16_
     uint16_t k = 0;
     while (k < n && e->nrefused < REFUSED_MAX) {
         ops[k]->status = -P3R_ACCEL_FAULT;
-        ops[k]->fault = e->stale ? P3_FAULT_TIMEOUT : P3_FAULT_GONE;
+        ops[k]->fault = e->stale ? P3DP_FAULT_TIMEOUT : P3DP_FAULT_GONE;
         e->refused[e->nrefused++] = ops[k++];
     }
     return k;
@@ -321,7 +321,7 @@ static void complete(struct rte_crypto_op *cop, struct p3_crypto_op *op)
         break;
     default:
         op->status = -P3R_ACCEL_FAULT;
-        op->fault = P3_FAULT_ERROR;
+        op->fault = P3DP_FAULT_ERROR;
         break;
     }
 }
@@ -365,7 +365,7 @@ static uint16_t cdev_dequeue(void *engine, struct p3_crypto_op **ops, uint16_t n
         while (out < n && e->inflight) {
             struct p3_crypto_op *op = e->pending[e->head++ % MAX_INFLIGHT].op;
             op->status = -P3R_ACCEL_FAULT;
-            op->fault = P3_FAULT_TIMEOUT;
+            op->fault = P3DP_FAULT_TIMEOUT;
             ops[out++] = op;
             e->inflight--;
             e->stale++;

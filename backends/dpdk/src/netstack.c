@@ -11,6 +11,7 @@
  * lookup stops at the first free slot (a WAN port has one or two entries).
  */
 #include "netstack.h"
+#include "bytes.h"
 
 #include <stdbool.h>
 #include <string.h>
@@ -45,39 +46,11 @@ struct rx {
     uint32_t *reply_len;
 };
 
-static uint16_t get16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
-
-static void put16(uint8_t *p, uint16_t v)
-{
-    p[0] = (uint8_t)(v >> 8);
-    p[1] = (uint8_t)v;
-}
-
-static uint32_t get32(const uint8_t *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
-
-/* The Internet checksum (RFC 1071): sum16 accumulates, fold finishes. */
-static uint32_t sum16(uint32_t sum, const uint8_t *p, uint32_t n)
-{
-    for (; n > 1; p += 2, n -= 2)
-        sum += get16(p);
-    if (n)
-        sum += (uint32_t)p[0] << 8;
-    return sum;
-}
-
-static uint16_t fold(uint32_t sum)
-{
-    while (sum >> 16)
-        sum = (sum & 0xffff) + (sum >> 16);
-    return (uint16_t)~sum;
-}
-
-/* ICMPv6 checksum over the pseudo-header of RFC 8200 §8.1; 0 when a received one is valid. */
+/* ICMPv6 checksum over the pseudo-header of RFC 8200 §8.1 (bytes.h, memory order); 0 when a
+ * received one is valid. */
 static uint16_t icmp6_checksum(const uint8_t src[16], const uint8_t dst[16], const uint8_t *icmp, uint32_t n)
 {
-    uint32_t sum = sum16(sum16(0, src, 16), dst, 16);
-    sum += (n >> 16) + (n & 0xffff) + PROTO_ICMPV6;
-    return fold(sum16(sum, icmp, n));
+    return p3_csum_fold(p3_csum_add(p3_csum_pseudo(6, src, dst, PROTO_ICMPV6, n), icmp, n));
 }
 
 static unsigned addr_len(const struct p3ns_port *port) { return port->family == 4 ? 4 : 16; }
@@ -135,7 +108,7 @@ void p3ns_eth_header(uint8_t *frame, const uint8_t dst[6], const uint8_t src[6],
 {
     memcpy(frame, dst, 6);
     memcpy(frame + 6, src, 6);
-    put16(frame + 12, ethertype);
+    p3_put_be16(frame + 12, ethertype);
 }
 
 /* ---- neighbour table ---- */
@@ -222,7 +195,7 @@ static void put_ip6_header(uint8_t *ip, const uint8_t src[16], const uint8_t dst
 {
     memset(ip, 0, 4);
     ip[0] = 0x60;
-    put16(ip + 4, payload_len);
+    p3_put_be16(ip + 4, payload_len);
     ip[6] = PROTO_ICMPV6;
     ip[7] = hop_limit;
     memcpy(ip + 8, src, 16);
@@ -235,11 +208,11 @@ static uint32_t write_arp(const struct p3ns_port *port, uint8_t *out, const uint
 {
     uint8_t *a = out + P3NS_ETH_HLEN;
     p3ns_eth_header(out, eth_dst, port->mac, P3NS_ETHERTYPE_ARP);
-    put16(a, 1);                            /* hardware: Ethernet */
-    put16(a + 2, P3NS_ETHERTYPE_IPV4);
+    p3_put_be16(a, 1);                            /* hardware: Ethernet */
+    p3_put_be16(a + 2, P3NS_ETHERTYPE_IPV4);
     a[4] = 6;
     a[5] = 4;
-    put16(a + 6, op);
+    p3_put_be16(a + 6, op);
     memcpy(a + 8, port->mac, 6);
     memcpy(a + 14, port->addr, 4);
     memcpy(a + 18, tha, 6);
@@ -262,7 +235,7 @@ static uint32_t write_nd(const struct p3ns_port *port, uint8_t *out, const uint8
     icmp[ND_LEN] = type == ND_SOLICIT ? ND_OPT_SOURCE_LLA : ND_OPT_TARGET_LLA;
     icmp[ND_LEN + 1] = 1;                   /* length in units of 8 octets */
     memcpy(icmp + ND_LEN + 2, port->mac, 6);
-    put16(icmp + 2, icmp6_checksum(ip + 8, ip + 24, icmp, ND_MSG_LEN));
+    p3_csum_store(icmp + 2, icmp6_checksum(ip + 8, ip + 24, icmp, ND_MSG_LEN));
     return P3NS_ETH_HLEN + IP6_HLEN + ND_MSG_LEN;
 }
 
@@ -274,9 +247,9 @@ static enum p3ns_verdict arp_input(struct rx *rx)
     const uint8_t *a = rx->frame + P3NS_ETH_HLEN;
     if (port->family != 4 || rx->len < P3NS_ETH_HLEN + ARP_LEN)
         return P3NS_DROP;
-    if (get16(a) != 1 || get16(a + 2) != P3NS_ETHERTYPE_IPV4 || a[4] != 6 || a[5] != 4)
+    if (p3_get_be16(a) != 1 || p3_get_be16(a + 2) != P3NS_ETHERTYPE_IPV4 || a[4] != 6 || a[5] != 4)
         return P3NS_DROP;
-    uint16_t op = get16(a + 6);
+    uint16_t op = p3_get_be16(a + 6);
     const uint8_t *sha = a + 8, *spa = a + 14, *tpa = a + 24;
     bool for_us = is_ours(port, tpa);
     if (op != ARP_REQUEST && op != ARP_REPLY)
@@ -305,7 +278,7 @@ static enum p3ns_verdict echo4_reply(struct rx *rx, const uint8_t *ip, uint32_t 
     const uint8_t *icmp = ip + ihl;
     uint32_t n = total - ihl;
     /* RFC 792: checksum over the whole message; no reply to a group or unset source (RFC 1122 §3.2.2.6). */
-    if (icmp[1] != 0 || fold(sum16(0, icmp, n)) != 0 || ip[12] >= 224 || is_zero(ip + 12, 4))
+    if (icmp[1] != 0 || p3_csum_fold(p3_csum_add(0, icmp, n)) != 0 || ip[12] >= 224 || is_zero(ip + 12, 4))
         return P3NS_DROP;
     uint8_t *out = reply_room(rx, P3NS_ETH_HLEN + IP4_HLEN + n);
     if (!out)
@@ -316,17 +289,17 @@ static enum p3ns_verdict echo4_reply(struct rx *rx, const uint8_t *ip, uint32_t 
     memset(rip, 0, IP4_HLEN);
     rip[0] = 0x45;
     rip[1] = ip[1];
-    put16(rip + 2, (uint16_t)(IP4_HLEN + n));
+    p3_put_be16(rip + 2, (uint16_t)(IP4_HLEN + n));
     memcpy(rip + 4, ip + 4, 2);             /* identification */
     rip[8] = ECHO_TTL;
     rip[9] = PROTO_ICMP;
     memcpy(rip + 12, port->addr, 4);
     memcpy(rip + 16, ip + 12, 4);
-    put16(rip + 10, fold(sum16(0, rip, IP4_HLEN)));
+    p3_csum_store(rip + 10, p3_csum_fold(p3_csum_add(0, rip, IP4_HLEN)));
     memcpy(ricmp, icmp, n);
     ricmp[0] = ICMP_ECHO_REPLY;
-    put16(ricmp + 2, 0);
-    put16(ricmp + 2, fold(sum16(0, ricmp, n)));
+    p3_put_be16(ricmp + 2, 0);
+    p3_csum_store(ricmp + 2, p3_csum_fold(p3_csum_add(0, ricmp, n)));
     port->echo_replies++;
     return P3NS_REPLY;
 }
@@ -338,14 +311,14 @@ static enum p3ns_verdict ip4_input(struct rx *rx, uint32_t *l3_off, uint32_t *l3
     uint32_t avail = rx->len - P3NS_ETH_HLEN;
     if (port->family != 4 || avail < IP4_HLEN || ip[0] >> 4 != 4)
         return P3NS_DROP;
-    uint32_t ihl = (ip[0] & 0x0fu) * 4, total = get16(ip + 2);
-    if (ihl < IP4_HLEN || total < ihl || total > avail || fold(sum16(0, ip, ihl)) != 0)
+    uint32_t ihl = (ip[0] & 0x0fu) * 4, total = p3_get_be16(ip + 2);
+    if (ihl < IP4_HLEN || total < ihl || total > avail || p3_csum_fold(p3_csum_add(0, ip, ihl)) != 0)
         return P3NS_DROP;                   /* RFC 1812 §5.2.2 header validation */
     /* IP that came as a link-layer broadcast or multicast is not ours (RFC 1812 §5.3.4). */
     if (!rx->unicast)
         return P3NS_DROP;
     bool to_us = is_ours(port, ip + 16);
-    bool whole = (get16(ip + 6) & 0x3fff) == 0;     /* neither MF nor a fragment offset */
+    bool whole = (p3_get_be16(ip + 6) & 0x3fff) == 0;     /* neither MF nor a fragment offset */
     if (to_us && ip[9] == PROTO_ICMP && whole && total - ihl >= 8 && ip[ihl] == ICMP_ECHO_REQUEST)
         return echo4_reply(rx, ip, ihl, total);
     /* WAN: only our own address is the dataplane's. LAN: everything else
@@ -425,8 +398,8 @@ static enum p3ns_verdict echo6_reply(struct rx *rx, const uint8_t *ip, uint32_t 
     put_ip6_header(rip, port->addr, ip + 8, (uint16_t)n, ECHO_TTL);
     memcpy(ricmp, icmp, n);
     ricmp[0] = ICMPV6_ECHO_REPLY;
-    put16(ricmp + 2, 0);
-    put16(ricmp + 2, icmp6_checksum(rip + 8, rip + 24, ricmp, n));
+    p3_put_be16(ricmp + 2, 0);
+    p3_csum_store(ricmp + 2, icmp6_checksum(rip + 8, rip + 24, ricmp, n));
     port->echo_replies++;
     return P3NS_REPLY;
 }
@@ -438,7 +411,7 @@ static enum p3ns_verdict ip6_input(struct rx *rx, uint32_t *l3_off, uint32_t *l3
     uint32_t avail = rx->len - P3NS_ETH_HLEN;
     if (port->family != 6 || avail < IP6_HLEN || ip[0] >> 4 != 6)
         return P3NS_DROP;
-    uint32_t total = IP6_HLEN + get16(ip + 4);
+    uint32_t total = IP6_HLEN + p3_get_be16(ip + 4);
     if (total > avail)
         return P3NS_DROP;
     bool to_us = is_ours(port, ip + 24);
@@ -475,7 +448,7 @@ enum p3ns_verdict p3ns_input(struct p3ns_port *port, const uint8_t *frame, uint3
     if (len >= P3NS_ETH_HLEN && !(frame[6] & 1)) {
         rx.unicast = memcmp(frame, port->mac, 6) == 0;
         if (rx.unicast || (frame[0] & 1)) {
-            switch (get16(frame + 12)) {
+            switch (p3_get_be16(frame + 12)) {
             case P3NS_ETHERTYPE_ARP: v = arp_input(&rx); break;
             case P3NS_ETHERTYPE_IPV4: v = ip4_input(&rx, l3_off, l3_len); break;
             case P3NS_ETHERTYPE_IPV6: v = ip6_input(&rx, l3_off, l3_len); break;
@@ -507,9 +480,9 @@ static bool group_mac(const struct p3ns_port *port, const uint8_t *dst, uint8_t 
     bool subnet_broadcast = false;
     if (port->prefix_len < 31) {            /* /31 and /32 have no broadcast address (RFC 3021) */
         uint32_t host_mask = 0xffffffffu >> port->prefix_len;
-        subnet_broadcast = prefix_match(dst, port->addr, port->prefix_len) && (get32(dst) & host_mask) == host_mask;
+        subnet_broadcast = prefix_match(dst, port->addr, port->prefix_len) && (p3_get_be32(dst) & host_mask) == host_mask;
     }
-    if (get32(dst) != 0xffffffffu && !subnet_broadcast)
+    if (p3_get_be32(dst) != 0xffffffffu && !subnet_broadcast)
         return false;
     memcpy(mac, BROADCAST_MAC, 6);
     return true;

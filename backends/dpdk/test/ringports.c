@@ -2,7 +2,8 @@
  * ringports.c — ring-backed DPDK ports for the forwarding benchmark
  * (bench/dpdk_forward.py) and the in-process tests of the port backend
  * (tests/integration/test_dpdk_ring_ports.py), docs/dpdk.md. Not used by
- * the gateway.
+ * the gateway: built as its own test library, build/libp3dpdk_test.so,
+ * linked against libp3dpdk.so for the one EAL of the process.
  *
  * Two ethdev ports made from rings (rte_eth_from_rings): "p3b_lan" and
  * "p3b_wan". The gateway's worker polls them like any DPDK port; a traffic
@@ -36,6 +37,7 @@
 
 #include "eal.h"
 #include "p3dp.h"
+#include "ringports.h"
 
 enum { RING_SLOTS = 1024, FEED = 32, DRAIN = 64, MAX_TEMPLATES = 64, TEMPLATE_BYTES = 2048 };
 
@@ -62,13 +64,6 @@ static struct {
     uint8_t eth[14];
 } b = { .lan_port = -1, .wan_port = -1 };
 
-int p3_dpdk_bench_ports(const char *eal_args, unsigned nq);
-int p3_dpdk_bench_start(const uint8_t *frames, const uint32_t *lens, unsigned n, const uint8_t *wan_frame,
-                        uint32_t wan_len, int cpu);
-void p3_dpdk_bench_stop(uint64_t *fed, uint64_t *sunk, uint64_t *sunk_bytes);
-int p3_dpdk_bench_port(int wan, char *name, uint8_t *mac);
-uint64_t p3_dpdk_bench_ring_full(void);
-
 /* How often the traffic thread found the receive ring too full for a burst
  * (since the last start): non-zero means the worker, not the traffic
  * source, set the pace. */
@@ -76,13 +71,6 @@ uint64_t p3_dpdk_bench_ring_full(void)
 {
     return b.ring_full;
 }
-int p3_dpdk_bench_start_sealed(void *seal_fn, void *ctx, uint32_t peer, const uint8_t *frames, const uint32_t *lens,
-                               unsigned n, const uint8_t *eth, int cpu);
-int p3_dpdk_ring_put(int ring, unsigned q, const uint8_t *frame, uint32_t len);
-int p3_dpdk_ring_get(int ring, unsigned q, uint8_t *buf, uint32_t cap);
-int p3_dpdk_test_port_up(const char *name, uint8_t *mac);
-int p3_dpdk_test_send(int port, const uint8_t *frame, uint32_t len);
-int p3_dpdk_test_recv(int port, uint8_t *buf, uint32_t cap);
 
 /* Tests: a port the test side drives itself (the far end of a net_memif
  * pair, say), one queue each way. Its id, or -1. */

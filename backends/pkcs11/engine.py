@@ -1,4 +1,4 @@
-"""The PKCS#11 crypto engine (backends/pkcs11_engine/pkcs11_engine.c, docs/engines.md).
+"""The PKCS#11 crypto engine's Python side (its C: backends/pkcs11/pkcs11_engine.c, docs/engines.md).
 
 Its C is compiled into ``p3hw._dataplane``; the build fails when the PKCS#11
 header (Debian: libp11-kit-dev) is missing, unless it was told to go without

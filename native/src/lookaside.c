@@ -1,16 +1,16 @@
 /*
- * accel.c — the accelerator simulator: a software crypto device and its
- * driver, behind the lookaside engine vtable of p3_backend.h
- * (docs/engines.md).
+ * lookaside.c — the lookaside driver: turns a synchronous crypto core into
+ * an asynchronous engine behind the vtable of p3_backend.h (docs/engines.md).
  *
  * The device: one thread that serves a submission ring and writes a
  * completion ring, both in a MAP_SHARED region (what a PCI device would see
- * through DMA). It honours a per-op latency (doorbell to completion) and a
- * throughput cap, and takes injected faults: error completions, timeouts
- * (the device hangs on a descriptor until reset), corrupted output (a bit
- * flipped after the device computed its completion checksum — what a bad
- * DMA write looks like — or, for open, a bit flipped in the tag it read, so
- * authentication fails) and "device gone" (the present register reads 0).
+ * through DMA), and calls the core for each op. It honours a per-op latency
+ * (doorbell to completion) and a throughput cap, and takes injected faults:
+ * error completions, timeouts (the device hangs on a descriptor until
+ * reset), corrupted output (a bit flipped after the device computed its
+ * completion checksum — what a bad DMA write looks like — or, for open, a
+ * bit flipped in the tag it read, so authentication fails) and "device gone"
+ * (the present register reads 0).
  *
  * The driver (the vtable): enqueue writes descriptors and rings the
  * doorbell; dequeue returns completions in submission order, checks each
@@ -21,16 +21,17 @@
  * acknowledge at an op boundary, so after it nothing writes into the
  * packets' buffers any more.
  *
- * The PKCS#11 engine is this driver with a token as the crypto core: the
- * device thread calls C_Encrypt / C_Decrypt (backends/pkcs11_engine) instead
- * of OpenSSL, and session create / free put the key into the token and
- * destroy it there.
+ * Two cores use it: the PKCS#11 engine (backends/pkcs11/pkcs11_engine.c: the
+ * thread calls C_Encrypt / C_Decrypt, so the packet worker never blocks in
+ * the token) and the accelerator simulator (simulators/accelerator/accel.c:
+ * OpenSSL on the device's session). This file names neither.
  *
  * Threading: one host thread drives an engine instance (the ctx's owner);
  * the device thread touches an op's buffers only while that op is in flight.
  */
 #include "p3dp.h"
 #include "p3_backend.h"
+#include "bytes.h"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -50,9 +51,7 @@ enum { CPL_OK = 0, CPL_AUTH = 1, CPL_ERROR = 2 };
 struct p3_crypto_sa {
     uint32_t cipher;
     int direction;
-    EVP_CIPHER_CTX *cipher_ctx;   /* the simulated device's session: keyed once at install */
-    unsigned long token_key;      /* PKCS#11: the key object in the token */
-    int has_token_key;
+    void *key;                    /* the core's key: the device's session, keyed once at install */
     uint8_t salt[4];
 };
 
@@ -91,7 +90,8 @@ struct accel_pending {
 };
 
 struct accel_engine {
-    struct p3_p11 *token;         /* PKCS#11 engine: the token does the crypto; NULL: simulated */
+    const struct p3_lookaside_core *core;   /* what does the crypto */
+    void *core_state;
     struct accel_shared *sh;
     struct accel_desc *sq;        /* in the shared region */
     struct accel_cpl *cq;
@@ -172,65 +172,35 @@ static uint64_t op_checksum(const struct p3_crypto_op *op)
     return h;
 }
 
-static void put_be64(uint8_t *p, uint64_t v)
-{
-    for (int i = 7; i >= 0; i--) {
-        p[i] = (uint8_t)v;
-        v >>= 8;
-    }
-}
-
 /* ---- the device ---- */
 
-/* RFC 4106 AES-GCM on the device's session; tag_flip flips a bit of the tag
- * the device read (the corrupted-input fault). Returns CPL_*. */
+/* RFC 4106 AES-GCM through the core; tag_flip flips a bit of the tag the
+ * device read (the corrupted-input fault). Returns CPL_*. */
 static uint32_t device_gcm(struct accel_engine *e, struct p3_crypto_op *op, int tag_flip)
 {
-    EVP_CIPHER_CTX *c = op->sa->cipher_ctx;
-    uint8_t iv[12], tag[16], last[16];
-    int outl;
+    uint8_t iv[12];
+    int rc;
 
     if (op->sa->direction != op->op)
         return CPL_ERROR;
     memcpy(iv, op->sa->salt, 4);
-    put_be64(iv + 4, op->seq);
-    if (e->token) {
-        int rc = p3_p11_gcm(e->token, op->sa->token_key, iv, op, tag_flip);
-        return rc == 0 ? CPL_OK : rc == -P3R_DP_AUTH_FAILED ? CPL_AUTH : CPL_ERROR;
-    }
-    if (!EVP_CipherInit_ex(c, NULL, NULL, NULL, iv, -1))
-        return CPL_ERROR;
-    if (op->op == P3_CRYPTO_OPEN) {
-        memcpy(tag, op->tag, 16);
-        if (tag_flip)
-            tag[5] ^= 0x10;
-        if (!EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_SET_TAG, 16, tag))
-            return CPL_ERROR;
-    }
-    if (!EVP_CipherUpdate(c, NULL, &outl, op->aad, 16))
-        return CPL_ERROR;
-    for (unsigned i = 0; i < op->nseg; i++)
-        if (!EVP_CipherUpdate(c, op->seg[i].dst, &outl, op->seg[i].src, (int)op->seg[i].len))
-            return CPL_ERROR;
-    if (EVP_CipherFinal_ex(c, last, &outl) <= 0)
-        return op->op == P3_CRYPTO_OPEN ? CPL_AUTH : CPL_ERROR;
-    if (op->op == P3_CRYPTO_SEAL && !EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_GET_TAG, 16, op->tag))
-        return CPL_ERROR;
-    return CPL_OK;
+    p3_put_be64(iv + 4, op->seq);
+    rc = e->core->gcm(e->core_state, op->sa->key, iv, op, tag_flip);
+    return rc == 0 ? CPL_OK : rc == -P3R_DP_AUTH_FAILED ? CPL_AUTH : CPL_ERROR;
 }
 
 /* The fault the next op gets, consuming the injection register. */
 static uint32_t device_next_fault(struct accel_shared *sh)
 {
-    uint32_t kind = P3_FAULT_NONE;
+    uint32_t kind = P3DP_FAULT_NONE;
 
     if (!atomic_load_explicit(&sh->fault_armed, memory_order_acquire))
-        return P3_FAULT_NONE;
+        return P3DP_FAULT_NONE;
     pthread_mutex_lock(&sh->fault_lock);
     if (sh->fault_after) {
         sh->fault_after--;
-    } else if (sh->fault_kind == P3_FAULT_GONE) {
-        kind = P3_FAULT_GONE;
+    } else if (sh->fault_kind == P3DP_FAULT_GONE) {
+        kind = P3DP_FAULT_GONE;
     } else if (sh->fault_count) {
         kind = sh->fault_kind;
         if (--sh->fault_count == 0)
@@ -246,7 +216,7 @@ static int device_gone_armed(struct accel_shared *sh)
     if (!atomic_load_explicit(&sh->fault_armed, memory_order_acquire))
         return 0;
     pthread_mutex_lock(&sh->fault_lock);
-    gone = sh->fault_kind == P3_FAULT_GONE && sh->fault_after == 0;
+    gone = sh->fault_kind == P3DP_FAULT_GONE && sh->fault_after == 0;
     pthread_mutex_unlock(&sh->fault_lock);
     return gone;
 }
@@ -320,9 +290,9 @@ static void *device_main(void *arg)
         d = e->sq[e->dev_head & e->mask];
         op = d.op;
         fault = device_next_fault(sh);
-        if (fault == P3_FAULT_GONE)
+        if (fault == P3DP_FAULT_GONE)
             continue;                     /* seen at the top of the loop */
-        if (fault == P3_FAULT_TIMEOUT) {
+        if (fault == P3DP_FAULT_TIMEOUT) {
             e->hung = 1;                  /* never completes; the driver resets */
             continue;
         }
@@ -336,14 +306,14 @@ static void *device_main(void *arg)
             if (due > now_ns())
                 device_wait_until(due);
         }
-        if (fault == P3_FAULT_ERROR) {
+        if (fault == P3DP_FAULT_ERROR) {
             code = CPL_ERROR;
             e->cq[e->dev_head & e->mask].checksum = 0;
         } else {
-            int flip_tag = fault == P3_FAULT_CORRUPT && op->op == P3_CRYPTO_OPEN;
+            int flip_tag = fault == P3DP_FAULT_CORRUPT && op->op == P3_CRYPTO_OPEN;
             code = device_gcm(e, op, flip_tag);
             e->cq[e->dev_head & e->mask].checksum = code == CPL_OK ? op_checksum(op) : 0;
-            if (fault == P3_FAULT_CORRUPT && op->op == P3_CRYPTO_SEAL && op->nseg)
+            if (fault == P3DP_FAULT_CORRUPT && op->op == P3_CRYPTO_SEAL && op->nseg)
                 op->seg[0].dst[op->seg[0].len / 2] ^= 0x04;   /* after the checksum: a bad DMA write */
         }
         e->cq[e->dev_head & e->mask].code = code;
@@ -394,12 +364,12 @@ static uint16_t accel_enqueue(void *engine, struct p3_crypto_op **ops, uint16_t 
         struct accel_pending *p = &e->pend[e->tail & e->mask];
         p->op = op;
         p->submit_ns = t;
-        op->fault = P3_FAULT_NONE;
+        op->fault = P3DP_FAULT_NONE;
         if (!present) {
             /* A device that is gone takes nothing: the op comes back as a fault. */
             p->on_device = 0;
             op->status = -P3R_ACCEL_FAULT;
-            op->fault = P3_FAULT_GONE;
+            op->fault = P3DP_FAULT_GONE;
         } else {
             p->on_device = 1;
             p->sqi = e->sq_next;
@@ -443,12 +413,12 @@ static uint16_t accel_dequeue(void *engine, struct p3_crypto_op **ops, uint16_t 
             const struct accel_cpl *c = &e->cq[p->sqi & e->mask];
             if (c->code == CPL_ERROR) {
                 op->status = -P3R_ACCEL_FAULT;
-                op->fault = P3_FAULT_ERROR;
+                op->fault = P3DP_FAULT_ERROR;
             } else if (c->code == CPL_AUTH) {
                 op->status = -P3R_DP_AUTH_FAILED;      /* the dataplane confirms it on the fallback */
             } else if (c->checksum != op_checksum(op)) {
                 op->status = -P3R_ACCEL_FAULT;
-                op->fault = P3_FAULT_CORRUPT;
+                op->fault = P3DP_FAULT_CORRUPT;
             } else {
                 op->status = 0;
             }
@@ -457,11 +427,11 @@ static uint16_t accel_dequeue(void *engine, struct p3_crypto_op **ops, uint16_t 
             continue;
         }
         if (!atomic_load_explicit(&e->sh->present, memory_order_acquire)) {
-            fail_in_flight(e, P3_FAULT_GONE);
+            fail_in_flight(e, P3DP_FAULT_GONE);
             continue;
         }
         if (now_ns() - p->submit_ns > e->timeout_ns) {
-            fail_in_flight(e, P3_FAULT_TIMEOUT);
+            fail_in_flight(e, P3DP_FAULT_TIMEOUT);
             continue;
         }
         break;
@@ -476,26 +446,23 @@ static void accel_sa_free(void *engine, struct p3_crypto_sa *sa)
     struct accel_engine *e = engine;
     if (!sa)
         return;
-    if (sa->has_token_key)
-        p3_p11_key_free(e->token, sa->token_key);   /* destroyed in the token */
-    EVP_CIPHER_CTX_free(sa->cipher_ctx);   /* cleanses the expanded key */
+    if (sa->key)
+        e->core->key_free(e->core_state, sa->key);   /* wiped (or destroyed in the token) by the core */
     OPENSSL_cleanse(sa, sizeof(*sa));
     free(sa);
 }
 
-/* Session create: the key goes into the device's session (its key
- * schedule), once. GCM only, as on most lookaside devices we target. */
+/* Session create: the key goes into the device's session, once. GCM only,
+ * as on most lookaside devices we target. */
 static struct p3_crypto_sa *accel_sa_new(void *engine, uint32_t cipher, int direction, const uint8_t *key,
                                          const uint8_t *salt, const uint8_t *auth_key)
 {
-    const EVP_CIPHER *evp = cipher == P3DP_AES_128_GCM ? EVP_aes_128_gcm()
-                          : cipher == P3DP_AES_256_GCM ? EVP_aes_256_gcm() : NULL;
-    int enc = direction == P3_CRYPTO_SEAL;
     struct accel_engine *e = engine;
     struct p3_crypto_sa *sa;
 
     (void)auth_key;
-    if (!evp || (direction != P3_CRYPTO_SEAL && direction != P3_CRYPTO_OPEN))
+    if ((cipher != P3DP_AES_128_GCM && cipher != P3DP_AES_256_GCM) ||
+        (direction != P3_CRYPTO_SEAL && direction != P3_CRYPTO_OPEN))
         return NULL;
     sa = calloc(1, sizeof(*sa));
     if (!sa)
@@ -503,18 +470,9 @@ static struct p3_crypto_sa *accel_sa_new(void *engine, uint32_t cipher, int dire
     sa->cipher = cipher;
     sa->direction = direction;
     memcpy(sa->salt, salt, 4);
-    if (e->token) {
-        /* The key goes into the token and nowhere else on this side. */
-        if (p3_p11_key_new(e->token, key, cipher == P3DP_AES_256_GCM ? 32 : 16, enc, &sa->token_key)) {
-            free(sa);
-            return NULL;
-        }
-        sa->has_token_key = 1;
-        return sa;
-    }
-    sa->cipher_ctx = EVP_CIPHER_CTX_new();
-    if (!sa->cipher_ctx || !EVP_CipherInit_ex(sa->cipher_ctx, evp, NULL, key, NULL, enc)) {
-        accel_sa_free(engine, sa);
+    sa->key = e->core->key_new(e->core_state, cipher, direction == P3_CRYPTO_SEAL, key);
+    if (!sa->key) {
+        free(sa);
         return NULL;
     }
     return sa;
@@ -562,7 +520,8 @@ static void accel_engine_free(void *engine)
         pthread_join(e->thread, NULL);
     }
     accel_sa_free(e, e->kat_sa);
-    p3_p11_close(e->token);
+    if (e->core->close)
+        e->core->close(e->core_state);
     if (e->sh) {
         pthread_mutex_destroy(&e->sh->fault_lock);
         munmap(e->sh, e->region_bytes);
@@ -580,7 +539,7 @@ static int kat_reference(const uint8_t *key, const uint8_t *salt, const uint8_t 
     uint8_t iv[12], aad[16] = { 0 };
     int outl, ok;
     memcpy(iv, salt, 4);
-    put_be64(iv + 4, 1);
+    p3_put_be64(iv + 4, 1);
     ok = c && EVP_EncryptInit_ex(c, EVP_aes_128_gcm(), NULL, key, iv) &&
          EVP_EncryptUpdate(c, NULL, &outl, aad, 16) && EVP_EncryptUpdate(c, out, &outl, in, 64) &&
          EVP_EncryptFinal_ex(c, out + 64, &outl) &&
@@ -589,23 +548,21 @@ static int kat_reference(const uint8_t *key, const uint8_t *salt, const uint8_t 
     return ok ? 0 : -1;
 }
 
-static void *engine_new(const struct p3dp_engine_params *params, struct p3_p11 *token)
+void *p3_lookaside_new(const struct p3dp_engine_params *params, const struct p3_lookaside_core *core,
+                       void *core_state)
 {
     static const uint8_t kat_key[16] = { 0x50, 0x33, 0x2d, 0x4b, 0x41, 0x54, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 };
     static const uint8_t kat_salt[4] = { 0xca, 0xfe, 0xba, 0xbe };
     struct accel_engine *e;
     uint32_t slots = params && params->ring_slots ? params->ring_slots : DEFAULT_SLOTS;
 
-    if (slots < 2 || slots > 65536 || (slots & (slots - 1))) {
-        p3_p11_close(token);
+    if (slots < 2 || slots > 65536 || (slots & (slots - 1)) || !(e = calloc(1, sizeof(*e)))) {
+        if (core->close)
+            core->close(core_state);
         return NULL;
     }
-    e = calloc(1, sizeof(*e));
-    if (!e) {
-        p3_p11_close(token);
-        return NULL;
-    }
-    e->token = token;
+    e->core = core;
+    e->core_state = core_state;
     pthread_mutex_init(&e->bell_lock, NULL);
     pthread_cond_init(&e->bell, NULL);
     e->slots = slots;
@@ -638,70 +595,43 @@ static void *engine_new(const struct p3dp_engine_params *params, struct p3_p11 *
     return e;
 }
 
-void *p3_accel_engine_new(const struct p3dp_engine_params *params)
+void *p3_lookaside_core_state(void *engine)
 {
-    return engine_new(params, NULL);
+    return ((struct accel_engine *)engine)->core_state;
 }
 
-void *p3_pkcs11_engine_new(const struct p3dp_engine_params *params, int *err)
+void *p3_lookaside_key(const struct p3_crypto_sa *sa)
 {
-    struct p3_p11 *token;
-    void *e;
-    if (!params) {
-        *err = -P3R_PKCS11_MODULE;
-        return NULL;
-    }
-    token = p3_p11_open(params->module_path, params->token_label, params->pin, err);
-    if (!token)
-        return NULL;
-    e = engine_new(params, token);
-    if (!e)
-        *err = -P3R_PKCS11_OPERATION;
-    return e;
+    return sa ? sa->key : NULL;
 }
 
-int p3_pkcs11_sa_sealed_in(void *engine, struct p3_crypto_sa *sa)
-{
-    struct accel_engine *e = engine;
-    return e->token && sa && sa->has_token_key && p3_p11_key_sealed_in(e->token, sa->token_key);
-}
-
-void p3_accel_inject(void *engine, uint32_t fault, uint32_t after_ops, uint32_t count)
+void p3_lookaside_inject(void *engine, uint32_t fault, uint32_t after_ops, uint32_t count)
 {
     struct accel_engine *e = engine;
     struct accel_shared *sh = e->sh;
     pthread_mutex_lock(&sh->fault_lock);
     sh->fault_kind = fault;
     sh->fault_after = after_ops;
-    sh->fault_count = fault == P3_FAULT_NONE ? 0 : (count ? count : 1);
-    atomic_store_explicit(&sh->fault_armed, fault != P3_FAULT_NONE, memory_order_release);
+    sh->fault_count = fault == P3DP_FAULT_NONE ? 0 : (count ? count : 1);
+    atomic_store_explicit(&sh->fault_armed, fault != P3DP_FAULT_NONE, memory_order_release);
     pthread_mutex_unlock(&sh->fault_lock);
     pthread_mutex_lock(&e->bell_lock);
     pthread_cond_signal(&e->bell);
     pthread_mutex_unlock(&e->bell_lock);
-    if (fault == P3_FAULT_NONE) {
+    if (fault == P3DP_FAULT_NONE) {
         /* The device is back: wait until it says so, so the next probe sees it. */
         while (!atomic_load(&sh->present))
             nap_us(50);
     }
 }
 
-const struct p3_crypto_engine p3_pkcs11_engine = {
-    .name = "pkcs11",
+const struct p3_crypto_engine p3_lookaside_driver = {
+    .name = "lookaside",
     .sa_new = accel_sa_new,
     .sa_free = accel_sa_free,
     .enqueue = accel_enqueue,
     .dequeue = accel_dequeue,
     .engine_free = accel_engine_free,
     .health = accel_health,
-};
-
-const struct p3_crypto_engine p3_accel_engine = {
-    .name = "accel-sim",
-    .sa_new = accel_sa_new,
-    .sa_free = accel_sa_free,
-    .enqueue = accel_enqueue,
-    .dequeue = accel_dequeue,
-    .engine_free = accel_engine_free,
-    .health = accel_health,
+    .inject = p3_lookaside_inject,
 };

@@ -1,6 +1,5 @@
 /*
- * pkcs11_engine.c — the token side of the PKCS#11 crypto engine
- * (docs/engines.md): a PKCS#11 module loaded with dlopen, the SA keys as
+ * pkcs11_engine.c — the PKCS#11 crypto engine (docs/engines.md): a PKCS#11 module loaded with dlopen, the SA keys as
  * session objects that cannot leave the token (CKA_SENSITIVE true,
  * CKA_EXTRACTABLE false), and AES-GCM seal/open with C_Encrypt / C_Decrypt
  * and CKM_AES_GCM (PKCS#11 v2.40 §2.10.x: CK_GCM_PARAMS, output =
@@ -8,7 +7,9 @@
  *
  * The ring, the worker thread that makes the calls (so the packet worker
  * never blocks in the token), faults and failover are the lookaside driver
- * of backends/accel/accel.c; this file only talks to the token.
+ * (native/src/lookaside.c); the token is its core. The Python half of this
+ * backend (key generation in the token, python-pkcs11) is beside it in
+ * backends/pkcs11.
  *
  * Two sessions: one for key objects (the control path, under a mutex) and
  * one for crypto (only the engine's worker thread). The module is initialized
@@ -64,7 +65,7 @@ static int pin_error(CK_RV rv)
            rv == CKR_PIN_LEN_RANGE || rv == CKR_PIN_EXPIRED;
 }
 
-void p3_p11_close(struct p3_p11 *t)
+static void p3_p11_close(struct p3_p11 *t)
 {
     if (!t)
         return;
@@ -113,7 +114,7 @@ static int find_slot(struct p3_p11 *t, const char *label, CK_SLOT_ID *slot)
     return -P3R_PKCS11_TOKEN;
 }
 
-struct p3_p11 *p3_p11_open(const char *module, const char *label, const char *pin, int *err)
+static struct p3_p11 *p3_p11_open(const char *module, const char *label, const char *pin, int *err)
 {
     struct p3_p11 *t = calloc(1, sizeof(*t));
     CK_C_GetFunctionList get_list;
@@ -175,7 +176,7 @@ fail:
 
 /* The SA key as a session object of the token: usable for one direction,
  * never readable again (CKA_SENSITIVE, CKA_EXTRACTABLE false). */
-int p3_p11_key_new(struct p3_p11 *t, const uint8_t *key, size_t len, int encrypt, unsigned long *handle)
+static int p3_p11_key_new(struct p3_p11 *t, const uint8_t *key, size_t len, int encrypt, unsigned long *handle)
 {
     CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
     CK_KEY_TYPE type = CKK_AES;
@@ -203,7 +204,7 @@ int p3_p11_key_new(struct p3_p11 *t, const uint8_t *key, size_t len, int encrypt
     return 0;
 }
 
-void p3_p11_key_free(struct p3_p11 *t, unsigned long handle)
+static void p3_p11_key_free(struct p3_p11 *t, unsigned long handle)
 {
     pthread_mutex_lock(&t->admin_lock);
     t->f->C_DestroyObject(t->admin, handle);
@@ -211,7 +212,7 @@ void p3_p11_key_free(struct p3_p11 *t, unsigned long handle)
 }
 
 /* Whether the key object's attributes say it cannot leave the token. */
-int p3_p11_key_sealed_in(struct p3_p11 *t, unsigned long handle)
+static int p3_p11_key_sealed_in(struct p3_p11 *t, unsigned long handle)
 {
     CK_BBOOL extractable = CK_TRUE, sensitive = CK_FALSE;
     CK_ATTRIBUTE q[] = {
@@ -234,8 +235,8 @@ int p3_p11_key_sealed_in(struct p3_p11 *t, unsigned long handle)
 /* One RFC 4106 op in the token, on the worker thread: the segments are
  * gathered (open: the tag appended, as C_Decrypt wants ciphertext ‖ tag),
  * the token called, the result scattered back. 0, -P3R_DP_AUTH_FAILED or -P3R_ACCEL_FAULT. tag_flip
- * is the injected corrupted-input fault (backends/accel/accel.c). */
-int p3_p11_gcm(struct p3_p11 *t, unsigned long handle, const uint8_t *iv, struct p3_crypto_op *op, int tag_flip)
+ * is the injected corrupted-input fault (native/src/lookaside.c). */
+static int p3_p11_gcm(struct p3_p11 *t, unsigned long handle, const uint8_t *iv, struct p3_crypto_op *op, int tag_flip)
 {
     CK_GCM_PARAMS gcm;
     CK_MECHANISM mech = { CKM_AES_GCM, &gcm, sizeof(gcm) };
@@ -294,33 +295,96 @@ struct p3_p11 {
     int unused;
 };
 
-struct p3_p11 *p3_p11_open(const char *module, const char *label, const char *pin, int *err)
+static struct p3_p11 *p3_p11_open(const char *module, const char *label, const char *pin, int *err)
 {
     (void)module; (void)label; (void)pin;
     *err = -P3R_BACKEND_NOT_BUILT;
     return NULL;
 }
 
-void p3_p11_close(struct p3_p11 *t) { (void)t; }
+static void p3_p11_close(struct p3_p11 *t) { (void)t; }
 
-int p3_p11_key_new(struct p3_p11 *t, const uint8_t *key, size_t len, int encrypt, unsigned long *handle)
+static int p3_p11_key_new(struct p3_p11 *t, const uint8_t *key, size_t len, int encrypt, unsigned long *handle)
 {
     (void)t; (void)key; (void)len; (void)encrypt; (void)handle;
     return -P3R_BACKEND_NOT_BUILT;
 }
 
-void p3_p11_key_free(struct p3_p11 *t, unsigned long handle) { (void)t; (void)handle; }
+static void p3_p11_key_free(struct p3_p11 *t, unsigned long handle) { (void)t; (void)handle; }
 
-int p3_p11_key_sealed_in(struct p3_p11 *t, unsigned long handle)
+static int p3_p11_key_sealed_in(struct p3_p11 *t, unsigned long handle)
 {
     (void)t; (void)handle;
     return 0;
 }
 
-int p3_p11_gcm(struct p3_p11 *t, unsigned long handle, const uint8_t *iv, struct p3_crypto_op *op, int tag_flip)
+static int p3_p11_gcm(struct p3_p11 *t, unsigned long handle, const uint8_t *iv, struct p3_crypto_op *op, int tag_flip)
 {
     (void)t; (void)handle; (void)iv; (void)op; (void)tag_flip;
     return -P3R_ACCEL_FAULT;
 }
 
 #endif
+
+/* ---- the engine: the token as the lookaside driver's core ---- */
+
+/* A key object handle is never 0 (CK_INVALID_HANDLE), so it travels as the core's key pointer. */
+static void *p11_key_new(void *core, uint32_t cipher, int encrypt, const uint8_t *key)
+{
+    unsigned long handle;
+    if (p3_p11_key_new(core, key, cipher == P3DP_AES_256_GCM ? 32 : 16, encrypt, &handle))
+        return NULL;
+    return (void *)(uintptr_t)handle;   /* the key goes into the token and nowhere else on this side */
+}
+
+static void p11_key_free(void *core, void *key)
+{
+    p3_p11_key_free(core, (unsigned long)(uintptr_t)key);   /* destroyed in the token */
+}
+
+static int p11_gcm(void *core, void *key, const uint8_t *iv, struct p3_crypto_op *op, int tag_flip)
+{
+    return p3_p11_gcm(core, (unsigned long)(uintptr_t)key, iv, op, tag_flip);
+}
+
+static void p11_close(void *core)
+{
+    p3_p11_close(core);
+}
+
+static const struct p3_lookaside_core p11_core = {
+    .key_new = p11_key_new,
+    .key_free = p11_key_free,
+    .gcm = p11_gcm,
+    .close = p11_close,
+};
+
+/* 0, or -P3R_PKCS11_MODULE (module), -P3R_PKCS11_PIN (PIN), -P3R_PKCS11_TOKEN (token),
+ * -P3R_PKCS11_OPERATION (operation) or -P3R_DP_BAD_CIPHER (not built in). */
+static int pkcs11_start(const struct p3dp_engine_params *params, const struct p3_crypto_engine **engine,
+                        void **state)
+{
+    struct p3_p11 *token;
+    int err = -P3R_PKCS11_OPERATION;
+    *engine = &p3_lookaside_driver;
+    *state = NULL;
+    if (!params)
+        return -P3R_PKCS11_MODULE;
+    token = p3_p11_open(params->module_path, params->token_label, params->pin, &err);
+    if (!token)
+        return err;
+    *state = p3_lookaside_new(params, &p11_core, token);
+    return *state ? 0 : -P3R_PKCS11_OPERATION;
+}
+
+static int pkcs11_key_sealed_in(void *engine, struct p3_crypto_sa *sa)
+{
+    void *key = p3_lookaside_key(sa);
+    return engine && key && p3_p11_key_sealed_in(p3_lookaside_core_state(engine), (unsigned long)(uintptr_t)key);
+}
+
+const struct p3_engine_backend p3_pkcs11_backend = {
+    .kind = P3DP_ENGINE_PKCS11,
+    .start = pkcs11_start,
+    .key_sealed_in = pkcs11_key_sealed_in,
+};
