@@ -1,4 +1,4 @@
-"""Which way the native arrows run (docs/architecture-native.md): the core is handed its backends."""
+"""Which way the native arrows run (docs/architecture.md "Native"): the core is handed its backends."""
 
 from __future__ import annotations
 
