@@ -37,6 +37,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
 
+from p3hw.constants import DEFAULT_PORT
 from p3hw.crypto.keys import CIPHERS, SessionKeys
 from p3hw.crypto.prf import PRF_AES128_CMAC, PRF_AES128_XCBC, PRF_HMAC_SHA2_256, PrfAlgorithm, prf_by_id
 from p3hw.crypto.schedule import IkeSaKeys, derive_ike_sa_keys, derive_session_keys
@@ -69,6 +70,8 @@ from p3hw.wire.ike import (
     N_COOKIE,
     N_INVALID_KE_PAYLOAD,
     N_INVALID_SYNTAX,
+    N_NAT_DETECTION_DESTINATION_IP,
+    N_NAT_DETECTION_SOURCE_IP,
     N_NO_PROPOSAL_CHOSEN,
     N_SIGNATURE_HASH_ALGORITHMS,
     N_TS_UNACCEPTABLE,
@@ -102,6 +105,7 @@ from p3hw.wire.ike import (
     encode_encrypted_message,
     encode_message,
     invalid_major_version_reply,
+    nat_detection_hash,
 )
 
 # --- Implementation constants (docs/handshake.md explains them) --------------
@@ -584,6 +588,20 @@ def _error_reason(notifies: list[NotifyPayload]) -> tuple[str, int] | None:
     return None
 
 
+def _address_of(identity: Identity | None) -> str | None:
+    if identity is None or identity.id_type not in (ID_IPV4_ADDR, ID_IPV6_ADDR):
+        return None
+    return str(ipaddress.ip_address(identity.data))
+
+
+def _nat_detection(spi_i: bytes, spi_r: bytes, source: tuple[str, int], destination: tuple[str, int],
+                   ) -> list[Payload]:
+    """RFC 7296 §2.23. p3hw always runs IKE and data on UDP with the non-ESP marker, NAT or not;
+    the notifies tell a standard peer that it may do the same (strongSwan's user-space ESP must)."""
+    return [NotifyPayload(N_NAT_DETECTION_SOURCE_IP, nat_detection_hash(spi_i, spi_r, *source)),
+            NotifyPayload(N_NAT_DETECTION_DESTINATION_IP, nat_detection_hash(spi_i, spi_r, *destination))]
+
+
 def _random_nonzero(rng: Callable[[int], bytes], size: int) -> bytes:
     while True:
         value = rng(size)
@@ -631,6 +649,8 @@ class InitiatorHandshake:
         inbound_p3_id: int | None = None,
         retransmit_timeouts_s: tuple[float, ...] = IKE_RETRANSMIT_TIMEOUTS_S,
         rng: Callable[[int], bytes] = os.urandom,
+        local_port: int = DEFAULT_PORT,
+        remote_port: int = DEFAULT_PORT,
     ) -> None:
         for cipher in data_ciphers:
             if cipher not in CIPHERS:
@@ -641,6 +661,10 @@ class InitiatorHandshake:
             raise P3Error("CONFIG_MISSING_VALUE", "the initiator needs a data cipher and a retransmission schedule")
         self.local_identity = local_identity
         self.remote_identity = remote_identity
+        local_ip, remote_ip = _address_of(local_identity), _address_of(remote_identity)
+        # NAT_DETECTION needs both addresses: known when both sides are identified by them.
+        self._nat_endpoints: tuple[tuple[str, int], tuple[str, int]] | None = (
+            ((local_ip, local_port), (remote_ip, remote_port)) if local_ip and remote_ip else None)
         self._psk = psk
         self._credentials = credentials
         self._wall_clock = wall_clock
@@ -735,6 +759,8 @@ class InitiatorHandshake:
         ]
         if self._credentials is not None:
             payloads.append(_signature_hash_notify())
+        if self._nat_endpoints is not None:
+            payloads += _nat_detection(self.spi_i, bytes(8), *self._nat_endpoints)
         request = encode_message(IkeMessage(self.spi_i, bytes(8), IKE_SA_INIT, FLAG_INITIATOR, 0, payloads))
         self._init_request = request
         self.state = InitiatorState.INIT_SENT
@@ -889,6 +915,12 @@ class InitiatorHandshake:
             keys_out=(self._ike_keys.encryption_key_i, self._ike_keys.salt_i), next_iv=self._next_iv,
             child_spis=(self.inbound_p3_id.to_bytes(4, "big"), sa.proposals[0].spi))
         return []
+
+    def close(self) -> list[bytes]:
+        """The secondary gives this IKE SA up (it starts a new one): tell the primary (RFC 7296 §1.4.1)."""
+        if self.ike_sa is None or self.ike_sa.deleted:
+            return []
+        return [self.ike_sa.delete_request(2)]  # our own requests so far: IKE_SA_INIT 0, IKE_AUTH 1
 
     def _on_request(self, data: bytes) -> list[bytes]:
         """The primary's request on the established IKE SA: answered for as long as it lives."""
@@ -1129,6 +1161,11 @@ class ResponderHandshake:
         ]
         if self._credentials is not None and _offers_sha256_signatures(message):
             payloads.append(_signature_hash_notify())
+        local_ip = _address_of(self.local_identity)
+        if (message.notify(N_NAT_DETECTION_SOURCE_IP) is not None and local_ip is not None
+                and isinstance(peer_addr, tuple) and len(peer_addr) == 2):
+            payloads += _nat_detection(message.spi_i, spi_r, (local_ip, DEFAULT_PORT),
+                                       (str(peer_addr[0]), int(peer_addr[1])))
         response = encode_message(IkeMessage(message.spi_i, spi_r, IKE_SA_INIT, FLAG_RESPONSE, 0, payloads))
         exchange = _Exchange(peer_addr, message.spi_i, spi_r, nonce.nonce, nonce_r, choice, ike_keys, data,
                              response, now + self.half_open_timeout_s)

@@ -119,6 +119,19 @@ class IkeSaRequests:
             raise P3Error("IKE_UNEXPECTED", f"exchange type {message.exchange_type} on an established IKE SA")
         return self._answered(message, data, self._seal(message, payloads)), request
 
+    def delete_request(self, message_id: int) -> bytes:
+        """This side leaves the IKE SA: INFORMATIONAL {D(IKE)} (RFC 7296 §1.4.1), sent once.
+
+        p3hw sends it when it gives an IKE SA up for a new one; the peer's
+        answer changes nothing here, so it is neither awaited nor retransmitted.
+        """
+        self.deleted = True
+        iv = self._next_iv.to_bytes(8, "big")
+        self._next_iv += 1
+        flags = self._flags & FLAG_INITIATOR  # a request: no Response flag
+        request = IkeMessage(self.spi_i, self.spi_r, INFORMATIONAL, flags, message_id, [DeletePayload(PROTO_IKE)])
+        return encode_encrypted_message(request, self._key_out, self._salt_out, iv)
+
     def _informational(self, opened: IkeMessage) -> tuple[list[Payload], PeerRequest]:
         """RFC 7296 §1.4.1: an empty request gets an empty answer; a DELETE is answered in kind."""
         deletes_ike = deletes_child = False

@@ -20,6 +20,7 @@ names the payload type, ``UnsupportedMajorVersion`` the received version.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import struct
 from dataclasses import dataclass, field
@@ -130,6 +131,8 @@ N_INVALID_SELECTORS = 39
 N_TEMPORARY_FAILURE = 43
 N_CHILD_SA_NOT_FOUND = 44
 N_INITIAL_CONTACT = 16384
+N_NAT_DETECTION_SOURCE_IP = 16388
+N_NAT_DETECTION_DESTINATION_IP = 16389
 N_COOKIE = 16390
 N_USE_TRANSPORT_MODE = 16391
 N_SIGNATURE_HASH_ALGORITHMS = 16431  # RFC 7427
@@ -138,6 +141,13 @@ N_SIGNATURE_HASH_ALGORITHMS = 16431  # RFC 7427
 SK_IV_BYTES = 8
 SK_ICV_BYTES = 16
 SK_SALT_BYTES = 4
+
+
+def nat_detection_hash(spi_i: bytes, spi_r: bytes, address: str, port: int) -> bytes:
+    """RFC 7296 §2.23: SHA-1 of the header's SPIs, an IP address and a port (NAT_DETECTION_*_IP data)."""
+    digest = hashlib.sha1(usedforsecurity=False)
+    digest.update(spi_i + spi_r + ipaddress.ip_address(address).packed + port.to_bytes(2, "big"))
+    return digest.digest()
 
 
 def _malformed(detail: str) -> P3Error:

@@ -352,6 +352,20 @@ def test_secondary_answers_the_primarys_liveness_checks_after_the_exchange() -> 
     assert not [e for e in events(initiator) if isinstance(e, MessageDropped)]
 
 
+def test_secondary_that_starts_over_deletes_its_old_ike_sa_at_the_primary() -> None:
+    initiator = InitiatorHandshake(SECONDARY_ID, PSK, remote_identity=PRIMARY_ID, inbound_p3_id=0x5EC0_0001)
+    primary = responder()
+    answer = primary.receive(initiator.start(0.0)[0], 0.0, SECONDARY_ADDR)[0]
+    answer = primary.receive(initiator.receive(answer, 0.0)[0], 0.0, SECONDARY_ADDR)[0]
+    initiator.receive(answer, 0.0)
+    events(primary)
+    (delete,) = initiator.close()
+    assert len(primary.receive(delete, 500.0, SECONDARY_ADDR)) == 1  # answered, empty
+    assert [e for e in events(primary) if isinstance(e, PeerDeletedSa)] == [
+        PeerDeletedSa(True, SECONDARY_ID, SECONDARY_ADDR)]
+    assert initiator.close() == []
+
+
 # --- (f) a higher major version gets INVALID_MAJOR_VERSION (§2.5) ------------------------------
 
 
