@@ -53,8 +53,10 @@ from p3hw.protocol.handshake import (
     HandshakeFailed,
     InitiatorHandshake,
     MessageDropped,
+    PeerDeletedSa,
     PeerPolicy,
     ResponderHandshake,
+    secondary_selectors,
 )
 from p3hw.protocol.recovery import (
     Reconnect,
@@ -66,6 +68,7 @@ from p3hw.protocol.recovery import (
 from p3hw.protocol.rekey import InstallInboundSa, InstallOutboundSa, RekeyCompleted, RemoveInboundSa
 from p3hw.protocol.session import ConfigReceived, Session, SessionConfig, SessionLost
 from p3hw.reasons import P3Error
+from p3hw.runtime.ike_requests import holds_ike_sa, ike_status, log_ike_sa_events, log_peer_deleted
 from p3hw.runtime.shards import ShardedDataplane, ShardedFlows
 from p3hw.wire.ike import Identity
 
@@ -100,6 +103,8 @@ class PeerState:
     peer_id: int
     session: Session | None = None
     handshake: InitiatorHandshake | None = None
+    #: secondary: the exchange that set up the session; answers the primary's IKE requests (RFC 7296 §1.4)
+    ike_sa: InitiatorHandshake | None = None
     recovery: Recovery | None = None
     outer_addr: str = ""
     outer_port: int = 0
@@ -398,6 +403,7 @@ class Gateway:
             },
             "worker": None if worker is None else worker.__dict__,
             "io": self._io_status(),
+            "ike": ike_status(self.responder, [peer.ike_sa for peer in self.peers.values()]),
             "engine": None if self.dp is None else {**self.dp.engine_status().__dict__,
                                                     "active": self.dp.engine_status().active},
             "termination": None if self.last_termination is None else self.last_termination.__dict__,
@@ -498,6 +504,11 @@ class Gateway:
             self._drain_responder(now)
             return
         peer = self.peer_by_address.get(addr)
+        if peer is not None and holds_ike_sa(peer.ike_sa, data):
+            assert peer.ike_sa is not None
+            self._send_ike(addr, port, peer.ike_sa.receive(data, now))
+            log_ike_sa_events(peer.ike_sa, self.log, addr)
+            return
         if peer is None or peer.handshake is None:
             return
         self._send_ike(addr, port, peer.handshake.receive(data, now))
@@ -534,6 +545,9 @@ class Gateway:
 
     def _start_handshake(self, peer: PeerState, now: float) -> None:
         remote = peer.remote
+        if peer.ike_sa is not None:  # a new IKE SA replaces the old one: tell the primary
+            self._send_ike(peer.outer_addr or str(remote.address), remote.port, peer.ike_sa.close())
+            peer.ike_sa = None
         peer.handshake = InitiatorHandshake(
             Identity.ip(self.local_address), self._psk(remote),
             data_ciphers=(cipher_name(remote.key_type, remote.cipher),),
@@ -546,7 +560,7 @@ class Gateway:
         assert peer.handshake is not None
         while (event := peer.handshake.next_event()) is not None:
             if isinstance(event, HandshakeEstablished):
-                peer.handshake = None
+                peer.ike_sa, peer.handshake = peer.handshake, None
                 self._establish(peer, event, str(peer.remote.address), peer.remote.port, now)
                 if peer.recovery is not None:
                     self._run_recovery(peer, peer.recovery.connected(now), now)
@@ -566,7 +580,8 @@ class Gateway:
             if peer is None:
                 return None
             remote = peer.remote
-            return PeerPolicy(psk=self._psk(remote), data_ciphers=(cipher_name(remote.key_type, remote.cipher),))
+            return PeerPolicy(psk=self._psk(remote), data_ciphers=(cipher_name(remote.key_type, remote.cipher),),
+                              remote_selectors=secondary_selectors(remote.address, remote.subnets))
 
         return ResponderHandshake(Identity.ip(self.local_address), peer_for, allocate_p3_id=self._allocate_p3_id)
 
@@ -590,6 +605,8 @@ class Gateway:
                     self._session_lost(peer, SessionLost(event.reason_code, event.detail), now)
             elif isinstance(event, MessageDropped):
                 self.log.debug("%s dropped IKE message from %s: %s", event.reason_code, addr, event.detail)
+            elif isinstance(event, PeerDeletedSa):
+                log_peer_deleted(event, self.log, addr)
 
     def _peer_by_outer(self, addr: str, port: int) -> PeerState | None:
         for peer in self.peers.values():
