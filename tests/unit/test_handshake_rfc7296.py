@@ -39,6 +39,8 @@ from p3hw.wire.ike import (
     IKE_SA_INIT,
     INFORMATIONAL,
     N_INVALID_MAJOR_VERSION,
+    N_NAT_DETECTION_DESTINATION_IP,
+    N_NAT_DETECTION_SOURCE_IP,
     N_NO_ADDITIONAL_SAS,
     N_NO_PROPOSAL_CHOSEN,
     N_TS_UNACCEPTABLE,
@@ -56,6 +58,7 @@ from p3hw.wire.ike import (
     IkeMessage,
     KePayload,
     NoncePayload,
+    NotifyPayload,
     Payload,
     Proposal,
     SaPayload,
@@ -67,6 +70,7 @@ from p3hw.wire.ike import (
     decrypt_message,
     encode_encrypted_message,
     encode_message,
+    nat_detection_hash,
 )
 
 SECONDARY_ADDR = ("198.51.100.7", 5653)
@@ -418,3 +422,34 @@ def test_primary_takes_esn_when_offered_and_no_esn_otherwise(offered: tuple[int,
     assert [t.transform_id for t in sa.proposals[0].of_type(TRANSFORM_ESN)] == [chosen]
     established = next(e for e in events(primary) if isinstance(e, HandshakeEstablished))
     assert established.esn is (chosen == ESN_YES)
+
+
+# --- NAT detection (RFC 7296 §2.23): what a NAT-T peer needs to encapsulate ESP in UDP ----------
+
+
+def test_primary_answers_nat_detection_with_hashes_of_both_endpoints() -> None:
+    primary = responder()
+    peer = StandardInitiator(primary)
+    answer = peer.sa_init(NotifyPayload(N_NAT_DETECTION_SOURCE_IP, nat_detection_hash(peer.spi_i, bytes(8),
+                                                                                     *SECONDARY_ADDR)),
+                          NotifyPayload(N_NAT_DETECTION_DESTINATION_IP, nat_detection_hash(peer.spi_i, bytes(8),
+                                                                                          "203.0.113.1", 5653)))
+    source, destination = answer.notify(N_NAT_DETECTION_SOURCE_IP), answer.notify(N_NAT_DETECTION_DESTINATION_IP)
+    assert source is not None and destination is not None
+    assert source.notification_data == nat_detection_hash(peer.spi_i, answer.spi_r, "203.0.113.1", 5653)
+    assert destination.notification_data == nat_detection_hash(peer.spi_i, answer.spi_r, *SECONDARY_ADDR)
+
+
+def test_primary_sends_no_nat_detection_unasked() -> None:
+    answer = StandardInitiator(responder()).sa_init()
+    assert answer.notify(N_NAT_DETECTION_SOURCE_IP) is None
+
+
+def test_secondary_offers_nat_detection_for_its_address_and_the_primarys() -> None:
+    initiator = InitiatorHandshake(SECONDARY_ID, PSK, remote_identity=PRIMARY_ID)
+    request = decode_message(initiator.start(0.0)[0])
+    source = request.notify(N_NAT_DETECTION_SOURCE_IP)
+    destination = request.notify(N_NAT_DETECTION_DESTINATION_IP)
+    assert source is not None and destination is not None
+    assert source.notification_data == nat_detection_hash(initiator.spi_i, bytes(8), "198.51.100.7", 5653)
+    assert destination.notification_data == nat_detection_hash(initiator.spi_i, bytes(8), "203.0.113.1", 5653)
