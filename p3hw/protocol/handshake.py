@@ -85,6 +85,7 @@ from p3hw.wire.ike import (
     TRANSFORM_PRF,
     AuthPayload,
     CertPayload,
+    DeletePayload,
     Identity,
     IdPayload,
     IkeMessage,
@@ -698,6 +699,8 @@ class InitiatorHandshake:
         self.transmissions = 0
         #: after the exchange: answers the primary's requests (RFC 7296 §1.4) for the IKE SA's life
         self.ike_sa: IkeSaRequests | None = None
+        # IKE_AUTH authenticated the primary but its child SA failed: the IKE SA is deleted
+        self._delete_ike_sa_on_failure = False
 
     # -- public surface --
 
@@ -868,31 +871,25 @@ class InitiatorHandshake:
             raise P3Error("IKE_UNEXPECTED", "expected the IKE_AUTH response")
         opened = decrypt_message(message, self._ike_keys.encryption_key_r, self._ike_keys.salt_r)
         error = _error_reason(opened.error_notifies())
+        id_r, auth = opened.first(IdPayload), opened.first(AuthPayload)
         if error is not None:
+            # RFC 7296 §2.21.2: beside a valid IDr and AUTH the error is the child SA's, and the
+            # IKE SA is up at the primary: without a child it is of no use, so we delete it.
+            if isinstance(id_r, IdPayload) and id_r.responder and isinstance(auth, AuthPayload):
+                try:
+                    self._check_responder_auth(opened, id_r, auth)
+                    self._delete_ike_sa_on_failure = True
+                except _Failure:
+                    pass
             raise _Failure(error[0], f"the primary refused IKE_AUTH with notify {error[1]}", error[1],
                            tell_peer=False)
-        id_r, auth = opened.first(IdPayload), opened.first(AuthPayload)
         sa, tss = opened.first(SaPayload), opened.all(TsPayload)
         ts_i = next((t for t in tss if isinstance(t, TsPayload) and not t.responder), None)
         ts_r = next((t for t in tss if isinstance(t, TsPayload) and t.responder), None)
         if (not isinstance(id_r, IdPayload) or not id_r.responder or not isinstance(auth, AuthPayload)
                 or not isinstance(sa, SaPayload) or ts_i is None or ts_r is None):
             raise _Failure("IKE_MALFORMED", "IKE_AUTH response lacks IDr, AUTH, SA, TSi or TSr")
-        if self.remote_identity is not None and id_r.identity != self.remote_identity:
-            raise self._auth_failure(f"the primary identified as {id_r.identity}, expected {self.remote_identity}")
-        if self._credentials is not None:
-            if auth.method != AUTH_DIGITAL_SIGNATURE:
-                raise self._auth_failure(f"the primary used AUTH method {auth.method}, a certificate was expected")
-            octets = signed_octets(self._prf, self._init_response, self.nonce_i, self._ike_keys.sk_pr, id_r.identity)
-            cert = opened.first(CertPayload)
-            _verify_signature_auth(self._credentials, cert if isinstance(cert, CertPayload) else None, auth, octets,
-                                   id_r.identity, self._wall_clock())
-        else:
-            assert self._psk is not None
-            expected = psk_auth_data(self._prf, self._psk, self._init_response, self.nonce_i,
-                                     self._ike_keys.sk_pr, id_r.identity)
-            if auth.method != AUTH_SHARED_KEY_MIC or not hmac.compare_digest(auth.auth_data, expected):
-                raise self._auth_failure("the primary's AUTH does not verify: the pre-shared keys differ")
+        self._check_responder_auth(opened, id_r, auth)
         if len(sa.proposals) != 1 or sa.proposals[0].protocol_id != PROTO_ESP or len(sa.proposals[0].spi) != 4:
             raise _Failure("IKE_NO_PROPOSAL_CHOSEN", "the primary's child SA is not one ESP proposal")
         chosen = _cipher_of(sa.proposals[0])
@@ -938,6 +935,25 @@ class InitiatorHandshake:
             self._events.append(PeerDeletedSa(request.deletes_ike_sa, identity))
         return answers
 
+    def _check_responder_auth(self, opened: IkeMessage, id_r: IdPayload, auth: AuthPayload) -> None:
+        """The primary's IDr and AUTH (RFC 7296 §2.15, RFC 7427): _Failure unless they check out."""
+        assert self._ike_keys is not None and self._prf is not None
+        if self.remote_identity is not None and id_r.identity != self.remote_identity:
+            raise self._auth_failure(f"the primary identified as {id_r.identity}, expected {self.remote_identity}")
+        if self._credentials is not None:
+            if auth.method != AUTH_DIGITAL_SIGNATURE:
+                raise self._auth_failure(f"the primary used AUTH method {auth.method}, a certificate was expected")
+            octets = signed_octets(self._prf, self._init_response, self.nonce_i, self._ike_keys.sk_pr, id_r.identity)
+            cert = opened.first(CertPayload)
+            _verify_signature_auth(self._credentials, cert if isinstance(cert, CertPayload) else None, auth, octets,
+                                   id_r.identity, self._wall_clock())
+        else:
+            assert self._psk is not None
+            expected = psk_auth_data(self._prf, self._psk, self._init_response, self.nonce_i,
+                                     self._ike_keys.sk_pr, id_r.identity)
+            if auth.method != AUTH_SHARED_KEY_MIC or not hmac.compare_digest(auth.auth_data, expected):
+                raise self._auth_failure("the primary's AUTH does not verify: the pre-shared keys differ")
+
     def _auth_failure(self, detail: str) -> _Failure:
         # RFC 7296 §2.21.2: the responder is told in an INFORMATIONAL request.
         return _Failure("IKE_AUTHENTICATION_FAILED", detail, N_AUTHENTICATION_FAILED)
@@ -949,6 +965,9 @@ class InitiatorHandshake:
         if failure.tell_peer and failure.notify_type is not None and self.state is InitiatorState.AUTH_SENT:
             out.append(self._seal(IkeMessage(self.spi_i, self.spi_r, INFORMATIONAL, FLAG_INITIATOR, 2,
                                              [NotifyPayload(failure.notify_type)])))
+        elif self._delete_ike_sa_on_failure:  # RFC 7296 §1.4.1; the answer changes nothing, so not awaited
+            out.append(self._seal(IkeMessage(self.spi_i, self.spi_r, INFORMATIONAL, FLAG_INITIATOR, 2,
+                                             [DeletePayload(PROTO_IKE)])))
         self.state = InitiatorState.FAILED
         self._deadline = None
         self._finish(HandshakeFailed(failure.error.code, failure.error.detail, failure.notify_type))
