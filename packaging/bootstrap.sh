@@ -12,6 +12,8 @@ APT_PACKAGES=(
     softhsm2 libsofthsm2 opensc
     libdpdk-dev dpdk
     iproute2 iputils-ping iperf3 tshark ethtool
+    # tests/e2e/test_strongswan_interop.py: an independent IKEv2 peer (user-space ESP, AES-GCM)
+    strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins
 )
 
 missing=()

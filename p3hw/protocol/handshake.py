@@ -27,7 +27,7 @@ import hmac
 import ipaddress
 import os
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
@@ -37,10 +37,12 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
 
+from p3hw.constants import DEFAULT_PORT
 from p3hw.crypto.keys import CIPHERS, SessionKeys
 from p3hw.crypto.prf import PRF_AES128_CMAC, PRF_AES128_XCBC, PRF_HMAC_SHA2_256, PrfAlgorithm, prf_by_id
-from p3hw.crypto.schedule import MIN_NONCE_BYTES, IkeSaKeys, derive_ike_sa_keys, derive_session_keys
+from p3hw.crypto.schedule import IkeSaKeys, derive_ike_sa_keys, derive_session_keys
 from p3hw.protocol.ids import P3IdAllocator
+from p3hw.protocol.ike_sa import IkeSaRequests
 from p3hw.reasons import P3Error, reason
 from p3hw.wire.ike import (
     AUTH_DIGITAL_SIGNATURE,
@@ -53,7 +55,9 @@ from p3hw.wire.ike import (
     ENCR_AES_CCM_16,
     ENCR_AES_CTR,
     ENCR_AES_GCM_16,
+    ESN_NONE,
     ESN_YES,
+    ESP_TRANSFORM_TYPES,
     FLAG_INITIATOR,
     FLAG_RESPONSE,
     ID_FQDN,
@@ -62,14 +66,18 @@ from p3hw.wire.ike import (
     ID_RFC822_ADDR,
     IKE_AUTH,
     IKE_SA_INIT,
+    IKE_TRANSFORM_TYPES,
     INFORMATIONAL,
     N_AUTHENTICATION_FAILED,
     N_COOKIE,
     N_INVALID_KE_PAYLOAD,
     N_INVALID_SYNTAX,
+    N_NAT_DETECTION_DESTINATION_IP,
+    N_NAT_DETECTION_SOURCE_IP,
     N_NO_PROPOSAL_CHOSEN,
     N_SIGNATURE_HASH_ALGORITHMS,
     N_TS_UNACCEPTABLE,
+    N_UNSUPPORTED_CRITICAL_PAYLOAD,
     PROTO_ESP,
     PROTO_IKE,
     TRANSFORM_DH,
@@ -79,6 +87,7 @@ from p3hw.wire.ike import (
     TRANSFORM_PRF,
     AuthPayload,
     CertPayload,
+    DeletePayload,
     Identity,
     IdPayload,
     IkeMessage,
@@ -91,10 +100,15 @@ from p3hw.wire.ike import (
     TrafficSelector,
     Transform,
     TsPayload,
+    UnsupportedCriticalPayload,
+    UnsupportedMajorVersion,
+    decode_header,
     decode_message,
     decrypt_message,
     encode_encrypted_message,
     encode_message,
+    invalid_major_version_reply,
+    nat_detection_hash,
 )
 
 # --- Implementation constants (docs/handshake.md explains them) --------------
@@ -104,6 +118,9 @@ from p3hw.wire.ike import (
 IKE_RETRANSMIT_TIMEOUTS_S: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)
 #: Octets of Ni / Nr we send (RFC 7296 §2.10: at least half the PRF key size; we use 256 bits).
 NONCE_BYTES = 32
+#: Octets the peer's nonce must have: RFC 7296 §2.10 asks for at least 128 bits and at least
+#: half the PRF's key size, which is 128 bits for all three PRFs (HMAC-SHA-256: 256-bit key).
+MIN_PEER_NONCE_BYTES = 16
 #: Responder: an IKE_SA_INIT answered but not completed is dropped after this long.
 HALF_OPEN_TIMEOUT_S = 30.0
 #: Responder: a finished exchange is kept this long to answer retransmitted requests.
@@ -122,6 +139,7 @@ _NOTIFY_REASONS: dict[int, str] = {
     N_INVALID_KE_PAYLOAD: "IKE_INVALID_KE",
     N_TS_UNACCEPTABLE: "IKE_TS_UNACCEPTABLE",
     N_INVALID_SYNTAX: "IKE_MALFORMED",
+    N_UNSUPPORTED_CRITICAL_PAYLOAD: "IKE_UNSUPPORTED_CRITICAL",
 }
 
 
@@ -146,6 +164,16 @@ class IkeProposalConfig:
 
 
 ANY_SELECTORS: tuple[TrafficSelector, ...] = (TrafficSelector.any_ipv4(), TrafficSelector.any_ipv6())
+
+
+def secondary_selectors(address: object, subnets: Iterable[object]) -> tuple[TrafficSelector, ...]:
+    """What a secondary may send from (its TSi): its subnets, and its own P3 address, where its
+    control channel's packets come from (DESIGN.md §4.2). The primary narrows to these (RFC 7296 §2.9)."""
+    networks = [ipaddress.ip_network(str(subnet), strict=False) for subnet in subnets]
+    host = ipaddress.ip_address(str(address))
+    if not any(host in network for network in networks if network.version == host.version):
+        networks.append(ipaddress.ip_network(host))
+    return tuple(TrafficSelector.subnet(str(network)) for network in networks)
 
 
 @dataclass(frozen=True)
@@ -190,6 +218,8 @@ class HandshakeEstablished:
     ts_r: tuple[TrafficSelector, ...]
     ike_keys: IkeSaKeys
     peer_addr: object = None
+    #: the child SA's ESN transform: 64-bit sequence numbers (p3hw prefers them; see _esp_transforms)
+    esn: bool = True
 
 
 @dataclass(frozen=True)
@@ -214,7 +244,21 @@ class MessageDropped:
     peer_addr: object = None
 
 
-HandshakeEvent = HandshakeEstablished | HandshakeFailed | MessageDropped
+@dataclass(frozen=True)
+class PeerDeletedSa:
+    """After the exchange, the peer deleted the IKE SA (*ike_sa*) or only the child SA (RFC 7296 §1.4.1).
+
+    A p3hw peer never does; a standard one does when it shuts down or its
+    child SA could not be installed. The P3 session itself ends by its own
+    liveness rules (spec §2.1.7).
+    """
+
+    ike_sa: bool
+    peer_identity: Identity | None
+    peer_addr: object = None
+
+
+HandshakeEvent = HandshakeEstablished | HandshakeFailed | MessageDropped | PeerDeletedSa
 
 
 class _Failure(Exception):
@@ -309,6 +353,8 @@ def _choose_ike(config: IkeProposalConfig, sa: SaPayload, ke_group: int) -> _Ike
     for proposal in sa.proposals:
         if proposal.protocol_id != PROTO_IKE or proposal.spi:
             continue
+        if {t.transform_type for t in proposal.transforms} - IKE_TRANSFORM_TYPES:
+            continue  # RFC 7296 §3.3.6: a transform type we do not understand makes it unacceptable
         plain = [t for t in proposal.transforms if not t.other_attributes]
         encrs = [t.key_length for t in plain if t.transform_type == TRANSFORM_ENCR
                  and t.transform_id == ENCR_AES_GCM_16]
@@ -331,16 +377,25 @@ def _choose_ike(config: IkeProposalConfig, sa: SaPayload, ke_group: int) -> _Ike
     raise _Failure("IKE_NO_PROPOSAL_CHOSEN", "no IKE proposal of the initiator is acceptable", N_NO_PROPOSAL_CHOSEN)
 
 
-def _esp_transforms(cipher: str) -> tuple[Transform, ...]:
-    """The ESP transforms that name a data cipher (keys.CIPHERS)."""
+#: ESN transforms offered, preferred first. p3hw's own packets always carry 64-bit sequence
+#: numbers (DESIGN.md §3); a standard peer that cannot do ESN (strongSwan's user-space
+#: kernel-libipsec) may still pick "no ESN" for its child SA, which P3 data never uses.
+ESN_OFFER: tuple[int, ...] = (ESN_YES, ESN_NONE)
+
+
+def _esp_cipher_transforms(cipher: str) -> tuple[Transform, ...]:
+    """The ESP encryption (and, for CTR, integrity) transforms that name a data cipher (keys.CIPHERS)."""
     _, bits, mode = cipher.split("-")
     key_bits = int(bits)
-    esn = Transform(TRANSFORM_ESN, ESN_YES)  # p3hw's sequence numbers are 64-bit (DESIGN.md §3)
     if mode == "gcm":
-        return (Transform(TRANSFORM_ENCR, ENCR_AES_GCM_16, key_bits), esn)
+        return (Transform(TRANSFORM_ENCR, ENCR_AES_GCM_16, key_bits),)
     if mode == "ccm":
-        return (Transform(TRANSFORM_ENCR, ENCR_AES_CCM_16, key_bits), esn)
-    return (Transform(TRANSFORM_ENCR, ENCR_AES_CTR, key_bits), Transform(TRANSFORM_INTEG, AUTH_HMAC_SHA2_256_128), esn)
+        return (Transform(TRANSFORM_ENCR, ENCR_AES_CCM_16, key_bits),)
+    return (Transform(TRANSFORM_ENCR, ENCR_AES_CTR, key_bits), Transform(TRANSFORM_INTEG, AUTH_HMAC_SHA2_256_128))
+
+
+def _esp_transforms(cipher: str, esn: tuple[int, ...] = ESN_OFFER) -> tuple[Transform, ...]:
+    return _esp_cipher_transforms(cipher) + tuple(Transform(TRANSFORM_ESN, value) for value in esn)
 
 
 def _esp_proposals(ciphers: tuple[str, ...], p3_id: int) -> tuple[Proposal, ...]:
@@ -348,25 +403,41 @@ def _esp_proposals(ciphers: tuple[str, ...], p3_id: int) -> tuple[Proposal, ...]
     return tuple(Proposal(n, PROTO_ESP, spi, _esp_transforms(c)) for n, c in enumerate(ciphers, start=1))
 
 
-def _choose_child(acceptable: tuple[str, ...], sa: SaPayload) -> tuple[Proposal, str, int]:
-    """Responder: the first ESP proposal with a cipher we accept -> (proposal, cipher, peer's P3 ID)."""
+def _choose_child(acceptable: tuple[str, ...], sa: SaPayload) -> tuple[Proposal, str, int, int]:
+    """Responder: the first ESP proposal with a cipher we accept -> (proposal, cipher, peer's P3 ID, ESN)."""
     for proposal in sa.proposals:
         if proposal.protocol_id != PROTO_ESP or len(proposal.spi) != 4:
             continue
         peer_p3_id = int.from_bytes(proposal.spi, "big")
         if peer_p3_id == 0:
             continue
+        if {t.transform_type for t in proposal.transforms} - ESP_TRANSFORM_TYPES:
+            continue  # RFC 7296 §3.3.6: a transform type we do not understand makes it unacceptable
+        groups = {t.transform_id for t in proposal.of_type(TRANSFORM_DH)}
+        if groups and 0 not in groups:
+            continue  # §1.2: IKE_AUTH carries no KE, so only DH "NONE" can be agreed
+        esns = {t.transform_id for t in proposal.of_type(TRANSFORM_ESN)}
+        esn = next((value for value in ESN_OFFER if value in esns), None)
+        if esn is None:
+            continue  # the ESN transform is mandatory for ESP (§3.3.3)
         for cipher in acceptable:
-            if set(_esp_transforms(cipher)) <= set(proposal.transforms):
-                return proposal, cipher, peer_p3_id
+            wanted = _esp_cipher_transforms(cipher)
+            integs = {t for t in proposal.of_type(TRANSFORM_INTEG) if t.transform_id != 0}
+            # An AEAD takes no integrity transform (RFC 5282 §8; NONE is fine).
+            if set(wanted) <= set(proposal.transforms) and (len(wanted) > 1 or not integs):
+                return proposal, cipher, peer_p3_id, esn
     raise _Failure("IKE_NO_PROPOSAL_CHOSEN", "no child SA proposal with an acceptable data cipher",
                    N_NO_PROPOSAL_CHOSEN)
 
 
-def _cipher_of(proposal: Proposal) -> str | None:
+def _cipher_of(proposal: Proposal) -> tuple[str, int] | None:
+    """Initiator: the data cipher and ESN value of the responder's one chosen proposal."""
+    esns = proposal.of_type(TRANSFORM_ESN)
+    if len(esns) != 1 or esns[0].transform_id not in ESN_OFFER:
+        return None
     for cipher in CIPHERS:
-        if set(proposal.transforms) == set(_esp_transforms(cipher)):
-            return cipher
+        if set(proposal.transforms) == set(_esp_transforms(cipher, (esns[0].transform_id,))):
+            return cipher, esns[0].transform_id
     return None
 
 
@@ -526,6 +597,20 @@ def _error_reason(notifies: list[NotifyPayload]) -> tuple[str, int] | None:
     return None
 
 
+def _address_of(identity: Identity | None) -> str | None:
+    if identity is None or identity.id_type not in (ID_IPV4_ADDR, ID_IPV6_ADDR):
+        return None
+    return str(ipaddress.ip_address(identity.data))
+
+
+def _nat_detection(spi_i: bytes, spi_r: bytes, source: tuple[str, int], destination: tuple[str, int],
+                   ) -> list[Payload]:
+    """RFC 7296 §2.23. p3hw always runs IKE and data on UDP with the non-ESP marker, NAT or not;
+    the notifies tell a standard peer that it may do the same (strongSwan's user-space ESP must)."""
+    return [NotifyPayload(N_NAT_DETECTION_SOURCE_IP, nat_detection_hash(spi_i, spi_r, *source)),
+            NotifyPayload(N_NAT_DETECTION_DESTINATION_IP, nat_detection_hash(spi_i, spi_r, *destination))]
+
+
 def _random_nonzero(rng: Callable[[int], bytes], size: int) -> bytes:
     while True:
         value = rng(size)
@@ -569,6 +654,8 @@ class InitiatorHandshake:
         inbound_p3_id: int | None = None,
         retransmit_timeouts_s: tuple[float, ...] = IKE_RETRANSMIT_TIMEOUTS_S,
         rng: Callable[[int], bytes] = os.urandom,
+        local_port: int = DEFAULT_PORT,
+        remote_port: int = DEFAULT_PORT,
     ) -> None:
         for cipher in data_ciphers:
             if cipher not in CIPHERS:
@@ -579,6 +666,10 @@ class InitiatorHandshake:
             raise P3Error("CONFIG_MISSING_VALUE", "the initiator needs a data cipher and a retransmission schedule")
         self.local_identity = local_identity
         self.remote_identity = remote_identity
+        local_ip, remote_ip = _address_of(local_identity), _address_of(remote_identity)
+        # NAT_DETECTION needs both addresses: known when both sides are identified by them.
+        self._nat_endpoints: tuple[tuple[str, int], tuple[str, int]] | None = (
+            ((local_ip, local_port), (remote_ip, remote_port)) if local_ip and remote_ip else None)
         self._psk = psk
         self._credentials = credentials
         self._wall_clock = wall_clock
@@ -610,6 +701,10 @@ class InitiatorHandshake:
         self._choice: _IkeChoice | None = None
         self._nonce_r = b""
         self.transmissions = 0
+        #: after the exchange: answers the primary's requests (RFC 7296 §1.4) for the IKE SA's life
+        self.ike_sa: IkeSaRequests | None = None
+        # IKE_AUTH authenticated the primary but its child SA failed: the IKE SA is deleted
+        self._delete_ike_sa_on_failure = False
 
     # -- public surface --
 
@@ -619,6 +714,8 @@ class InitiatorHandshake:
         return self._send_init(now)
 
     def receive(self, data: bytes, now: float) -> list[bytes]:
+        if self.ike_sa is not None:
+            return self._on_request(data)
         if self.state not in (InitiatorState.INIT_SENT, InitiatorState.AUTH_SENT):
             self._drop("IKE_UNEXPECTED", f"datagram in state {self.state.value}")
             return []
@@ -672,6 +769,8 @@ class InitiatorHandshake:
         ]
         if self._credentials is not None:
             payloads.append(_signature_hash_notify())
+        if self._nat_endpoints is not None:
+            payloads += _nat_detection(self.spi_i, bytes(8), *self._nat_endpoints)
         request = encode_message(IkeMessage(self.spi_i, bytes(8), IKE_SA_INIT, FLAG_INITIATOR, 0, payloads))
         self._init_request = request
         self.state = InitiatorState.INIT_SENT
@@ -715,9 +814,9 @@ class InitiatorHandshake:
         if self._credentials is not None and not _offers_sha256_signatures(message):
             raise _Failure("IKE_AUTHENTICATION_FAILED", "the primary does not accept ECDSA-SHA-256 signatures "
                            "(no SIGNATURE_HASH_ALGORITHMS, RFC 7427)")
-        if len(nonce.nonce) < MIN_NONCE_BYTES:
+        if len(nonce.nonce) < MIN_PEER_NONCE_BYTES:
             raise _Failure("IKE_MALFORMED", f"the primary's nonce has {len(nonce.nonce)} octets, "
-                           f"{MIN_NONCE_BYTES} required")
+                           f"{MIN_PEER_NONCE_BYTES} required")
         shared = self._dh.shared_secret(ke.key_data)
         self.spi_r = message.spi_r
         self._init_response = data  # the responder's AUTH signs it (RFC 7296 §2.15)
@@ -779,16 +878,73 @@ class InitiatorHandshake:
             raise P3Error("IKE_UNEXPECTED", "expected the IKE_AUTH response")
         opened = decrypt_message(message, self._ike_keys.encryption_key_r, self._ike_keys.salt_r)
         error = _error_reason(opened.error_notifies())
+        id_r, auth = opened.first(IdPayload), opened.first(AuthPayload)
         if error is not None:
+            # RFC 7296 §2.21.2: beside a valid IDr and AUTH the error is the child SA's, and the
+            # IKE SA is up at the primary: without a child it is of no use, so we delete it.
+            if isinstance(id_r, IdPayload) and id_r.responder and isinstance(auth, AuthPayload):
+                try:
+                    self._check_responder_auth(opened, id_r, auth)
+                    self._delete_ike_sa_on_failure = True
+                except _Failure:
+                    pass
             raise _Failure(error[0], f"the primary refused IKE_AUTH with notify {error[1]}", error[1],
                            tell_peer=False)
-        id_r, auth = opened.first(IdPayload), opened.first(AuthPayload)
         sa, tss = opened.first(SaPayload), opened.all(TsPayload)
         ts_i = next((t for t in tss if isinstance(t, TsPayload) and not t.responder), None)
         ts_r = next((t for t in tss if isinstance(t, TsPayload) and t.responder), None)
         if (not isinstance(id_r, IdPayload) or not id_r.responder or not isinstance(auth, AuthPayload)
                 or not isinstance(sa, SaPayload) or ts_i is None or ts_r is None):
             raise _Failure("IKE_MALFORMED", "IKE_AUTH response lacks IDr, AUTH, SA, TSi or TSr")
+        self._check_responder_auth(opened, id_r, auth)
+        if len(sa.proposals) != 1 or sa.proposals[0].protocol_id != PROTO_ESP or len(sa.proposals[0].spi) != 4:
+            raise _Failure("IKE_NO_PROPOSAL_CHOSEN", "the primary's child SA is not one ESP proposal")
+        chosen = _cipher_of(sa.proposals[0])
+        responder_p3_id = int.from_bytes(sa.proposals[0].spi, "big")
+        if chosen is None or chosen[0] not in self.data_ciphers or responder_p3_id == 0:
+            raise _Failure("IKE_NO_PROPOSAL_CHOSEN", "the primary chose a data cipher we did not offer")
+        cipher, esn = chosen
+        if not _covered(ts_i.selectors, self.ts_i) or not _covered(ts_r.selectors, self.ts_r):
+            raise _Failure("IKE_TS_UNACCEPTABLE", "the primary widened our traffic selectors")
+        keys = derive_session_keys(self._choice.prf_id, self._ike_keys.sk_d, self.nonce_i, self._nonce_r, cipher,
+                                   self.inbound_p3_id, responder_p3_id, initiator=True)
+        self._finish(HandshakeEstablished(
+            keys=keys, peer_identity=id_r.identity, spi_i=self.spi_i, spi_r=self.spi_r,
+            prf_id=self._choice.prf_id, dh_group=self._choice.dh_group, ike_key_bits=self._choice.key_bits,
+            data_cipher=cipher, ts_i=ts_i.selectors, ts_r=ts_r.selectors, ike_keys=self._ike_keys,
+            esn=esn == ESN_YES))
+        self.ike_sa = IkeSaRequests(
+            self.spi_i, self.spi_r, original_initiator=True,
+            keys_in=(self._ike_keys.encryption_key_r, self._ike_keys.salt_r),
+            keys_out=(self._ike_keys.encryption_key_i, self._ike_keys.salt_i), next_iv=self._next_iv,
+            child_spis=(self.inbound_p3_id.to_bytes(4, "big"), sa.proposals[0].spi))
+        return []
+
+    def close(self) -> list[bytes]:
+        """The secondary gives this IKE SA up (it starts a new one): tell the primary (RFC 7296 §1.4.1)."""
+        if self.ike_sa is None or self.ike_sa.deleted:
+            return []
+        return [self.ike_sa.delete_request(2)]  # our own requests so far: IKE_SA_INIT 0, IKE_AUTH 1
+
+    def _on_request(self, data: bytes) -> list[bytes]:
+        """The primary's request on the established IKE SA: answered for as long as it lives."""
+        assert self.ike_sa is not None
+        try:
+            message = decode_message(data)
+            if (message.spi_i, message.spi_r) != (self.spi_i, self.spi_r):
+                raise P3Error("IKE_UNEXPECTED", "not a request on our IKE SA")
+            answers, request = self.ike_sa.receive(message, data)
+        except P3Error as error:
+            self._drop(error.reason.name, error.detail)
+            return []
+        if request is not None and (request.deletes_ike_sa or request.deletes_child_sa):
+            identity = self.result.peer_identity if isinstance(self.result, HandshakeEstablished) else None
+            self._events.append(PeerDeletedSa(request.deletes_ike_sa, identity))
+        return answers
+
+    def _check_responder_auth(self, opened: IkeMessage, id_r: IdPayload, auth: AuthPayload) -> None:
+        """The primary's IDr and AUTH (RFC 7296 §2.15, RFC 7427): _Failure unless they check out."""
+        assert self._ike_keys is not None and self._prf is not None
         if self.remote_identity is not None and id_r.identity != self.remote_identity:
             raise self._auth_failure(f"the primary identified as {id_r.identity}, expected {self.remote_identity}")
         if self._credentials is not None:
@@ -804,21 +960,6 @@ class InitiatorHandshake:
                                      self._ike_keys.sk_pr, id_r.identity)
             if auth.method != AUTH_SHARED_KEY_MIC or not hmac.compare_digest(auth.auth_data, expected):
                 raise self._auth_failure("the primary's AUTH does not verify: the pre-shared keys differ")
-        if len(sa.proposals) != 1 or sa.proposals[0].protocol_id != PROTO_ESP or len(sa.proposals[0].spi) != 4:
-            raise _Failure("IKE_NO_PROPOSAL_CHOSEN", "the primary's child SA is not one ESP proposal")
-        cipher = _cipher_of(sa.proposals[0])
-        responder_p3_id = int.from_bytes(sa.proposals[0].spi, "big")
-        if cipher not in self.data_ciphers or responder_p3_id == 0:
-            raise _Failure("IKE_NO_PROPOSAL_CHOSEN", "the primary chose a data cipher we did not offer")
-        if not _covered(ts_i.selectors, self.ts_i) or not _covered(ts_r.selectors, self.ts_r):
-            raise _Failure("IKE_TS_UNACCEPTABLE", "the primary widened our traffic selectors")
-        keys = derive_session_keys(self._choice.prf_id, self._ike_keys.sk_d, self.nonce_i, self._nonce_r, cipher,
-                                   self.inbound_p3_id, responder_p3_id, initiator=True)
-        self._finish(HandshakeEstablished(
-            keys=keys, peer_identity=id_r.identity, spi_i=self.spi_i, spi_r=self.spi_r,
-            prf_id=self._choice.prf_id, dh_group=self._choice.dh_group, ike_key_bits=self._choice.key_bits,
-            data_cipher=cipher, ts_i=ts_i.selectors, ts_r=ts_r.selectors, ike_keys=self._ike_keys))
-        return []
 
     def _auth_failure(self, detail: str) -> _Failure:
         # RFC 7296 §2.21.2: the responder is told in an INFORMATIONAL request.
@@ -831,6 +972,9 @@ class InitiatorHandshake:
         if failure.tell_peer and failure.notify_type is not None and self.state is InitiatorState.AUTH_SENT:
             out.append(self._seal(IkeMessage(self.spi_i, self.spi_r, INFORMATIONAL, FLAG_INITIATOR, 2,
                                              [NotifyPayload(failure.notify_type)])))
+        elif self._delete_ike_sa_on_failure:  # RFC 7296 §1.4.1; the answer changes nothing, so not awaited
+            out.append(self._seal(IkeMessage(self.spi_i, self.spi_r, INFORMATIONAL, FLAG_INITIATOR, 2,
+                                             [DeletePayload(PROTO_IKE)])))
         self.state = InitiatorState.FAILED
         self._deadline = None
         self._finish(HandshakeFailed(failure.error.code, failure.error.detail, failure.notify_type))
@@ -848,6 +992,10 @@ class InitiatorHandshake:
 
 
 # --- Responder (the primary) -----------------------------------------------------
+
+
+#: expires_at of an IKE SA that lives until it is deleted or replaced
+_NEVER = float("inf")
 
 
 class _ExchangeState(Enum):
@@ -875,6 +1023,8 @@ class _Exchange:
     answered: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)
     next_iv: int = 0
     peer_identity: Identity | None = None
+    # After IKE_AUTH authenticated the secondary: the IKE SA answers its requests (RFC 7296 §1.4).
+    ike_sa: IkeSaRequests | None = None
 
 
 class ResponderHandshake:
@@ -917,6 +1067,8 @@ class ResponderHandshake:
         self._events: deque[HandshakeEvent] = deque()
         self.cookies_sent = 0
         self.retransmits_answered = 0
+        #: INFORMATIONAL requests (liveness checks, DELETEs) answered on established IKE SAs
+        self.informational_answered = 0
 
     # -- public surface --
 
@@ -927,7 +1079,11 @@ class ResponderHandshake:
     def receive(self, data: bytes, now: float, peer_addr: object = None) -> list[bytes]:
         self.handle_timer(now)
         try:
-            message = decode_message(data)
+            try:
+                message = decode_message(data)
+            except (UnsupportedMajorVersion, UnsupportedCriticalPayload) as refused:
+                self._events.append(MessageDropped(refused.code, refused.detail, peer_addr))
+                return self._refusal(data, refused)
             if message.is_response:
                 raise P3Error("IKE_UNEXPECTED", "the primary sends no requests, so takes no responses")
             if message.exchange_type == IKE_SA_INIT:
@@ -935,6 +1091,8 @@ class ResponderHandshake:
             exchange = self._by_spi_r.get(message.spi_r)
             if exchange is None or exchange.spi_i != message.spi_i:
                 raise P3Error("IKE_UNEXPECTED", "no IKE SA with these SPIs")
+            if exchange.ike_sa is not None:
+                return self._on_established_request(exchange, message, data, now)
             answered = exchange.answered.get(message.message_id)
             if answered is not None:
                 if answered[0] != data:
@@ -943,15 +1101,14 @@ class ResponderHandshake:
                 return [answered[1]]  # RFC 7296 §2.1: a retransmit is answered, not re-processed
             if message.exchange_type == IKE_AUTH and message.message_id == 1:
                 return self._on_auth(exchange, message, data, now)
-            if message.exchange_type == INFORMATIONAL and message.message_id == 2:
-                return self._on_informational(exchange, message, data)
             raise P3Error("IKE_UNEXPECTED", f"exchange {message.exchange_type} id {message.message_id} unexpected")
         except P3Error as error:
             self._events.append(MessageDropped(error.code, error.detail, peer_addr))
             return []
 
     def get_timer(self) -> float | None:
-        return min((e.expires_at for e in self._by_spi_r.values()), default=None)
+        expiries = [e.expires_at for e in self._by_spi_r.values() if e.expires_at != _NEVER]
+        return min(expiries, default=None)
 
     def handle_timer(self, now: float) -> list[bytes]:
         for exchange in [e for e in self._by_spi_r.values() if e.expires_at <= now]:
@@ -963,6 +1120,19 @@ class ResponderHandshake:
         out = list(self._events)
         self._events.clear()
         return out
+
+    def _refusal(self, data: bytes, refused: P3Error) -> list[bytes]:
+        """RFC 7296 §2.5: the unauthenticated answer to a request this side cannot read."""
+        header = decode_header(data)
+        if header is None or header.is_response:
+            return []
+        if isinstance(refused, UnsupportedMajorVersion):
+            return [invalid_major_version_reply(header)]
+        if isinstance(refused, UnsupportedCriticalPayload) and header.exchange_type == IKE_SA_INIT:
+            # Outside IKE_SA_INIT the payload sits in front of SK: nothing authenticates it.
+            notify = NotifyPayload(N_UNSUPPORTED_CRITICAL_PAYLOAD, bytes([refused.payload_type]))
+            return [self._plain_reply(header, notify)]
+        return []
 
     # -- cookies (RFC 7296 §2.6) --
 
@@ -994,9 +1164,9 @@ class ResponderHandshake:
                 self.cookies_sent += 1
                 return [self._plain_reply(message, NotifyPayload(N_COOKIE, expected))]
         try:
-            if len(nonce.nonce) < MIN_NONCE_BYTES:
+            if len(nonce.nonce) < MIN_PEER_NONCE_BYTES:
                 raise _Failure("IKE_MALFORMED", f"initiator nonce of {len(nonce.nonce)} octets, "
-                               f"{MIN_NONCE_BYTES} required", N_INVALID_SYNTAX)
+                               f"{MIN_PEER_NONCE_BYTES} required", N_INVALID_SYNTAX)
             choice = _choose_ike(self.proposals, sa, ke.dh_group)
             dh = _DhKey(choice.dh_group)
             try:
@@ -1020,6 +1190,11 @@ class ResponderHandshake:
         ]
         if self._credentials is not None and _offers_sha256_signatures(message):
             payloads.append(_signature_hash_notify())
+        local_ip = _address_of(self.local_identity)
+        if (message.notify(N_NAT_DETECTION_SOURCE_IP) is not None and local_ip is not None
+                and isinstance(peer_addr, tuple) and len(peer_addr) == 2):
+            payloads += _nat_detection(message.spi_i, spi_r, (local_ip, DEFAULT_PORT),
+                                       (str(peer_addr[0]), int(peer_addr[1])))
         response = encode_message(IkeMessage(message.spi_i, spi_r, IKE_SA_INIT, FLAG_RESPONSE, 0, payloads))
         exchange = _Exchange(peer_addr, message.spi_i, spi_r, nonce.nonce, nonce_r, choice, ike_keys, data,
                              response, now + self.half_open_timeout_s)
@@ -1044,23 +1219,72 @@ class ResponderHandshake:
         if exchange.state is not _ExchangeState.HALF_OPEN:
             raise P3Error("IKE_UNEXPECTED", "IKE_AUTH for an exchange that is already over")
         keys = exchange.ike_keys
-        opened = decrypt_message(message, keys.encryption_key_i, keys.salt_i)  # E307: dropped, not fatal
         try:
-            response, event = self._authenticate(exchange, opened)
+            try:
+                opened = decrypt_message(message, keys.encryption_key_i, keys.salt_i)  # E307: dropped, not fatal
+            except UnsupportedCriticalPayload as critical:  # authenticated, so answered (RFC 7296 §2.5)
+                raise _Failure(critical.reason.name, critical.detail, N_UNSUPPORTED_CRITICAL_PAYLOAD,
+                               bytes([critical.payload_type])) from None
+            response, event, child_spis = self._authenticate(exchange, opened)
         except _Failure as failure:
             assert failure.notify_type is not None
-            response = self._seal(exchange, IKE_AUTH, 1, [NotifyPayload(failure.notify_type)])
+            response = self._seal(exchange, IKE_AUTH, 1, [NotifyPayload(failure.notify_type, failure.notify_data)])
             exchange.state = _ExchangeState.FAILED
             self._events.append(HandshakeFailed(failure.error.code, failure.error.detail, failure.notify_type,
                                                 exchange.peer_addr))
-        else:
-            exchange.state = _ExchangeState.ESTABLISHED
-            self._events.append(event)
-        exchange.answered[1] = (data, response)
-        exchange.expires_at = now + FINISHED_EXCHANGE_KEEP_S
+            exchange.answered[1] = (data, response)
+            exchange.expires_at = now + FINISHED_EXCHANGE_KEEP_S
+            return [response]
+        # The secondary is authenticated: the IKE SA stands, with or without its child SA (RFC 7296
+        # §2.21.2), and answers its requests until it is deleted or the secondary starts a new one.
+        self._forget_older_sas(exchange)
+        exchange.state = _ExchangeState.ESTABLISHED if isinstance(event, HandshakeEstablished) else _ExchangeState.FAILED
+        self._events.append(event)
+        exchange.ike_sa = IkeSaRequests(
+            exchange.spi_i, exchange.spi_r, original_initiator=False, keys_in=(keys.encryption_key_i, keys.salt_i),
+            keys_out=(keys.encryption_key_r, keys.salt_r), next_iv=exchange.next_iv, child_spis=child_spis,
+            answered=(1, data, response))
+        exchange.expires_at = _NEVER
         return [response]
 
-    def _authenticate(self, exchange: _Exchange, opened: IkeMessage) -> tuple[bytes, HandshakeEstablished]:
+    def _forget_older_sas(self, exchange: _Exchange) -> None:
+        """A secondary that set up a new IKE SA has left its older ones (spec §2.1.7)."""
+        for older in [e for e in self._by_spi_r.values() if e is not exchange and e.ike_sa is not None
+                      and e.peer_identity == exchange.peer_identity]:
+            self._forget(older)
+
+    def _on_established_request(self, exchange: _Exchange, message: IkeMessage, data: bytes,
+                                now: float) -> list[bytes]:
+        """A request of the secondary's after IKE_AUTH: liveness check, DELETE, or the AUTH refusal."""
+        assert exchange.ike_sa is not None
+        answers, request = exchange.ike_sa.receive(message, data)
+        if request is None:
+            self.retransmits_answered += 1
+            return answers
+        if request.exchange_type == INFORMATIONAL:
+            self.informational_answered += 1
+        refused = _error_reason([NotifyPayload(n) for n in request.error_notifies])
+        if refused is not None and exchange.state is _ExchangeState.ESTABLISHED:
+            # RFC 7296 §2.21.2: the secondary rejected our AUTH; the session it reported is void.
+            exchange.state = _ExchangeState.FAILED
+            self._events.append(HandshakeFailed(reason(refused[0]).code, f"secondary {exchange.peer_identity} "
+                                                f"rejected the primary's authentication (notify {refused[1]})",
+                                                refused[1], exchange.peer_addr))
+            exchange.expires_at = now + FINISHED_EXCHANGE_KEEP_S
+        if request.deletes_ike_sa or request.deletes_child_sa:
+            self._events.append(PeerDeletedSa(request.deletes_ike_sa, exchange.peer_identity, exchange.peer_addr))
+        if request.deletes_ike_sa:
+            exchange.expires_at = now + FINISHED_EXCHANGE_KEEP_S  # still answers a retransmitted DELETE
+        return answers
+
+    def _authenticate(self, exchange: _Exchange, opened: IkeMessage,
+                      ) -> tuple[bytes, HandshakeEstablished | HandshakeFailed, tuple[bytes, bytes] | None]:
+        """Check the secondary's AUTH, then set up the child SA.
+
+        -> (response, event, child SPIs (ours, theirs) or None). A failure before
+        the AUTH checks out raises _Failure; a child SA failure after it is
+        notified next to IDr and AUTH (RFC 7296 §1.2, §2.21.2).
+        """
         id_i, auth, sa = opened.first(IdPayload), opened.first(AuthPayload), opened.first(SaPayload)
         tss = [t for t in opened.all(TsPayload) if isinstance(t, TsPayload)]
         ts_i = next((t for t in tss if not t.responder), None)
@@ -1089,15 +1313,6 @@ class ResponderHandshake:
             cert = opened.first(CertPayload)
             _verify_signature_auth(self._credentials, cert if isinstance(cert, CertPayload) else None, auth, octets,
                                    identity, self._wall_clock())
-        proposal, cipher, initiator_p3_id = _choose_child(policy.data_ciphers, sa)
-        narrowed_i = _narrow(ts_i.selectors, policy.remote_selectors)
-        narrowed_r = _narrow(ts_r.selectors, policy.local_selectors)
-        if not narrowed_i or not narrowed_r:
-            raise _Failure("IKE_TS_UNACCEPTABLE", f"secondary {identity}: traffic selectors outside its "
-                           "configured subnets", N_TS_UNACCEPTABLE)
-        responder_p3_id = self._allocate_p3_id()
-        keys = derive_session_keys(exchange.choice.prf_id, exchange.ike_keys.sk_d, exchange.nonce_i,
-                                   exchange.nonce_r, cipher, initiator_p3_id, responder_p3_id, initiator=False)
         my_auth: list[Payload]
         if policy.psk is not None:
             my_auth = [AuthPayload(AUTH_SHARED_KEY_MIC, psk_auth_data(
@@ -1107,10 +1322,26 @@ class ResponderHandshake:
             assert self._credentials is not None  # _verify_signature_auth refused otherwise
             my_auth = _signature_auth(self._credentials, signed_octets(
                 prf, exchange.init_response, exchange.nonce_i, exchange.ike_keys.sk_pr, self.local_identity))
-        child = Proposal(proposal.number, PROTO_ESP, responder_p3_id.to_bytes(4, "big"), _esp_transforms(cipher))
+        authenticated: list[Payload] = [IdPayload(self.local_identity, responder=True), *my_auth]
+        try:
+            proposal, cipher, initiator_p3_id, esn = _choose_child(policy.data_ciphers, sa)
+            narrowed_i = _narrow(ts_i.selectors, policy.remote_selectors)
+            narrowed_r = _narrow(ts_r.selectors, policy.local_selectors)
+            if not narrowed_i or not narrowed_r:
+                raise _Failure("IKE_TS_UNACCEPTABLE", f"secondary {identity}: traffic selectors outside its "
+                               "configured subnets", N_TS_UNACCEPTABLE)
+        except _Failure as child_failure:
+            assert child_failure.notify_type is not None
+            response = self._seal(exchange, IKE_AUTH, 1, [*authenticated, NotifyPayload(child_failure.notify_type)])
+            return response, HandshakeFailed(child_failure.error.code, child_failure.error.detail,
+                                             child_failure.notify_type, exchange.peer_addr), None
+        responder_p3_id = self._allocate_p3_id()
+        keys = derive_session_keys(exchange.choice.prf_id, exchange.ike_keys.sk_d, exchange.nonce_i,
+                                   exchange.nonce_r, cipher, initiator_p3_id, responder_p3_id, initiator=False)
+        our_spi = responder_p3_id.to_bytes(4, "big")
+        child = Proposal(proposal.number, PROTO_ESP, our_spi, _esp_transforms(cipher, (esn,)))
         response = self._seal(exchange, IKE_AUTH, 1, [
-            IdPayload(self.local_identity, responder=True),
-            *my_auth,
+            *authenticated,
             SaPayload((child,)),
             TsPayload(narrowed_i),
             TsPayload(narrowed_r, responder=True),
@@ -1119,22 +1350,8 @@ class ResponderHandshake:
         event = HandshakeEstablished(
             keys=keys, peer_identity=identity, spi_i=exchange.spi_i, spi_r=exchange.spi_r, prf_id=choice.prf_id,
             dh_group=choice.dh_group, ike_key_bits=choice.key_bits, data_cipher=cipher, ts_i=narrowed_i,
-            ts_r=narrowed_r, ike_keys=exchange.ike_keys, peer_addr=exchange.peer_addr)
-        return response, event
-
-    def _on_informational(self, exchange: _Exchange, message: IkeMessage, data: bytes) -> list[bytes]:
-        """The initiator rejected our AUTH (RFC 7296 §2.21.2): the session it reported is void."""
-        keys = exchange.ike_keys
-        opened = decrypt_message(message, keys.encryption_key_i, keys.salt_i)
-        response = self._seal(exchange, INFORMATIONAL, 2, [])
-        exchange.answered[2] = (data, response)
-        refused = _error_reason(opened.error_notifies())
-        if refused is not None and exchange.state is _ExchangeState.ESTABLISHED:
-            exchange.state = _ExchangeState.FAILED
-            self._events.append(HandshakeFailed(reason(refused[0]).code, f"secondary {exchange.peer_identity} rejected the "
-                                                f"primary's authentication (notify {refused[1]})", refused[1],
-                                                exchange.peer_addr))
-        return [response]
+            ts_r=narrowed_r, ike_keys=exchange.ike_keys, peer_addr=exchange.peer_addr, esn=esn == ESN_YES)
+        return response, event, (our_spi, proposal.spi)
 
     def _forget(self, exchange: _Exchange) -> None:
         self._by_spi_r.pop(exchange.spi_r, None)

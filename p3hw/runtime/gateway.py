@@ -35,14 +35,17 @@ from p3hw.protocol.handshake import (
     IkeProposalConfig,
     InitiatorHandshake,
     MessageDropped,
+    PeerDeletedSa,
     PeerPolicy,
     ResponderHandshake,
+    secondary_selectors,
 )
 from p3hw.protocol.ids import P3IdAllocator
 from p3hw.protocol.session import SessionConfig
 from p3hw.reasons import P3Error
 from p3hw.runtime.admin_target import GatewayAdmin
 from p3hw.runtime.flowstate import FlowState, state_path
+from p3hw.runtime.ike_requests import ike_status, log_peer_deleted
 from p3hw.runtime.io import TUN_MTU, WAN_MTU, GatewayIO, GatewayPort
 from p3hw.runtime.peer import PeerDriver, PeerSettings
 from p3hw.runtime.reconfig import plan_reload
@@ -278,6 +281,8 @@ class Gateway:
                         break
             elif isinstance(event, MessageDropped):
                 self.log.debug("%s dropped IKE message from %s: %s", event.reason_code, addr, event.detail)
+            elif isinstance(event, PeerDeletedSa):
+                log_peer_deleted(event, self.log, addr)
 
     def _make_responder(self) -> ResponderHandshake:
         def peer_for(identity: Identity) -> PeerPolicy | None:
@@ -290,7 +295,8 @@ class Gateway:
             except P3Error as exc:  # refuse this attempt, keep serving the others
                 failure(self.log, exc.reason.name, f"remote {remote.id} ({remote.address}): {config_error_text(exc)}")
                 return None
-            return PeerPolicy(psk=psk, data_ciphers=(cipher_name(remote.key_type, remote.cipher),))
+            return PeerPolicy(psk=psk, data_ciphers=(cipher_name(remote.key_type, remote.cipher),),
+                              remote_selectors=secondary_selectors(remote.address, remote.subnets))
 
         return ResponderHandshake(Identity.ip(self.local_address), peer_for, allocate_p3_id=self.ids.allocate,
                                   proposals=self._ike_proposals())
@@ -318,6 +324,7 @@ class Gateway:
             engine=None if engine is None else {**engine.__dict__, "active": engine.active},
             termination=None if termination is None else termination.__dict__,
             stale_resets=sum(t.stale_resets() for t in self.io.flow_tables()),
+            ike=ike_status(self.responder, [d.ike_sa for d in self.peers.values()]),
         ).to_dict()
 
     def _maybe_write_status(self, now: float) -> None:

@@ -45,6 +45,7 @@ from p3hw.protocol.recovery import (
 from p3hw.protocol.rekey import InstallInboundSa, InstallOutboundSa, RekeyCompleted, RemoveInboundSa
 from p3hw.protocol.session import ConfigReceived, Session, SessionAction, SessionConfig, SessionLost
 from p3hw.reasons import P3Error
+from p3hw.runtime.ike_requests import holds_ike_sa, log_ike_sa_events
 from p3hw.runtime.ports import DataplanePort, Traffic
 from p3hw.runtime.status import PeerStatus
 
@@ -114,6 +115,8 @@ class PeerDriver:
         self.state = PeerState(peer_id)
         self.session: Session | None = None
         self.handshake: InitiatorHandshake | None = None
+        #: secondary: the exchange that set up the session; answers the primary's IKE requests (RFC 7296 §1.4)
+        self.ike_sa: InitiatorHandshake | None = None
         self.recovery = Recovery(settings.role, settings.address)
 
     @property
@@ -143,6 +146,10 @@ class PeerDriver:
         """The secondary dials the primary (spec §2.1.2); a driver without a handshake factory waits."""
         if self.make_handshake is None:
             return
+        if self.ike_sa is not None:  # a new IKE SA replaces the old one: tell the primary
+            self._send_ike(self.state.outer_addr or self.settings.address, self.settings.remote_port,
+                           self.ike_sa.close())
+            self.ike_sa = None
         p3_id = self.ids.allocate()
         try:
             self.handshake = self.make_handshake(p3_id)
@@ -160,6 +167,11 @@ class PeerDriver:
 
     def receive_ike(self, data: bytes, addr: str, port: int, now: float) -> None:
         """An IKE message from the primary (from *addr* port *port*), for this driver's exchange."""
+        if holds_ike_sa(self.ike_sa, data):
+            assert self.ike_sa is not None
+            self._send_ike(addr, port, self.ike_sa.receive(data, now))
+            log_ike_sa_events(self.ike_sa, self.log, addr)
+            return
         if self.handshake is None:
             return
         self._send_ike(addr, port, self.handshake.receive(data, now))
@@ -169,7 +181,7 @@ class PeerDriver:
         assert self.handshake is not None
         for event in self.handshake.events():
             if isinstance(event, HandshakeEstablished):
-                self.handshake = None
+                self.ike_sa, self.handshake = self.handshake, None
                 self.established(event, self.settings.address, self.settings.remote_port, now)
                 self.recovery.connected(now)
                 self._run_recovery(now)

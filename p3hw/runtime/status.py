@@ -89,6 +89,8 @@ class GatewayStatus:
     termination: dict[str, Any] | None
     #: RSTs for segments of connections of an earlier session (docs/flows.md "After a restart")
     stale_resets: int = 0
+    #: INFORMATIONAL requests answered on established IKE SAs (docs/handshake.md "After the exchange")
+    ike: dict[str, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -96,7 +98,7 @@ class GatewayStatus:
             "peers": [p.to_dict() for p in self.peers],
             "dataplane": None if self.dataplane is None else dict(self.dataplane.__dict__),
             "worker": self.worker, "io": self.io, "engine": self.engine, "termination": self.termination,
-            "stale_resets": self.stale_resets,
+            "stale_resets": self.stale_resets, "ike": self.ike,
         }
 
 

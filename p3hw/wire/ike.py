@@ -13,11 +13,14 @@ front; this codec neither writes nor expects it.
 
 Decoding is strict: a length that disagrees with the data, a truncated
 structure, trailing octets, or an unknown payload marked critical raise
-``P3Error`` (P3-E300 / P3-E301) and nothing else.
+``P3Error`` (P3-E300 / P3-E301) and nothing else. Two of them are subclasses
+that carry what the answer needs (RFC 7296 §2.5): ``UnsupportedCriticalPayload``
+names the payload type, ``UnsupportedMajorVersion`` the received version.
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import struct
 from dataclasses import dataclass, field
@@ -75,6 +78,11 @@ TRANSFORM_PRF = 2
 TRANSFORM_INTEG = 3
 TRANSFORM_DH = 4
 TRANSFORM_ESN = 5
+#: RFC 7296 §3.3.3: the transform types an IKE / ESP proposal may hold. A
+#: proposal with any other type (e.g. 6..12, RFC 9370's additional key
+#: exchanges) is unacceptable as a whole (§3.3.6).
+IKE_TRANSFORM_TYPES = frozenset({TRANSFORM_ENCR, TRANSFORM_PRF, TRANSFORM_INTEG, TRANSFORM_DH})
+ESP_TRANSFORM_TYPES = frozenset({TRANSFORM_ENCR, TRANSFORM_INTEG, TRANSFORM_DH, TRANSFORM_ESN})
 
 ENCR_AES_CTR = 13  # RFC 5930 / RFC 3686
 ENCR_AES_CCM_16 = 16  # RFC 4309
@@ -124,6 +132,8 @@ N_INVALID_SELECTORS = 39
 N_TEMPORARY_FAILURE = 43
 N_CHILD_SA_NOT_FOUND = 44
 N_INITIAL_CONTACT = 16384
+N_NAT_DETECTION_SOURCE_IP = 16388
+N_NAT_DETECTION_DESTINATION_IP = 16389
 N_COOKIE = 16390
 N_USE_TRANSPORT_MODE = 16391
 N_SIGNATURE_HASH_ALGORITHMS = 16431  # RFC 7427
@@ -134,8 +144,33 @@ SK_ICV_BYTES = 16
 SK_SALT_BYTES = 4
 
 
+def nat_detection_hash(spi_i: bytes, spi_r: bytes, address: str, port: int) -> bytes:
+    """RFC 7296 §2.23: SHA-1 of the header's SPIs, an IP address and a port (NAT_DETECTION_*_IP data)."""
+    digest = hashlib.sha1(usedforsecurity=False)
+    digest.update(spi_i + spi_r + ipaddress.ip_address(address).packed + port.to_bytes(2, "big"))
+    return digest.digest()
+
+
 def _malformed(detail: str) -> P3Error:
     return P3Error("IKE_MALFORMED", detail)
+
+
+class UnsupportedCriticalPayload(P3Error):
+    """An unknown payload type marked critical (P3-E301): a request is answered
+    with UNSUPPORTED_CRITICAL_PAYLOAD carrying *payload_type* (RFC 7296 §2.5, §3.10.1)."""
+
+    def __init__(self, payload_type: int, detail: str) -> None:
+        super().__init__("IKE_UNSUPPORTED_CRITICAL", detail)
+        self.payload_type = payload_type
+
+
+class UnsupportedMajorVersion(P3Error):
+    """A header with a major version above 2 (P3-E300): a request is answered
+    with INVALID_MAJOR_VERSION (RFC 7296 §2.5)."""
+
+    def __init__(self, major_version: int) -> None:
+        super().__init__("IKE_MALFORMED", f"IKE major version {major_version} (INVALID_MAJOR_VERSION)")
+        self.major_version = major_version
 
 
 class _Reader:
@@ -372,9 +407,10 @@ class SaPayload(Payload):
             if last_flag not in (0, 2) or length < 8:
                 raise _malformed(f"proposal header (last={last_flag}, length={length}) invalid")
             proposal = Proposal.decode(reader.take(length - 4))
-            # RFC 7296 §3.3.1: proposals are numbered from 1, each the same or one more.
-            expected = {1} if not proposals else {proposals[-1].number, proposals[-1].number + 1}
-            if proposal.number not in expected:
+            # RFC 7296 §3.3.1: an offer is numbered from 1, each the same or one more; an answer holds
+            # one proposal with the number of the one accepted, which may be any.
+            if not proposals and proposal.number == 0 or proposals and proposal.number not in (
+                    proposals[-1].number, proposals[-1].number + 1):
                 raise _malformed(f"proposal number {proposal.number} out of sequence")
             proposals.append(proposal)
             last_seen = last_flag == 0
@@ -605,6 +641,8 @@ class UnknownPayload(Payload):
 
     unknown_type: int
     body: bytes
+    #: only for building test messages: a decoded unknown payload is never critical (it is refused)
+    critical: bool = False
 
     @property
     def type_code(self) -> int:
@@ -701,7 +739,8 @@ def _encode_chain(payloads: list[Payload], trailing_type: int = PT_NONE) -> tupl
     for index, payload in enumerate(payloads):
         next_type = payloads[index + 1].type_code if index + 1 < len(payloads) else trailing_type
         body = payload.encode_body()
-        out += struct.pack("!BBH", next_type, 0, 4 + len(body)) + body
+        flags = 0x80 if isinstance(payload, UnknownPayload) and payload.critical else 0
+        out += struct.pack("!BBH", next_type, flags, 4 + len(body)) + body
     first = payloads[0].type_code if payloads else trailing_type
     return first, bytes(out)
 
@@ -762,10 +801,28 @@ def _decode_chain(data: bytes, first_type: int, what: str, allow_sk: bool, base_
         if decoder is not None:
             payloads.append(decoder(body))
         elif critical:
-            raise P3Error("IKE_UNSUPPORTED_CRITICAL", f"{what}: unknown payload type {current} marked critical")
+            raise UnsupportedCriticalPayload(current, f"{what}: unknown payload type {current} marked critical")
         else:
             payloads.append(UnknownPayload(current, body))
     return payloads, None, reader.at
+
+
+def decode_header(data: bytes) -> IkeMessage | None:
+    """The header fields of a datagram whose payloads may not decode, or None if it has no header.
+
+    For answering a request that ``decode_message`` refused (RFC 7296 §2.5).
+    """
+    if len(data) < IKE_HEADER_BYTES:
+        return None
+    _, _, exchange_type, flags, message_id, _ = struct.unpack("!BBBBII", data[16:28])
+    return IkeMessage(bytes(data[0:8]), bytes(data[8:16]), exchange_type, flags, message_id)
+
+
+def invalid_major_version_reply(request: IkeMessage) -> bytes:
+    """RFC 7296 §2.5: an unauthenticated INVALID_MAJOR_VERSION, in a version 2.0 header."""
+    flags = FLAG_RESPONSE | (0 if request.from_initiator else FLAG_INITIATOR)
+    return encode_message(IkeMessage(request.spi_i, request.spi_r, request.exchange_type, flags, request.message_id,
+                                     [NotifyPayload(N_INVALID_MAJOR_VERSION)]))
 
 
 def decode_message(data: bytes) -> IkeMessage:
@@ -777,6 +834,8 @@ def decode_message(data: bytes) -> IkeMessage:
         raise _malformed(f"IKE message of {len(data)} octets is shorter than its header")
     spi_i, spi_r = data[0:8], data[8:16]
     first_type, version, exchange_type, flags, message_id, length = struct.unpack("!BBBBII", data[16:28])
+    if version >> 4 > 2:
+        raise UnsupportedMajorVersion(version >> 4)
     if version >> 4 != 2:
         raise _malformed(f"IKE major version {version >> 4} (INVALID_MAJOR_VERSION)")
     if length != len(data):

@@ -19,6 +19,7 @@ from p3hw.protocol.handshake import (
     InitiatorHandshake,
     InitiatorState,
     MessageDropped,
+    PeerDeletedSa,
     PeerPolicy,
     ResponderHandshake,
 )
@@ -66,7 +67,7 @@ class Run:
     sent_by_responder: list[bytes] = field(default_factory=list)
 
     def outcome(self, events: list) -> HandshakeEstablished | HandshakeFailed | None:
-        final = [e for e in events if not isinstance(e, MessageDropped)]
+        final = [e for e in events if not isinstance(e, (MessageDropped, PeerDeletedSa))]
         assert len(final) <= 1, final
         return final[0] if final else None
 
@@ -232,6 +233,8 @@ def test_no_common_data_cipher_fails_with_no_proposal_chosen_on_both_sides() -> 
     ini, res = run.initiator_result, run.responder_result
     assert isinstance(ini, HandshakeFailed) and isinstance(res, HandshakeFailed)
     assert ini.reason_code == res.reason_code == "P3-E302"
+    # The IKE SA stood without its child (RFC 7296 §2.21.2); the secondary, which has no use for it, deleted it.
+    assert [e.ike_sa for e in run.responder_events if isinstance(e, PeerDeletedSa)] == [True]
 
 
 def test_initiator_rejects_an_impostor_primary_and_tells_it() -> None:
