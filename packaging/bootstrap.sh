@@ -11,6 +11,9 @@ APT_PACKAGES=(
     softhsm2 libsofthsm2 opensc
     libdpdk-dev dpdk
     iproute2 iputils-ping iperf3 tshark ethtool
+    # make deb and its test (docs/install.md): the package build, lintian, the signed repository, the test root
+    debhelper dh-python lintian python3-all-dev python3-cffi python3-setuptools python3-pip
+    reprepro gnupg mmdebstrap
 )
 
 missing=()
