@@ -23,6 +23,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 
+import p3hw
 from p3hw.admin.metrics import start_metrics_server
 from p3hw.admin.server import effective_config, start_admin_server
 from p3hw.admin.store import Store
@@ -392,6 +393,7 @@ class Gateway:
         worker = self.worker.stats() if self.worker is not None else None
         return {
             "role": self.role, "address": self.local_address, "pid": os.getpid(), "peers": peers,
+            "version": p3hw.__version__,
             "dataplane": None if counters is None else {
                 "sealed_packets": counters.sealed_packets, "opened_packets": counters.opened_packets,
                 "control_packets": counters.control_packets, "drops": counters.drops,
