@@ -28,6 +28,8 @@ from p3hw.reasons import P3Error
 SOURCES = "/etc/apt/sources.list.d/p3hw.sources"
 KEYRING = "/etc/apt/keyrings/p3hw-update.gpg"
 LISTS = "/var/lib/p3hw/apt/lists"
+#: An empty directory in place of /etc/apt/sources.list.d: only the p3hw entry is read.
+NO_PARTS = "/var/lib/p3hw/apt/sources.list.d"
 SUITE = "p3hw"
 #: The daemons' systemd units in the order ``apply`` restarts them, and the status file each writes
 #: (their ExecStart, packaging/p3hw-*.service).
@@ -128,7 +130,7 @@ def publish(repo: Path, debs: list[str]) -> None:
 # -- gateway side: apt
 
 def _apt_options(sources: str) -> list[str]:
-    return ["-o", f"Dir::Etc::SourceList={sources}", "-o", "Dir::Etc::SourceParts=/nonexistent",
+    return ["-o", f"Dir::Etc::SourceList={sources}", "-o", f"Dir::Etc::SourceParts={NO_PARTS}",
             "-o", f"Dir::State::Lists={LISTS}", "-o", "APT::Get::List-Cleanup=true",
             "-o", "Acquire::AllowInsecureRepositories=false", "-o", "Acquire::AllowDowngradeToInsecureRepositories=false"]
 
@@ -139,6 +141,7 @@ def refresh(sources: str) -> None:
         raise P3Error("UPDATE_FAILED", f"{sources}: no apt sources entry for the update repository",
                       "copy p3hw.sources from the repository made by 'p3hw update init-repo'")
     os.makedirs(os.path.join(LISTS, "partial"), exist_ok=True)
+    os.makedirs(NO_PARTS, exist_ok=True)
     done = subprocess.run(["apt-get", *_apt_options(sources), "-q", "update"], capture_output=True, text=True,
                           env={**os.environ, "LC_ALL": "C"})
     problems = [line.strip() for line in (done.stdout + done.stderr).splitlines()

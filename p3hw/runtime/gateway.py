@@ -48,6 +48,7 @@ from p3hw.dataplane import (
     Worker,
 )
 from p3hw.log import failure
+from p3hw.peer_version import primary_settings, secondary_answer, version_in
 from p3hw.protocol.control import SendControlPacket
 from p3hw.protocol.handshake import (
     HandshakeEstablished,
@@ -108,6 +109,7 @@ class PeerState:
     rekeys_earlier_sessions: int = 0
     last_rekey_at: float | None = None
     sessions_started: int = 0
+    peer_version: str | None = None     # from its CONFIG (p3hw.peer_version)
     in_dataplane: bool = False
     #: packets and bytes of SAs already gone (the live SAs' are added in status)
     done_in: list[int] = field(default_factory=lambda: [0, 0])
@@ -370,6 +372,7 @@ class Gateway:
                 "outer": f"{peer.outer_addr}:{peer.outer_port}" if peer.outer_addr else "",
                 "since_s": round(now - peer.established_at, 3) if peer.established_at is not None else None,
                 "sessions_started": peer.sessions_started, "rekeys_completed": peer.rekeys_completed,
+                "peer_version": peer.peer_version,
                 "losses": list(peer.losses),
             }
             if peer.in_dataplane and self.dp is not None:
@@ -642,8 +645,7 @@ class Gateway:
             peer.hold_control_until, peer.held_control = now + CONTROL_SETTLE_S, []
             # The liveness timers are primary-side keywords (Appendix A 1); the
             # secondary learns them through the control channel.
-            peer.session.send_config(json.dumps({"heartbeat_time_s": remote.heartbeat_time_s,
-                                                 "heartbeat_fail_s": remote.heartbeat_fail_s}), now)
+            peer.session.send_config(primary_settings(remote.heartbeat_time_s, remote.heartbeat_fail_s), now)
         self._run_session_actions(peer, now)
 
     def _apply_peer_settings(self, peer: PeerState, settings: str) -> None:
@@ -699,6 +701,9 @@ class Gateway:
                     peer.last_rekey_at = now
                     self.log.info("rekey %d with %s completed", action.rekey_id, peer.remote.address)
                 elif isinstance(action, ConfigReceived):
+                    peer.peer_version = version_in(action.settings) or peer.peer_version
+                    if self.role == "secondary" and (answer := secondary_answer(action.settings)):
+                        session.send_config(answer, now)
                     self._apply_peer_settings(peer, action.settings)
                 elif isinstance(action, SessionLost):
                     pass
@@ -912,8 +917,7 @@ class Gateway:
                     remote.heartbeat_time_s, remote.heartbeat_fail_s):
                 session.liveness.heartbeat_time_s = remote.heartbeat_time_s
                 session.liveness.heartbeat_fail_s = remote.heartbeat_fail_s
-                session.send_config(json.dumps({"heartbeat_time_s": remote.heartbeat_time_s,
-                                                "heartbeat_fail_s": remote.heartbeat_fail_s}), now)
+                session.send_config(primary_settings(remote.heartbeat_time_s, remote.heartbeat_fail_s), now)
                 self._run_session_actions(peer, now)
         self._wake.set()
         return {"live": live, "on_reload": later}

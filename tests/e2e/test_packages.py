@@ -101,7 +101,7 @@ def _base_root(deb: Path) -> Path:
     tarball = CACHE / f"root-{key}.tar"
     if not tarball.exists():
         CACHE.mkdir(parents=True, exist_ok=True)
-        _sh(["mmdebstrap", "--quiet", "--variant=apt", "--include=" + ",".join(names), "bookworm",
+        _sh(["mmdebstrap", "--quiet", "--format=tar", "--variant=apt", "--include=" + ",".join(names), "bookworm",
              str(tarball) + ".part"])
         os.replace(str(tarball) + ".part", tarball)
     return tarball
@@ -127,8 +127,14 @@ class ChrootDeployment(Deployment):
     def service(self, action: str, role: str) -> None:
         _sh(["chroot", str(self.root), "/usr/local/sbin/p3test-service", action, f"p3hw-{role}.service"])
 
-    def versions(self) -> dict[str, str | None]:
-        return {d.role: (d.status() or {}).get("version") for d in self.daemons.values()}
+    def versions(self) -> dict[str, object]:
+        """Each daemon's own version and the one its peer sent in CONFIG."""
+        found: dict[str, object] = {}
+        for d in self.daemons.values():
+            status = d.status() or {}
+            found[d.role] = status.get("version")
+            found[f"{d.role}'s peer"] = [p.get("peer_version") for p in status.get("peers", [])]
+        return found
 
 
 @dataclass
@@ -195,7 +201,9 @@ def installed(stale_testbeds_removed: list[str], packages: Packages,
 def test_installed_package_runs_a_primary_and_a_secondary_of_its_version(installed: Site2) -> None:
     old = installed.packages.old_version
     assert installed.chroot("p3hw", "--version").stdout.strip() == f"p3hw {old}"
-    assert installed.dep.versions() == {"primary": old, "secondary": old}
+    installed.dep.wait(lambda: installed.dep.versions() == {"primary": old, "secondary": old, "primary's peer": [old],
+                                                            "secondary's peer": [old]},
+                       10, "each daemon to show its version and its peer's")
     assert installed.topo.ping(installed.topo.b.lan_ns, host(installed.topo.a, 4), count=3).received == 3
 
 
@@ -215,9 +223,10 @@ def test_update_apply_upgrades_and_the_sessions_come_back_on_the_new_version(ins
     done = installed.chroot("p3hw", "update", "apply", "--restart-command", "/usr/local/sbin/p3test-service try-restart")
     assert done.returncode == 0, done.stdout + done.stderr
     assert installed.chroot("p3hw", "--version").stdout.strip() == f"p3hw {pk.new_version}"
-    installed.dep.wait(lambda: installed.dep.established()
-                       and installed.dep.versions() == {"primary": pk.new_version, "secondary": pk.new_version},
-                       60, "both daemons to run the new version with their session established")
+    new = pk.new_version
+    installed.dep.wait(lambda: installed.dep.established() and installed.dep.versions() == {
+        "primary": new, "secondary": new, "primary's peer": [new], "secondary's peer": [new]},
+        60, "both daemons to run the new version with their session established")
     assert installed.topo.ping(installed.topo.b.lan_ns, host(installed.topo.a, 4), count=3).received == 3
     # The examples under /etc/p3hw are conffiles; the operator's configuration is untouched.
     conffiles = installed.chroot("dpkg-query", "-W", "-f", "${Conffiles}", "p3hw").stdout
