@@ -35,7 +35,7 @@ SUITE = "p3hw"
 #: (their ExecStart, packaging/p3hw-*.service).
 UNITS = (("p3hw-primary.service", "primary.status.json"), ("p3hw-secondary.service", "secondary.status.json"))
 #: What apt says about a repository it does not trust (apt 2.6, bookworm).
-_UNTRUSTED = re.compile(r"is not signed|NO_PUBKEY|BADSIG|signatures were invalid|signatures couldn't be verified|"
+_UNTRUSTED = re.compile(r"is not signed|is no longer signed|NO_PUBKEY|BADSIG|signatures were invalid|signatures couldn't be verified|"
                         r"Hash Sum mismatch|File has unexpected size|Clearsigned file isn't valid|"
                         r"not signed by a key|Signed-By|insecure", re.IGNORECASE)
 
