@@ -31,6 +31,8 @@ TREE = Path(__file__).resolve().parents[2]
 CACHE = TREE / "build" / "deb-test"
 P3HW = [str(TREE / ".venv" / "bin" / "p3hw")]
 
+EDITED = "# edited by the operator\n"
+
 SERVICE = """#!/bin/sh
 # The test's stand-in for systemd: start | stop | try-restart p3hw-primary.service / p3hw-secondary.service.
 action=$1; role=${2#p3hw-}; role=${role%.service}
@@ -215,6 +217,16 @@ def test_installed_package_finds_its_native_libraries_under_usr_lib_p3hw(install
     assert "all found" in lines["dpdk library"], doctor
 
 
+def test_installed_package_opens_softhsm_through_its_vendored_python_pkcs11(installed: Site2) -> None:
+    # python-pkcs11 is not in Debian: the package carries it in /usr/lib/p3hw/vendor, found like the commands find it.
+    probe = ("import sys; sys.path[0:0] = ['/usr/lib/p3hw/python']; sys.path.append('/usr/lib/p3hw/vendor'); "
+             "import pkcs11; lib = pkcs11.lib('/usr/lib/softhsm/libsofthsm2.so'); "
+             "print(pkcs11.__file__, lib.manufacturer_id)")
+    done = installed.chroot("python3", "-c", probe)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("/usr/lib/p3hw/vendor/pkcs11/__init__.py SoftHSM"), done.stdout
+
+
 def test_update_check_lists_the_new_version_from_the_signed_repository(installed: Site2) -> None:
     pk = installed.packages
     done = installed.chroot("p3hw", "update", "check")
@@ -228,6 +240,8 @@ def test_update_check_lists_the_new_version_from_the_signed_repository(installed
 
 def test_update_apply_upgrades_and_the_sessions_come_back_on_the_new_version(installed: Site2) -> None:
     pk = installed.packages
+    with open(installed.root / "etc" / "p3hw" / "primary.conf.example", "a") as example:
+        example.write(EDITED)
     done = installed.chroot("p3hw", "update", "apply", "--restart-command", "/usr/local/sbin/p3test-service try-restart")
     assert done.returncode == 0, done.stdout + done.stderr
     # The primary first, back with its session, then the secondary.
@@ -240,10 +254,14 @@ def test_update_apply_upgrades_and_the_sessions_come_back_on_the_new_version(ins
         "primary": new, "secondary": new, "primary's peer": [new], "secondary's peer": [new]},
         60, "both daemons to run the new version with their session established")
     assert installed.topo.ping(installed.topo.b.lan_ns, host(installed.topo.a, 4), count=3).received == 3
-    # The examples under /etc/p3hw are conffiles; the operator's configuration is untouched.
+    # The examples under /etc/p3hw are conffiles: the operator's edit survives; so does the configuration.
     conffiles = installed.chroot("dpkg-query", "-W", "-f", "${Conffiles}", "p3hw").stdout
     assert "/etc/p3hw/primary.conf.example" in conffiles
+    assert (installed.root / "etc" / "p3hw" / "primary.conf.example").read_text().endswith(EDITED)
     assert (installed.root / "etc" / "p3hw" / "primary.conf").read_text().startswith("# generated")
+    shown = installed.chroot("p3ctl", "--socket", "/run/p3hw/primary.admin.sock", "status")
+    assert shown.returncode == 0, shown.stderr
+    assert f", p3hw {new}): 1 session(s)" in shown.stdout.splitlines()[0], shown.stdout
 
 
 def test_update_refuses_a_repository_whose_signature_does_not_match(installed: Site2) -> None:
@@ -273,3 +291,35 @@ def test_update_refuses_an_unsigned_repository(installed: Site2) -> None:
     finally:
         for name, data in saved.items():
             (dists / name).write_bytes(data)
+
+
+def _other_repository(installed: Site2, name: str, url_path: str) -> str:
+    """A sources entry for another repository at /srv/<url_path>, trusted with the gateway's usual key."""
+    sources = f"/etc/apt/{name}.sources"
+    (installed.root / sources.lstrip("/")).write_text(
+        f"Types: deb\nURIs: file://{url_path}\nSuites: p3hw\nComponents: main\n"
+        "Signed-By: /etc/apt/keyrings/p3hw-update.gpg\n")
+    return sources
+
+
+def test_update_refuses_a_repository_that_was_never_signed(installed: Site2) -> None:
+    unsigned = installed.root / "srv" / "unsigned"
+    shutil.copytree(installed.repo / "public", unsigned)
+    for name in ("InRelease", "Release.gpg"):
+        (unsigned / "dists" / "p3hw" / name).unlink()
+    sources = _other_repository(installed, "unsigned", "/srv/unsigned")
+    done = installed.chroot("p3hw", "update", "check", "--sources", sources)
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"p3hw: P3-E123 apt refused the repository of {sources}"), done.stderr
+    assert "is not signed" in done.stderr, done.stderr
+
+
+def test_update_refuses_a_repository_signed_by_another_key(installed: Site2) -> None:
+    other = installed.root / "srv" / "other"
+    _sh([*P3HW, "update", "init-repo", str(other)])
+    _sh([*P3HW, "update", "publish", str(other), str(installed.packages.new)])
+    sources = _other_repository(installed, "other", "/srv/other/public")
+    done = installed.chroot("p3hw", "update", "apply", "--sources", sources)
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"p3hw: P3-E123 apt refused the repository of {sources}"), done.stderr
+    assert "NO_PUBKEY" in done.stderr, done.stderr
