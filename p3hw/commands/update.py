@@ -220,6 +220,9 @@ def apply(args: argparse.Namespace) -> None:
     _run(["apt-get", *_apt_options(args.sources), "-y", "-q", "-o", "Dpkg::Options::=--force-confdef",
           "-o", "Dpkg::Options::=--force-confold", "dist-upgrade"], "the upgrade (apt-get dist-upgrade)", env)
     print(f"upgraded {len(changes)} package(s)")
+    kernels = [c.package for c in changes if c.package.startswith("linux-image")]
+    if kernels:
+        print(f"a new kernel is installed ({', '.join(kernels)}): the gateway runs it after a reboot")
     for unit, status_name in UNITS:
         _restart(unit, Path(args.status_dir) / status_name, args.restart_command, args.wait_s)
 

@@ -203,6 +203,8 @@ def installed(stale_testbeds_removed: list[str], packages: Packages,
 def test_installed_package_runs_a_primary_and_a_secondary_of_its_version(installed: Site2) -> None:
     old = installed.packages.old_version
     assert installed.chroot("p3hw", "--version").stdout.strip() == f"p3hw {old}"
+    # The admin socket belongs to the group the package made: p3ctl for its members.
+    assert installed.chroot("stat", "-c", "%G %a", "/run/p3hw/primary.admin.sock").stdout.split() == ["p3hw", "660"]
     installed.dep.wait(lambda: installed.dep.versions() == {"primary": old, "secondary": old, "primary's peer": [old],
                                                             "secondary's peer": [old]},
                        10, "each daemon to show its version and its peer's")
