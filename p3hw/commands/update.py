@@ -144,8 +144,7 @@ def refresh(sources: str) -> None:
     os.makedirs(NO_PARTS, exist_ok=True)
     done = subprocess.run(["apt-get", *_apt_options(sources), "-q", "update"], capture_output=True, text=True,
                           env={**os.environ, "LC_ALL": "C"})
-    problems = [line.strip() for line in (done.stdout + done.stderr).splitlines()
-                if line.startswith(("E:", "W:", "Err:")) and _UNTRUSTED.search(line)]
+    problems = untrusted(done.stdout + done.stderr)
     if problems:
         raise P3Error("UPDATE_REPO_UNTRUSTED", f"apt refused the repository of {sources}: {' | '.join(problems[:3])}",
                       "publish again with 'p3hw update publish' and check the Signed-By key")
@@ -154,30 +153,41 @@ def refresh(sources: str) -> None:
         raise P3Error("UPDATE_FAILED", f"apt-get update of {sources} failed: {' | '.join(tail) or done.returncode}")
 
 
+def untrusted(apt_output: str) -> list[str]:
+    """apt's errors and warnings that say it does not trust a repository."""
+    return [line.strip() for line in apt_output.splitlines()
+            if line.startswith(("E:", "W:", "Err:")) and _UNTRUSTED.search(line)]
+
+
 @dataclass(frozen=True)
 class Change:
     package: str
-    installed: str | None
-    candidate: str
+    installed: str | None     # None: a new package
+    candidate: str | None     # None: removed
+
+
+def parse_simulation(apt_output: str) -> list[Change]:
+    """The changes in ``apt-get -s dist-upgrade`` output (its Inst and Remv lines)."""
+    changes = []
+    for line in apt_output.splitlines():
+        if match := re.match(r"Inst (\S+) (?:\[(\S+)\] )?\((\S+)", line):
+            changes.append(Change(match.group(1), match.group(2), match.group(3)))
+        elif match := re.match(r"Remv (\S+) \[(\S+)\]", line):
+            changes.append(Change(match.group(1), match.group(2), None))
+    return changes
 
 
 def planned(sources: str) -> list[Change]:
-    """What a dist-upgrade from the repository would install (apt-get -s), after a refresh."""
-    out = _run(["apt-get", *_apt_options(sources), "-s", "-q", "dist-upgrade"], "apt-get -s dist-upgrade",
-               {**os.environ, "LC_ALL": "C"})
-    changes = []
-    for line in out.splitlines():
-        match = re.match(r"Inst (\S+) (?:\[(\S+)\] )?\((\S+)", line)
-        if match:
-            changes.append(Change(match.group(1), match.group(2), match.group(3)))
-    return changes
+    """What a dist-upgrade from the repository would change (apt-get -s), after a refresh."""
+    return parse_simulation(_run(["apt-get", *_apt_options(sources), "-s", "-q", "dist-upgrade"],
+                                 "apt-get -s dist-upgrade", {**os.environ, "LC_ALL": "C"}))
 
 
 def _show(changes: list[Change]) -> None:
     if not changes:
         print("up to date: nothing to upgrade from the repository")
     for c in changes:
-        print(f"{c.package} {c.installed or '(new)'} -> {c.candidate}")
+        print(f"{c.package} {c.installed or '(new)'} -> {c.candidate or '(removed)'}")
 
 
 def _running_version(status_path: Path) -> tuple[str | None, bool, float] | None:
