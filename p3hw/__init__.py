@@ -2,7 +2,7 @@
 
 The version has one source, ``git describe`` (:func:`version_from_git`): a package build writes it into
 ``p3hw/_version.py`` (generated, ignored by git; docs/install.md); a git checkout without that file asks
-git when ``__version__`` is first read.
+git when ``__version__`` is first read; a wheel installed away from git has it in its metadata.
 """
 
 from __future__ import annotations
@@ -65,10 +65,20 @@ def native_library(name: str) -> str:
     return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "build", name)
 
 
+def _metadata_version() -> str:
+    """A wheel installed without git around: the version its build took from git (pyproject.toml)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("p3hw")
+    except metadata.PackageNotFoundError:
+        return f"{UNTAGGED_BASE}+unknown"
+
+
 def __getattr__(name: str) -> str:
     if name == "__version__":
         installed = _installed()
-        version = installed[0] if installed else (version_from_git() or f"{UNTAGGED_BASE}+unknown")
+        version = installed[0] if installed else (version_from_git() or _metadata_version())
         globals()["__version__"] = version
         return version
     raise AttributeError(f"module 'p3hw' has no attribute {name!r}")
