@@ -3,12 +3,13 @@
 #   make test    installs what is missing, builds, runs the whole test suite
 #   make lint    ruff + the native build with -Wall -Wextra -Werror
 #   make bench   runs the benchmarks, writes bench/results.md
+#   make deb     builds the Debian package into build/deb/ and runs lintian on it (docs/install.md)
 
 VENV   := .venv
 PY     := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all bootstrap build native-tests test lint bench demo clean
+.PHONY: all bootstrap build native-tests test lint bench demo clean deb
 
 all: build
 
@@ -39,6 +40,17 @@ bench: build
 
 demo: build
 	@$(PY) -m p3hw.cli demo
+
+# The Debian package: built for Debian's own python3 by packaging/deb-build.sh through dpkg-buildpackage,
+# the .deb, .buildinfo and .changes in build/deb/ (not in the parent directory); lintian must be clean.
+deb: bootstrap
+	@mkdir -p build/deb && rm -f build/deb/*.deb
+	@echo "deb: p3hw $$(bash packaging/deb-build.sh changelog)"
+	@dpkg-buildpackage -b -us -uc --changes-file=build/deb/p3hw.changes --buildinfo-file=build/deb/p3hw.buildinfo \
+	    --changes-option=-ubuild/deb --buildinfo-option=-ubuild/deb >build/deb/build.log 2>&1 \
+	    || { tail -40 build/deb/build.log; exit 1; }
+	@lintian --fail-on warning,error build/deb/p3hw.changes
+	@ls build/deb/*.deb
 
 clean:
 	rm -rf build native/build p3hw/_dataplane*.so

@@ -28,11 +28,29 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("failclosed", "status"): ("p3hw.commands.failclosed", "list the routes that keep remote subnets closed"),
     ("failclosed", "clear"): ("p3hw.commands.failclosed", "remove the fail-closed routes of a configuration"),
     ("failclosed", "install"): ("p3hw.commands.failclosed", "install the fail-closed routes of a configuration without the gateway (at boot)"),
+    ("update", "init-repo"): ("p3hw.commands.update", "make a signed apt repository and its key (docs/install.md)"),
+    ("update", "publish"): ("p3hw.commands.update", "add .deb files to a repository made by init-repo and sign it"),
+    ("update", "check"): ("p3hw.commands.update", "list what an update from the signed repository would change"),
+    ("update", "apply"): ("p3hw.commands.update", "upgrade from the signed repository and restart the daemons"),
 }
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: the version is looked up only when asked (a checkout asks git)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="show the version of p3hw and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: object, **_kwargs: object) -> None:
+        import p3hw
+
+        print(f"p3hw {p3hw.__version__}")
+        parser.exit(0)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="p3hw", description="Protected Point to Point (P3) gateway")
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     groups: dict[str, argparse._SubParsersAction] = {}
     for path, (module_name, help_text) in COMMANDS.items():

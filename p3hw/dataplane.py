@@ -23,6 +23,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from p3hw import native_library
 from p3hw.constants import DEFAULT_PORT
 from p3hw.crypto.keys import CIPHERS, HP_KEY_BYTES, SaKeys, SessionKeys
 from p3hw.log import failure
@@ -291,8 +292,8 @@ FAULT_IDS = _from_lib({"none": "P3DP_FAULT_NONE", "error": "P3DP_FAULT_ERROR", "
 FAULT_NAMES = {v: k for k, v in FAULT_IDS.items()}
 #: The DPDK library (`make -C native dpdk`): the cryptodev engine (dlopened by set_engine("cryptodev")) and the
 #: port backend (dlopened by a Worker on DPDK ports).
-DPDK_LIBRARY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "build",
-                                 "libp3dpdk.so")
+#: From a checkout build/libp3dpdk.so, from the Debian package /usr/lib/p3hw/libp3dpdk.so (docs/install.md).
+DPDK_LIBRARY = native_library("libp3dpdk.so")
 #: EAL arguments when none are configured: no hugepages, no shared runtime files (several DPDK
 #: processes can run side by side), no PCI scan, the OpenSSL software crypto device.
 DEFAULT_EAL_ARGS = "--no-huge -m 256 --no-shconf --no-pci --no-telemetry --log-level=*:warning --vdev=crypto_openssl0"

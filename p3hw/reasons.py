@@ -53,6 +53,8 @@ _CATALOGUE: tuple[Reason, ...] = (
     Reason("P3-E121", "SETUP_WRITE_FAILED", "'p3hw setup' could not write the configuration file"),
     Reason("P3-E122", "USAGE", "a command was called with wrong arguments"),
     Reason("P3-E123", "CONFIG_NOT_APPROVED", "FIPS mode (fips = 1) and an algorithm that is not FIPS-approved is configured"),
+    Reason("P3-E124", "UPDATE_REPO_UNTRUSTED", "the update repository is unsigned, signed by another key, or its files do not match their signed checksums"),
+    Reason("P3-E125", "UPDATE_FAILED", "'p3hw update' could not make the repository, upgrade the packages or restart a daemon"),
     # 2xx dataplane
     Reason("P3-E200", "DP_BAD_HEADER", "a packet's outer header, P3 flags or length is malformed"),
     Reason("P3-E201", "DP_UNKNOWN_ID", "a packet names a P3 ID that no inbound SA has"),

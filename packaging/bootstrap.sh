@@ -14,6 +14,9 @@ APT_PACKAGES=(
     iproute2 iputils-ping iperf3 tshark ethtool
     # tests/e2e/test_strongswan_interop.py: an independent IKEv2 peer (user-space ESP, AES-GCM)
     strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins
+    # make deb and its test (docs/install.md): the package build, lintian, the signed repository, the test root
+    debhelper dh-python lintian python3-all-dev python3-cffi python3-setuptools python3-pip
+    reprepro gnupg mmdebstrap
 )
 
 missing=()

@@ -101,7 +101,8 @@ _OPTIONAL_STATUS_COLUMNS = [("KEY", "key_type"), ("KEY_SOURCE", "key_source"), (
 def _show_status(result: dict[str, Any]) -> str:
     peers = result.get("peers", [])
     columns = list(_STATUS_COLUMNS) + [c for c in _OPTIONAL_STATUS_COLUMNS if any(c[1] in p for p in peers)]
-    lines = [f"{result.get('role')} {result.get('address')} (pid {result.get('pid')}): {result.get('summary')}"]
+    version = f", p3hw {result['version']}" if result.get("version") else ""
+    lines = [f"{result.get('role')} {result.get('address')} (pid {result.get('pid')}{version}): {result.get('summary')}"]
     lines.append(table(peers, columns))
     dataplane = result.get("dataplane")
     if dataplane:

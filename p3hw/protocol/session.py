@@ -59,7 +59,7 @@ from p3hw.protocol.rekey import (
     SecondaryRekey,
 )
 from p3hw.reasons import P3Error
-from p3hw.wire.control import ControlMessage, MsgType, SessionSettings
+from p3hw.wire.control import ControlMessage, FieldValue, MsgType, SessionSettings
 
 PROTOCOL_VERSION = 1
 #: SHUTDOWN's detail is cut to this many characters (a control message holds 1200 octets).
@@ -291,12 +291,16 @@ class Session:
         self.channel.send_request(MsgType.CONFIG, {"settings": settings}, now)
         self._collect()
 
-    def announce_settings(self, now: float) -> None:
-        """Primary: give the secondary this session's heartbeat timers (primary-side keywords, Appendix A 1)."""
+    def announce_settings(self, now: float, settings: str = "") -> None:
+        """Primary: give the secondary this session's heartbeat timers (primary-side keywords, Appendix A 1),
+        with *settings* (JSON text: the primary's version, p3hw/peer_version.py) beside them."""
         if self.primary is None:
             raise P3Error("CTL_UNEXPECTED", "only the primary announces the session's settings")
         timers = SessionSettings(self.liveness.heartbeat_time_s, self.liveness.heartbeat_fail_s)
-        self.channel.send_request(MsgType.CONFIG, timers.to_fields(), now)
+        fields: dict[str, FieldValue] = dict(timers.to_fields())
+        if settings:
+            fields["settings"] = settings
+        self.channel.send_request(MsgType.CONFIG, fields, now)
         self._collect()
 
     def change_settings(self, now: float, *, rekey_wait_s: float | None = None, heartbeat_time_s: float | None = None,

@@ -22,6 +22,7 @@ import signal
 import time
 from typing import Any
 
+import p3hw
 from p3hw.admin.metrics import allow_users, start_metrics_server
 from p3hw.admin.server import AdminServer, effective_config, start_admin_server
 from p3hw.admin.store import Store
@@ -323,7 +324,7 @@ class Gateway:
             worker=None if worker is None else worker.stats().__dict__, io=self.io.status(),
             engine=None if engine is None else {**engine.__dict__, "active": engine.active},
             termination=None if termination is None else termination.__dict__,
-            stale_resets=sum(t.stale_resets() for t in self.io.flow_tables()),
+            stale_resets=sum(t.stale_resets() for t in self.io.flow_tables()), version=p3hw.__version__,
             ike=ike_status(self.responder, [d.ike_sa for d in self.peers.values()]),
         ).to_dict()
 

@@ -31,6 +31,7 @@ from p3hw.crypto.keys import SessionKeys
 from p3hw.crypto.keysource import KeySource
 from p3hw.dataplane import Terminated
 from p3hw.log import failure
+from p3hw.peer_version import primary_settings, secondary_answer, version_in
 from p3hw.protocol.control import SendControlPacket
 from p3hw.protocol.handshake import HandshakeEstablished, HandshakeFailed, InitiatorHandshake, MessageDropped
 from p3hw.protocol.ids import P3IdAllocator
@@ -97,6 +98,8 @@ class PeerState:
     hold_control_until: float = 0.0
     held_control: list[bytes] = field(default_factory=list)
     last_termination: Terminated | None = None
+    #: the peer's p3hw version, from its CONFIG (p3hw/peer_version.py)
+    peer_version: str | None = None
 
 
 class PeerDriver:
@@ -237,7 +240,8 @@ class PeerDriver:
         if self.settings.role == "primary" and self.settings.announce_settings:
             # The liveness timers are primary-side keywords (Appendix A 1); the
             # secondary learns them through the control channel.
-            self.session.announce_settings(now)
+            self.session.announce_settings(now, primary_settings(self.settings.session.heartbeat_time_s,
+                                                                 self.settings.session.heartbeat_fail_s))
         self.execute(now)
 
     def receive_control(self, inner_packet: bytes, now: float) -> None:
@@ -275,9 +279,13 @@ class PeerDriver:
                 elif isinstance(action, RekeyCompleted):
                     state.last_rekey_at = now
                     self.log.info("rekey %d with %s completed", action.rekey_id, self.settings.address)
-                elif isinstance(action, ConfigReceived) and action.timers is not None:
-                    self.log.debug("heartbeat timers from %s: %g s, lost after %g s", self.settings.address,
-                                   action.timers.heartbeat_time_s, action.timers.heartbeat_fail_s)
+                elif isinstance(action, ConfigReceived):
+                    state.peer_version = version_in(action.settings) or state.peer_version
+                    if self.settings.role == "secondary" and (answer := secondary_answer(action.settings)):
+                        session.send_config(answer, now)
+                    if action.timers is not None:
+                        self.log.debug("heartbeat timers from %s: %g s, lost after %g s", self.settings.address,
+                                       action.timers.heartbeat_time_s, action.timers.heartbeat_fail_s)
             if session.lost is not None:
                 self._session_lost(session.lost, now)
                 return
@@ -458,7 +466,7 @@ class PeerDriver:
             outer=f"{state.outer_addr}:{state.outer_port}" if state.outer_addr else "",
             since_s=round(now - state.established_at, 3) if state.established_at is not None else None,
             sessions_started=state.sessions_started, rekeys_completed=self.rekeys_completed,
-            losses=list(state.losses),
+            losses=list(state.losses), peer_version=state.peer_version,
         )
         if state.in_dataplane:
             entry.outbound_p3_id = self.port.outbound_id(self.peer_id)

@@ -35,6 +35,8 @@ class PeerStatus:
     sessions_started: int
     rekeys_completed: int
     losses: list[str]
+    #: the peer's p3hw version from its CONFIG; None for an end that sends none (docs/install.md)
+    peer_version: str | None = None
     outbound_p3_id: int | None = field(default=None, metadata=_OPTIONAL)
     inbound_p3_id: int | None = field(default=None, metadata=_OPTIONAL)
     control_retransmissions: int | None = field(default=None, metadata=_OPTIONAL)
@@ -89,12 +91,14 @@ class GatewayStatus:
     termination: dict[str, Any] | None
     #: RSTs for segments of connections of an earlier session (docs/flows.md "After a restart")
     stale_resets: int = 0
+    #: this p3hw's version (git describe at build time, docs/install.md)
+    version: str = ""
     #: INFORMATIONAL requests answered on established IKE SAs (docs/handshake.md "After the exchange")
     ike: dict[str, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "role": self.role, "address": self.address, "pid": self.pid,
+            "role": self.role, "address": self.address, "pid": self.pid, "version": self.version,
             "peers": [p.to_dict() for p in self.peers],
             "dataplane": None if self.dataplane is None else dict(self.dataplane.__dict__),
             "worker": self.worker, "io": self.io, "engine": self.engine, "termination": self.termination,
