@@ -825,6 +825,11 @@ class WorkerStats:
     tx_full_drops: int = 0        # DPDK ports: the transmit queue stayed full
     handoffs: int = 0             # several workers: packets handed to the worker owning their peer
     handoff_drops: int = 0        # ... dropped because that worker's ring was full
+    pauses: int = 0               # Worker.paused() entries (control messages never pause it)
+    control_sent: int = 0         # control packets the worker sealed and sent (send_control)
+    send_queue_drops: int = 0     # send_control / send_lan refused: the worker's down queue was full
+    ike_rate_drops: int = 0       # IKE messages over the global or per-source rate, not queued
+    ike_queue_drops: int = 0      # IKE messages dropped: the IKE queue to the control plane was full
 
 
 @dataclass(frozen=True)
@@ -968,9 +973,29 @@ class Worker:
         check(self._lib.p3dp_worker_send(self._ptr, 1 if via_esp else 0, family, packed, port, data, len(data)),
               f"send to {addr}")
 
+    def send_control(self, peer_id: int, inner: bytes) -> None:
+        """Queue a control-channel packet for *peer_id*: sealed with its data SA by the worker that owns it.
+
+        *inner* is the inner IP packet (control-key sealed, predefined IP/TCP
+        header). The worker is woken, not paused; DP_TABLE_FULL when its queue
+        is full.
+        """
+        check(self._lib.p3dp_worker_send_control(self._ptr, peer_id, inner, len(inner)),
+              f"queue a control packet for peer {peer_id}")
+
     def send_lan(self, packet: bytes) -> None:
-        """An IP packet out of the DPDK LAN port (flow termination); kernel mode writes the TUN instead."""
-        check(self._lib.p3dp_worker_send_lan(self._ptr, packet, len(packet)), "send to the LAN port")
+        """An IP packet into the LAN (flow termination), written by the worker: TUN or DPDK LAN port."""
+        check(self._lib.p3dp_worker_send_lan(self._ptr, packet, len(packet)), "send to the LAN")
+
+    def set_ike_limits(self, global_rate: int, global_burst: int, source_rate: int, source_burst: int) -> None:
+        """IKE messages per second (and burst) the worker queues for the control plane: all sources, each source.
+
+        A rate of 0 turns that limit off. Pauses the worker once.
+        """
+        values = (global_rate, global_burst, source_rate, source_burst)
+        if not all(0 <= v < 1 << 22 for v in values):
+            raise P3Error("DP_BAD_ARGUMENT", f"IKE limits out of range: {values}")
+        check(self._lib.p3dp_worker_set_ike_limits(self._ptr, *values), "set IKE limits")
 
     def stats(self) -> WorkerStats:
         raw = self._ffi.new("p3dp_worker_stats *")

@@ -19,14 +19,23 @@
  * bursts and waits until all have; p3dp_worker_resume() lets them go on.
  * The fast path only reads one atomic flag per loop.
  *
- * Control-channel and IKE packets go to Python through one single-producer
- * single-consumer ring per lane, signalled by one eventfd
- * (p3dp_worker_notify_fd).
+ * Queues (queues.h, docs/runtime.md "Queues"). Up, to Python: per lane,
+ * one ring for control-channel packets (authenticated: they opened under a
+ * data SA) and one for IKE, signalled by one eventfd
+ * (p3dp_worker_notify_fd); p3dp_worker_recv empties the control rings
+ * first. IKE passes a global and a per-source token bucket before it is
+ * queued, so a flood of spoofed IKE_SA_INIT never takes the place of the
+ * control channel. Down, from Python: per lane, one ring of control packets
+ * to seal for a peer of that lane, LAN packets to inject and (DPDK) outer
+ * packets to send; the lane empties it between bursts and before it parks,
+ * so a control message never pauses the data path and is sealed with the
+ * keys that were current when it was queued.
  */
 #define _GNU_SOURCE /* struct mmsghdr in io_internal.h, pthread_setaffinity_np */
 #include "p3dp.h"
 #include "p3dp_internal.h"
 #include "io_internal.h"
+#include "queues.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -37,6 +46,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -44,12 +54,16 @@
 enum {
     WORKER_BURST = 64,
     WORKER_BUF_BYTES = 65536,
-    RING_SLOTS = 256,
-    RING_SLOT_BYTES = 16384,
-    /* DPDK ports: packets the control plane sends, queued for lane 0
-     * (a port's transmit queue has one owner, a worker thread). */
-    TXQ_SLOTS = 64,
-    TXQ_SLOT_BYTES = 4096,
+    /* up: control-channel packets and IKE messages for Python */
+    UP_CONTROL_SLOTS = 256,
+    UP_IKE_SLOTS = 128,
+    UP_SLOT_BYTES = 16384,
+    /* down: what the control plane sends through a lane (a port's or a
+     * socket's transmit path has one owner, the lane's thread) */
+    DOWN_SLOTS = 1024,
+    DOWN_SLOT_BYTES = 4096,
+    /* down messages one drain takes at most, so data keeps flowing */
+    DOWN_DRAIN_MAX = 256,
     /* DPDK ports are polled; after this many empty polls a lane naps,
      * up to IDLE_NAP_MAX_US, so an idle gateway does not hold a core. */
     IDLE_POLLS = 1024,
@@ -58,16 +72,8 @@ enum {
     HANDOFF_SLOTS = 1024
 };
 
-struct txq_slot {
-    uint32_t len;
-    uint8_t to_lan;
-    uint8_t data[TXQ_SLOT_BYTES];
-};
-
-struct ring_slot {
-    p3dp_worker_msg info;
-    uint8_t data[RING_SLOT_BYTES];
-};
+/* What a down message is (p3dp_worker_msg.kind on the down ring). */
+enum { DOWN_CONTROL = 1, DOWN_LAN = 2, DOWN_WAN = 3 };
 
 /* One lane's packets for another: single producer, single consumer. */
 struct handoff {
@@ -86,9 +92,11 @@ struct lane {
     pthread_t thread;
     int started;
     /* to Python */
-    struct ring_slot *ring;
-    atomic_uint ring_head;  /* next slot the lane writes */
-    atomic_uint ring_tail;  /* next slot Python reads */
+    struct p3_msgring up_control, up_ike;
+    struct p3_ike_limit ike_limit;
+    /* from Python */
+    struct p3_msgring down;
+    pthread_mutex_t down_lock;    /* control-plane producers */
     /* from the other lanes: their LAN and WAN packets for peers of this lane */
     struct handoff *in_lan[P3DP_MAX_WORKERS], *in_wan[P3DP_MAX_WORKERS];
     /* burst buffers */
@@ -109,10 +117,7 @@ struct p3dp_worker {
     int has_esp;
     int dpdk;          /* lanes poll DPDK ports (docs/dpdk.md) */
     p3dp_worker_config dpdk_cfg;  /* addresses and port for the headers of control sends */
-    struct txq_slot *txq;
-    atomic_uint txq_head, txq_tail;
-    pthread_mutex_t txq_lock;     /* control-plane producers */
-    int wake_fd;       /* the kernel lane waits on it in poll: a pause request */
+    int wake_fd;       /* the kernel lane waits on it in poll: a pause request, a down message */
     int notify_fd;     /* Python waits on it: messages in a ring */
     int started;
     unsigned next_ring;           /* where p3dp_worker_recv looks first */
@@ -122,6 +127,8 @@ struct p3dp_worker {
     pthread_mutex_t park_lock;
     pthread_cond_t park_cond;
     pthread_mutex_t caller_lock;  /* serializes control-plane callers */
+    atomic_uint_fast64_t pauses;          /* p3dp_worker_pause calls */
+    atomic_uint_fast64_t send_queue_drops;  /* down messages refused: the lane's ring was full */
 };
 
 static uint64_t now_ms(void)
@@ -162,8 +169,14 @@ static int lane_init(struct lane *l, p3dp_worker *w, unsigned index, p3dp_ctx *c
     /* LAN in, WAN out, LAN out. WAN in needs none: the backends receive
      * into their own memory and point wan_in[] at it. */
     l->buffers = malloc((size_t)3 * WORKER_BURST * WORKER_BUF_BYTES);
-    l->ring = calloc(RING_SLOTS, sizeof(struct ring_slot));
-    if (!l->buffers || !l->ring)
+    pthread_mutex_init(&l->down_lock, NULL);
+    uint64_t seed[2] = { 0, 0 };
+    if (getrandom(seed, sizeof(seed), 0) != (ssize_t)sizeof(seed))
+        seed[0] = now_ms() ^ (uintptr_t)l;   /* no entropy yet: still differs per run */
+    p3_ike_limit_init(&l->ike_limit, seed[0], seed[1]);
+    if (!l->buffers || p3_msgring_init(&l->up_control, UP_CONTROL_SLOTS, UP_SLOT_BYTES) != 0 ||
+        p3_msgring_init(&l->up_ike, UP_IKE_SLOTS, UP_SLOT_BYTES) != 0 ||
+        p3_msgring_init(&l->down, DOWN_SLOTS, DOWN_SLOT_BYTES) != 0)
         return -P3R_DP_TABLE_FULL;
     for (unsigned j = 0; j < w->nlanes; j++) {
         if (j == index)
@@ -207,7 +220,6 @@ p3dp_worker *p3dp_worker_new_lanes(const p3dp_worker_lanes *lanes, const p3dp_ro
     pthread_mutex_init(&w->park_lock, NULL);
     pthread_cond_init(&w->park_cond, NULL);
     pthread_mutex_init(&w->caller_lock, NULL);
-    pthread_mutex_init(&w->txq_lock, NULL);
     for (unsigned i = 0; i < w->nlanes && rc == 0; i++)
         rc = lane_init(&w->lanes[i], w, i, lanes->ctx[i], lanes->flows[i], lanes->cpu[i]);
     if (rc == 0 && (w->wake_fd < 0 || w->notify_fd < 0))
@@ -220,8 +232,7 @@ p3dp_worker *p3dp_worker_new_lanes(const p3dp_worker_lanes *lanes, const p3dp_ro
     struct lane *l0 = &w->lanes[0];
     if (dpdk) {
         struct p3_io lan[P3DP_MAX_WORKERS], wan[P3DP_MAX_WORKERS];
-        w->txq = calloc(TXQ_SLOTS, sizeof(struct txq_slot));
-        rc = w->txq ? p3_dpdk_ports_load(cfg, w->nlanes, lan, wan) : -P3R_DP_TABLE_FULL;
+        rc = p3_dpdk_ports_load(cfg, w->nlanes, lan, wan);
         if (rc != 0) {
             p3dp_worker_free(w);
             fail(err, rc);
@@ -269,68 +280,84 @@ p3dp_worker *p3dp_worker_new(p3dp_ctx *ctx, const p3dp_routes *routes, p3dp_flow
 
 /* ---- the rings to Python --------------------------------------------- */
 
-static void ring_push(struct lane *l, const p3dp_pkt *pkt)
+/* Queues an opened control packet or an IKE message on ring; counts a drop
+ * when it is full. 1 when queued. */
+static int up_push(struct p3_msgring *ring, const p3dp_pkt *pkt, uint64_t *drops)
 {
-    unsigned head = atomic_load_explicit(&l->ring_head, memory_order_relaxed);
-    unsigned tail = atomic_load_explicit(&l->ring_tail, memory_order_acquire);
     const uint8_t *data = pkt->out_buf;
     uint32_t len = pkt->out_len;
     if (pkt->kind == P3DP_KIND_IKE) {
         data = pkt->in_buf + pkt->payload_off;
         len = pkt->in_len - pkt->payload_off;
     }
-    if (head - tail >= RING_SLOTS || len > RING_SLOT_BYTES) {
-        l->stats.control_queue_drops++;
-        return;
+    p3dp_worker_msg info;
+    memset(&info, 0, sizeof(info));
+    info.kind = pkt->kind;
+    info.peer = pkt->peer;
+    info.family = pkt->family;
+    info.port = pkt->port;
+    memcpy(info.addr, pkt->addr, 16);
+    if (p3_msgring_put(ring, &info, NULL, 0, data, len) != 0) {
+        (*drops)++;
+        return 0;
     }
-    struct ring_slot *slot = &l->ring[head % RING_SLOTS];
-    memcpy(slot->data, data, len);
-    slot->info.len = len;
-    slot->info.kind = pkt->kind;
-    slot->info.peer = pkt->peer;
-    slot->info.family = pkt->family;
-    slot->info.port = pkt->port;
-    memcpy(slot->info.addr, pkt->addr, 16);
-    atomic_store_explicit(&l->ring_head, head + 1, memory_order_release);
+    return 1;
+}
+
+static void notify_control_plane(struct lane *l)
+{
     uint64_t one = 1;
     if (write(l->w->notify_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
         l->stats.io_errors++;
 }
 
-/* The first message waiting in any lane's ring, from `start` on: its lane or NULL. */
-static struct lane *ring_with_message(p3dp_worker *w, unsigned start)
+/* The first lane from `start` on with a message on its control ring (ike = 0)
+ * or IKE ring (ike = 1), or NULL. */
+static struct lane *ring_with_message(p3dp_worker *w, unsigned start, int ike)
 {
     for (unsigned k = 0; k < w->nlanes; k++) {
         struct lane *l = &w->lanes[(start + k) % w->nlanes];
-        if (atomic_load_explicit(&l->ring_tail, memory_order_relaxed) !=
-            atomic_load_explicit(&l->ring_head, memory_order_acquire))
+        if (p3_msgring_count(ike ? &l->up_ike : &l->up_control))
             return l;
+    }
+    return NULL;
+}
+
+/* Control-channel packets first (they are authenticated and carry the
+ * sessions' rekeys and heartbeats), then IKE. */
+static struct p3_msgring *next_message(p3dp_worker *w)
+{
+    for (int ike = 0; ike < 2; ike++) {
+        struct lane *l = ring_with_message(w, w->next_ring, ike);
+        if (l) {
+            /* the lanes take turns, so a busy one does not hide the others' messages */
+            w->next_ring = (l->index + 1) % w->nlanes;
+            return ike ? &l->up_ike : &l->up_control;
+        }
     }
     return NULL;
 }
 
 int p3dp_worker_recv(p3dp_worker *w, uint8_t *buf, size_t cap, p3dp_worker_msg *info)
 {
-    struct lane *l = ring_with_message(w, w->next_ring);
-    if (!l) {
+    struct p3_msgring *ring = next_message(w);
+    if (!ring) {
         uint64_t drain;
         if (read(w->notify_fd, &drain, sizeof(drain)) < 0 && errno != EAGAIN)
             return -P3R_OS_ERROR;
         /* a message may have landed between the check and the drain */
-        l = ring_with_message(w, w->next_ring);
-        if (!l)
+        ring = next_message(w);
+        if (!ring)
             return 0;
     }
-    /* the lanes take turns, so a busy one does not hide the others' messages */
-    w->next_ring = (l->index + 1) % w->nlanes;
-    unsigned tail = atomic_load_explicit(&l->ring_tail, memory_order_relaxed);
-    struct ring_slot *slot = &l->ring[tail % RING_SLOTS];
-    if (slot->info.len > cap)
+    const uint8_t *data;
+    const p3dp_worker_msg *slot = p3_msgring_peek(ring, 0, &data);
+    if (slot->len > cap)
         return -P3R_DP_TOO_BIG;
-    memcpy(buf, slot->data, slot->info.len);
-    *info = slot->info;
-    atomic_store_explicit(&l->ring_tail, tail + 1, memory_order_release);
-    return (int)slot->info.len;
+    memcpy(buf, data, slot->len);
+    *info = *slot;
+    p3_msgring_pop(ring, 1);
+    return (int)info->len;
 }
 
 int p3dp_worker_notify_fd(const p3dp_worker *w)
@@ -437,6 +464,44 @@ static void transmit(struct lane *l, struct p3_io *out, struct p3_iobuf *lent, s
         out->ops->tx_release(out, lent, (unsigned)nlent);
 }
 
+/* Seals l->pkts[0..m) (peer and input filled in) and sends them out of the
+ * WAN: the UDP socket, or the raw ESP socket in ESP mode (the kernel writes
+ * the outer IP and UDP header), or the DPDK WAN port (the seal writes them:
+ * P3DP_OUT_IP). observe: show them to the flow tracker (LAN traffic; the
+ * control plane's own packets are not enterprise connections). How many
+ * were handed to the WAN. */
+static size_t seal_and_send(struct lane *l, size_t m, int observe)
+{
+    p3dp_worker *w = l->w;
+    struct p3_io *out = w->has_esp ? &l->esp : &l->wan;
+    uint32_t flags = w->dpdk ? P3DP_OUT_IP : 0;
+    struct p3_iobuf *ob = out_buffers(l, out, l->wan_out, m);
+    for (size_t i = 0; i < m; i++) {
+        l->pkts[i].out_buf = ob[i].data;
+        l->pkts[i].out_cap = ob[i].cap;
+    }
+    p3dp_seal_burst(l->ctx, l->pkts, m, flags);
+    if (observe && l->flows)
+        p3dp_flows_observe_burst(l->flows, l->pkts, m, P3DP_FLOW_FROM_LAN, now_ms());
+    size_t k = 0;
+    for (size_t i = 0; i < m; i++) {
+        if (l->pkts[i].status != 0)
+            continue;
+        const struct p3dp_peer *peer = p3dp_find_peer(l->ctx, l->pkts[i].peer);
+        if (!peer)
+            continue;
+        struct p3_iobuf *b = &l->send[k++];
+        *b = ob[i];
+        ob[i].handle = NULL;          /* now the send list's */
+        b->len = l->pkts[i].out_len;
+        b->family = peer->cfg.family;
+        b->port = peer->cfg.remote_port;
+        memcpy(b->addr, peer->cfg.remote_addr, 16);
+    }
+    transmit(l, out, ob, m, k, &l->stats.wan_tx_packets);
+    return k;
+}
+
 static void lan_to_wan(struct lane *l)
 {
     p3dp_worker *w = l->w;
@@ -446,11 +511,6 @@ static void lan_to_wan(struct lane *l)
         n = 0;
     }
     l->stats.lan_rx_packets += (uint64_t)n;
-    /* Sealed packets go out of the UDP socket, or of the raw ESP socket in
-     * ESP mode (the kernel writes the outer IP and UDP header), or of the
-     * DPDK WAN port (the seal writes them: P3DP_OUT_IP). */
-    struct p3_io *out = w->has_esp ? &l->esp : &l->wan;
-    uint32_t flags = w->dpdk ? P3DP_OUT_IP : 0;
     size_t m = 0;
     for (int i = 0; i < n; i++) {
         int family;
@@ -484,30 +544,7 @@ static void lan_to_wan(struct lane *l)
         memcpy(&p->peer, l->mine[i].addr, sizeof(p->peer));
         p->kind = P3DP_KIND_DATA;
     }
-    struct p3_iobuf *ob = out_buffers(l, out, l->wan_out, m);
-    for (size_t i = 0; i < m; i++) {
-        l->pkts[i].out_buf = ob[i].data;
-        l->pkts[i].out_cap = ob[i].cap;
-    }
-    p3dp_seal_burst(l->ctx, l->pkts, m, flags);
-    if (l->flows)
-        p3dp_flows_observe_burst(l->flows, l->pkts, m, P3DP_FLOW_FROM_LAN, now_ms());
-    size_t k = 0;
-    for (size_t i = 0; i < m; i++) {
-        if (l->pkts[i].status != 0)
-            continue;
-        const struct p3dp_peer *peer = p3dp_find_peer(l->ctx, l->pkts[i].peer);
-        if (!peer)
-            continue;
-        struct p3_iobuf *b = &l->send[k++];
-        *b = ob[i];
-        ob[i].handle = NULL;          /* now the send list's */
-        b->len = l->pkts[i].out_len;
-        b->family = peer->cfg.family;
-        b->port = peer->cfg.remote_port;
-        memcpy(b->addr, peer->cfg.remote_addr, 16);
-    }
-    transmit(l, out, ob, m, k, &l->stats.wan_tx_packets);
+    seal_and_send(l, m, 1);
     if (w->nlanes > 1)
         free_handed(l, &l->lan, (unsigned)m);
 }
@@ -598,6 +635,8 @@ static void wan_to_lan(struct lane *l, struct p3_io *in)
     if (l->flows)
         p3dp_flows_observe_burst(l->flows, l->pkts, m, P3DP_FLOW_TO_LAN, now_ms());
     size_t k = 0;
+    int queued = 0;
+    uint64_t now = 0;
     for (unsigned i = 0; i < m; i++) {
         p3dp_pkt *p = &l->pkts[i];
         if (p->status != 0)
@@ -612,47 +651,85 @@ static void wan_to_lan(struct lane *l, struct p3_io *in)
             k++;
             break;
         case P3DP_KIND_CONTROL:
+            queued |= up_push(&l->up_control, p, &l->stats.control_queue_drops);
+            break;
         case P3DP_KIND_IKE:
-            ring_push(l, p);
+            /* Unauthenticated: limited before it costs the control plane anything. */
+            if (!now)
+                now = now_ms();
+            if (!p3_ike_limit_allow(&l->ike_limit, p->family, p->addr, now))
+                l->stats.ike_rate_drops++;
+            else
+                queued |= up_push(&l->up_ike, p, &l->stats.ike_queue_drops);
             break;
         default:
             break;
         }
     }
+    if (queued)
+        notify_control_plane(l);
     transmit(l, &l->lan, ob, m, k, &l->stats.lan_tx_packets);
     if (w->nlanes > 1)
         free_handed(l, in, m);
 }
 
-/* ---- control-plane sends on DPDK ports ------------------------------- */
+/* ---- what the control plane sends ------------------------------------ */
 
-/* Sends what the control plane queued (p3dp_worker_send / _send_lan), from
- * lane 0, which owns queue 0 of both ports. */
-static void drain_txq(struct lane *l)
+/* Sends the lane's down messages, oldest first: control packets are sealed
+ * for their peer in bursts; LAN packets go out of the TUN or LAN port as
+ * they are (the TUN backend adds its "no offload" virtio-net header); WAN
+ * packets (DPDK: IKE with the outer header written) out of the WAN port. */
+static void drain_down(struct lane *l, unsigned max)
 {
-    p3dp_worker *w = l->w;
-    unsigned tail = atomic_load_explicit(&w->txq_tail, memory_order_relaxed);
-    unsigned head = atomic_load_explicit(&w->txq_head, memory_order_acquire);
-    for (; tail != head; tail++) {
-        struct txq_slot *slot = &w->txq[tail % TXQ_SLOTS];
-        struct p3_io *out = slot->to_lan ? &l->lan : &l->wan;
-        l->send[0] = (struct p3_iobuf){ .data = slot->data, .len = slot->len, .cap = slot->len };
+    unsigned k = 0;
+    size_t m = 0;
+    for (; k < max; k++) {
+        const uint8_t *data;
+        const p3dp_worker_msg *info = p3_msgring_peek(&l->down, k, &data);
+        if (!info)
+            break;
+        if (info->kind == DOWN_CONTROL) {
+            p3dp_pkt *p = &l->pkts[m++];
+            memset(p, 0, sizeof(*p));
+            p->in_buf = data;
+            p->in_len = info->len;
+            p->peer = info->peer;
+            p->kind = P3DP_KIND_DATA;
+            if (m == WORKER_BURST) {
+                l->stats.control_sent += seal_and_send(l, m, 0);
+                m = 0;
+            }
+            continue;
+        }
+        /* in order: the control packets before it leave first */
+        if (m) {
+            l->stats.control_sent += seal_and_send(l, m, 0);
+            m = 0;
+        }
+        struct p3_io *out = info->kind == DOWN_LAN ? &l->lan : &l->wan;
+        l->send[0] = (struct p3_iobuf){ .data = (uint8_t *)data, .len = info->len, .cap = info->len };
         if (out->ops->tx_burst(out, l->send, 1) != 1)
             l->stats.io_errors++;
-        else if (slot->to_lan)
+        else if (info->kind == DOWN_LAN)
             l->stats.lan_tx_packets++;
         else
             l->stats.wan_tx_packets++;
     }
-    atomic_store_explicit(&w->txq_tail, tail, memory_order_release);
+    if (m)
+        l->stats.control_sent += seal_and_send(l, m, 0);
+    if (k)
+        p3_msgring_pop(&l->down, k);
 }
 
 /* ---- the loops ---------------------------------------------------------- */
 
-static void park_if_asked(p3dp_worker *w)
+static void park_if_asked(struct lane *l)
 {
+    p3dp_worker *w = l->w;
     if (!atomic_load_explicit(&w->pause_req, memory_order_acquire))
         return;
+    /* What was queued before the pause is sealed with the keys of before it. */
+    drain_down(l, DOWN_SLOTS);
     pthread_mutex_lock(&w->park_lock);
     w->parked++;
     pthread_cond_broadcast(&w->park_cond);
@@ -677,7 +754,8 @@ static void kernel_loop(struct lane *l)
         nfds = 4;
     }
     while (!atomic_load_explicit(&w->stop, memory_order_acquire)) {
-        park_if_asked(w);
+        park_if_asked(l);
+        drain_down(l, DOWN_DRAIN_MAX);
         int r = poll(fds, nfds, 200);
         if (r < 0) {
             if (errno != EINTR)
@@ -693,6 +771,7 @@ static void kernel_loop(struct lane *l)
          * direction starves the other. */
         for (int round = 0; round < 64; round++) {
             int busy = 0;
+            drain_down(l, DOWN_DRAIN_MAX);
             if (fds[0].revents & POLLIN) {
                 uint64_t before = l->stats.lan_rx_packets;
                 lan_to_wan(l);
@@ -722,13 +801,12 @@ static void poll_loop(struct lane *l)
     p3dp_worker *w = l->w;
     unsigned idle = 0, nap_us = 1;
     while (!atomic_load_explicit(&w->stop, memory_order_acquire)) {
-        park_if_asked(w);
+        park_if_asked(l);
         uint64_t before = l->stats.lan_rx_packets + l->stats.wan_rx_packets + l->stats.handoffs;
         uint64_t sent_before = l->stats.wan_tx_packets + l->stats.lan_tx_packets;
+        drain_down(l, DOWN_DRAIN_MAX);
         lan_to_wan(l);
         wan_to_lan(l, &l->wan);
-        if (l->index == 0)
-            drain_txq(l);
         if (l->stats.lan_rx_packets + l->stats.wan_rx_packets + l->stats.handoffs != before ||
             l->stats.wan_tx_packets + l->stats.lan_tx_packets != sent_before) {
             idle = 0;
@@ -808,6 +886,7 @@ void p3dp_worker_stop(p3dp_worker *w)
 int p3dp_worker_pause(p3dp_worker *w)
 {
     pthread_mutex_lock(&w->caller_lock);
+    atomic_fetch_add_explicit(&w->pauses, 1, memory_order_relaxed);
     if (!w->started)
         return 0;
     atomic_store_explicit(&w->pause_req, 1, memory_order_release);
@@ -838,6 +917,8 @@ void p3dp_worker_resume(p3dp_worker *w)
 void p3dp_worker_get_stats(const p3dp_worker *w, p3dp_worker_stats *out)
 {
     memset(out, 0, sizeof(*out));
+    out->pauses = atomic_load_explicit(&w->pauses, memory_order_relaxed);
+    out->send_queue_drops = atomic_load_explicit(&w->send_queue_drops, memory_order_relaxed);
     for (unsigned i = 0; i < w->nlanes; i++) {
         const struct lane *l = &w->lanes[i];
         const p3dp_worker_stats *s = &l->stats;
@@ -850,6 +931,9 @@ void p3dp_worker_get_stats(const p3dp_worker *w, p3dp_worker_stats *out)
         out->io_errors += s->io_errors;
         out->handoffs += s->handoffs;
         out->handoff_drops += s->handoff_drops;
+        out->control_sent += s->control_sent;
+        out->ike_rate_drops += s->ike_rate_drops;
+        out->ike_queue_drops += s->ike_queue_drops;
         if (!w->dpdk)
             continue;
         const struct p3_io *ports[2] = { &l->lan, &l->wan };
@@ -866,35 +950,43 @@ int p3dp_worker_is_dpdk(const p3dp_worker *w)
     return w->dpdk;
 }
 
-/* Queues a packet for lane 0 to send (DPDK ports). -P3R_DP_TABLE_FULL when full. */
-static int txq_put(p3dp_worker *w, int to_lan, const uint8_t *head, uint32_t head_len, const uint8_t *data,
-                   uint32_t len)
+/* Queues a down message for lane l and wakes it. -P3R_DP_TABLE_FULL (counted) when its ring is full. */
+static int down_put(p3dp_worker *w, struct lane *l, const p3dp_worker_msg *info, const uint8_t *head,
+                    uint32_t head_len, const uint8_t *data, uint32_t len)
 {
-    int rc = 0;
-    if (head_len + len > TXQ_SLOT_BYTES)
-        return -P3R_DP_TOO_BIG;
-    pthread_mutex_lock(&w->txq_lock);
-    unsigned head_i = atomic_load_explicit(&w->txq_head, memory_order_relaxed);
-    unsigned tail = atomic_load_explicit(&w->txq_tail, memory_order_acquire);
-    if (head_i - tail >= TXQ_SLOTS) {
-        rc = -P3R_DP_TABLE_FULL;
-    } else {
-        struct txq_slot *slot = &w->txq[head_i % TXQ_SLOTS];
-        memcpy(slot->data, head, head_len);
-        memcpy(slot->data + head_len, data, len);
-        slot->len = head_len + len;
-        slot->to_lan = (uint8_t)to_lan;
-        atomic_store_explicit(&w->txq_head, head_i + 1, memory_order_release);
+    pthread_mutex_lock(&l->down_lock);
+    int rc = p3_msgring_put(&l->down, info, head, head_len, data, len);
+    pthread_mutex_unlock(&l->down_lock);
+    if (rc == -P3R_DP_TABLE_FULL)
+        atomic_fetch_add_explicit(&w->send_queue_drops, 1, memory_order_relaxed);
+    if (rc == 0 && !w->dpdk) {
+        /* the kernel lane sleeps in poll(); DPDK lanes poll anyway */
+        uint64_t one = 1;
+        if (write(w->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+            return -P3R_OS_ERROR;
     }
-    pthread_mutex_unlock(&w->txq_lock);
     return rc;
+}
+
+int p3dp_worker_send_control(p3dp_worker *w, uint32_t peer_id, const uint8_t *inner, uint32_t len)
+{
+    if (!inner || len == 0)
+        return -P3R_DP_BAD_ARGUMENT;
+    p3dp_worker_msg info;
+    memset(&info, 0, sizeof(info));
+    info.kind = DOWN_CONTROL;
+    info.peer = peer_id;
+    return down_put(w, &w->lanes[peer_id % w->nlanes], &info, NULL, 0, inner, len);
 }
 
 int p3dp_worker_send_lan(p3dp_worker *w, const uint8_t *data, uint32_t len)
 {
-    if (!w->dpdk)
+    if (!data || len == 0)
         return -P3R_DP_BAD_ARGUMENT;
-    return txq_put(w, 1, NULL, 0, data, len);
+    p3dp_worker_msg info;
+    memset(&info, 0, sizeof(info));
+    info.kind = DOWN_LAN;
+    return down_put(w, &w->lanes[0], &info, NULL, 0, data, len);
 }
 
 int p3dp_worker_send(p3dp_worker *w, int via_esp, int family, const uint8_t *addr, uint16_t port,
@@ -915,7 +1007,10 @@ int p3dp_worker_send(p3dp_worker *w, int via_esp, int family, const uint8_t *add
             return -P3R_DP_BAD_ARGUMENT;
         uint32_t head_len = p3dp_write_ip_header(head, family, c->wan_addr, addr, via_esp ? 0 : c->udp_port,
                                                  via_esp ? 0 : port, data, len);
-        return txq_put(w, 0, head, head_len, data, len);
+        p3dp_worker_msg info;
+        memset(&info, 0, sizeof(info));
+        info.kind = DOWN_WAN;
+        return down_put(w, &w->lanes[0], &info, head, head_len, data, len);
     }
     struct sockaddr_storage ss;
     socklen_t sl = p3_io_sockaddr(&ss, out->family, family, addr, out == &l0->esp ? 0 : port);
@@ -951,12 +1046,25 @@ void p3dp_worker_free(p3dp_worker *w)
         p3_io_close(&l->wan);
         p3_io_close(&l->esp);
         free(l->buffers);
-        free(l->ring);
+        p3_msgring_free(&l->up_control);
+        p3_msgring_free(&l->up_ike);
+        p3_msgring_free(&l->down);
+        pthread_mutex_destroy(&l->down_lock);
     }
-    free(w->txq);
-    pthread_mutex_destroy(&w->txq_lock);
     pthread_mutex_destroy(&w->park_lock);
     pthread_cond_destroy(&w->park_cond);
     pthread_mutex_destroy(&w->caller_lock);
     free(w);
+}
+
+int p3dp_worker_set_ike_limits(p3dp_worker *w, uint32_t global_rate, uint32_t global_burst, uint32_t source_rate,
+                               uint32_t source_burst)
+{
+    int rc = p3dp_worker_pause(w);
+    if (rc != 0)
+        return rc;
+    for (unsigned i = 0; i < w->nlanes; i++)
+        p3_ike_limit_set(&w->lanes[i].ike_limit, global_rate, global_burst, source_rate, source_burst);
+    p3dp_worker_resume(w);
+    return 0;
 }

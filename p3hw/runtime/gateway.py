@@ -86,8 +86,6 @@ FLOW_OTHER_IDLE_MS = 180 * 1000
 MAX_SLEEP_S = 0.5
 #: A failed crypto engine is probed this often, and taken back when it answers right.
 ENGINE_RECOVER_MS = 30_000
-#: struct virtio_net_hdr, in front of every packet on a TUN with offloads.
-VNET_HDR_BYTES = 10
 #: How often --status-file is rewritten.
 STATUS_INTERVAL_S = 0.5
 
@@ -744,15 +742,8 @@ class Gateway:
         if time.monotonic() < peer.hold_control_until:
             peer.held_control.append(inner_packet)    # sealed and sent when the settle time is over
             return
-        with self.worker.paused():
-            sealed = self.dp.seal([(peer.peer_id, inner_packet)])[0]
-        if sealed.status != "OK":
-            failure(self.log, sealed.status, f"cannot seal a control packet for {peer.remote.address}",
-                    logging.WARNING)
-            return
-        try:
-            self.worker.send(peer.outer_addr, peer.outer_port, sealed.data,
-                             via_esp=self.config.local.transport == "esp")
+        try:    # sealed with the data SA and sent by the worker that owns the peer: no pause
+            self.worker.send_control(peer.peer_id, inner_packet)
         except P3Error as exc:  # the control channel retransmits
             self.log.warning("%s cannot send a control packet to %s: %s", exc.code, peer.outer_addr, exc.detail)
 
@@ -806,21 +797,11 @@ class Gateway:
         if self.flows is None:
             return Terminated()
         packets, done = self.flows.terminate(peer.peer_id, int(time.monotonic() * 1000))
-        if self.tun_fd < 0:
-            assert self.worker is not None
-            for packet in packets:    # DPDK: out of the LAN port, from the worker's thread
-                try:
-                    self.worker.send_lan(packet)
-                except P3Error:
-                    break
-            self.last_termination = done
-            return done
-        # The TUN carries a virtio-net header (offloads): "no offload" for these.
-        header = bytes(VNET_HDR_BYTES) if self.tun_offloads else b""
-        for packet in packets:
+        assert self.worker is not None
+        for packet in packets:    # into the TUN or out of the LAN port, from the worker's thread
             try:
-                os.write(self.tun_fd, header + packet)
-            except OSError:
+                self.worker.send_lan(packet)
+            except P3Error:
                 break
         self.last_termination = done
         return done
