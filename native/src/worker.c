@@ -56,7 +56,7 @@ enum {
     WORKER_BUF_BYTES = 65536,
     /* up: control-channel packets and IKE messages for Python */
     UP_CONTROL_SLOTS = 256,
-    UP_IKE_SLOTS = 128,
+    UP_IKE_SLOTS = 256,   /* holds the rate limit's whole burst */
     UP_SLOT_BYTES = 16384,
     /* down: what the control plane sends through a lane (a port's or a
      * socket's transmit path has one owner, the lane's thread) */
