@@ -830,6 +830,7 @@ class WorkerStats:
     send_queue_drops: int = 0     # send_control / send_lan refused: the worker's down queue was full
     ike_rate_drops: int = 0       # IKE messages over the global or per-source rate, not queued
     ike_queue_drops: int = 0      # IKE messages dropped: the IKE queue to the control plane was full
+    ike_cookies_sent: int = 0     # IKE_SA_INIT answered with a COOKIE by the worker (under load)
 
 
 @dataclass(frozen=True)
@@ -997,10 +998,39 @@ class Worker:
             raise P3Error("DP_BAD_ARGUMENT", f"IKE limits out of range: {values}")
         check(self._lib.p3dp_worker_set_ike_limits(self._ptr, *values), "set IKE limits")
 
+    def set_ike_cookies(self, mode: str, version: int = 1, secret: bytes = b"") -> None:
+        """IKE_SA_INIT cookies answered by the worker (RFC 7296 §2.6): "off", "under-load" or "always".
+
+        The cookie is :func:`ike_cookie` with *secret* (1..64 octets) and
+        *version*, as the responder makes it; the secret set before stays
+        valid beside the new one. Pauses the worker once.
+        """
+        if mode not in COOKIE_MODES or not 0 <= version <= 255:
+            raise P3Error("DP_BAD_ARGUMENT", f"IKE cookies {mode!r} version {version}: "
+                          f"modes are {', '.join(COOKIE_MODES)}, versions 0..255")
+        check(self._lib.p3dp_worker_set_ike_cookies(self._ptr, COOKIE_MODES[mode], version, secret, len(secret)),
+              f"set IKE cookies ({len(secret)}-octet secret)")
+
     def stats(self) -> WorkerStats:
         raw = self._ffi.new("p3dp_worker_stats *")
         self._lib.p3dp_worker_get_stats(self._ptr, raw)
         return WorkerStats(**{name: int(getattr(raw, name)) for name in WorkerStats.__dataclass_fields__})
+
+
+#: Worker.set_ike_cookies modes (P3DP_COOKIES_*).
+COOKIE_MODES = {"off": 0, "under-load": 1, "always": 2}
+
+
+def ike_cookie(secret: bytes, version: int, nonce_i: bytes, addr: str, spi_i: bytes) -> bytes:
+    """The 17-octet IKE cookie the worker gives an IKE_SA_INIT request from *addr* (native/src/ike_cookie.h)."""
+    ffi, lib = native()
+    family, packed = _addr_bytes(addr)
+    if len(spi_i) != 8 or not 0 <= version <= 255:
+        raise P3Error("DP_BAD_ARGUMENT", f"SPIi of {len(spi_i)} octets (8 needed), version {version}")
+    out = ffi.new("uint8_t[17]")
+    check(lib.p3dp_ike_cookie(secret, len(secret), version, nonce_i, len(nonce_i), family, packed, spi_i, out),
+          "IKE cookie")
+    return bytes(ffi.buffer(out, 17))
 
 
 # ---------------------------------------------------------------- hardware RNG

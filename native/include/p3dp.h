@@ -372,6 +372,7 @@ typedef struct p3dp_worker_stats {
     uint64_t send_queue_drops;     /* sends refused: the worker's down queue was full */
     uint64_t ike_rate_drops;       /* IKE messages over the global or per-source rate, not queued */
     uint64_t ike_queue_drops;      /* IKE messages dropped: the IKE queue was full */
+    uint64_t ike_cookies_sent;     /* IKE_SA_INIT answered with a COOKIE by the worker */
 } p3dp_worker_stats;
 
 /* Several workers (DPDK ports only, docs/dpdk.md "Several workers"):
@@ -428,6 +429,20 @@ int p3dp_worker_send_lan(p3dp_worker *w, const uint8_t *data, uint32_t len);
  * Pauses the worker to apply them. Defaults: 400/s burst 200, 20/s burst 40 per source. */
 int p3dp_worker_set_ike_limits(p3dp_worker *w, uint32_t global_rate, uint32_t global_burst,
                                uint32_t source_rate, uint32_t source_burst);
+/* IKE_SA_INIT cookies answered by the worker (RFC 7296 §2.6). P3DP_COOKIES_UNDER_LOAD: when an
+ * IKE message was rate-limited or the IKE queue was half full in the last second, a request
+ * without a valid COOKIE notify is answered with one and not queued; one with a valid cookie
+ * passes the per-source limit only. P3DP_COOKIES_ALWAYS: at all times (tests). The cookie is
+ * p3dp_ike_cookie's with this secret (1..64 octets) and version; the secret set before stays
+ * valid beside it (a rotation fails no exchange in flight). Pauses the worker to apply. */
+enum { P3DP_COOKIES_OFF = 0, P3DP_COOKIES_UNDER_LOAD = 1, P3DP_COOKIES_ALWAYS = 2 };
+int p3dp_worker_set_ike_cookies(p3dp_worker *w, int mode, uint8_t version, const uint8_t *secret,
+                                size_t secret_len);
+/* The IKE cookie of an IKE_SA_INIT request, as the responder (p3hw/protocol/handshake.py) makes
+ * it: version(1) ‖ HMAC-SHA-256(secret, Ni ‖ IPi ‖ SPIi)[0:16], IPi 4 or 16 octets (family 4/6).
+ * 17 octets to out. 0 or -P3R_DP_BAD_ARGUMENT. */
+int p3dp_ike_cookie(const uint8_t *secret, size_t secret_len, uint8_t version, const uint8_t *nonce,
+                    size_t nonce_len, int family, const uint8_t *addr, const uint8_t *spi_i, uint8_t *out);
 /* 1 when the worker polls DPDK ports, else 0. */
 int p3dp_worker_is_dpdk(const p3dp_worker *w);
 void p3dp_worker_get_stats(const p3dp_worker *w, p3dp_worker_stats *out);

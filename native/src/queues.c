@@ -139,7 +139,7 @@ static struct p3_ike_source *source_bucket(struct p3_ike_limit *lim, int family,
     return s;
 }
 
-int p3_ike_limit_allow(struct p3_ike_limit *lim, int family, const uint8_t *addr, uint64_t now_ms)
+static int limit_allow(struct p3_ike_limit *lim, int family, const uint8_t *addr, uint64_t now_ms, int global)
 {
     struct p3_ike_source *s = NULL;
     if (lim->source_rate) {
@@ -150,7 +150,7 @@ int p3_ike_limit_allow(struct p3_ike_limit *lim, int family, const uint8_t *addr
         if (s->millitokens < 1000u)
             return 0;
     }
-    if (lim->global_rate) {
+    if (global && lim->global_rate) {
         lim->global_millitokens = refill(lim->global_millitokens, &lim->global_last_ms, now_ms, lim->global_rate,
                                          lim->global_burst);
         if (lim->global_millitokens < 1000u)
@@ -160,4 +160,14 @@ int p3_ike_limit_allow(struct p3_ike_limit *lim, int family, const uint8_t *addr
     if (s)
         s->millitokens -= 1000u;
     return 1;
+}
+
+int p3_ike_limit_allow(struct p3_ike_limit *lim, int family, const uint8_t *addr, uint64_t now_ms)
+{
+    return limit_allow(lim, family, addr, now_ms, 1);
+}
+
+int p3_ike_limit_allow_source(struct p3_ike_limit *lim, int family, const uint8_t *addr, uint64_t now_ms)
+{
+    return limit_allow(lim, family, addr, now_ms, 0);
 }

@@ -68,5 +68,7 @@ void p3_ike_limit_set(struct p3_ike_limit *lim, uint32_t global_rate, uint32_t g
 /* 1 when a message from (family, addr) at now_ms may be queued (a token is taken from its
  * source's bucket and the global one), 0 when a bucket is empty. */
 int p3_ike_limit_allow(struct p3_ike_limit *lim, int family, const uint8_t *addr, uint64_t now_ms);
+/* The same, with the per-source bucket only (a request that brought a valid cookie back). */
+int p3_ike_limit_allow_source(struct p3_ike_limit *lim, int family, const uint8_t *addr, uint64_t now_ms);
 
 #endif

@@ -36,6 +36,7 @@
 #include "p3dp_internal.h"
 #include "io_internal.h"
 #include "queues.h"
+#include "ike_cookie.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -64,12 +65,26 @@ enum {
     DOWN_SLOT_BYTES = 4096,
     /* down messages one drain takes at most, so data keeps flowing */
     DOWN_DRAIN_MAX = 256,
+    /* IKE load: cookies are demanded for this long after a rate or queue drop */
+    IKE_LOAD_MS = 1000,
+    /* COOKIE replies a lane sends per second at most (bursts of half that):
+     * under a spoofed flood most go to addresses that never asked */
+    COOKIE_REPLY_RATE = 2000,
+    COOKIE_SECRET_MAX = 64,
     /* DPDK ports are polled; after this many empty polls a lane naps,
      * up to IDLE_NAP_MAX_US, so an idle gateway does not hold a core. */
     IDLE_POLLS = 1024,
     IDLE_NAP_MAX_US = 200,
     /* Packets in flight from one lane to another (a power of two). */
     HANDOFF_SLOTS = 1024
+};
+
+/* The IKE cookie secrets (ike_cookie.h): changed only while the lanes are parked. */
+struct cookie_keys {
+    int mode;                     /* P3DP_COOKIES_* */
+    uint8_t version[2];           /* [0] current, [1] previous */
+    size_t len[2];                /* 0: none */
+    uint8_t secret[2][COOKIE_SECRET_MAX];
 };
 
 /* What a down message is (p3dp_worker_msg.kind on the down ring). */
@@ -94,6 +109,10 @@ struct lane {
     /* to Python */
     struct p3_msgring up_control, up_ike;
     struct p3_ike_limit ike_limit;
+    uint64_t ike_load_until_ms;   /* demand cookies until then */
+    struct p3_ike_limit cookie_limit;   /* COOKIE replies (global bucket only) */
+    uint8_t cookie_out[WORKER_BURST][48 + 4 + P3_IKE_COOKIE_REPLY_BYTES];
+    struct p3_iobuf cookie_send[WORKER_BURST];
     /* from Python */
     struct p3_msgring down;
     pthread_mutex_t down_lock;    /* control-plane producers */
@@ -118,6 +137,7 @@ struct p3dp_worker {
     int dpdk;          /* lanes poll DPDK ports (docs/dpdk.md) */
     p3dp_worker_config dpdk_cfg;  /* addresses and port for the headers of control sends */
     int wake_fd;       /* the kernel lane waits on it in poll: a pause request, a down message */
+    struct cookie_keys cookies;
     int notify_fd;     /* Python waits on it: messages in a ring */
     int started;
     unsigned next_ring;           /* where p3dp_worker_recv looks first */
@@ -174,6 +194,8 @@ static int lane_init(struct lane *l, p3dp_worker *w, unsigned index, p3dp_ctx *c
     if (getrandom(seed, sizeof(seed), 0) != (ssize_t)sizeof(seed))
         seed[0] = now_ms() ^ (uintptr_t)l;   /* no entropy yet: still differs per run */
     p3_ike_limit_init(&l->ike_limit, seed[0], seed[1]);
+    p3_ike_limit_init(&l->cookie_limit, seed[1], seed[0]);
+    p3_ike_limit_set(&l->cookie_limit, COOKIE_REPLY_RATE, COOKIE_REPLY_RATE / 2, 0, 0);
     if (!l->buffers || p3_msgring_init(&l->up_control, UP_CONTROL_SLOTS, UP_SLOT_BYTES) != 0 ||
         p3_msgring_init(&l->up_ike, UP_IKE_SLOTS, UP_SLOT_BYTES) != 0 ||
         p3_msgring_init(&l->down, DOWN_SLOTS, DOWN_SLOT_BYTES) != 0)
@@ -594,6 +616,97 @@ static unsigned wan_owner(const struct lane *l, const struct p3_iobuf *b)
     return l->index;
 }
 
+/* ---- IKE admission: rate limits and cookies (queues.h, ike_cookie.h) --- */
+
+/* 1 when cookie (cookie_len octets) is what this worker gives the request v from (family, addr). */
+static int cookie_valid(const struct cookie_keys *k, const struct p3_ike_init *v, int family, const uint8_t *addr)
+{
+    if (!v->cookie || v->cookie_len != P3_IKE_COOKIE_BYTES)
+        return 0;
+    for (int i = 0; i < 2; i++) {
+        uint8_t expected[P3_IKE_COOKIE_BYTES];
+        if (!k->len[i] || v->cookie[0] != k->version[i])
+            continue;
+        if (p3dp_ike_cookie(k->secret[i], k->len[i], k->version[i], v->nonce, v->nonce_len, family, addr, v->spi_i,
+                            expected) != 0)
+            return 0;
+        uint8_t diff = 0;                  /* constant time: the cookie is a MAC */
+        for (unsigned j = 0; j < P3_IKE_COOKIE_BYTES; j++)
+            diff |= (uint8_t)(expected[j] ^ v->cookie[j]);
+        return diff == 0;
+    }
+    return 0;
+}
+
+/* Writes a COOKIE reply to p's sender into the lane's next reply slot (sent after the burst). */
+static void cookie_reply(struct lane *l, const p3dp_pkt *p, const struct p3_ike_init *v, unsigned *nreplies,
+                         uint64_t now)
+{
+    p3dp_worker *w = l->w;
+    const struct cookie_keys *k = &w->cookies;
+    if (*nreplies >= WORKER_BURST || !p3_ike_limit_allow(&l->cookie_limit, p->family, p->addr, now)) {
+        l->stats.ike_rate_drops++;
+        return;
+    }
+    uint8_t cookie[P3_IKE_COOKIE_BYTES];
+    if (p3dp_ike_cookie(k->secret[0], k->len[0], k->version[0], v->nonce, v->nonce_len, p->family, p->addr, v->spi_i,
+                        cookie) != 0)
+        return;
+    uint8_t *buf = l->cookie_out[*nreplies];
+    uint8_t ike[4 + P3_IKE_COOKIE_REPLY_BYTES];
+    memset(ike, 0, 4);                     /* the non-ESP marker (RFC 3948) */
+    p3_ike_cookie_reply(v, cookie, ike + 4);
+    uint32_t len = 0;
+    if (w->dpdk) {
+        /* no kernel below: the outer header is written here, as for the control plane's IKE */
+        const p3dp_worker_config *c = &w->dpdk_cfg;
+        if (p->family != c->family)
+            return;
+        len = p3dp_write_ip_header(buf, p->family, c->wan_addr, p->addr, c->udp_port, p->port, ike, sizeof(ike));
+    }
+    memcpy(buf + len, ike, sizeof(ike));
+    len += sizeof(ike);
+    struct p3_iobuf *b = &l->cookie_send[(*nreplies)++];
+    memset(b, 0, sizeof(*b));
+    b->data = buf;
+    b->len = b->cap = len;
+    b->family = p->family;
+    b->port = p->port;
+    memcpy(b->addr, p->addr, 16);
+    l->stats.ike_cookies_sent++;
+}
+
+/* Whether the IKE message p may go up to the control plane. Under load (or
+ * always, by configuration) an IKE_SA_INIT request must bring a valid cookie
+ * back: without one it is answered with a cookie here; with one it has shown
+ * its source address is real and passes the per-source limit only.
+ * Everything else passes both rate limits. */
+static int ike_admit(struct lane *l, const p3dp_pkt *p, unsigned *nreplies, uint64_t now)
+{
+    const struct cookie_keys *k = &l->w->cookies;
+    int loaded = k->mode == P3DP_COOKIES_ALWAYS ||
+                 (k->mode == P3DP_COOKIES_UNDER_LOAD &&
+                  (now < l->ike_load_until_ms || p3_msgring_count(&l->up_ike) >= UP_IKE_SLOTS / 2));
+    struct p3_ike_init v;
+    if (loaded && k->len[0] && p3_ike_parse_init(p->in_buf + p->payload_off, p->in_len - p->payload_off, &v)) {
+        if (!cookie_valid(k, &v, p->family, p->addr)) {
+            cookie_reply(l, p, &v, nreplies, now);
+            return 0;
+        }
+        if (!p3_ike_limit_allow_source(&l->ike_limit, p->family, p->addr, now)) {
+            l->stats.ike_rate_drops++;
+            return 0;
+        }
+        return 1;
+    }
+    if (!p3_ike_limit_allow(&l->ike_limit, p->family, p->addr, now)) {
+        l->stats.ike_rate_drops++;
+        l->ike_load_until_ms = now + IKE_LOAD_MS;
+        return 0;
+    }
+    return 1;
+}
+
 static void wan_to_lan(struct lane *l, struct p3_io *in)
 {
     p3dp_worker *w = l->w;
@@ -636,6 +749,7 @@ static void wan_to_lan(struct lane *l, struct p3_io *in)
         p3dp_flows_observe_burst(l->flows, l->pkts, m, P3DP_FLOW_TO_LAN, now_ms());
     size_t k = 0;
     int queued = 0;
+    unsigned nreplies = 0;
     uint64_t now = 0;
     for (unsigned i = 0; i < m; i++) {
         p3dp_pkt *p = &l->pkts[i];
@@ -657,10 +771,12 @@ static void wan_to_lan(struct lane *l, struct p3_io *in)
             /* Unauthenticated: limited before it costs the control plane anything. */
             if (!now)
                 now = now_ms();
-            if (!p3_ike_limit_allow(&l->ike_limit, p->family, p->addr, now))
-                l->stats.ike_rate_drops++;
+            if (!ike_admit(l, p, &nreplies, now))
+                break;
+            if (up_push(&l->up_ike, p, &l->stats.ike_queue_drops))
+                queued = 1;
             else
-                queued |= up_push(&l->up_ike, p, &l->stats.ike_queue_drops);
+                l->ike_load_until_ms = now + IKE_LOAD_MS;
             break;
         default:
             break;
@@ -669,6 +785,8 @@ static void wan_to_lan(struct lane *l, struct p3_io *in)
     if (queued)
         notify_control_plane(l);
     transmit(l, &l->lan, ob, m, k, &l->stats.lan_tx_packets);
+    if (nreplies && l->wan.ops->tx_burst(&l->wan, l->cookie_send, nreplies) < 0)
+        l->stats.io_errors++;
     if (w->nlanes > 1)
         free_handed(l, in, m);
 }
@@ -934,6 +1052,7 @@ void p3dp_worker_get_stats(const p3dp_worker *w, p3dp_worker_stats *out)
         out->control_sent += s->control_sent;
         out->ike_rate_drops += s->ike_rate_drops;
         out->ike_queue_drops += s->ike_queue_drops;
+        out->ike_cookies_sent += s->ike_cookies_sent;
         if (!w->dpdk)
             continue;
         const struct p3_io *ports[2] = { &l->lan, &l->wan };
@@ -1054,6 +1173,7 @@ void p3dp_worker_free(p3dp_worker *w)
     pthread_mutex_destroy(&w->park_lock);
     pthread_cond_destroy(&w->park_cond);
     pthread_mutex_destroy(&w->caller_lock);
+    explicit_bzero(&w->cookies, sizeof(w->cookies));
     free(w);
 }
 
@@ -1065,6 +1185,31 @@ int p3dp_worker_set_ike_limits(p3dp_worker *w, uint32_t global_rate, uint32_t gl
         return rc;
     for (unsigned i = 0; i < w->nlanes; i++)
         p3_ike_limit_set(&w->lanes[i].ike_limit, global_rate, global_burst, source_rate, source_burst);
+    p3dp_worker_resume(w);
+    return 0;
+}
+
+int p3dp_worker_set_ike_cookies(p3dp_worker *w, int mode, uint8_t version, const uint8_t *secret, size_t secret_len)
+{
+    if (mode < P3DP_COOKIES_OFF || mode > P3DP_COOKIES_ALWAYS ||
+        (mode != P3DP_COOKIES_OFF && (!secret || secret_len == 0 || secret_len > COOKIE_SECRET_MAX)))
+        return -P3R_DP_BAD_ARGUMENT;
+    int rc = p3dp_worker_pause(w);
+    if (rc != 0)
+        return rc;
+    struct cookie_keys *k = &w->cookies;
+    k->mode = mode;
+    if (mode != P3DP_COOKIES_OFF &&
+        !(k->len[0] == secret_len && k->version[0] == version && memcmp(k->secret[0], secret, secret_len) == 0)) {
+        /* the current secret becomes the previous one: its cookies stay valid */
+        memcpy(k->secret[1], k->secret[0], sizeof(k->secret[1]));
+        k->len[1] = k->len[0];
+        k->version[1] = k->version[0];
+        memset(k->secret[0], 0, sizeof(k->secret[0]));
+        memcpy(k->secret[0], secret, secret_len);
+        k->len[0] = secret_len;
+        k->version[0] = version;
+    }
     p3dp_worker_resume(w);
     return 0;
 }

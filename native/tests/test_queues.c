@@ -1,8 +1,10 @@
 /* The queues between the control plane and a worker lane (queues.c): the
  * message rings (order, capacity, wrap-around, one producer and one
  * consumer thread) and the IKE rate limit (global and per-source buckets,
- * refill, fixed memory whatever the sources). */
+ * refill, fixed memory whatever the sources), and the IKE_SA_INIT parser and
+ * COOKIE reply the worker answers floods with (ike_cookie.c). */
 #include "ntest.h"
+#include "ike_cookie.h"
 #include "queues.h"
 
 #include <pthread.h>
@@ -201,6 +203,92 @@ static void test_ipv6_sources_are_told_apart(void)
     CHECK_EQ(p3_ike_limit_allow(&lim, 6, b, 10), 1);
 }
 
+/* An IKE_SA_INIT request: header, then [N(COOKIE)], SA (empty stand-in), Nonce. */
+static uint32_t init_request(uint8_t *m, const uint8_t *cookie, uint32_t cookie_len)
+{
+    uint32_t at = 28;
+    memset(m, 0, 28);
+    for (int i = 0; i < 8; i++)
+        m[i] = (uint8_t)(0xa0 + i);                       /* SPIi */
+    m[17] = 0x20;
+    m[18] = 34;
+    m[19] = 0x08;                                          /* initiator */
+    uint8_t *first = &m[16];
+    if (cookie) {
+        *first = 41;
+        m[at] = 33;
+        m[at + 2] = 0;
+        m[at + 3] = (uint8_t)(8 + cookie_len);
+        m[at + 4] = 0;
+        m[at + 5] = 0;
+        m[at + 6] = 0x40;
+        m[at + 7] = 0x06;                                  /* 16390 */
+        memcpy(m + at + 8, cookie, cookie_len);
+        at += 8 + cookie_len;
+    } else {
+        *first = 33;
+    }
+    m[at] = 40;                                            /* SA (4 octets), then Nonce */
+    m[at + 1] = 0;
+    m[at + 2] = 0;
+    m[at + 3] = 4;
+    at += 4;
+    m[at] = 0;
+    m[at + 2] = 0;
+    m[at + 3] = 4 + 32;
+    for (int i = 0; i < 32; i++)
+        m[at + 4 + i] = (uint8_t)i;
+    at += 36;
+    m[24] = 0;
+    m[25] = 0;
+    m[26] = (uint8_t)(at >> 8);
+    m[27] = (uint8_t)at;
+    return at;
+}
+
+static void test_init_request_is_parsed_and_answered_with_its_cookie(void)
+{
+    uint8_t m[256], reply[P3_IKE_COOKIE_REPLY_BYTES], cookie[P3_IKE_COOKIE_BYTES];
+    struct p3_ike_init v;
+    uint32_t len = init_request(m, NULL, 0);
+    CHECK_EQ(p3_ike_parse_init(m, len, &v), 1);
+    CHECK(v.spi_i == m && v.nonce_len == 32 && v.nonce[5] == 5 && v.cookie == NULL);
+    const uint8_t secret[32] = { 1, 2, 3 }, addr[4] = { 198, 18, 0, 9 }, other[4] = { 198, 18, 0, 10 };
+    CHECK_EQ(p3dp_ike_cookie(secret, sizeof(secret), 7, v.nonce, v.nonce_len, 4, addr, v.spi_i, cookie), 0);
+    CHECK_EQ(cookie[0], 7);
+    uint8_t again[P3_IKE_COOKIE_BYTES], elsewhere[P3_IKE_COOKIE_BYTES];
+    p3dp_ike_cookie(secret, sizeof(secret), 7, v.nonce, v.nonce_len, 4, addr, v.spi_i, again);
+    p3dp_ike_cookie(secret, sizeof(secret), 7, v.nonce, v.nonce_len, 4, other, v.spi_i, elsewhere);
+    CHECK(memcmp(cookie, again, sizeof(cookie)) == 0);          /* stateless: the same request, the same cookie */
+    CHECK(memcmp(cookie, elsewhere, sizeof(cookie)) != 0);      /* bound to the source address */
+    p3_ike_cookie_reply(&v, cookie, reply);
+    CHECK(memcmp(reply, m, 8) == 0);                            /* SPIi echoed */
+    CHECK(reply[16] == 41 && reply[18] == 34 && reply[19] == 0x20);   /* N, IKE_SA_INIT, response */
+    CHECK(reply[27] == P3_IKE_COOKIE_REPLY_BYTES);
+    CHECK(reply[34] == 0x40 && reply[35] == 0x06 && memcmp(reply + 36, cookie, sizeof(cookie)) == 0);
+    /* the retry carries the cookie first */
+    len = init_request(m, cookie, sizeof(cookie));
+    CHECK_EQ(p3_ike_parse_init(m, len, &v), 1);
+    CHECK(v.cookie != NULL && v.cookie_len == sizeof(cookie) && memcmp(v.cookie, cookie, sizeof(cookie)) == 0);
+}
+
+static void test_other_ike_messages_are_not_parsed_as_init_requests(void)
+{
+    uint8_t m[256];
+    struct p3_ike_init v;
+    uint32_t len = init_request(m, NULL, 0);
+    m[19] = 0x20;                                               /* a response */
+    CHECK_EQ(p3_ike_parse_init(m, len, &v), 0);
+    len = init_request(m, NULL, 0);
+    m[18] = 35;                                                 /* IKE_AUTH */
+    CHECK_EQ(p3_ike_parse_init(m, len, &v), 0);
+    len = init_request(m, NULL, 0);
+    CHECK_EQ(p3_ike_parse_init(m, len - 1, &v), 0);             /* length field disagrees */
+    m[len - 33] = 200;                                          /* nonce payload runs past the end */
+    CHECK_EQ(p3_ike_parse_init(m, len, &v), 0);
+    CHECK_EQ(p3_ike_parse_init(m, 20, &v), 0);
+}
+
 NTEST_MAIN(NTEST(test_ring_keeps_order_and_refuses_when_full),
            NTEST(test_ring_joins_head_and_body_and_refuses_what_does_not_fit),
            NTEST(test_ring_wraps_many_times),
@@ -208,4 +296,6 @@ NTEST_MAIN(NTEST(test_ring_keeps_order_and_refuses_when_full),
            NTEST(test_one_source_gets_its_burst_then_its_rate),
            NTEST(test_global_bucket_caps_a_spoofed_flood),
            NTEST(test_a_busy_source_cannot_refill_by_losing_its_slot),
-           NTEST(test_ipv6_sources_are_told_apart))
+           NTEST(test_ipv6_sources_are_told_apart),
+           NTEST(test_init_request_is_parsed_and_answered_with_its_cookie),
+           NTEST(test_other_ike_messages_are_not_parsed_as_init_requests))

@@ -66,6 +66,7 @@ from p3hw.protocol.recovery import (
 from p3hw.protocol.rekey import InstallInboundSa, InstallOutboundSa, RekeyCompleted, RemoveInboundSa
 from p3hw.protocol.session import ConfigReceived, Session, SessionConfig, SessionLost
 from p3hw.reasons import P3Error
+from p3hw.runtime.ike_cookies import IkeCookieSecret
 from p3hw.runtime.shards import ShardedDataplane, ShardedFlows
 from p3hw.wire.ike import Identity
 
@@ -304,6 +305,8 @@ class Gateway:
                 self._start_handshake(peer, now)
         if self.role == "primary":
             self.responder = self._make_responder()
+            assert self.worker is not None
+            self.ike_cookies = IkeCookieSecret(self.responder, self.worker, now)
         await self._start_admin()
         self.log.info("p3hw %s up: address %s port %d, %d remote(s), transport %s, %s",
                       self.role, self.local_address, self.udp_port, len(self.peers),
@@ -472,6 +475,8 @@ class Gateway:
             timer = self.responder.next_timer()
             if timer is not None and timer <= now:
                 self.responder.handle_timer(now)
+        if self.ike_cookies is not None:
+            self.ike_cookies.handle_timer(now)
 
     # ------------------------------------------------------------ packets from the worker
 
@@ -807,6 +812,7 @@ class Gateway:
         return done
 
     last_termination = None
+    ike_cookies: IkeCookieSecret | None = None
 
     # ------------------------------------------------------------ administration (p3hw/admin AdminTarget)
 

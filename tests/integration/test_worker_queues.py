@@ -11,6 +11,8 @@ it opens what the worker sealed.
 * A TCP RST queued with ``Worker.send_lan`` is written into the TUN by the
   worker (with the virtio-net header of an offloading TUN) and the local
   stack takes it: a connecting socket is refused at once.
+* Under IKE load the worker answers a real initiator's IKE_SA_INIT with a
+  COOKIE itself and queues the retry that brings it back (RFC 7296 §2.6).
 """
 
 from __future__ import annotations
@@ -62,6 +64,23 @@ def test_rst_injected_through_the_worker_refuses_a_connecting_socket() -> None:
     assert result["syn_seen_by_peer"] is True
     assert result["connect"] == "ECONNREFUSED"
     assert result["pauses"] == 0
+
+
+@pytest.mark.root
+@pytest.mark.netns
+def test_worker_answers_cookies_under_load_and_queues_the_retry() -> None:
+    result = run_scenario("cookies")
+    # Always-on cookies: the first request is answered by the worker, never queued...
+    assert result["first_answer_is_cookie"] is True
+    assert result["queued_before_retry"] == 0
+    # ...and the initiator's retry with the cookie goes up to the control plane, intact.
+    assert result["retry_queued"] is True
+    # The cookie is the one the responder makes with the same secret (p3hw.dataplane.ike_cookie).
+    assert result["cookie_matches_formula"] is True
+    # Under-load mode: a burst over the rate limit turns cookies on for later requests.
+    assert result["under_load_rate_drops"] > 0
+    assert result["under_load_answer_is_cookie"] is True
+    assert result["cookies_sent"] >= 2
 
 
 # ---- the child, inside its own network namespace ----------------------------------
@@ -185,6 +204,61 @@ def _scenario_lan_rst() -> dict[str, object]:
     return {"syn_seen_by_peer": True, "connect": errno.errorcode.get(err, str(err)), "pauses": stats.pauses}
 
 
+def _scenario_cookies() -> dict[str, object]:
+    import time
+
+    from p3hw.dataplane import ike_cookie
+    from p3hw.protocol.handshake import InitiatorHandshake
+    from p3hw.wire.ike import N_COOKIE, Identity, NoncePayload, decode_message
+
+    worker, _peer, far, _keep = _gateway_and_peer()
+    far.settimeout(2.0)
+    secret = os.urandom(32)
+    worker.set_ike_cookies("always", 5, secret)
+    initiator = InitiatorHandshake(Identity.ip("127.0.0.1"), b"k" * 32)
+    first = initiator.start(0.0)[0]
+    far.sendto(bytes(4) + first, ("127.0.0.1", GATEWAY_PORT))
+    answer = far.recv(65536)
+    reply = decode_message(answer[4:])
+    cookie = reply.notify(N_COOKIE)
+    request = decode_message(first)
+    nonce = request.first(NoncePayload).nonce
+    expected = ike_cookie(secret, 5, nonce, "127.0.0.1", request.spi_i)
+    time.sleep(0.2)
+    queued_before = len(worker.receive())
+    retry = initiator.receive(answer[4:], 0.1)[0]
+    far.sendto(bytes(4) + retry, ("127.0.0.1", GATEWAY_PORT))
+    got: list = []
+    deadline = time.monotonic() + 5
+    while not got and time.monotonic() < deadline:
+        got = worker.receive()
+        time.sleep(0.01)
+
+    # Under load: a tight limit, a burst of requests over it, then a fresh request.
+    worker.set_ike_cookies("under-load", 6, os.urandom(32))
+    worker.set_ike_limits(5, 5, 0, 0)
+    for _ in range(40):
+        far.sendto(bytes(4) + InitiatorHandshake(Identity.ip("127.0.0.1"), b"k" * 32).start(0.0)[0],
+                   ("127.0.0.1", GATEWAY_PORT))
+    loaded_answer = None
+    try:
+        while True:       # what the burst drew: cookies, once the limit was hit
+            data = far.recv(65536)
+            if decode_message(data[4:]).notify(N_COOKIE) is not None:
+                loaded_answer = data
+    except TimeoutError:
+        pass
+    stats = worker.stats()
+    worker.stop()
+    return {"first_answer_is_cookie": cookie is not None and reply.spi_i == request.spi_i,
+            "queued_before_retry": queued_before,
+            "retry_queued": len(got) == 1 and got[0].kind == "ike" and got[0].data == retry,
+            "cookie_matches_formula": cookie is not None and cookie.notification_data == expected,
+            "under_load_rate_drops": stats.ike_rate_drops,
+            "under_load_answer_is_cookie": loaded_answer is not None,
+            "cookies_sent": stats.ike_cookies_sent}
+
+
 if __name__ == "__main__":
-    scenarios = {"control": _scenario_control, "lan_rst": _scenario_lan_rst}
+    scenarios = {"control": _scenario_control, "lan_rst": _scenario_lan_rst, "cookies": _scenario_cookies}
     print(json.dumps(scenarios[sys.argv[1]]()))
