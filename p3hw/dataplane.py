@@ -969,7 +969,7 @@ class Worker:
             messages.append(WorkerMessage(kind, peer, addr, int(info.port), bytes(self._ffi.buffer(self._buf, n))))
 
     def send(self, addr: str, port: int, data: bytes, *, via_esp: bool = False) -> None:
-        """Send bytes as they are to (addr, port) through the WAN socket (IKE, sealed control packets)."""
+        """Send bytes as they are to (addr, port) through the WAN socket (IKE; control packets: send_control)."""
         family, packed = _addr_bytes(addr)
         check(self._lib.p3dp_worker_send(self._ptr, 1 if via_esp else 0, family, packed, port, data, len(data)),
               f"send to {addr}")

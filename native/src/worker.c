@@ -874,7 +874,8 @@ static void kernel_loop(struct lane *l)
     while (!atomic_load_explicit(&w->stop, memory_order_acquire)) {
         park_if_asked(l);
         drain_down(l, DOWN_DRAIN_MAX);
-        int r = poll(fds, nfds, 200);
+        /* more down messages than one drain takes: look at the sockets, do not wait */
+        int r = poll(fds, nfds, p3_msgring_count(&l->down) ? 0 : 200);
         if (r < 0) {
             if (errno != EINTR)
                 l->stats.io_errors++;
