@@ -27,6 +27,7 @@ import time
 
 from p3hw.protocol.handshake import InitiatorHandshake
 from p3hw.wire.ike import Identity
+from p3hw.wire.packet import outer_packet
 
 ETH_P_IP = 0x0800
 NON_ESP_MARKER = bytes(4)
@@ -35,13 +36,6 @@ SOURCE_MAC = bytes.fromhex("02f100000001")       # locally administered
 TEMPLATES = 64
 #: Distinct frames prepared before sending (source address and port vary).
 FRAMES = 4096
-
-
-def _ipv4_checksum(header: bytes) -> int:
-    total = sum(struct.unpack(f"!{len(header) // 2}H", header))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 def ike_sa_init_requests(count: int) -> list[bytes]:
@@ -55,12 +49,9 @@ def ike_sa_init_requests(count: int) -> list[bytes]:
 
 def frame(dst_mac: bytes, src: ipaddress.IPv4Address, dst: ipaddress.IPv4Address, sport: int, dport: int,
           ike: bytes) -> bytes:
-    payload = NON_ESP_MARKER + ike
-    udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload   # zero checksum: RFC 768 over IPv4
-    header = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0x4000, 64, 17, 0,
-                                   src.packed, dst.packed))
-    header[10:12] = _ipv4_checksum(bytes(header)).to_bytes(2, "big")
-    return dst_mac + SOURCE_MAC + struct.pack("!H", ETH_P_IP) + bytes(header) + udp
+    """One Ethernet frame: IPv4 | UDP (zero checksum, RFC 768) | non-ESP marker | IKE message."""
+    ip = outer_packet(NON_ESP_MARKER + ike, src.packed, dst.packed, (sport, dport))
+    return dst_mac + SOURCE_MAC + struct.pack("!H", ETH_P_IP) + ip
 
 
 def main(argv: list[str] | None = None) -> int:

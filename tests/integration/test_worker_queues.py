@@ -159,8 +159,10 @@ def _gateway_and_peer():  # type: ignore[no-untyped-def]
 def _scenario_control() -> dict[str, object]:
 
     worker, peer, far, _keep = _gateway_and_peer()
-    inner = [_ipv4_tcp(LOCAL_P3, PEER_P3, 5653, 5653, i, 0, 0x18, f"control message {i:04d}".encode())
-             for i in range(CONTROL_MESSAGES)]
+    from p3hw.wire.control import wrap_packet
+
+    # Inner packets as the control channel makes them (the bodies stand in for control-key sealed messages).
+    inner = [wrap_packet(f"control message {i:04d}".encode(), LOCAL_P3, PEER_P3) for i in range(CONTROL_MESSAGES)]
     for packet in inner:
         worker.send_control(2, packet)
     received = []
