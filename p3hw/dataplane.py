@@ -19,6 +19,7 @@ import contextlib
 import ipaddress
 import logging
 import os
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -984,9 +985,19 @@ class Worker:
         check(self._lib.p3dp_worker_send_control(self._ptr, peer_id, inner, len(inner)),
               f"queue a control packet for peer {peer_id}")
 
-    def send_lan(self, packet: bytes) -> None:
-        """An IP packet into the LAN (flow termination), written by the worker: TUN or DPDK LAN port."""
-        check(self._lib.p3dp_worker_send_lan(self._ptr, packet, len(packet)), "send to the LAN")
+    def send_lan(self, packet: bytes, *, wait_s: float = 0.0) -> None:
+        """An IP packet into the LAN (flow termination), written by the worker: TUN or DPDK LAN port.
+
+        With *wait_s*, a full queue is waited on (the worker empties it at
+        every turn) for up to that long before DP_TABLE_FULL.
+        """
+        deadline = time.monotonic() + wait_s
+        while True:
+            rc = self._lib.p3dp_worker_send_lan(self._ptr, packet, len(packet))
+            if reason_name(rc) != "DP_TABLE_FULL" or time.monotonic() >= deadline:
+                check(rc, "send to the LAN")
+                return
+            time.sleep(QUEUE_FULL_RETRY_S)
 
     def set_ike_limits(self, global_rate: int, global_burst: int, source_rate: int, source_burst: int) -> None:
         """IKE messages per second (and burst) the worker queues for the control plane: all sources, each source.
@@ -1017,6 +1028,8 @@ class Worker:
         return WorkerStats(**{name: int(getattr(raw, name)) for name in WorkerStats.__dataclass_fields__})
 
 
+#: Worker.send_lan(wait_s=) tries this often again while the worker's queue is full (DP_TABLE_FULL).
+QUEUE_FULL_RETRY_S = 0.0005
 #: Worker.set_ike_cookies modes (P3DP_COOKIES_*).
 COOKIE_MODES = {"off": 0, "under-load": 1, "always": 2}
 

@@ -805,7 +805,7 @@ class Gateway:
         assert self.worker is not None
         for packet in packets:    # into the TUN or out of the LAN port, from the worker's thread
             try:
-                self.worker.send_lan(packet)
+                self.worker.send_lan(packet, wait_s=1.0)
             except P3Error:
                 break
         self.last_termination = done

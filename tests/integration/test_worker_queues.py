@@ -32,6 +32,7 @@ GATEWAY_PORT, PEER_PORT = 5653, 5700
 LOCAL_P3, PEER_P3 = "10.99.0.1", "10.99.0.2"      # P3 addresses (control-channel endpoints)
 LAN_ADDR, REMOTE_NET, REMOTE_HOST = "10.1.0.1/24", "10.2.0.0/24", "10.2.0.7"
 CONTROL_MESSAGES = 1000
+MANY_RSTS = 3000      # more than the worker's down queue holds (1,024)
 SO_RCVBUFFORCE = 33     # <asm-generic/socket.h>; not in the socket module
 
 
@@ -64,6 +65,7 @@ def test_rst_injected_through_the_worker_refuses_a_connecting_socket() -> None:
     assert result["syn_seen_by_peer"] is True
     assert result["connect"] == "ECONNREFUSED"
     assert result["pauses"] == 0
+    assert result["many_written"] == MANY_RSTS
 
 
 @pytest.mark.root
@@ -184,6 +186,7 @@ def _scenario_lan_rst() -> dict[str, object]:
     import errno
     import select
     import socket
+    import time
 
     worker, peer, far, _keep = _gateway_and_peer()
     client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -201,9 +204,19 @@ def _scenario_lan_rst() -> dict[str, object]:
     worker.send_lan(rst)
     select.select([], [client], [], 5.0)
     err = client.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    # A termination of many flows: more packets than the queue holds, all written (the stack
+    # drops RSTs for connections it does not have).
+    before = worker.stats().lan_tx_packets
+    resets = [_ipv4_tcp(REMOTE_HOST, LAN_ADDR.split("/")[0], 80, 1024 + port, 0, 1, 0x14) for port in range(MANY_RSTS)]
+    for packet in resets:
+        worker.send_lan(packet, wait_s=5.0)
+    deadline = time.monotonic() + 5
+    while worker.stats().lan_tx_packets - before < MANY_RSTS and time.monotonic() < deadline:
+        time.sleep(0.01)
     stats = worker.stats()
     worker.stop()
-    return {"syn_seen_by_peer": True, "connect": errno.errorcode.get(err, str(err)), "pauses": stats.pauses}
+    return {"syn_seen_by_peer": True, "connect": errno.errorcode.get(err, str(err)), "pauses": stats.pauses,
+            "many_written": stats.lan_tx_packets - before}
 
 
 def _scenario_cookies() -> dict[str, object]:
