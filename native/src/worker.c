@@ -67,9 +67,12 @@ enum {
     DOWN_DRAIN_MAX = 256,
     /* IKE load: cookies are demanded for this long after a rate or queue drop */
     IKE_LOAD_MS = 1000,
-    /* COOKIE replies a lane sends per second at most (bursts of half that):
-     * under a spoofed flood most go to addresses that never asked */
-    COOKIE_REPLY_RATE = 2000,
+    /* COOKIE replies a lane sends per second at most (bursts of half that).
+     * Under a spoofed flood most go to addresses that never asked, and a
+     * reply to an on-link address that never resolves holds the socket's
+     * send buffer (the data's too) in the neighbour queue for seconds:
+     * uncapped, a 100 kpps flood filled it and the session was lost. */
+    COOKIE_REPLY_RATE = 1000,
     COOKIE_SECRET_MAX = 64,
     /* DPDK ports are polled; after this many empty polls a lane naps,
      * up to IDLE_NAP_MAX_US, so an idle gateway does not hold a core. */
