@@ -65,7 +65,7 @@ def test_rst_injected_through_the_worker_refuses_a_connecting_socket() -> None:
     assert result["syn_seen_by_peer"] is True
     assert result["connect"] == "ECONNREFUSED"
     assert result["pauses"] == 0
-    assert result["many_written"] == MANY_RSTS
+    assert result["written"] == 1 + MANY_RSTS
 
 
 @pytest.mark.root
@@ -159,6 +159,8 @@ def _gateway_and_peer():  # type: ignore[no-untyped-def]
 
 
 def _scenario_control() -> dict[str, object]:
+    import time
+
 
     worker, peer, far, _keep = _gateway_and_peer()
     from p3hw.wire.control import wrap_packet
@@ -175,6 +177,9 @@ def _scenario_control() -> dict[str, object]:
         pass
     opened = peer.open([(data, "127.0.0.1", GATEWAY_PORT) for data in received], with_ip=False)
     control = [o for o in opened if o.status == "OK" and o.kind == "control"]
+    deadline = time.monotonic() + 5    # the worker counts a burst once the socket has taken it
+    while worker.stats().control_sent < len(received) and time.monotonic() < deadline:
+        time.sleep(0.01)
     stats = worker.stats()
     worker.stop()
     return {"queued": len(inner), "received": len(received), "opened_as_control": len(control),
@@ -201,22 +206,22 @@ def _scenario_lan_rst() -> dict[str, object]:
     sport = int.from_bytes(syn[20:22], "big")
     isn = int.from_bytes(syn[24:28], "big")
     rst = _ipv4_tcp(REMOTE_HOST, LAN_ADDR.split("/")[0], 80, sport, 0, (isn + 1) & 0xFFFFFFFF, 0x14)
+    before = worker.stats().lan_tx_packets
     worker.send_lan(rst)
     select.select([], [client], [], 5.0)
     err = client.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
     # A termination of many flows: more packets than the queue holds, all written (the stack
-    # drops RSTs for connections it does not have).
-    before = worker.stats().lan_tx_packets
+    # drops RSTs for connections it does not have). Counted from before the first RST.
     resets = [_ipv4_tcp(REMOTE_HOST, LAN_ADDR.split("/")[0], 80, 1024 + port, 0, 1, 0x14) for port in range(MANY_RSTS)]
     for packet in resets:
         worker.send_lan(packet, wait_s=5.0)
     deadline = time.monotonic() + 5
-    while worker.stats().lan_tx_packets - before < MANY_RSTS and time.monotonic() < deadline:
+    while worker.stats().lan_tx_packets - before < 1 + MANY_RSTS and time.monotonic() < deadline:
         time.sleep(0.01)
     stats = worker.stats()
     worker.stop()
     return {"syn_seen_by_peer": True, "connect": errno.errorcode.get(err, str(err)), "pauses": stats.pauses,
-            "many_written": stats.lan_tx_packets - before}
+            "written": stats.lan_tx_packets - before}
 
 
 def _scenario_cookies() -> dict[str, object]:
