@@ -19,6 +19,7 @@ import contextlib
 import ipaddress
 import logging
 import os
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -807,6 +808,12 @@ class WorkerStats:
     tx_full_drops: int = 0        # DPDK ports: the transmit queue stayed full
     handoffs: int = 0             # several workers: packets handed to the worker owning their peer
     handoff_drops: int = 0        # ... dropped because that worker's ring was full
+    pauses: int = 0               # Worker.paused() entries (control messages never pause it)
+    control_sent: int = 0         # control packets the worker sealed and sent (send_control)
+    send_queue_drops: int = 0     # send_control / send_lan refused: the worker's down queue was full
+    ike_rate_drops: int = 0       # IKE messages over the global or per-source rate, not queued
+    ike_queue_drops: int = 0      # IKE messages dropped: the IKE queue to the control plane was full
+    ike_cookies_sent: int = 0     # IKE_SA_INIT answered with a COOKIE by the worker (under load)
 
 
 @dataclass(frozen=True)
@@ -945,19 +952,80 @@ class Worker:
             messages.append(WorkerMessage(kind, peer, addr, int(info.port), bytes(self._ffi.buffer(self._buf, n))))
 
     def send(self, addr: str, port: int, data: bytes, *, via_esp: bool = False) -> None:
-        """Send bytes as they are to (addr, port) through the WAN socket (IKE, sealed control packets)."""
+        """Send bytes as they are to (addr, port) through the WAN socket (IKE; control packets: send_control)."""
         family, packed = _addr_bytes(addr)
         check(self._lib.p3dp_worker_send(self._ptr, 1 if via_esp else 0, family, packed, port, data, len(data)),
               f"send to {addr}")
 
-    def send_lan(self, packet: bytes) -> None:
-        """An IP packet out of the DPDK LAN port (flow termination); kernel mode writes the TUN instead."""
-        check(self._lib.p3dp_worker_send_lan(self._ptr, packet, len(packet)), "send to the LAN port")
+    def send_control(self, peer_id: int, inner: bytes) -> None:
+        """Queue a control-channel packet for *peer_id*: sealed with its data SA by the worker that owns it.
+
+        *inner* is the inner IP packet (control-key sealed, predefined IP/TCP
+        header). The worker is woken, not paused; DP_TABLE_FULL when its queue
+        is full.
+        """
+        check(self._lib.p3dp_worker_send_control(self._ptr, peer_id, inner, len(inner)),
+              f"queue a control packet for peer {peer_id}")
+
+    def send_lan(self, packet: bytes, *, wait_s: float = 0.0) -> None:
+        """An IP packet into the LAN (flow termination), written by the worker: TUN or DPDK LAN port.
+
+        With *wait_s*, a full queue is waited on (the worker empties it at
+        every turn) for up to that long before DP_TABLE_FULL.
+        """
+        deadline = time.monotonic() + wait_s
+        while True:
+            rc = self._lib.p3dp_worker_send_lan(self._ptr, packet, len(packet))
+            if reason_name(rc) != "DP_TABLE_FULL" or time.monotonic() >= deadline:
+                check(rc, "send to the LAN")
+                return
+            time.sleep(QUEUE_FULL_RETRY_S)
+
+    def set_ike_limits(self, global_rate: int, global_burst: int, source_rate: int, source_burst: int) -> None:
+        """IKE messages per second (and burst) the worker queues for the control plane: all sources, each source.
+
+        A rate of 0 turns that limit off. Pauses the worker once.
+        """
+        values = (global_rate, global_burst, source_rate, source_burst)
+        if not all(0 <= v < 1 << 22 for v in values):
+            raise P3Error("DP_BAD_ARGUMENT", f"IKE limits out of range: {values}")
+        check(self._lib.p3dp_worker_set_ike_limits(self._ptr, *values), "set IKE limits")
+
+    def set_ike_cookies(self, mode: str, version: int = 1, secret: bytes = b"") -> None:
+        """IKE_SA_INIT cookies answered by the worker (RFC 7296 §2.6): "off", "under-load" or "always".
+
+        The cookie is :func:`ike_cookie` with *secret* (1..64 octets) and
+        *version*, as the responder makes it; the secret set before stays
+        valid beside the new one. Pauses the worker once.
+        """
+        if mode not in COOKIE_MODES or not 0 <= version <= 255:
+            raise P3Error("DP_BAD_ARGUMENT", f"IKE cookies {mode!r} version {version}: "
+                          f"modes are {', '.join(COOKIE_MODES)}, versions 0..255")
+        check(self._lib.p3dp_worker_set_ike_cookies(self._ptr, COOKIE_MODES[mode], version, secret, len(secret)),
+              f"set IKE cookies ({len(secret)}-octet secret)")
 
     def stats(self) -> WorkerStats:
         raw = self._ffi.new("p3dp_worker_stats *")
         self._lib.p3dp_worker_get_stats(self._ptr, raw)
         return WorkerStats(**{name: int(getattr(raw, name)) for name in WorkerStats.__dataclass_fields__})
+
+
+#: Worker.send_lan(wait_s=) tries this often again while the worker's queue is full (DP_TABLE_FULL).
+QUEUE_FULL_RETRY_S = 0.0005
+#: Worker.set_ike_cookies modes (P3DP_COOKIES_*).
+COOKIE_MODES = {"off": 0, "under-load": 1, "always": 2}
+
+
+def ike_cookie(secret: bytes, version: int, nonce_i: bytes, addr: str, spi_i: bytes) -> bytes:
+    """The 17-octet IKE cookie the worker gives an IKE_SA_INIT request from *addr* (native/src/ike_cookie.h)."""
+    ffi, lib = native()
+    family, packed = _addr_bytes(addr)
+    if len(spi_i) != 8 or not 0 <= version <= 255:
+        raise P3Error("DP_BAD_ARGUMENT", f"SPIi of {len(spi_i)} octets (8 needed), version {version}")
+    out = ffi.new("uint8_t[17]")
+    check(lib.p3dp_ike_cookie(secret, len(secret), version, nonce_i, len(nonce_i), family, packed, spi_i, out),
+          "IKE cookie")
+    return bytes(ffi.buffer(out, 17))
 
 
 # ---------------------------------------------------------------- hardware RNG

@@ -340,9 +340,11 @@ int p3dp_flows_set_unreachable_codes(p3dp_flows *flows, unsigned int v4_code, un
  * open -> LAN or the control plane. One thread owns the context while it
  * runs: the control plane changes SAs and peers only between
  * p3dp_worker_pause() and p3dp_worker_resume() (the worker parks between
- * two bursts; its fast path reads one atomic flag). IKE messages and
- * control-channel packets go to the control plane through a ring whose
- * eventfd is p3dp_worker_notify_fd(). */
+ * two bursts; its fast path reads one atomic flag). Control-channel packets
+ * and IKE messages go to the control plane through two rings (control first;
+ * IKE rate-limited before it is queued) whose eventfd is
+ * p3dp_worker_notify_fd(). The control plane's packets go down through a
+ * ring per worker (p3dp_worker_send_control, _send_lan): no pause. */
 typedef struct p3dp_worker p3dp_worker;
 
 typedef struct p3dp_worker_config {
@@ -393,6 +395,13 @@ typedef struct p3dp_worker_stats {
     uint64_t tx_full_drops;        /* the port's transmit queue was full */
     uint64_t handoffs;             /* packets handed to the worker owning their peer */
     uint64_t handoff_drops;        /* ... dropped because that worker's ring was full */
+    /* queues (docs/runtime.md "Queues") */
+    uint64_t pauses;               /* p3dp_worker_pause calls */
+    uint64_t control_sent;         /* control packets sealed by the worker and handed to the WAN */
+    uint64_t send_queue_drops;     /* sends refused: the worker's down queue was full */
+    uint64_t ike_rate_drops;       /* IKE messages over the global or per-source rate, not queued */
+    uint64_t ike_queue_drops;      /* IKE messages dropped: the IKE queue was full */
+    uint64_t ike_cookies_sent;     /* IKE_SA_INIT answered with a COOKIE by the worker */
 } p3dp_worker_stats;
 
 /* Several workers (DPDK ports only, docs/dpdk.md "Several workers"):
@@ -428,14 +437,41 @@ int p3dp_worker_notify_fd(const p3dp_worker *w);
 /* Take one message for the control plane: its length, 0 when none, -P3R_DP_TOO_BIG if
  * cap is too small. */
 int p3dp_worker_recv(p3dp_worker *w, uint8_t *buf, size_t cap, p3dp_worker_msg *info);
-/* Send bytes as they are out of the WAN socket (via_esp: the raw ESP one).
+/* Send bytes as they are out of the WAN socket (via_esp: the raw ESP one): IKE.
  * On DPDK ports the worker writes the IP (and UDP) header and sends them from
  * its own thread; -P3R_DP_TABLE_FULL when its queue is full. */
 int p3dp_worker_send(p3dp_worker *w, int via_esp, int family, const uint8_t *addr, uint16_t port,
                      const uint8_t *data, uint32_t len);
-/* DPDK ports only (-P3R_DP_BAD_ARGUMENT otherwise: the kernel backends write the TUN): an IP
- * packet out of the LAN port (flow termination's RSTs and ICMP errors). */
+/* A control-channel packet for peer_id: the inner IP packet (control-key sealed, with its
+ * predefined IP/TCP header). Queued for the worker owning the peer, which seals it with the
+ * peer's data SA between two bursts and sends it like data; the worker is woken, not paused.
+ * 0, -P3R_DP_TABLE_FULL when the queue is full (counted: send_queue_drops), -P3R_DP_TOO_BIG.
+ * Sealing failures are counted in the context's drops by reason. */
+int p3dp_worker_send_control(p3dp_worker *w, uint32_t peer_id, const uint8_t *inner, uint32_t len);
+/* An IP packet into the LAN (flow termination's RSTs and ICMP errors): written by the worker to
+ * the TUN (with its virtio-net header when offloads are on) or out of the DPDK LAN port.
+ * 0, -P3R_DP_TABLE_FULL (counted), -P3R_DP_TOO_BIG. */
 int p3dp_worker_send_lan(p3dp_worker *w, const uint8_t *data, uint32_t len);
+/* IKE messages pass two token buckets in each worker before they are queued for the control
+ * plane: all sources together (global_rate messages per second, bursts of global_burst) and
+ * each source address (source_rate, source_burst). A rate of 0 turns that bucket off.
+ * Pauses the worker to apply them. Defaults: 400/s burst 200, 20/s burst 40 per source. */
+int p3dp_worker_set_ike_limits(p3dp_worker *w, uint32_t global_rate, uint32_t global_burst,
+                               uint32_t source_rate, uint32_t source_burst);
+/* IKE_SA_INIT cookies answered by the worker (RFC 7296 §2.6). P3DP_COOKIES_UNDER_LOAD: when an
+ * IKE message was rate-limited or the IKE queue was half full in the last second, a request
+ * without a valid COOKIE notify is answered with one and not queued; one with a valid cookie
+ * passes the per-source limit only. P3DP_COOKIES_ALWAYS: at all times (tests). The cookie is
+ * p3dp_ike_cookie's with this secret (1..64 octets) and version; the secret set before stays
+ * valid beside it (a rotation fails no exchange in flight). Pauses the worker to apply. */
+enum { P3DP_COOKIES_OFF = 0, P3DP_COOKIES_UNDER_LOAD = 1, P3DP_COOKIES_ALWAYS = 2 };
+int p3dp_worker_set_ike_cookies(p3dp_worker *w, int mode, uint8_t version, const uint8_t *secret,
+                                size_t secret_len);
+/* The IKE cookie of an IKE_SA_INIT request, as the responder (p3hw/protocol/handshake.py) makes
+ * it: version(1) ‖ HMAC-SHA-256(secret, Ni ‖ IPi ‖ SPIi)[0:16], IPi 4 or 16 octets (family 4/6).
+ * 17 octets to out. 0 or -P3R_DP_BAD_ARGUMENT. */
+int p3dp_ike_cookie(const uint8_t *secret, size_t secret_len, uint8_t version, const uint8_t *nonce,
+                    size_t nonce_len, int family, const uint8_t *addr, const uint8_t *spi_i, uint8_t *out);
 /* 1 when the worker polls DPDK ports, else 0. */
 int p3dp_worker_is_dpdk(const p3dp_worker *w);
 void p3dp_worker_get_stats(const p3dp_worker *w, p3dp_worker_stats *out);

@@ -8,7 +8,7 @@
 #include <sys/socket.h>
 
 enum {
-    P3_IO_RX_MSGS = 16,              /* datagrams (or GRO trains) per recvmmsg */
+    P3_IO_RX_MSGS = 64,              /* datagrams (or GRO trains) per recvmmsg: a whole burst */
     P3_IO_RX_BYTES = 65536,          /* room for one GRO train */
     P3_IO_GSO_MAX_SEGMENTS = 64      /* UDP_SEGMENT: the kernel's limit (UDP_MAX_SEGMENTS) */
 };

@@ -19,14 +19,24 @@
  * bursts and waits until all have; p3dp_worker_resume() lets them go on.
  * The fast path only reads one atomic flag per loop.
  *
- * Control-channel and IKE packets go to Python through one single-producer
- * single-consumer ring per lane, signalled by one eventfd
- * (p3dp_worker_notify_fd).
+ * Queues (queues.h, docs/runtime.md "Queues"). Up, to Python: per lane,
+ * one ring for control-channel packets (authenticated: they opened under a
+ * data SA) and one for IKE, signalled by one eventfd
+ * (p3dp_worker_notify_fd); p3dp_worker_recv empties the control rings
+ * first. IKE passes a global and a per-source token bucket before it is
+ * queued, so a flood of spoofed IKE_SA_INIT never takes the place of the
+ * control channel. Down, from Python: per lane, one ring of control packets
+ * to seal for a peer of that lane, LAN packets to inject and (DPDK) outer
+ * packets to send; the lane empties it between bursts and before it parks,
+ * so a control message never pauses the data path and is sealed with the
+ * keys that were current when it was queued.
  */
 #define _GNU_SOURCE /* struct mmsghdr in io_internal.h, pthread_setaffinity_np */
 #include "p3dp.h"
 #include "p3dp_internal.h"
 #include "io_internal.h"
+#include "queues.h"
+#include "ike_cookie.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -37,6 +47,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -44,12 +55,25 @@
 enum {
     WORKER_BURST = 64,
     WORKER_BUF_BYTES = 65536,
-    RING_SLOTS = 256,
-    RING_SLOT_BYTES = 16384,
-    /* DPDK ports: packets the control plane sends, queued for lane 0
-     * (a port's transmit queue has one owner, a worker thread). */
-    TXQ_SLOTS = 64,
-    TXQ_SLOT_BYTES = 4096,
+    /* up: control-channel packets and IKE messages for Python */
+    UP_CONTROL_SLOTS = 256,
+    UP_IKE_SLOTS = 256,   /* holds the rate limit's whole burst */
+    UP_SLOT_BYTES = 16384,
+    /* down: what the control plane sends through a lane (a port's or a
+     * socket's transmit path has one owner, the lane's thread) */
+    DOWN_SLOTS = 1024,
+    DOWN_SLOT_BYTES = 4096,
+    /* down messages one drain takes at most, so data keeps flowing */
+    DOWN_DRAIN_MAX = 256,
+    /* IKE load: cookies are demanded for this long after a rate or queue drop */
+    IKE_LOAD_MS = 1000,
+    /* COOKIE replies a lane sends per second at most (bursts of half that).
+     * Under a spoofed flood most go to addresses that never asked, and a
+     * reply to an on-link address that never resolves holds the socket's
+     * send buffer (the data's too) in the neighbour queue for seconds:
+     * uncapped, a 100 kpps flood filled it and the session was lost. */
+    COOKIE_REPLY_RATE = 1000,
+    COOKIE_SECRET_MAX = 64,
     /* DPDK ports are polled; after this many empty polls a lane naps,
      * up to IDLE_NAP_MAX_US, so an idle gateway does not hold a core. */
     IDLE_POLLS = 1024,
@@ -58,16 +82,16 @@ enum {
     HANDOFF_SLOTS = 1024
 };
 
-struct txq_slot {
-    uint32_t len;
-    uint8_t to_lan;
-    uint8_t data[TXQ_SLOT_BYTES];
+/* The IKE cookie secrets (ike_cookie.h): changed only while the lanes are parked. */
+struct cookie_keys {
+    int mode;                     /* P3DP_COOKIES_* */
+    uint8_t version[2];           /* [0] current, [1] previous */
+    size_t len[2];                /* 0: none */
+    uint8_t secret[2][COOKIE_SECRET_MAX];
 };
 
-struct ring_slot {
-    p3dp_worker_msg info;
-    uint8_t data[RING_SLOT_BYTES];
-};
+/* What a down message is (p3dp_worker_msg.kind on the down ring). */
+enum { DOWN_CONTROL = 1, DOWN_LAN = 2, DOWN_WAN = 3 };
 
 /* One lane's packets for another: single producer, single consumer. */
 struct handoff {
@@ -86,9 +110,15 @@ struct lane {
     pthread_t thread;
     int started;
     /* to Python */
-    struct ring_slot *ring;
-    atomic_uint ring_head;  /* next slot the lane writes */
-    atomic_uint ring_tail;  /* next slot Python reads */
+    struct p3_msgring up_control, up_ike;
+    struct p3_ike_limit ike_limit;
+    uint64_t ike_load_until_ms;   /* demand cookies until then */
+    struct p3_ike_limit cookie_limit;   /* COOKIE replies (global bucket only) */
+    uint8_t cookie_out[WORKER_BURST][48 + 4 + P3_IKE_COOKIE_REPLY_BYTES];
+    struct p3_iobuf cookie_send[WORKER_BURST];
+    /* from Python */
+    struct p3_msgring down;
+    pthread_mutex_t down_lock;    /* control-plane producers */
     /* from the other lanes: their LAN and WAN packets for peers of this lane */
     struct handoff *in_lan[P3DP_MAX_WORKERS], *in_wan[P3DP_MAX_WORKERS];
     /* burst buffers */
@@ -110,10 +140,8 @@ struct p3dp_worker {
     int has_esp;
     int dpdk;          /* lanes poll DPDK ports (docs/dpdk.md) */
     p3dp_worker_config dpdk_cfg;  /* addresses and port for the headers of control sends */
-    struct txq_slot *txq;
-    atomic_uint txq_head, txq_tail;
-    pthread_mutex_t txq_lock;     /* control-plane producers */
-    int wake_fd;       /* the kernel lane waits on it in poll: a pause request */
+    int wake_fd;       /* the kernel lane waits on it in poll: a pause request, a down message */
+    struct cookie_keys cookies;
     int notify_fd;     /* Python waits on it: messages in a ring */
     int started;
     unsigned next_ring;           /* where p3dp_worker_recv looks first */
@@ -123,6 +151,8 @@ struct p3dp_worker {
     pthread_mutex_t park_lock;
     pthread_cond_t park_cond;
     pthread_mutex_t caller_lock;  /* serializes control-plane callers */
+    atomic_uint_fast64_t pauses;          /* p3dp_worker_pause calls */
+    atomic_uint_fast64_t send_queue_drops;  /* down messages refused: the lane's ring was full */
 };
 
 static uint64_t now_ms(void)
@@ -163,8 +193,16 @@ static int lane_init(struct lane *l, p3dp_worker *w, unsigned index, p3dp_ctx *c
     /* LAN in, WAN out, LAN out. WAN in needs none: the backends receive
      * into their own memory and point wan_in[] at it. */
     l->buffers = malloc((size_t)3 * WORKER_BURST * WORKER_BUF_BYTES);
-    l->ring = calloc(RING_SLOTS, sizeof(struct ring_slot));
-    if (!l->buffers || !l->ring)
+    pthread_mutex_init(&l->down_lock, NULL);
+    uint64_t seed[2] = { 0, 0 };
+    if (getrandom(seed, sizeof(seed), 0) != (ssize_t)sizeof(seed))
+        seed[0] = now_ms() ^ (uintptr_t)l;   /* no entropy yet: still differs per run */
+    p3_ike_limit_init(&l->ike_limit, seed[0], seed[1]);
+    p3_ike_limit_init(&l->cookie_limit, seed[1], seed[0]);
+    p3_ike_limit_set(&l->cookie_limit, COOKIE_REPLY_RATE, COOKIE_REPLY_RATE / 2, 0, 0);
+    if (!l->buffers || p3_msgring_init(&l->up_control, UP_CONTROL_SLOTS, UP_SLOT_BYTES) != 0 ||
+        p3_msgring_init(&l->up_ike, UP_IKE_SLOTS, UP_SLOT_BYTES) != 0 ||
+        p3_msgring_init(&l->down, DOWN_SLOTS, DOWN_SLOT_BYTES) != 0)
         return -P3R_DP_TABLE_FULL;
     for (unsigned j = 0; j < w->nlanes; j++) {
         if (j == index)
@@ -208,7 +246,6 @@ p3dp_worker *p3dp_worker_new_lanes(const p3dp_worker_lanes *lanes, const p3dp_ro
     pthread_mutex_init(&w->park_lock, NULL);
     pthread_cond_init(&w->park_cond, NULL);
     pthread_mutex_init(&w->caller_lock, NULL);
-    pthread_mutex_init(&w->txq_lock, NULL);
     for (unsigned i = 0; i < w->nlanes && rc == 0; i++)
         rc = lane_init(&w->lanes[i], w, i, lanes->ctx[i], lanes->flows[i], lanes->cpu[i]);
     if (rc == 0 && (w->wake_fd < 0 || w->notify_fd < 0))
@@ -221,8 +258,7 @@ p3dp_worker *p3dp_worker_new_lanes(const p3dp_worker_lanes *lanes, const p3dp_ro
     struct lane *l0 = &w->lanes[0];
     if (dpdk) {
         struct p3_io lan[P3DP_MAX_WORKERS], wan[P3DP_MAX_WORKERS];
-        w->txq = calloc(TXQ_SLOTS, sizeof(struct txq_slot));
-        rc = w->txq ? l0->ctx->backends->dpdk_ports_load(cfg, w->nlanes, lan, wan) : -P3R_DP_TABLE_FULL;
+        rc = l0->ctx->backends->dpdk_ports_load(cfg, w->nlanes, lan, wan);
         if (rc != 0) {
             p3dp_worker_free(w);
             fail(err, rc);
@@ -270,68 +306,84 @@ p3dp_worker *p3dp_worker_new(p3dp_ctx *ctx, const p3dp_routes *routes, p3dp_flow
 
 /* ---- the rings to Python --------------------------------------------- */
 
-static void ring_push(struct lane *l, const p3dp_pkt *pkt)
+/* Queues an opened control packet or an IKE message on ring; counts a drop
+ * when it is full. 1 when queued. */
+static int up_push(struct p3_msgring *ring, const p3dp_pkt *pkt, uint64_t *drops)
 {
-    unsigned head = atomic_load_explicit(&l->ring_head, memory_order_relaxed);
-    unsigned tail = atomic_load_explicit(&l->ring_tail, memory_order_acquire);
     const uint8_t *data = pkt->out_buf;
     uint32_t len = pkt->out_len;
     if (pkt->kind == P3DP_KIND_IKE) {
         data = pkt->in_buf + pkt->payload_off;
         len = pkt->in_len - pkt->payload_off;
     }
-    if (head - tail >= RING_SLOTS || len > RING_SLOT_BYTES) {
-        l->stats.control_queue_drops++;
-        return;
+    p3dp_worker_msg info;
+    memset(&info, 0, sizeof(info));
+    info.kind = pkt->kind;
+    info.peer = pkt->peer;
+    info.family = pkt->family;
+    info.port = pkt->port;
+    memcpy(info.addr, pkt->addr, 16);
+    if (p3_msgring_put(ring, &info, NULL, 0, data, len) != 0) {
+        (*drops)++;
+        return 0;
     }
-    struct ring_slot *slot = &l->ring[head % RING_SLOTS];
-    memcpy(slot->data, data, len);
-    slot->info.len = len;
-    slot->info.kind = pkt->kind;
-    slot->info.peer = pkt->peer;
-    slot->info.family = pkt->family;
-    slot->info.port = pkt->port;
-    memcpy(slot->info.addr, pkt->addr, 16);
-    atomic_store_explicit(&l->ring_head, head + 1, memory_order_release);
+    return 1;
+}
+
+static void notify_control_plane(struct lane *l)
+{
     uint64_t one = 1;
     if (write(l->w->notify_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
         l->stats.io_errors++;
 }
 
-/* The first message waiting in any lane's ring, from `start` on: its lane or NULL. */
-static struct lane *ring_with_message(p3dp_worker *w, unsigned start)
+/* The first lane from `start` on with a message on its control ring (ike = 0)
+ * or IKE ring (ike = 1), or NULL. */
+static struct lane *ring_with_message(p3dp_worker *w, unsigned start, int ike)
 {
     for (unsigned k = 0; k < w->nlanes; k++) {
         struct lane *l = &w->lanes[(start + k) % w->nlanes];
-        if (atomic_load_explicit(&l->ring_tail, memory_order_relaxed) !=
-            atomic_load_explicit(&l->ring_head, memory_order_acquire))
+        if (p3_msgring_count(ike ? &l->up_ike : &l->up_control))
             return l;
+    }
+    return NULL;
+}
+
+/* Control-channel packets first (they are authenticated and carry the
+ * sessions' rekeys and heartbeats), then IKE. */
+static struct p3_msgring *next_message(p3dp_worker *w)
+{
+    for (int ike = 0; ike < 2; ike++) {
+        struct lane *l = ring_with_message(w, w->next_ring, ike);
+        if (l) {
+            /* the lanes take turns, so a busy one does not hide the others' messages */
+            w->next_ring = (l->index + 1) % w->nlanes;
+            return ike ? &l->up_ike : &l->up_control;
+        }
     }
     return NULL;
 }
 
 int p3dp_worker_recv(p3dp_worker *w, uint8_t *buf, size_t cap, p3dp_worker_msg *info)
 {
-    struct lane *l = ring_with_message(w, w->next_ring);
-    if (!l) {
+    struct p3_msgring *ring = next_message(w);
+    if (!ring) {
         uint64_t drain;
         if (read(w->notify_fd, &drain, sizeof(drain)) < 0 && errno != EAGAIN)
             return -P3R_OS_ERROR;
         /* a message may have landed between the check and the drain */
-        l = ring_with_message(w, w->next_ring);
-        if (!l)
+        ring = next_message(w);
+        if (!ring)
             return 0;
     }
-    /* the lanes take turns, so a busy one does not hide the others' messages */
-    w->next_ring = (l->index + 1) % w->nlanes;
-    unsigned tail = atomic_load_explicit(&l->ring_tail, memory_order_relaxed);
-    struct ring_slot *slot = &l->ring[tail % RING_SLOTS];
-    if (slot->info.len > cap)
+    const uint8_t *data;
+    const p3dp_worker_msg *slot = p3_msgring_peek(ring, 0, &data);
+    if (slot->len > cap)
         return -P3R_DP_TOO_BIG;
-    memcpy(buf, slot->data, slot->info.len);
-    *info = slot->info;
-    atomic_store_explicit(&l->ring_tail, tail + 1, memory_order_release);
-    return (int)slot->info.len;
+    memcpy(buf, data, slot->len);
+    *info = *slot;
+    p3_msgring_pop(ring, 1);
+    return (int)info->len;
 }
 
 int p3dp_worker_notify_fd(const p3dp_worker *w)
@@ -467,6 +519,41 @@ static void reset_stale(struct lane *l, size_t m)
         l->stats.lan_tx_packets += (uint64_t)sent;
 }
 
+/* Seals l->pkts[0..m) (peer and input filled in) and sends them out of the
+ * WAN: the UDP socket, or the raw ESP socket in ESP mode (the kernel writes
+ * the outer IP and UDP header), or the DPDK WAN port (the seal writes them:
+ * P3DP_OUT_IP). observe: show them to the flow tracker (LAN traffic; the
+ * control plane's own packets are not enterprise connections). How many
+ * were handed to the WAN. */
+static size_t seal_and_send(struct lane *l, size_t m, int observe)
+{
+    p3dp_worker *w = l->w;
+    struct p3_io *out = w->has_esp ? &l->esp : &l->wan;
+    uint32_t flags = w->dpdk ? P3DP_OUT_IP : 0;
+    struct p3_iobuf *ob = out_buffers(l, out, l->wan_out, m);
+    for (size_t i = 0; i < m; i++) {
+        l->pkts[i].out_buf = ob[i].data;
+        l->pkts[i].out_cap = ob[i].cap;
+    }
+    p3dp_seal_burst(l->ctx, l->pkts, m, flags);
+    if (observe && l->flows)
+        p3dp_flows_observe_burst(l->flows, l->pkts, m, P3DP_FLOW_FROM_LAN, now_ms());
+    size_t k = 0;
+    for (size_t i = 0; i < m; i++) {
+        if (l->pkts[i].status != 0)
+            continue;
+        struct p3_iobuf *b = &l->send[k++];
+        *b = ob[i];
+        ob[i].handle = NULL;          /* now the send list's */
+        b->len = l->pkts[i].out_len;
+        b->family = l->pkts[i].family;    /* the seal wrote the destination */
+        b->port = l->pkts[i].port;
+        memcpy(b->addr, l->pkts[i].addr, 16);
+    }
+    transmit(l, out, ob, m, k, &l->stats.wan_tx_packets);
+    return k;
+}
+
 static void lan_to_wan(struct lane *l)
 {
     p3dp_worker *w = l->w;
@@ -476,11 +563,6 @@ static void lan_to_wan(struct lane *l)
         n = 0;
     }
     l->stats.lan_rx_packets += (uint64_t)n;
-    /* Sealed packets go out of the UDP socket, or of the raw ESP socket in
-     * ESP mode (the kernel writes the outer IP and UDP header), or of the
-     * DPDK WAN port (the seal writes them: P3DP_OUT_IP). */
-    struct p3_io *out = w->has_esp ? &l->esp : &l->wan;
-    uint32_t flags = w->dpdk ? P3DP_OUT_IP : 0;
     size_t m = 0;
     for (int i = 0; i < n; i++) {
         int family;
@@ -514,28 +596,8 @@ static void lan_to_wan(struct lane *l)
         memcpy(&p->peer, l->mine[i].addr, sizeof(p->peer));
         p->kind = P3DP_KIND_DATA;
     }
-    struct p3_iobuf *ob = out_buffers(l, out, l->wan_out, m);
-    for (size_t i = 0; i < m; i++) {
-        l->pkts[i].out_buf = ob[i].data;
-        l->pkts[i].out_cap = ob[i].cap;
-    }
-    p3dp_seal_burst(l->ctx, l->pkts, m, flags);
-    if (l->flows)
-        p3dp_flows_observe_burst(l->flows, l->pkts, m, P3DP_FLOW_FROM_LAN, now_ms());
-    size_t k = 0;
-    for (size_t i = 0; i < m; i++) {
-        if (l->pkts[i].status != 0)
-            continue;
-        struct p3_iobuf *b = &l->send[k++];
-        *b = ob[i];
-        ob[i].handle = NULL;          /* now the send list's */
-        b->len = l->pkts[i].out_len;
-        b->family = l->pkts[i].family;    /* the seal wrote the destination */
-        b->port = l->pkts[i].port;
-        memcpy(b->addr, l->pkts[i].addr, 16);
-    }
-    transmit(l, out, ob, m, k, &l->stats.wan_tx_packets);
-    if (l->flows && k < m)
+    size_t sent = seal_and_send(l, m, 1);
+    if (l->flows && sent < m)
         reset_stale(l, m);
     if (w->nlanes > 1)
         free_handed(l, &l->lan, (unsigned)m);
@@ -563,6 +625,97 @@ static unsigned wan_owner(const struct lane *l, const struct p3_iobuf *b)
             return j;
     }
     return l->index;
+}
+
+/* ---- IKE admission: rate limits and cookies (queues.h, ike_cookie.h) --- */
+
+/* 1 when cookie (cookie_len octets) is what this worker gives the request v from (family, addr). */
+static int cookie_valid(const struct cookie_keys *k, const struct p3_ike_init *v, int family, const uint8_t *addr)
+{
+    if (!v->cookie || v->cookie_len != P3_IKE_COOKIE_BYTES)
+        return 0;
+    for (int i = 0; i < 2; i++) {
+        uint8_t expected[P3_IKE_COOKIE_BYTES];
+        if (!k->len[i] || v->cookie[0] != k->version[i])
+            continue;
+        if (p3dp_ike_cookie(k->secret[i], k->len[i], k->version[i], v->nonce, v->nonce_len, family, addr, v->spi_i,
+                            expected) != 0)
+            return 0;
+        uint8_t diff = 0;                  /* constant time: the cookie is a MAC */
+        for (unsigned j = 0; j < P3_IKE_COOKIE_BYTES; j++)
+            diff |= (uint8_t)(expected[j] ^ v->cookie[j]);
+        return diff == 0;
+    }
+    return 0;
+}
+
+/* Writes a COOKIE reply to p's sender into the lane's next reply slot (sent after the burst). */
+static void cookie_reply(struct lane *l, const p3dp_pkt *p, const struct p3_ike_init *v, unsigned *nreplies,
+                         uint64_t now)
+{
+    p3dp_worker *w = l->w;
+    const struct cookie_keys *k = &w->cookies;
+    if (*nreplies >= WORKER_BURST || !p3_ike_limit_allow(&l->cookie_limit, p->family, p->addr, now)) {
+        l->stats.ike_rate_drops++;
+        return;
+    }
+    uint8_t cookie[P3_IKE_COOKIE_BYTES];
+    if (p3dp_ike_cookie(k->secret[0], k->len[0], k->version[0], v->nonce, v->nonce_len, p->family, p->addr, v->spi_i,
+                        cookie) != 0)
+        return;
+    uint8_t *buf = l->cookie_out[*nreplies];
+    uint8_t ike[4 + P3_IKE_COOKIE_REPLY_BYTES];
+    memset(ike, 0, 4);                     /* the non-ESP marker (RFC 3948) */
+    p3_ike_cookie_reply(v, cookie, ike + 4);
+    uint32_t len = 0;
+    if (w->dpdk) {
+        /* no kernel below: the outer header is written here, as for the control plane's IKE */
+        const p3dp_worker_config *c = &w->dpdk_cfg;
+        if (p->family != c->family)
+            return;
+        len = p3dp_write_ip_header(buf, p->family, c->wan_addr, p->addr, c->udp_port, p->port, ike, sizeof(ike));
+    }
+    memcpy(buf + len, ike, sizeof(ike));
+    len += sizeof(ike);
+    struct p3_iobuf *b = &l->cookie_send[(*nreplies)++];
+    memset(b, 0, sizeof(*b));
+    b->data = buf;
+    b->len = b->cap = len;
+    b->family = p->family;
+    b->port = p->port;
+    memcpy(b->addr, p->addr, 16);
+    l->stats.ike_cookies_sent++;
+}
+
+/* Whether the IKE message p may go up to the control plane. Under load (or
+ * always, by configuration) an IKE_SA_INIT request must bring a valid cookie
+ * back: without one it is answered with a cookie here; with one it has shown
+ * its source address is real and passes the per-source limit only.
+ * Everything else passes both rate limits. */
+static int ike_admit(struct lane *l, const p3dp_pkt *p, unsigned *nreplies, uint64_t now)
+{
+    const struct cookie_keys *k = &l->w->cookies;
+    int loaded = k->mode == P3DP_COOKIES_ALWAYS ||
+                 (k->mode == P3DP_COOKIES_UNDER_LOAD &&
+                  (now < l->ike_load_until_ms || p3_msgring_count(&l->up_ike) >= UP_IKE_SLOTS / 2));
+    struct p3_ike_init v;
+    if (loaded && k->len[0] && p3_ike_parse_init(p->in_buf + p->payload_off, p->in_len - p->payload_off, &v)) {
+        if (!cookie_valid(k, &v, p->family, p->addr)) {
+            cookie_reply(l, p, &v, nreplies, now);
+            return 0;
+        }
+        if (!p3_ike_limit_allow_source(&l->ike_limit, p->family, p->addr, now)) {
+            l->stats.ike_rate_drops++;
+            return 0;
+        }
+        return 1;
+    }
+    if (!p3_ike_limit_allow(&l->ike_limit, p->family, p->addr, now)) {
+        l->stats.ike_rate_drops++;
+        l->ike_load_until_ms = now + IKE_LOAD_MS;
+        return 0;
+    }
+    return 1;
 }
 
 static void wan_to_lan(struct lane *l, struct p3_io *in)
@@ -606,6 +759,9 @@ static void wan_to_lan(struct lane *l, struct p3_io *in)
     if (l->flows)
         p3dp_flows_observe_burst(l->flows, l->pkts, m, P3DP_FLOW_TO_LAN, now_ms());
     size_t k = 0;
+    int queued = 0;
+    unsigned nreplies = 0;
+    uint64_t now = 0;
     for (unsigned i = 0; i < m; i++) {
         p3dp_pkt *p = &l->pkts[i];
         if (p->status != 0)
@@ -620,47 +776,89 @@ static void wan_to_lan(struct lane *l, struct p3_io *in)
             k++;
             break;
         case P3DP_KIND_CONTROL:
+            queued |= up_push(&l->up_control, p, &l->stats.control_queue_drops);
+            break;
         case P3DP_KIND_IKE:
-            ring_push(l, p);
+            /* Unauthenticated: limited before it costs the control plane anything. */
+            if (!now)
+                now = now_ms();
+            if (!ike_admit(l, p, &nreplies, now))
+                break;
+            if (up_push(&l->up_ike, p, &l->stats.ike_queue_drops))
+                queued = 1;
+            else
+                l->ike_load_until_ms = now + IKE_LOAD_MS;
             break;
         default:
             break;
         }
     }
+    if (queued)
+        notify_control_plane(l);
     transmit(l, &l->lan, ob, m, k, &l->stats.lan_tx_packets);
+    if (nreplies && l->wan.ops->tx_burst(&l->wan, l->cookie_send, nreplies) < 0)
+        l->stats.io_errors++;
     if (w->nlanes > 1)
         free_handed(l, in, m);
 }
 
-/* ---- control-plane sends on DPDK ports ------------------------------- */
+/* ---- what the control plane sends ------------------------------------ */
 
-/* Sends what the control plane queued (p3dp_worker_send / _send_lan), from
- * lane 0, which owns queue 0 of both ports. */
-static void drain_txq(struct lane *l)
+/* Sends the lane's down messages, oldest first: control packets are sealed
+ * for their peer in bursts; LAN packets go out of the TUN or LAN port as
+ * they are (the TUN backend adds its "no offload" virtio-net header); WAN
+ * packets (DPDK: IKE with the outer header written) out of the WAN port. */
+static void drain_down(struct lane *l, unsigned max)
 {
-    p3dp_worker *w = l->w;
-    unsigned tail = atomic_load_explicit(&w->txq_tail, memory_order_relaxed);
-    unsigned head = atomic_load_explicit(&w->txq_head, memory_order_acquire);
-    for (; tail != head; tail++) {
-        struct txq_slot *slot = &w->txq[tail % TXQ_SLOTS];
-        struct p3_io *out = slot->to_lan ? &l->lan : &l->wan;
-        l->send[0] = (struct p3_iobuf){ .data = slot->data, .len = slot->len, .cap = slot->len };
+    unsigned k = 0;
+    size_t m = 0;
+    for (; k < max; k++) {
+        const uint8_t *data;
+        const p3dp_worker_msg *info = p3_msgring_peek(&l->down, k, &data);
+        if (!info)
+            break;
+        if (info->kind == DOWN_CONTROL) {
+            p3dp_pkt *p = &l->pkts[m++];
+            memset(p, 0, sizeof(*p));
+            p->in_buf = data;
+            p->in_len = info->len;
+            p->peer = info->peer;
+            p->kind = P3DP_KIND_DATA;
+            if (m == WORKER_BURST) {
+                l->stats.control_sent += seal_and_send(l, m, 0);
+                m = 0;
+            }
+            continue;
+        }
+        /* in order: the control packets before it leave first */
+        if (m) {
+            l->stats.control_sent += seal_and_send(l, m, 0);
+            m = 0;
+        }
+        struct p3_io *out = info->kind == DOWN_LAN ? &l->lan : &l->wan;
+        l->send[0] = (struct p3_iobuf){ .data = (uint8_t *)data, .len = info->len, .cap = info->len };
         if (out->ops->tx_burst(out, l->send, 1) != 1)
             l->stats.io_errors++;
-        else if (slot->to_lan)
+        else if (info->kind == DOWN_LAN)
             l->stats.lan_tx_packets++;
         else
             l->stats.wan_tx_packets++;
     }
-    atomic_store_explicit(&w->txq_tail, tail, memory_order_release);
+    if (m)
+        l->stats.control_sent += seal_and_send(l, m, 0);
+    if (k)
+        p3_msgring_pop(&l->down, k);
 }
 
 /* ---- the loops ---------------------------------------------------------- */
 
-static void park_if_asked(p3dp_worker *w)
+static void park_if_asked(struct lane *l)
 {
+    p3dp_worker *w = l->w;
     if (!atomic_load_explicit(&w->pause_req, memory_order_acquire))
         return;
+    /* What was queued before the pause is sealed with the keys of before it. */
+    drain_down(l, DOWN_SLOTS);
     pthread_mutex_lock(&w->park_lock);
     w->parked++;
     pthread_cond_broadcast(&w->park_cond);
@@ -685,8 +883,10 @@ static void kernel_loop(struct lane *l)
         nfds = 4;
     }
     while (!atomic_load_explicit(&w->stop, memory_order_acquire)) {
-        park_if_asked(w);
-        int r = poll(fds, nfds, 200);
+        park_if_asked(l);
+        drain_down(l, DOWN_DRAIN_MAX);
+        /* more down messages than one drain takes: look at the sockets, do not wait */
+        int r = poll(fds, nfds, p3_msgring_count(&l->down) ? 0 : 200);
         if (r < 0) {
             if (errno != EINTR)
                 l->stats.io_errors++;
@@ -701,6 +901,7 @@ static void kernel_loop(struct lane *l)
          * direction starves the other. */
         for (int round = 0; round < 64; round++) {
             int busy = 0;
+            drain_down(l, DOWN_DRAIN_MAX);
             if (fds[0].revents & POLLIN) {
                 uint64_t before = l->stats.lan_rx_packets;
                 lan_to_wan(l);
@@ -730,13 +931,12 @@ static void poll_loop(struct lane *l)
     p3dp_worker *w = l->w;
     unsigned idle = 0, nap_us = 1;
     while (!atomic_load_explicit(&w->stop, memory_order_acquire)) {
-        park_if_asked(w);
+        park_if_asked(l);
         uint64_t before = l->stats.lan_rx_packets + l->stats.wan_rx_packets + l->stats.handoffs;
         uint64_t sent_before = l->stats.wan_tx_packets + l->stats.lan_tx_packets;
+        drain_down(l, DOWN_DRAIN_MAX);
         lan_to_wan(l);
         wan_to_lan(l, &l->wan);
-        if (l->index == 0)
-            drain_txq(l);
         if (l->stats.lan_rx_packets + l->stats.wan_rx_packets + l->stats.handoffs != before ||
             l->stats.wan_tx_packets + l->stats.lan_tx_packets != sent_before) {
             idle = 0;
@@ -816,6 +1016,7 @@ void p3dp_worker_stop(p3dp_worker *w)
 int p3dp_worker_pause(p3dp_worker *w)
 {
     pthread_mutex_lock(&w->caller_lock);
+    atomic_fetch_add_explicit(&w->pauses, 1, memory_order_relaxed);
     if (!w->started)
         return 0;
     atomic_store_explicit(&w->pause_req, 1, memory_order_release);
@@ -846,6 +1047,8 @@ void p3dp_worker_resume(p3dp_worker *w)
 void p3dp_worker_get_stats(const p3dp_worker *w, p3dp_worker_stats *out)
 {
     memset(out, 0, sizeof(*out));
+    out->pauses = atomic_load_explicit(&w->pauses, memory_order_relaxed);
+    out->send_queue_drops = atomic_load_explicit(&w->send_queue_drops, memory_order_relaxed);
     for (unsigned i = 0; i < w->nlanes; i++) {
         const struct lane *l = &w->lanes[i];
         const p3dp_worker_stats *s = &l->stats;
@@ -858,6 +1061,10 @@ void p3dp_worker_get_stats(const p3dp_worker *w, p3dp_worker_stats *out)
         out->io_errors += s->io_errors;
         out->handoffs += s->handoffs;
         out->handoff_drops += s->handoff_drops;
+        out->control_sent += s->control_sent;
+        out->ike_rate_drops += s->ike_rate_drops;
+        out->ike_queue_drops += s->ike_queue_drops;
+        out->ike_cookies_sent += s->ike_cookies_sent;
         if (!w->dpdk)
             continue;
         const struct p3_io *ports[2] = { &l->lan, &l->wan };
@@ -874,35 +1081,43 @@ int p3dp_worker_is_dpdk(const p3dp_worker *w)
     return w->dpdk;
 }
 
-/* Queues a packet for lane 0 to send (DPDK ports). -P3R_DP_TABLE_FULL when full. */
-static int txq_put(p3dp_worker *w, int to_lan, const uint8_t *head, uint32_t head_len, const uint8_t *data,
-                   uint32_t len)
+/* Queues a down message for lane l and wakes it. -P3R_DP_TABLE_FULL (counted) when its ring is full. */
+static int down_put(p3dp_worker *w, struct lane *l, const p3dp_worker_msg *info, const uint8_t *head,
+                    uint32_t head_len, const uint8_t *data, uint32_t len)
 {
-    int rc = 0;
-    if (head_len + len > TXQ_SLOT_BYTES)
-        return -P3R_DP_TOO_BIG;
-    pthread_mutex_lock(&w->txq_lock);
-    unsigned head_i = atomic_load_explicit(&w->txq_head, memory_order_relaxed);
-    unsigned tail = atomic_load_explicit(&w->txq_tail, memory_order_acquire);
-    if (head_i - tail >= TXQ_SLOTS) {
-        rc = -P3R_DP_TABLE_FULL;
-    } else {
-        struct txq_slot *slot = &w->txq[head_i % TXQ_SLOTS];
-        memcpy(slot->data, head, head_len);
-        memcpy(slot->data + head_len, data, len);
-        slot->len = head_len + len;
-        slot->to_lan = (uint8_t)to_lan;
-        atomic_store_explicit(&w->txq_head, head_i + 1, memory_order_release);
+    pthread_mutex_lock(&l->down_lock);
+    int rc = p3_msgring_put(&l->down, info, head, head_len, data, len);
+    pthread_mutex_unlock(&l->down_lock);
+    if (rc == -P3R_DP_TABLE_FULL)
+        atomic_fetch_add_explicit(&w->send_queue_drops, 1, memory_order_relaxed);
+    if (rc == 0 && !w->dpdk) {
+        /* the kernel lane sleeps in poll(); DPDK lanes poll anyway */
+        uint64_t one = 1;
+        if (write(w->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+            return -P3R_OS_ERROR;
     }
-    pthread_mutex_unlock(&w->txq_lock);
     return rc;
+}
+
+int p3dp_worker_send_control(p3dp_worker *w, uint32_t peer_id, const uint8_t *inner, uint32_t len)
+{
+    if (!inner || len == 0)
+        return -P3R_DP_BAD_ARGUMENT;
+    p3dp_worker_msg info;
+    memset(&info, 0, sizeof(info));
+    info.kind = DOWN_CONTROL;
+    info.peer = peer_id;
+    return down_put(w, &w->lanes[peer_id % w->nlanes], &info, NULL, 0, inner, len);
 }
 
 int p3dp_worker_send_lan(p3dp_worker *w, const uint8_t *data, uint32_t len)
 {
-    if (!w->dpdk)
+    if (!data || len == 0)
         return -P3R_DP_BAD_ARGUMENT;
-    return txq_put(w, 1, NULL, 0, data, len);
+    p3dp_worker_msg info;
+    memset(&info, 0, sizeof(info));
+    info.kind = DOWN_LAN;
+    return down_put(w, &w->lanes[0], &info, NULL, 0, data, len);
 }
 
 int p3dp_worker_send(p3dp_worker *w, int via_esp, int family, const uint8_t *addr, uint16_t port,
@@ -923,7 +1138,10 @@ int p3dp_worker_send(p3dp_worker *w, int via_esp, int family, const uint8_t *add
             return -P3R_DP_BAD_ARGUMENT;
         uint32_t head_len = p3dp_write_ip_header(head, family, c->wan_addr, addr, via_esp ? 0 : c->udp_port,
                                                  via_esp ? 0 : port, data, len);
-        return txq_put(w, 0, head, head_len, data, len);
+        p3dp_worker_msg info;
+        memset(&info, 0, sizeof(info));
+        info.kind = DOWN_WAN;
+        return down_put(w, &w->lanes[0], &info, head, head_len, data, len);
     }
     struct sockaddr_storage ss;
     socklen_t sl = p3_io_sockaddr(&ss, out->family, family, addr, out == &l0->esp ? 0 : port);
@@ -959,12 +1177,51 @@ void p3dp_worker_free(p3dp_worker *w)
         p3_io_close(&l->wan);
         p3_io_close(&l->esp);
         free(l->buffers);
-        free(l->ring);
+        p3_msgring_free(&l->up_control);
+        p3_msgring_free(&l->up_ike);
+        p3_msgring_free(&l->down);
+        pthread_mutex_destroy(&l->down_lock);
     }
-    free(w->txq);
-    pthread_mutex_destroy(&w->txq_lock);
     pthread_mutex_destroy(&w->park_lock);
     pthread_cond_destroy(&w->park_cond);
     pthread_mutex_destroy(&w->caller_lock);
+    explicit_bzero(&w->cookies, sizeof(w->cookies));
     free(w);
+}
+
+int p3dp_worker_set_ike_limits(p3dp_worker *w, uint32_t global_rate, uint32_t global_burst, uint32_t source_rate,
+                               uint32_t source_burst)
+{
+    int rc = p3dp_worker_pause(w);
+    if (rc != 0)
+        return rc;
+    for (unsigned i = 0; i < w->nlanes; i++)
+        p3_ike_limit_set(&w->lanes[i].ike_limit, global_rate, global_burst, source_rate, source_burst);
+    p3dp_worker_resume(w);
+    return 0;
+}
+
+int p3dp_worker_set_ike_cookies(p3dp_worker *w, int mode, uint8_t version, const uint8_t *secret, size_t secret_len)
+{
+    if (mode < P3DP_COOKIES_OFF || mode > P3DP_COOKIES_ALWAYS ||
+        (mode != P3DP_COOKIES_OFF && (!secret || secret_len == 0 || secret_len > COOKIE_SECRET_MAX)))
+        return -P3R_DP_BAD_ARGUMENT;
+    int rc = p3dp_worker_pause(w);
+    if (rc != 0)
+        return rc;
+    struct cookie_keys *k = &w->cookies;
+    k->mode = mode;
+    if (mode != P3DP_COOKIES_OFF &&
+        !(k->len[0] == secret_len && k->version[0] == version && memcmp(k->secret[0], secret, secret_len) == 0)) {
+        /* the current secret becomes the previous one: its cookies stay valid */
+        memcpy(k->secret[1], k->secret[0], sizeof(k->secret[1]));
+        k->len[1] = k->len[0];
+        k->version[1] = k->version[0];
+        memset(k->secret[0], 0, sizeof(k->secret[0]));
+        memcpy(k->secret[0], secret, secret_len);
+        k->len[0] = secret_len;
+        k->version[0] = version;
+    }
+    p3dp_worker_resume(w);
+    return 0;
 }

@@ -1061,7 +1061,8 @@ class ResponderHandshake:
         self._allocate_p3_id = allocate_p3_id or P3IdAllocator(rng).allocate
         self.cookie_threshold = cookie_threshold
         self.half_open_timeout_s = half_open_timeout_s
-        self._cookie_secret = rng(32)
+        # (version, secret), current first: cookies of the previous secret stay valid after a rotation
+        self._cookie_secrets: list[tuple[int, bytes]] = [(1, rng(32))]
         self._by_init: dict[tuple[object, bytes], _Exchange] = {}
         self._by_spi_r: dict[bytes, _Exchange] = {}
         self._events: deque[HandshakeEvent] = deque()
@@ -1136,11 +1137,25 @@ class ResponderHandshake:
 
     # -- cookies (RFC 7296 §2.6) --
 
-    def _cookie_for(self, nonce_i: bytes, peer_addr: object, spi_i: bytes) -> bytes:
-        # Cookie = <secret version> | Hash(Ni | IPi | SPIi | <secret>); one version for now.
+    def set_cookie_secret(self, version: int, secret: bytes) -> None:
+        """Rotate the cookie secret (the packet worker answers cookies with the same one, under load).
+
+        Cookies made with the secret before stay valid until the next rotation.
+        """
+        if not 0 <= version <= 255 or not 1 <= len(secret) <= 64:
+            raise P3Error("DP_BAD_ARGUMENT", f"cookie secret version {version}, {len(secret)} octets")
+        self._cookie_secrets = [(version, secret), self._cookie_secrets[0]]
+
+    def _cookie_for(self, nonce_i: bytes, peer_addr: object, spi_i: bytes, version: int | None = None) -> bytes:
+        # Cookie = <secret version> | HMAC-SHA-256(secret, Ni | IPi | SPIi)[0:16], IPi as 4 or 16
+        # octets; native/src/ike_cookie.h makes the same in the packet worker.
+        number, secret = next((s for s in self._cookie_secrets if s[0] == version), self._cookie_secrets[0])
         host = peer_addr[0] if isinstance(peer_addr, tuple) and peer_addr else peer_addr
-        digest = hmac.new(self._cookie_secret, nonce_i + repr(host).encode() + spi_i, hashlib.sha256).digest()
-        return b"\x01" + digest[:16]
+        try:
+            ip = ipaddress.ip_address(host).packed     # type: ignore[arg-type]
+        except ValueError:
+            ip = repr(host).encode()                   # a test's made-up address
+        return bytes([number]) + hmac.new(secret, nonce_i + ip + spi_i, hashlib.sha256).digest()[:16]
 
     # -- IKE_SA_INIT --
 
@@ -1157,12 +1172,15 @@ class ResponderHandshake:
         if not isinstance(sa, SaPayload) or not isinstance(ke, KePayload) or not isinstance(nonce, NoncePayload):
             raise P3Error("IKE_MALFORMED", "IKE_SA_INIT request lacks SA, KE or Nonce")
         if self.half_open_count >= self.cookie_threshold:
-            expected = self._cookie_for(nonce.nonce, peer_addr, message.spi_i)
             offered = message.payloads[0] if message.payloads else None
-            if not (isinstance(offered, NotifyPayload) and offered.notify_type == N_COOKIE
-                    and hmac.compare_digest(offered.notification_data, expected)):
+            offered_cookie = (offered.notification_data if isinstance(offered, NotifyPayload)
+                              and offered.notify_type == N_COOKIE else b"")
+            version = offered_cookie[0] if offered_cookie else None
+            if not (offered_cookie and hmac.compare_digest(
+                    offered_cookie, self._cookie_for(nonce.nonce, peer_addr, message.spi_i, version))):
                 self.cookies_sent += 1
-                return [self._plain_reply(message, NotifyPayload(N_COOKIE, expected))]
+                fresh = self._cookie_for(nonce.nonce, peer_addr, message.spi_i)
+                return [self._plain_reply(message, NotifyPayload(N_COOKIE, fresh))]
         try:
             if len(nonce.nonce) < MIN_PEER_NONCE_BYTES:
                 raise _Failure("IKE_MALFORMED", f"initiator nonce of {len(nonce.nonce)} octets, "

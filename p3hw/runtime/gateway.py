@@ -46,6 +46,7 @@ from p3hw.protocol.session import SessionConfig
 from p3hw.reasons import P3Error
 from p3hw.runtime.admin_target import GatewayAdmin
 from p3hw.runtime.flowstate import FlowState, state_path
+from p3hw.runtime.ike_cookies import IkeCookieSecret
 from p3hw.runtime.ike_requests import ike_status, log_peer_deleted
 from p3hw.runtime.io import TUN_MTU, WAN_MTU, GatewayIO, GatewayPort
 from p3hw.runtime.peer import PeerDriver, PeerSettings
@@ -84,6 +85,8 @@ class Gateway:
         self.peers: dict[int, PeerDriver] = {}
         self.peer_by_address: dict[str, PeerDriver] = {}
         self.responder: ResponderHandshake | None = None
+        #: primary: the IKE cookie secret shared by the responder and the worker (RFC 7296 §2.6)
+        self.ike_cookies: IkeCookieSecret | None = None
         self.status_file = StatusFile(status_file, logger, group_from=config.local.admin_socket)
         # Login termination across restarts: the flows of the previous run (docs/flows.md).
         self.flow_state = FlowState(state_path(config.local.admin_socket), logger)
@@ -174,6 +177,7 @@ class Gateway:
             self._add_remote(remote, now)
         if self.role == "primary":
             self.responder = self._make_responder()
+            self.ike_cookies = IkeCookieSecret(self.responder, self.io.worker, now)
         self._reset_flows_of_previous_run()
         await self._start_admin()
         self.log.info("p3hw %s up: address %s port %d, %d remote(s), transport %s, %s",
@@ -248,6 +252,8 @@ class Gateway:
             driver.handle_timer(now)
         if self.responder is not None and (timer := self.responder.get_timer()) is not None and timer <= now:
             self.responder.handle_timer(now)
+        if self.ike_cookies is not None:
+            self.ike_cookies.handle_timer(now)
 
     # ------------------------------------------------------------ packets from the worker
 

@@ -34,7 +34,6 @@ from p3hw.dataplane import (
     Terminated,
     Worker,
 )
-from p3hw.log import failure
 from p3hw.reasons import P3Error
 from p3hw.runtime.engines import set_crypto_engine
 from p3hw.runtime.failclosed import FailClosed
@@ -49,8 +48,6 @@ TUN_MTU = 1400
 FLOW_CAPACITY = 65536
 FLOW_TCP_IDLE_MS = 3 * 3600 * 1000
 FLOW_OTHER_IDLE_MS = 180 * 1000
-#: struct virtio_net_hdr, in front of every packet on a TUN with offloads.
-VNET_HDR_BYTES = 10
 
 
 class GatewayIO:
@@ -218,9 +215,9 @@ class GatewayIO:
 class GatewayPort:
     """`DataplanePort` over a gateway's native dataplane and worker.
 
-    The worker is paused around every change to the peers' SAs and around
-    sealing a control packet; LAN packets that terminate flows go out of the
-    TUN or, with DPDK, through the worker."""
+    The worker is paused around every change to the peers' SAs; control packets
+    go down a queue to the worker that owns the peer and are sealed there (no
+    pause), and LAN packets that terminate flows go through the worker too."""
 
     def __init__(self, io: GatewayIO) -> None:
         self.io = io
@@ -290,19 +287,14 @@ class GatewayPort:
         return retired
 
     def send_control(self, peer_id: int, inner_packet: bytes) -> None:
-        dp, worker = self._parts()
-        outer = self.outer.get(peer_id)
-        if outer is None:
+        _, worker = self._parts()
+        if peer_id not in self.outer:
             return
-        with worker.paused():
-            sealed = dp.seal([(peer_id, inner_packet)])[0]
-        if sealed.status != "OK":
-            failure(self.io.log, sealed.status, f"cannot seal a control packet for {outer[0]}", logging.WARNING)
-            return
-        try:
-            worker.send(outer[0], outer[1], sealed.data, via_esp=self.io.config.local.transport == "esp")
+        try:    # sealed with the data SA and sent by the worker that owns the peer: no pause
+            worker.send_control(peer_id, inner_packet)
         except P3Error as exc:  # the control channel retransmits
-            self.io.log.warning("%s cannot send a control packet to %s: %s", exc.code, outer[0], exc.detail)
+            self.io.log.warning("%s cannot queue a control packet for %s: %s", exc.code, self.outer[peer_id][0],
+                                exc.detail)
 
     def send_ike(self, addr: str, port: int, message: bytes) -> None:
         _, worker = self._parts()
@@ -322,22 +314,12 @@ class GatewayPort:
         return done
 
     def write_lan(self, packets: list[bytes]) -> None:
-        """Termination packets (RSTs, ICMP unreachables) into the LAN."""
-        io = self.io
-        if io.tun_fd < 0:
-            _, worker = self._parts()
-            for packet in packets:  # DPDK: out of the LAN port, from the worker's thread
-                try:
-                    worker.send_lan(packet)
-                except P3Error:
-                    break
-            return
-        # The TUN carries a virtio-net header (offloads): "no offload" for these.
-        header = bytes(VNET_HDR_BYTES) if io.tun_offloads else b""
+        """Termination packets (RSTs, ICMP unreachables) into the TUN or out of the LAN port, from the worker's thread."""
+        _, worker = self._parts()
         for packet in packets:
             try:
-                os.write(io.tun_fd, header + packet)
-            except OSError:
+                worker.send_lan(packet, wait_s=1.0)
+            except P3Error:
                 break
 
     def traffic(self, peer_id: int, inbound_ids: Collection[int]) -> Traffic:
