@@ -438,7 +438,11 @@ def scenario_udp(family: int, v4_code: int | None = None) -> dict:
     assert remote.next_from_local() is not None
     assert remote.next_from_local() is not None
     _, done = remote.terminate()
-    time.sleep(0.1)
+    # The kernel takes the ICMP error from the TUN in its own time (softirq): wait until the
+    # socket reports it (POLLERR) instead of a fixed sleep, which a loaded machine outlasts.
+    poller = select.poll()
+    poller.register(recverr, select.POLLERR)
+    poller.poll(5000)
     recverr_recv = nonblocking_recv_outcome(recverr)
     # The queued error itself: struct sock_extended_err, then the offender.
     _, ancillary, _, _ = recverr.recvmsg(512, 512, socket.MSG_ERRQUEUE | socket.MSG_DONTWAIT)
