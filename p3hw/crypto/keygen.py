@@ -137,6 +137,17 @@ class PolicyKeySource:
             return self.software.random_bytes(length)
 
 
+def key_source_status(source: KeySource) -> str:
+    """What `p3ctl status` says of the key source actually in use (not what the configuration asked for):
+    ``software``, ``hardware (pkcs11)`` / ``hardware (cpu-rng)``, or ``software (fallback)`` while a failed
+    hardware source is replaced by software keys (key_fallback = software)."""
+    if getattr(source, "on_fallback", False):
+        return "software (fallback)"
+    if isinstance(source, PolicyKeySource):
+        return f"hardware ({source.name})"
+    return source.name
+
+
 def make_key_source(config: Config, logger: logging.Logger | None = None) -> KeySource:
     """The KeySource for *config*: software for key_generation 1, else hardware under the key_fallback policy."""
     local = config.local

@@ -27,7 +27,7 @@ from p3hw.admin.metrics import allow_users, start_metrics_server
 from p3hw.admin.server import AdminServer, effective_config, start_admin_server
 from p3hw.admin.store import Store
 from p3hw.config import Config, RemoteHost, config_error_text, load_config, read_psk
-from p3hw.crypto.keygen import make_key_source
+from p3hw.crypto.keygen import key_source_status, make_key_source
 from p3hw.crypto.keys import cipher_name
 from p3hw.log import failure
 from p3hw.protocol.handshake import (
@@ -317,7 +317,7 @@ class Gateway:
         for driver in self.peers.values():
             entry = driver.status(now)
             entry.subnets = [str(s) for s in self.config.remote(driver.peer_id).subnets]
-            entry.key_source = "hardware" if self.config.local.key_generation == 2 else "software"
+            entry.key_source = key_source_status(self.key_source)  # what is in use, fallback included
             peers.append(entry)
         dp, worker = self.io.dp, self.io.worker
         counters = dp.counters() if dp is not None else None

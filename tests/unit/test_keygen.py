@@ -8,7 +8,7 @@ import pytest
 
 from p3hw import dataplane
 from p3hw.config import parse_config
-from p3hw.crypto.keygen import PolicyKeySource, make_key_source
+from p3hw.crypto.keygen import PolicyKeySource, key_source_status, make_key_source
 from p3hw.crypto.keysource import SoftwareKeySource
 from p3hw.reasons import P3Error
 
@@ -106,3 +106,19 @@ def test_unopenable_hardware_at_start_up_follows_the_policy(caplog: pytest.LogCa
         source = PolicyKeySource(broken, allow_software=True)
     assert len(source.random_bytes(32)) == 32 and source.failures == ["P3-E605"]
     assert caplog.records[0].getMessage().startswith("P3-E605 hardware key source failed to open")
+
+
+def test_status_names_the_key_source_in_use_and_a_token_fallback() -> None:
+    assert key_source_status(SoftwareKeySource()) == "software"
+    hardware = FlakyHardware()
+    clock = Clock()
+    source = PolicyKeySource(lambda: hardware, allow_software=True, clock=clock, retry_s=60.0)
+    assert key_source_status(source) == "hardware (flaky-hw)"
+    hardware.working = False
+    source.random_bytes(16)
+    # key_generation = 2 is still configured, but software keys are served: status says so.
+    assert key_source_status(source) == "software (fallback)"
+    hardware.working = True
+    clock.now = 61.0
+    source.random_bytes(16)
+    assert key_source_status(source) == "hardware (flaky-hw)"
