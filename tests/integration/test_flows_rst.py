@@ -69,7 +69,7 @@ def run_scenario(name: str, library: Path) -> dict[str, object]:
         pytest.skip("needs unshare(1) and /dev/net/tun")
     proc = subprocess.run(
         ["unshare", "--net", sys.executable, __file__, name, str(library)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, f"scenario {name} failed:\n{proc.stdout}\n{proc.stderr}"
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -414,6 +414,40 @@ def nonblocking_recv_outcome(sock: socket.socket) -> str:
         return errno.errorcode.get(exc.errno or 0, str(exc))
 
 
+def read_error_queue(sock: socket.socket, poller: select.poll, deadline_s: float = 30.0) -> list:
+    """The ancillary data of the socket's first queued error, waiting for it under load."""
+    end = time.monotonic() + deadline_s
+    while True:
+        try:
+            _, ancillary, _, _ = sock.recvmsg(512, 512, socket.MSG_ERRQUEUE | socket.MSG_DONTWAIT)
+            return ancillary
+        except BlockingIOError:
+            if time.monotonic() >= end:
+                raise AssertionError("no ICMP error reached the socket's error queue in "
+                                     f"{deadline_s:.0f} s; Icmp6/InMsgs etc: {icmp_counters()}") from None
+            poller.poll(200)
+
+
+def icmp_counters() -> str:
+    """The kernel's ICMP input counters in this namespace, for a failure message."""
+    found = []
+    for name in ("/proc/net/snmp6",):
+        try:
+            for line in Path(name).read_text().splitlines():
+                if line.startswith(("Icmp6InMsgs", "Icmp6InErrors", "Icmp6InDestUnreachs")):
+                    found.append(" ".join(line.split()))
+        except OSError:
+            pass
+    try:
+        lines = Path("/proc/net/snmp").read_text().splitlines()
+        icmp = [line for line in lines if line.startswith("Icmp:")]
+        if len(icmp) == 2:
+            found.append(" ".join(f"{k}={v}" for k, v in zip(icmp[0].split()[1:4], icmp[1].split()[1:4], strict=True)))
+    except OSError:
+        pass
+    return "; ".join(found)
+
+
 def scenario_udp(family: int, v4_code: int | None = None) -> dict:
     tun = Tun(family)
     lib = load_flows(sys.argv[2])
@@ -442,10 +476,11 @@ def scenario_udp(family: int, v4_code: int | None = None) -> dict:
     # socket reports it (POLLERR) instead of a fixed sleep, which a loaded machine outlasts.
     poller = select.poll()
     poller.register(recverr, select.POLLERR)
-    poller.poll(5000)
+    poller.poll(30_000)
     recverr_recv = nonblocking_recv_outcome(recverr)
-    # The queued error itself: struct sock_extended_err, then the offender.
-    _, ancillary, _, _ = recverr.recvmsg(512, 512, socket.MSG_ERRQUEUE | socket.MSG_DONTWAIT)
+    # The queued error itself: struct sock_extended_err, then the offender. Reading the socket's
+    # pending error above leaves the queue; POLLERR stays up while the queue holds the entry.
+    ancillary = read_error_queue(recverr, poller)
     ee_errno, origin, icmp_type, icmp_code = struct.unpack_from("=IBBB", ancillary[0][2])
     offender = ancillary[0][2][16:]
     offender_addr = socket.inet_ntop(af, offender[4:8] if family == 4 else offender[8:24])
